@@ -1,0 +1,33 @@
+# Every target sets up .venv itself: a fresh clone needs only python3.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SOURCES := setup.cfg pyproject.toml $(shell find monit twisted -name '*.py')
+LISTEN ?= tcp:8080:interface=127.0.0.1
+NATS_PORT ?= 4222
+DEV_SECRET ?= monit-development-secret
+
+.PHONY: test run demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# A real (non-editable) install, so the twistd plugin is used the way users get it.
+$(VENV)/.installed: $(BIN)/python $(SOURCES)
+	$(BIN)/python -m pip install -q '.[test,embedded]'
+	touch $@
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest -q
+
+run: $(VENV)/.installed
+	@echo "Watch a job (after 'make demo' in another window):"
+	@echo "  curl -N -H 'X-Auth-Token: $$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400)' 'http://127.0.0.1:8080/events?stream=demo1'"
+	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)'
+
+demo: $(VENV)/.installed
+	$(BIN)/python examples/demo_job.py --nats nats://127.0.0.1:$(NATS_PORT) --job demo1
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""monit: a NATS-to-SSE gateway for workflow progress."""

@@ -1,0 +1,1 @@
+"""A small NATS client for Twisted: the wire protocol and a reconnecting service."""
