@@ -1,0 +1,138 @@
+"""From NATS subjects to inbox actions, with the seed service's rules."""
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.logger import Logger
+
+from monit.inbox import InboxRegistry, valid_inbox_id
+from monit.nats.protocol import Msg
+from monit.sse import compact_json
+
+LIFECYCLE_SUBJECTS = (
+    "service.create",
+    "service.delete",
+    "service.import",
+    "build.create",
+    "build.delete",
+    "build.import",
+    "environment.sync",
+)
+CLOSE_SUFFIXES = (".done", ".error")
+DELIVER_SUBJECTS = ("monitor.user",)
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+class Action(enum.Enum):
+    OPEN = "open"
+    CLOSE = "close"
+    DELIVER = "deliver"
+
+
+def subject_table(
+    open_subjects: Iterable[str] = LIFECYCLE_SUBJECTS,
+    deliver_subjects: Iterable[str] = DELIVER_SUBJECTS,
+) -> dict[str, Action]:
+    """Each open subject opens; it followed by ``.done``/``.error`` closes."""
+    table: dict[str, Action] = {}
+    for subject in open_subjects:
+        table[subject] = Action.OPEN
+        for suffix in CLOSE_SUFFIXES:
+            table[subject + suffix] = Action.CLOSE
+    for subject in deliver_subjects:
+        table[subject] = Action.DELIVER
+    return table
+
+
+class Malformed(ValueError):
+    """A message monit cannot use; the reason goes to the log and the counters."""
+
+
+def inbox_id_of(payload: Mapping[str, Any]) -> str:
+    """The ``service`` field's last ``-`` segment, else the ``id`` field."""
+    service = payload.get("service")
+    if isinstance(service, str) and service:
+        candidate = service.rsplit("-", 1)[-1]
+    else:
+        raw = payload.get("id")
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)):
+            raise Malformed("no usable 'service' or 'id' field")
+        candidate = str(raw)
+    if not valid_inbox_id(candidate):
+        raise Malformed("inbox id is empty, too long or has odd characters")
+    return candidate
+
+
+def parse_payload(payload: bytes, max_payload: int) -> dict[str, Any]:
+    if len(payload) > max_payload:
+        raise Malformed(f"payload of {len(payload)} bytes is over the {max_payload} byte limit")
+    try:
+        document = json.loads(payload.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise Malformed("payload is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise Malformed("payload is not JSON") from None
+    if not isinstance(document, dict):
+        raise Malformed("payload is not a JSON object")
+    return document
+
+
+class Router:
+    """Turns each NATS message into inbox events; bad input is logged, counted, skipped."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        registry: InboxRegistry,
+        table: Mapping[str, Action] | None = None,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+    ) -> None:
+        self._registry = registry
+        self._table = dict(subject_table() if table is None else table)
+        self._max_payload = max_payload
+        self.received: Counter[Action] = Counter()
+        self.malformed = 0
+
+    @property
+    def subjects(self) -> list[str]:
+        return list(self._table)
+
+    def __call__(self, msg: Msg) -> None:
+        action = self._table.get(msg.subject)
+        if action is None:
+            return
+        self.received[action] += 1
+        try:
+            self._route(action, msg)
+        except Malformed as reason:
+            self._skip(msg.subject, str(reason))
+
+    def _route(self, action: Action, msg: Msg) -> None:
+        document = parse_payload(msg.payload, self._max_payload)
+        inbox_id = inbox_id_of(document)
+        if action is Action.DELIVER:
+            self._deliver(msg.subject, inbox_id, document)
+        elif action is Action.OPEN:
+            self._registry.open(inbox_id, compact_json(document), msg.subject)
+        else:
+            self._registry.close(inbox_id, compact_json(document), msg.subject)
+
+    def _deliver(self, subject: str, inbox_id: str, document: dict[str, Any]) -> None:
+        """Each element of ``messages`` is one event; a bad element is skipped alone."""
+        messages = document.get("messages")
+        if not isinstance(messages, list):
+            raise Malformed("'messages' is not a list")
+        for message in messages:
+            if isinstance(message, dict):
+                self._registry.deliver(inbox_id, compact_json(message))
+            else:
+                self._skip(subject, "an element of 'messages' is not an object")
+
+    def _skip(self, subject: str, reason: str) -> None:
+        self.malformed += 1
+        self.log.warn("skipped message on {subject}: {reason}", subject=subject, reason=reason)

@@ -1,0 +1,177 @@
+"""monit as one Twisted service, for ``twistd monit`` and for embedding."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+
+import attrs
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import IResource
+from twisted.web.server import Site
+
+from monit.auth import JWTVerifier, secret_from_nats
+from monit.inbox import InboxRegistry
+from monit.nats.client import NATSClient
+from monit.routing import DEFAULT_MAX_PAYLOAD, Router
+from monit.web import MonitWeb
+
+DEFAULT_LISTEN = "tcp:8080"
+LISTEN_SUBJECT = "config.get.monitor"
+
+
+@attrs.frozen
+class Settings:
+    """Everything an operator can choose; ``twistd monit --help`` documents each."""
+
+    nats: Sequence[str] = ("nats://127.0.0.1:4222",)
+    listen: str | None = None  # a Twisted endpoint string; None: ask NATS, else tcp:8080
+    serve: bool = True  # False when embedding only the resource in a Site of one's own
+    jwt_secret: str | None = None  # None: ask NATS for it (config.get.jwt_token)
+    grace: float = 10.0
+    heartbeat: float = 15.0
+    history: int = 1000
+    expiry: float = 300.0
+    retry_ms: int = 3000
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    request_timeout: float = 2.0
+
+
+class MonitService(MultiService):
+    """The NATS client, the inboxes, the router and the web endpoint, as one service.
+
+    Children start in order (NATS first, the listener last) and stop in
+    reverse, so HTTP stops accepting before anything else goes away.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, reactor, settings: Settings, on_fatal: Callable[[str], None] | None = None
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.on_fatal = on_fatal or self._log_fatal
+        self.nats = NATSClient(
+            list(settings.nats), reactor, request_timeout=settings.request_timeout
+        )
+        self.nats.setServiceParent(self)
+        self.registry = InboxRegistry(
+            reactor, history=settings.history, grace=settings.grace, expiry=settings.expiry
+        )
+        self.router = Router(self.registry, max_payload=settings.max_payload)
+        self.web = MonitWeb(
+            self.registry,
+            self._verifier(reactor),
+            reactor,
+            heartbeat=settings.heartbeat,
+            retry_ms=settings.retry_ms,
+        )
+        self.resource: IResource = self.web.resource()
+        if settings.serve:
+            WebListener(reactor, self).setServiceParent(self)
+
+    def _log_fatal(self, line: str) -> None:
+        self.log.critical("{line}", line=line)
+
+    def _verifier(self, reactor) -> JWTVerifier:
+        if self.settings.jwt_secret:
+            return JWTVerifier.with_secret(self.settings.jwt_secret, reactor)
+        return JWTVerifier(
+            secret_from_nats(self.nats, timeout=self.settings.request_timeout), reactor
+        )
+
+    def startService(self) -> None:
+        for subject in self.router.subjects:
+            self.nats.subscribe(subject, self.router)
+        self.web.start()
+        super().startService()
+
+    def stopService(self) -> Deferred[None]:
+        stopped = super().stopService()
+        self.web.stop()
+        return stopped
+
+
+class WebListener(Service):
+    """Listens on the configured endpoint, or on the one NATS names, or on tcp:8080."""
+
+    log = Logger()
+
+    def __init__(self, reactor, monit: MonitService) -> None:
+        self._reactor = reactor
+        self._monit = monit
+        self._port: IListeningPort | None = None
+        self._listening: Deferred[IListeningPort] = Deferred()
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """A fresh Deferred that fires with the listening port."""
+        waiter: Deferred[IListeningPort] = Deferred()
+        self._listening.addCallback(lambda port: (waiter.callback(port), port)[1])
+        return waiter
+
+    def startService(self) -> None:
+        super().startService()
+        site = Site(self._monit.resource)
+        site.displayTracebacks = False
+        d = maybeDeferred(self._endpoint_description)
+        d.addCallback(self._listen, site)
+        d.addErrback(self._failed)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is not None:
+            return maybeDeferred(self._port.stopListening)
+        return None
+
+    def _endpoint_description(self) -> Deferred[str] | str:
+        listen = self._monit.settings.listen
+        if listen is not None:
+            return listen
+        return self._ask_nats()
+
+    def _ask_nats(self) -> Deferred[str]:
+        """The seed's way: NATS ``config.get.monitor`` replies ``{"host": …, "port": …}``."""
+        timeout = self._monit.settings.request_timeout
+        asked = self._monit.nats.request(LISTEN_SUBJECT, b"", timeout=timeout)
+        asked.addCallback(lambda msg: _endpoint_from_reply(msg.payload))
+        asked.addErrback(self._fallback)
+        return asked
+
+    def _fallback(self, failure: Failure) -> str:
+        self.log.info(
+            "no listen address from NATS {subject} ({why}); using {listen}",
+            subject=LISTEN_SUBJECT,
+            why=failure.getErrorMessage() or failure.type.__name__,
+            listen=DEFAULT_LISTEN,
+        )
+        return DEFAULT_LISTEN
+
+    def _listen(self, description: str, site: Site) -> Deferred[IListeningPort]:
+        endpoint = serverFromString(self._reactor, description)
+        listening = endpoint.listen(site)
+        listening.addCallback(self._listened, description)
+        return listening
+
+    def _listened(self, port: IListeningPort, description: str) -> IListeningPort:
+        self._port = port
+        self.log.info("monit listening on {listen}", listen=description)
+        self._listening.callback(port)
+        return port
+
+    def _failed(self, failure: Failure) -> None:
+        self._monit.on_fatal(f"monit: cannot listen: {failure.getErrorMessage()}")
+
+
+def _endpoint_from_reply(payload: bytes) -> str:
+    config = json.loads(payload)
+    host, port = str(config.get("host") or ""), int(config["port"])
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} out of range")
+    if host:
+        return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
+    return f"tcp:{port}"

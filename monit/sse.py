@@ -1,0 +1,39 @@
+"""Server-Sent Events framing: every event is encoded once, when it arrives."""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def compact_json(value: Any) -> str:
+    """The JSON text an event carries: compact, UTF-8, no ASCII escaping."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def encode_event(event_id: int, data: str, event: str | None = None) -> bytes:
+    """One SSE frame: ``id``, optional ``event``, one ``data:`` line per payload line.
+
+    A payload line break of any kind (CRLF, CR, LF) starts a new ``data:``
+    line, as the SSE parsing rules require; a client joins them back with LF.
+    """
+    lines = [f"id: {event_id}"]
+    if event is not None:
+        lines.append(f"event: {_single_line(event)}")
+    lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
+    lines.append("\n")
+    return "\n".join(lines).encode("utf-8", "replace")
+
+
+def encode_retry(milliseconds: int) -> bytes:
+    """The ``retry:`` field that tells a client how long to wait before reconnecting."""
+    return f"retry: {int(milliseconds)}\n\n".encode("ascii")
+
+
+def _single_line(field: str) -> str:
+    """A field value other than data cannot span lines; fold any break into a space."""
+    return _LINE_BREAK.sub(" ", field)

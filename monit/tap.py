@@ -1,0 +1,126 @@
+"""``twistd monit``: command-line options and the service they make."""
+from __future__ import annotations
+
+import os
+import sys
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+from twisted.python import usage
+
+from monit.service import MonitService, Settings
+
+DEFAULT_NATS = "nats://127.0.0.1:4222"
+
+
+def _positive(kind: type, name: str):
+    def parse(value: str):
+        try:
+            number = kind(value)
+        except ValueError:
+            raise usage.UsageError(f"--{name} must be a number, not {value!r}") from None
+        if number <= 0:
+            raise usage.UsageError(f"--{name} must be greater than 0")
+        return number
+
+    return parse
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Gathers the progress a workflow engine publishes to NATS into per-job "
+        "inboxes and streams them to authenticated users as Server-Sent Events: "
+        "GET /events?stream=ID with X-Auth-Token or Authorization: Bearer."
+    )
+    optFlags = [
+        ["embedded-nats", None, "Start nats-server (from monit[embedded]) on loopback and use it."],
+    ]
+    optParameters = [
+        ["nats", None, None,
+         "NATS server URLs, comma separated, tried in turn (default: $NATS_URI, "
+         f"else {DEFAULT_NATS}). Credentials go in the URL: nats://user:pass@host:port."],
+        ["embedded-nats-port", None, 0,
+         "Port of the embedded nats-server (0: any free port).", int],
+        ["listen", None, None,
+         "Twisted endpoint to serve HTTP on, e.g. tcp:8080:interface=127.0.0.1 or "
+         "ssl:8443:privateKey=key.pem:certKey=cert.pem (default: ask NATS "
+         "config.get.monitor, else tcp:8080)."],
+        ["jwt-secret", None, None,
+         "HS256 secret for tokens (default: $JWT_SECRET, else ask NATS config.get.jwt_token)."],
+        ["grace", None, 10.0,
+         "Seconds a closed job's stream stays open for late readers.", _positive(float, "grace")],
+        ["heartbeat", None, 15.0,
+         "Seconds between keep-alive comments on idle streams.", _positive(float, "heartbeat")],
+        ["history", None, 1000,
+         "Events an inbox keeps for readers who connect late.", _positive(int, "history")],
+        ["expiry", None, 300.0,
+         "Seconds an inbox nobody opened or watches lives on.", _positive(float, "expiry")],
+        ["retry", None, 3000,
+         "Milliseconds a client should wait before reconnecting (SSE retry:).",
+         _positive(int, "retry")],
+        ["max-payload", None, 1024 * 1024,
+         "Largest NATS message, in bytes, monit reads; larger ones are skipped.",
+         _positive(int, "max-payload")],
+    ]
+
+    def postOptions(self) -> None:
+        nats = self["nats"] or os.environ.get("NATS_URI") or DEFAULT_NATS
+        self["nats"] = [url.strip() for url in nats.split(",") if url.strip()]
+        if not self["nats"]:
+            raise usage.UsageError("--nats needs at least one URL")
+        self["jwt-secret"] = self["jwt-secret"] or os.environ.get("JWT_SECRET") or None
+        if self["listen"] is not None:
+            self._check_endpoint(self["listen"])
+
+    @staticmethod
+    def _check_endpoint(description: str) -> None:
+        from twisted.internet import reactor
+
+        try:
+            serverFromString(reactor, description)
+        except (ValueError, TypeError, KeyError) as error:
+            raise usage.UsageError(f"--listen {description!r} is not an endpoint: {error}") from None
+
+
+def settings_from(options: Options, nats: list[str]) -> Settings:
+    return Settings(
+        nats=tuple(nats),
+        listen=options["listen"],
+        jwt_secret=options["jwt-secret"],
+        grace=options["grace"],
+        heartbeat=options["heartbeat"],
+        history=options["history"],
+        expiry=options["expiry"],
+        retry_ms=options["retry"],
+        max_payload=options["max-payload"],
+    )
+
+
+def fatal(line: str) -> None:
+    """A startup problem: one clear line, then the process stops with status 1."""
+    from twisted.internet import reactor
+
+    Logger().critical("{line}", line=line)
+    print(line, file=sys.stderr, flush=True)
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    reactor.stop()
+
+
+def makeService(options: Options) -> IService:
+    from twisted.internet import reactor
+
+    top = MultiService()
+    nats = options["nats"]
+    if options["embedded-nats"]:
+        from monit.embedded import EmbeddedNATS
+
+        try:
+            embedded = EmbeddedNATS(reactor, port=options["embedded-nats-port"])
+        except RuntimeError as error:
+            sys.exit(f"monit: {error}")
+        embedded.setServiceParent(top)
+        nats = [embedded.url]
+    MonitService(reactor, settings_from(options, nats), on_fatal=fatal).setServiceParent(top)
+    return top

@@ -1,0 +1,62 @@
+"""SSE framing: the bytes a reader gets for each event."""
+from hypothesis import given
+from hypothesis import strategies as st
+
+from monit.sse import compact_json, encode_event, encode_retry
+
+
+def parse_frame(frame: bytes) -> dict:
+    """Parse one frame by the SSE spec's rules (fields, data lines joined with LF)."""
+    text = frame.decode("utf-8")
+    assert text.endswith("\n\n")
+    fields: dict = {"data": []}
+    for line in text[:-2].split("\n"):
+        name, _, value = line.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            fields["data"].append(value)
+        else:
+            fields[name] = value
+    fields["data"] = "\n".join(fields["data"])
+    return fields
+
+
+def test_frame_has_id_event_and_data():
+    assert encode_event(7, '{"a":1}', "service.create") == (
+        b'id: 7\nevent: service.create\ndata: {"a":1}\n\n'
+    )
+
+
+def test_frame_without_event_name():
+    assert encode_event(1, "x") == b"id: 1\ndata: x\n\n"
+
+
+def test_multiline_payload_is_split_over_data_lines():
+    assert encode_event(2, "one\ntwo\r\nthree\rfour") == (
+        b"id: 2\ndata: one\ndata: two\ndata: three\ndata: four\n\n"
+    )
+
+
+def test_non_ascii_payload_is_utf8():
+    frame = encode_event(3, compact_json({"body": "déploiement ✓ 完了"}))
+    assert frame == 'id: 3\ndata: {"body":"déploiement ✓ 完了"}\n\n'.encode("utf-8")
+
+
+def test_event_name_cannot_break_the_frame():
+    assert parse_frame(encode_event(1, "x", "evil\nid: 99"))["id"] == "1"
+
+
+def test_compact_json_has_no_spaces():
+    assert compact_json({"a": [1, 2], "b": "c d"}) == '{"a":[1,2],"b":"c d"}'
+
+
+def test_retry_field():
+    assert encode_retry(3000) == b"retry: 3000\n\n"
+
+
+@given(st.text(), st.integers(min_value=1, max_value=2**53))
+def test_any_payload_round_trips(payload, event_id):
+    parsed = parse_frame(encode_event(event_id, payload))
+    expected = payload.replace("\r\n", "\n").replace("\r", "\n")
+    assert parsed["data"] == expected.encode("utf-8", "replace").decode("utf-8")
+    assert parsed["id"] == str(event_id)
