@@ -17,7 +17,13 @@ from twisted.web.server import Site
 from monit.auth import JWTVerifier, secret_from_nats
 from monit.inbox import InboxRegistry
 from monit.nats.client import NATSClient
-from monit.routing import DEFAULT_MAX_PAYLOAD, Router
+from monit.routing import (
+    DEFAULT_MAX_PAYLOAD,
+    DELIVER_SUBJECTS,
+    LIFECYCLE_SUBJECTS,
+    Router,
+    subject_table,
+)
 from monit.web import MonitWeb
 
 DEFAULT_LISTEN = "tcp:8080"
@@ -38,6 +44,8 @@ class Settings:
     expiry: float = 300.0
     retry_ms: int = 3000
     max_payload: int = DEFAULT_MAX_PAYLOAD
+    open_subjects: Sequence[str] = LIFECYCLE_SUBJECTS  # each also closes with .done/.error
+    deliver_subjects: Sequence[str] = DELIVER_SUBJECTS  # each message's "messages" are events
     request_timeout: float = 2.0
 
 
@@ -63,7 +71,11 @@ class MonitService(MultiService):
         self.registry = InboxRegistry(
             reactor, history=settings.history, grace=settings.grace, expiry=settings.expiry
         )
-        self.router = Router(self.registry, max_payload=settings.max_payload)
+        self.router = Router(
+            self.registry,
+            subject_table(settings.open_subjects, settings.deliver_subjects),
+            max_payload=settings.max_payload,
+        )
         self.web = MonitWeb(
             self.registry,
             self._verifier(reactor),

@@ -9,6 +9,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
+from monit.routing import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS
 from monit.service import MonitService, Settings
 
 DEFAULT_NATS = "nats://127.0.0.1:4222"
@@ -63,6 +64,11 @@ class Options(usage.Options):
         ["max-payload", None, 1024 * 1024,
          "Largest NATS message, in bytes, monit reads; larger ones are skipped.",
          _positive(int, "max-payload")],
+        ["open-subjects", None, ",".join(LIFECYCLE_SUBJECTS),
+         "Comma-separated subjects that open an inbox; each followed by .done or "
+         ".error closes it."],
+        ["deliver-subjects", None, ",".join(DELIVER_SUBJECTS),
+         "Comma-separated subjects whose 'messages' list holds a job's events."],
     ]
 
     def postOptions(self) -> None:
@@ -70,6 +76,8 @@ class Options(usage.Options):
         self["nats"] = [url.strip() for url in nats.split(",") if url.strip()]
         if not self["nats"]:
             raise usage.UsageError("--nats needs at least one URL")
+        for name in ("open-subjects", "deliver-subjects"):
+            self[name] = _subjects(self[name])
         self["jwt-secret"] = self["jwt-secret"] or os.environ.get("JWT_SECRET") or None
         if self["listen"] is not None:
             self._check_endpoint(self["listen"])
@@ -84,6 +92,14 @@ class Options(usage.Options):
             raise usage.UsageError(f"--listen {description!r} is not an endpoint: {error}") from None
 
 
+def _subjects(value: str) -> tuple[str, ...]:
+    subjects = tuple(subject.strip() for subject in value.split(",") if subject.strip())
+    for subject in subjects:
+        if any(char.isspace() for char in subject) or "*" in subject or ">" in subject:
+            raise usage.UsageError(f"{subject!r} is not a plain NATS subject")
+    return subjects
+
+
 def settings_from(options: Options, nats: list[str]) -> Settings:
     return Settings(
         nats=tuple(nats),
@@ -95,6 +111,8 @@ def settings_from(options: Options, nats: list[str]) -> Settings:
         expiry=options["expiry"],
         retry_ms=options["retry"],
         max_payload=options["max-payload"],
+        open_subjects=options["open-subjects"],
+        deliver_subjects=options["deliver-subjects"],
     )
 
 

@@ -1,0 +1,164 @@
+"""Inboxes: replay, live delivery, grace on close, expiry of unwatched inboxes."""
+from twisted.internet.task import Clock
+
+from monit.inbox import InboxRegistry, valid_inbox_id
+
+
+class Reader:
+    def __init__(self):
+        self.received = b""
+        self.ended = False
+
+    def send(self, frame: bytes) -> None:
+        self.received += frame
+
+    def end(self) -> None:
+        self.ended = True
+
+    def ids(self) -> list[int]:
+        return [int(line[4:]) for line in self.received.decode().split("\n") if line.startswith("id: ")]
+
+
+def make_registry(**kwargs):
+    clock = Clock()
+    return clock, InboxRegistry(clock, grace=10, expiry=300, abandon=3600, **kwargs)
+
+
+def test_late_reader_gets_history_then_live_events():
+    clock, registry = make_registry()
+    registry.open("job1", '{"id":"job1"}', "service.create")
+    registry.deliver("job1", '{"body":"one"}')
+    reader = Reader()
+    registry.subscribe("job1", reader)
+    registry.deliver("job1", '{"body":"two"}')
+    assert reader.ids() == [1, 2, 3]
+    assert b"event: service.create" in reader.received
+    assert reader.received.endswith(b'data: {"body":"two"}\n\n')
+
+
+def test_each_reader_gets_the_same_encoded_frame():
+    clock, registry = make_registry()
+    readers = [Reader(), Reader()]
+    for reader in readers:
+        registry.subscribe("job", reader)
+    registry.deliver("job", '"x"')
+    assert readers[0].received == readers[1].received == b'id: 1\ndata: "x"\n\n'
+
+
+def test_replay_after_an_id():
+    clock, registry = make_registry()
+    for n in range(5):
+        registry.deliver("job", str(n))
+    reader = Reader()
+    registry.subscribe("job", reader, after=3)
+    assert reader.ids() == [4, 5]
+
+
+def test_history_is_bounded():
+    clock, registry = make_registry(history=3)
+    for n in range(10):
+        registry.deliver("job", str(n))
+    reader = Reader()
+    registry.subscribe("job", reader)
+    assert reader.ids() == [8, 9, 10]
+
+
+def test_close_is_delivered_then_streams_end_after_grace():
+    clock, registry = make_registry()
+    reader = Reader()
+    registry.open("job", "{}", "service.create")
+    registry.subscribe("job", reader)
+    registry.close("job", "{}", "service.create.done")
+    assert b"event: service.create.done" in reader.received
+    clock.advance(9.9)
+    assert not reader.ended
+    late = Reader()
+    registry.subscribe("job", late)
+    assert late.ids() == [1, 2]
+    clock.advance(0.1)
+    assert reader.ended and late.ended
+    assert "job" not in registry
+
+
+def test_reopen_within_grace_keeps_the_inbox():
+    clock, registry = make_registry()
+    reader = Reader()
+    registry.subscribe("job", reader)
+    registry.close("job", "{}", "service.create.done")
+    registry.open("job", "{}", "service.delete")
+    clock.advance(60)
+    assert not reader.ended
+    assert reader.ids() == [1, 2]
+
+
+def test_unwatched_unopened_inbox_expires():
+    clock, registry = make_registry()
+    reader = Reader()
+    inbox = registry.subscribe("job", reader)
+    clock.advance(1000)
+    assert "job" in registry, "a watched inbox does not expire"
+    registry.unsubscribe(inbox, reader)
+    clock.advance(299)
+    assert "job" in registry
+    clock.advance(1)
+    assert "job" not in registry
+    assert not clock.getDelayedCalls()
+
+
+def test_activity_postpones_expiry():
+    clock, registry = make_registry()
+    registry.deliver("job", "1")
+    clock.advance(200)
+    registry.deliver("job", "2")
+    clock.advance(200)
+    assert "job" in registry
+    clock.advance(100)
+    assert "job" not in registry
+
+
+def test_opened_inbox_is_abandoned_only_after_a_long_silence():
+    clock, registry = make_registry()
+    registry.open("job", "{}", "service.create")
+    clock.advance(3599)
+    assert "job" in registry
+    clock.advance(1)
+    assert "job" not in registry
+
+
+def test_close_all_ends_every_stream_and_timer():
+    clock, registry = make_registry()
+    readers = [Reader(), Reader()]
+    registry.subscribe("a", readers[0])
+    registry.subscribe("b", readers[1])
+    registry.close_all()
+    assert all(reader.ended for reader in readers)
+    assert len(registry) == 0
+    assert not clock.getDelayedCalls()
+
+
+def test_a_reader_that_leaves_while_being_sent_to_does_not_break_delivery():
+    clock, registry = make_registry()
+    others = Reader()
+
+    class Leaver(Reader):
+        def send(self, frame):
+            super().send(frame)
+            registry.unsubscribe(inbox, self)
+
+    leaver = Leaver()
+    inbox = registry.subscribe("job", leaver)
+    registry.subscribe("job", others)
+    registry.deliver("job", "1")
+    registry.deliver("job", "2")
+    assert leaver.ids() == [1]
+    assert others.ids() == [1, 2]
+
+
+def test_inbox_ids():
+    assert valid_inbox_id("1a2b")
+    assert valid_inbox_id("job_1.x:y~z-2")
+    assert not valid_inbox_id("")
+    assert not valid_inbox_id("a" * 129)
+    assert not valid_inbox_id("a b")
+    assert not valid_inbox_id("a/b")
+    assert not valid_inbox_id("é")

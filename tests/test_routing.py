@@ -1,0 +1,143 @@
+"""The router: subject table, inbox id rules, and bad input skipped without loss."""
+import json
+
+import pytest
+from twisted.internet.task import Clock
+
+from monit.inbox import InboxRegistry
+from monit.nats.protocol import Msg
+from monit.routing import Action, Malformed, Router, inbox_id_of, subject_table
+
+
+class Reader:
+    def __init__(self):
+        self.frames = []
+
+    def send(self, frame):
+        self.frames.append(frame)
+
+    def end(self):
+        pass
+
+
+def make_router(**kwargs):
+    clock = Clock()
+    registry = InboxRegistry(clock, grace=10)
+    return clock, registry, Router(registry, **kwargs)
+
+
+def msg(subject, payload):
+    if not isinstance(payload, bytes):
+        payload = json.dumps(payload).encode()
+    return Msg(subject=subject, payload=payload)
+
+
+def test_default_subject_table_follows_the_seed():
+    table = subject_table()
+    for subject in ("service.create", "service.delete", "service.import", "build.create",
+                    "build.delete", "build.import", "environment.sync"):
+        assert table[subject] is Action.OPEN
+        assert table[subject + ".done"] is Action.CLOSE
+        assert table[subject + ".error"] is Action.CLOSE
+    assert table["monitor.user"] is Action.DELIVER
+    assert len(table) == 22
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        ({"service": "my-env-1a2b"}, "1a2b"),
+        ({"service": "plain"}, "plain"),
+        ({"service": "my-env-1a2b", "id": "other"}, "1a2b"),
+        ({"id": "abc"}, "abc"),
+        ({"id": 42}, "42"),
+        ({"service": "", "id": "abc"}, "abc"),
+    ],
+)
+def test_inbox_id_rules(payload, expected):
+    assert inbox_id_of(payload) == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"id": None}, {"id": True}, {"id": 1.5}, {"id": ["x"]}, {"service": "env-"},
+     {"service": "a b"}, {"id": "x" * 200}, {"service": 7}],
+)
+def test_unusable_ids(payload):
+    with pytest.raises(Malformed):
+        inbox_id_of(payload)
+
+
+def test_each_element_of_messages_is_one_event():
+    clock, registry, router = make_router()
+    reader = Reader()
+    registry.subscribe("1a2b", reader)
+    router(msg("monitor.user", {"service": "env-1a2b", "messages": [
+        {"body": "one", "level": "INFO"}, {"body": "two", "level": "ERROR"}]}))
+    assert reader.frames == [
+        b'id: 1\ndata: {"body":"one","level":"INFO"}\n\n',
+        b'id: 2\ndata: {"body":"two","level":"ERROR"}\n\n',
+    ]
+
+
+def test_lifecycle_events_carry_their_subject_and_close_after_grace():
+    clock, registry, router = make_router()
+    router(msg("service.create", {"id": "job", "name": "web"}))
+    router(msg("service.create.done", {"id": "job"}))
+    inbox = registry.get("job")
+    assert inbox.opened and inbox.closing
+    frames = b"".join(inbox.frames_after(0))
+    assert b'event: service.create\ndata: {"id":"job","name":"web"}' in frames
+    assert b"event: service.create.done" in frames
+    clock.advance(10)
+    assert "job" not in registry
+
+
+def test_irrelevant_subjects_are_ignored_quietly():
+    clock, registry, router = make_router()
+    router(msg("something.else", b"not json"))
+    assert router.malformed == 0 and len(registry) == 0
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"\xff\xfe not utf-8",
+        b"not json",
+        b"[1, 2]",
+        b'"a string"',
+        b"[" * 100000,
+        json.dumps({"service": "env-1", "messages": "not a list"}).encode(),
+        json.dumps({"messages": []}).encode(),
+        json.dumps({"id": {"nested": 1}, "messages": []}).encode(),
+    ],
+)
+def test_bad_input_is_counted_and_the_next_good_message_arrives(payload):
+    clock, registry, router = make_router()
+    reader = Reader()
+    registry.subscribe("1", reader)
+    router(msg("monitor.user", payload))
+    router(msg("monitor.user", {"id": "1", "messages": [{"body": "good"}]}))
+    assert router.malformed == 1
+    assert reader.frames == [b'id: 1\ndata: {"body":"good"}\n\n']
+
+
+def test_a_bad_element_is_skipped_alone():
+    clock, registry, router = make_router()
+    router(msg("monitor.user", {"id": "1", "messages": [1, {"body": "ok"}, "x"]}))
+    assert router.malformed == 2
+    assert registry.get("1").last_id == 1
+
+
+def test_oversized_payload_is_skipped():
+    clock, registry, router = make_router(max_payload=100)
+    router(msg("monitor.user", {"id": "1", "messages": [{"body": "x" * 200}]}))
+    assert router.malformed == 1 and len(registry) == 0
+
+
+def test_custom_subjects():
+    clock, registry, router = make_router(table=subject_table(["job.start"], ["job.log"]))
+    router(msg("job.start", {"id": "j"}))
+    router(msg("job.log", {"id": "j", "messages": [{"m": 1}]}))
+    router(msg("service.create", {"id": "j"}))
+    assert registry.get("j").last_id == 2
