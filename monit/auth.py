@@ -128,7 +128,7 @@ class JWTVerifier:
             _check_shape(token)
         except InvalidToken as e:
             return fail(e)
-        return self._get_secret().addCallback(self._decode, token)
+        return self.secret().addCallback(self._decode, token)
 
     def _decode(self, secret: str, token: str) -> Identity:
         try:
@@ -145,8 +145,11 @@ class JWTVerifier:
             raise InvalidToken("token not valid yet")
         return Identity(user=_user(claims), claims=MappingProxyType(claims), expires=expires)
 
-    def _get_secret(self) -> Deferred[str]:
-        """The cached secret, or a place in the queue for the one fetch in flight."""
+    def secret(self) -> Deferred[str]:
+        """The cached secret, or a place in the queue for the one fetch in flight.
+
+        A failed fetch is an AuthUnavailable whose ``__cause__`` says why.
+        """
         if self._secret is not None:
             return succeed(self._secret)
         waiter: Deferred[str] = Deferred(self._waiters.remove)
@@ -178,7 +181,9 @@ class JWTVerifier:
         self._fetching = False
         self.log.failure("could not fetch the JWT secret", failure, level=LogLevel.error)
         for waiter in self._take_waiters():
-            waiter.errback(AuthUnavailable("the JWT secret is unavailable"))
+            error = AuthUnavailable("the JWT secret is unavailable")
+            error.__cause__ = failure.value
+            waiter.errback(error)
 
     def _take_waiters(self) -> list[Deferred[str]]:
         waiters, self._waiters = self._waiters, []

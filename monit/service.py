@@ -84,8 +84,10 @@ class MonitService(MultiService):
             retry_ms=settings.retry_ms,
         )
         self.resource: IResource = self.web.resource()
+        self.listener: WebListener | None = None
         if settings.serve:
-            WebListener(reactor, self).setServiceParent(self)
+            self.listener = WebListener(reactor, self)
+            self.listener.setServiceParent(self)
 
     def _log_fatal(self, line: str) -> None:
         self.log.critical("{line}", line=line)

@@ -1,0 +1,37 @@
+"""Child processes for the tests: twistd, curl, examples; read with deadlines."""
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sysconfig
+import time
+
+
+def script(name: str) -> str:
+    """A console script installed beside this Python (twistd, monit-token)."""
+    return os.path.join(sysconfig.get_path("scripts"), name)
+
+
+def read_until(process: subprocess.Popen, marker: bytes, timeout: float = 10.0) -> bytes:
+    """Read the process's stdout until ``marker`` appears, or fail at the deadline."""
+    seen = b""
+    deadline = time.monotonic() + timeout
+    fd = process.stdout.fileno()
+    while marker not in seen:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"{marker!r} not seen within {timeout}s; got {seen[-2000:]!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError(f"stdout closed before {marker!r}; got {seen[-2000:]!r}")
+            seen += chunk
+    return seen
+
+
+def stop(process: subprocess.Popen, timeout: float = 10.0) -> int:
+    if process.poll() is None:
+        process.terminate()
+    return process.wait(timeout=timeout)

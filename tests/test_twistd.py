@@ -1,0 +1,121 @@
+"""``twistd monit`` from the installed package, driven like a user would: curl and NATS."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from natsserver import free_port, wait_for_port
+from processes import read_until, script, stop
+from publisher import Publisher
+from monit.token import mint
+
+SECRET = "twistd-secret"
+
+
+def twistd(tmp_path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.fixture
+def monit_process(tmp_path, nats_server):
+    port = free_port()
+    process = twistd(
+        tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-secret", SECRET, "--grace", "0.2",
+    )
+    wait_for_port(port, up=True)
+    yield port, process
+    assert stop(process) == 0
+
+
+def test_plugin_is_listed_and_documents_every_option(tmp_path):
+    listing = subprocess.run([script("twistd"), "--help"], cwd=tmp_path, capture_output=True, text=True)
+    assert "monit" in listing.stdout
+    help_text = subprocess.run(
+        [script("twistd"), "monit", "--help"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout
+    for option in ("--nats", "--embedded-nats", "--listen", "--jwt-secret", "--grace", "--heartbeat",
+                   "--history", "--expiry", "--retry", "--max-payload", "--open-subjects",
+                   "--deliver-subjects"):
+        assert option in help_text
+
+
+def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):
+    port, _ = monit_process
+    publisher = Publisher(nats_server.url)
+    try:
+        publisher.publish("build.create", {"id": "b7"})
+        curl = subprocess.Popen(
+            ["curl", "-sN", "--max-time", "20", "-H", f"X-Auth-Token: {mint(SECRET, 'bob', 60)}",
+             f"http://127.0.0.1:{port}/events?stream=b7"],
+            stdout=subprocess.PIPE,
+        )
+        read_until(curl, b"event: build.create\n")
+        publisher.publish("monitor.user", {"id": "b7", "messages": [{"body": "compiling\nlinking"}]})
+        publisher.publish("build.create.done", {"id": "b7"})
+        output, _ = curl.communicate(timeout=20)
+    finally:
+        publisher.close()
+    assert curl.returncode == 0, "the stream ended by itself after the grace period"
+    assert b"id: 2\ndata: {\"body\":\"compiling\\nlinking\"}\n\n" in output
+    assert output.endswith(b'id: 3\nevent: build.create.done\ndata: {"id":"b7"}\n\n')
+
+
+def test_bad_listen_address_is_one_clear_line_and_a_failure(tmp_path):
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", "--listen", "nonsense:1", "--jwt-secret", "x"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "--listen 'nonsense:1' is not an endpoint" in result.stdout + result.stderr
+
+
+def test_port_in_use_stops_with_status_1(tmp_path, nats_server):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
+             "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", "x"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+    assert result.returncode == 1
+    assert "monit: cannot listen" in result.stderr
+
+
+def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats_server):
+    port = free_port()
+    example = subprocess.Popen(
+        [sys.executable, "examples/embed.py", "--nats", nats_server.url, "--port", str(port)],
+        env={"JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    publisher = Publisher(nats_server.url)
+    try:
+        read_until(example, b"serving on")
+        wait_for_port(port, up=True)
+        page = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True)
+        assert page.stdout == b"my application\n"
+        curl = subprocess.Popen(
+            ["curl", "-sN", "--max-time", "20", "-H", f"X-Auth-Token: {mint(SECRET, 'eve', 60)}",
+             f"http://127.0.0.1:{port}/monit/events?stream=e1"],
+            stdout=subprocess.PIPE,
+        )
+        read_until(curl, b"retry: 3000")
+        publisher.publish("monitor.user", {"id": "e1", "messages": [{"body": "embedded"}]})
+        read_until(curl, b'data: {"body":"embedded"}')
+        curl.terminate()
+        curl.wait()
+    finally:
+        publisher.close()
+        assert stop(example) == 0
