@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
@@ -14,9 +14,10 @@ from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
-from monit.auth import JWTVerifier, secret_from_nats
+from monit.auth import AuthUnavailable, JWTVerifier, secret_from_nats
 from monit.inbox import InboxRegistry
 from monit.nats.client import NATSClient
+from monit.nats.protocol import NoResponders
 from monit.routing import (
     DEFAULT_MAX_PAYLOAD,
     DELIVER_SUBJECTS,
@@ -28,6 +29,7 @@ from monit.web import MonitWeb
 
 DEFAULT_LISTEN = "tcp:8080"
 LISTEN_SUBJECT = "config.get.monitor"
+SECRET_SUBJECT = "config.get.jwt_token"
 
 
 @attrs.frozen
@@ -76,9 +78,12 @@ class MonitService(MultiService):
             subject_table(settings.open_subjects, settings.deliver_subjects),
             max_payload=settings.max_payload,
         )
+        for subject in self.router.subjects:
+            self.nats.subscribe(subject, self.router)
+        self.verifier = self._verifier(reactor)
         self.web = MonitWeb(
             self.registry,
-            self._verifier(reactor),
+            self.verifier,
             reactor,
             heartbeat=settings.heartbeat,
             retry_ms=settings.retry_ms,
@@ -96,14 +101,28 @@ class MonitService(MultiService):
         if self.settings.jwt_secret:
             return JWTVerifier.with_secret(self.settings.jwt_secret, reactor)
         return JWTVerifier(
-            secret_from_nats(self.nats, timeout=self.settings.request_timeout), reactor
+            secret_from_nats(self.nats, SECRET_SUBJECT, timeout=self.settings.request_timeout),
+            reactor,
         )
 
     def startService(self) -> None:
-        for subject in self.router.subjects:
-            self.nats.subscribe(subject, self.router)
         self.web.start()
         super().startService()
+        if not self.settings.jwt_secret:
+            checked = self.nats.when_connected().addCallback(lambda _: self.verifier.secret())
+            checked.addErrback(self._no_secret)
+
+    def _no_secret(self, failure: Failure) -> None:
+        """Nobody answers for the secret: a startup problem. A slow answer is not."""
+        if failure.check(CancelledError):
+            return
+        cause = failure.value.__cause__ if failure.check(AuthUnavailable) else failure.value
+        if isinstance(cause, (NoResponders, ValueError)):
+            self.on_fatal(
+                f"monit: no JWT secret: pass --jwt-secret, set JWT_SECRET or answer {SECRET_SUBJECT} on NATS"
+            )
+        else:
+            self.log.warn("JWT secret not fetched yet; asking again on the first request")
 
     def stopService(self) -> Deferred[None]:
         stopped = super().stopService()

@@ -119,3 +119,13 @@ def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats
     finally:
         publisher.close()
         assert stop(example) == 0
+
+
+def test_no_secret_anywhere_stops_with_status_1(tmp_path, nats_server):
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
+         "--listen", f"tcp:{free_port()}:interface=127.0.0.1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 1
+    assert "monit: no JWT secret" in result.stderr
