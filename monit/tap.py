@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from twisted.application.service import IService, MultiService
@@ -123,12 +124,32 @@ def fatal(line: str) -> None:
     Logger().critical("{line}", line=line)
     print(line, file=sys.stderr, flush=True)
     reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-    reactor.stop()
+    reactor.callWhenRunning(reactor.stop)
+
+
+def _stop_cleanly_on_signals(reactor) -> None:
+    """SIGTERM and SIGINT are the normal way to stop monit: exit 0, not by the signal.
+
+    twistd would re-raise the signal after shutdown; installed once the reactor
+    runs, these handlers replace its own.
+    """
+
+    def stop() -> None:
+        if reactor.running:
+            reactor.stop()
+
+    def handler(signum: int, frame: object) -> None:
+        Logger().info("received signal {signum}, stopping", signum=signum)
+        reactor.callFromThread(stop)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, handler)
 
 
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)
     top = MultiService()
     nats = options["nats"]
     if options["embedded-nats"]:

@@ -90,7 +90,7 @@ def test_port_in_use_stops_with_status_1(tmp_path, nats_server):
             cwd=tmp_path, capture_output=True, text=True, timeout=30,
         )
     assert result.returncode == 1
-    assert "monit: cannot listen" in result.stderr
+    assert "monit: cannot listen" in result.stdout + result.stderr
 
 
 def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats_server):
@@ -128,4 +128,4 @@ def test_no_secret_anywhere_stops_with_status_1(tmp_path, nats_server):
         cwd=tmp_path, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 1
-    assert "monit: no JWT secret" in result.stderr
+    assert "monit: no JWT secret" in result.stdout + result.stderr

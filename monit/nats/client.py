@@ -1,0 +1,408 @@
+"""A reconnecting NATS client service around Twisted's ClientService.
+
+Subscriptions outlive connections: each keeps its sid, and every new
+connection subscribes them all again before anyone may use it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import attrs
+from automat import NoTransition
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, succeed
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from monit.nats.protocol import (
+    Msg,
+    NATSProtocol,
+    NoResponders,
+    NotConnected,
+    RequestTimeout,
+    check_subject,
+)
+
+DEFAULT_PORT = 4222
+# How long a new connection may take from TCP connect to the PONG after CONNECT.
+HANDSHAKE_TIMEOUT = 10.0
+_NO_RESPONDERS = 503
+
+
+@attrs.frozen
+class _Server:
+    """One nats:// URL, parsed; its repr never shows the credentials."""
+
+    host: str
+    port: int
+    user: str | None = attrs.field(default=None, repr=False)
+    password: str | None = attrs.field(default=None, repr=False)
+    token: str | None = attrs.field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, url: str) -> _Server:
+        parts = urlsplit(url)
+        if parts.scheme != "nats":
+            raise ValueError(
+                f"unsupported NATS URL scheme {parts.scheme!r}: only nats://host:port"
+                " is supported (no TLS yet)"
+            )
+        if not parts.hostname:
+            raise ValueError("NATS URL without a host")
+        user = unquote(parts.username) if parts.username else None
+        password = unquote(parts.password) if parts.password is not None else None
+        if password is None:
+            return cls(parts.hostname, parts.port or DEFAULT_PORT, token=user)
+        return cls(parts.hostname, parts.port or DEFAULT_PORT, user, password)
+
+    @property
+    def redacted(self) -> str:
+        """The URL as it may be logged: the user name but no password or token."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        if self.token is not None:
+            credentials = "***@"
+        elif self.user is not None:
+            credentials = f"{self.user}:***@"
+        else:
+            credentials = ""
+        return f"nats://{credentials}{host}:{self.port}"
+
+    def credentials(self) -> dict[str, str]:
+        """The CONNECT fields that authenticate us."""
+        if self.token is not None:
+            return {"auth_token": self.token}
+        if self.user is not None:
+            return {"user": self.user, "pass": self.password or ""}
+        return {}
+
+
+class _SurviveEarlyDisconnect(ProtocolWrapper):
+    """Keep ClientService from raising out of connectionLost.
+
+    ClientService (Twisted 26.10) has no transition for a connection that
+    closes while prepareConnection is pending, or after it failed: it raises
+    NoTransition.  By then the NATS protocol has already been told, and the
+    failed handshake has already been counted as a failed attempt.
+    """
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        try:
+            super().connectionLost(reason)
+        except NoTransition:
+            pass
+
+
+class _SurviveEarlyDisconnectFactory(WrappingFactory):
+    """Puts _SurviveEarlyDisconnect between the transport and ClientService's protocol."""
+
+    protocol = _SurviveEarlyDisconnect
+    noisy = False
+
+
+@implementer(IStreamClientEndpoint)
+class _RoundRobinEndpoint:
+    """Connect to the next server of the list on each attempt."""
+
+    def __init__(self, reactor: Any, servers: Sequence[_Server]) -> None:
+        self._reactor = reactor
+        self._servers = servers
+        self._attempts = 0
+        self.current = servers[0]
+
+    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+        self.current = self._servers[self._attempts % len(self._servers)]
+        self._attempts += 1
+        endpoint = HostnameEndpoint(self._reactor, self.current.host, self.current.port)
+        connecting = endpoint.connect(_SurviveEarlyDisconnectFactory(factory))
+        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+
+    def __repr__(self) -> str:
+        return f"<NATS servers {', '.join(server.redacted for server in self._servers)}>"
+
+
+@attrs.define(eq=False)
+class Subscription:
+    """A live interest in a subject; it survives reconnects."""
+
+    subject: str
+    queue: str | None
+    sid: int
+    callback: Callable[[Msg], None] = attrs.field(repr=False)
+    _client: NATSClient = attrs.field(repr=False)
+
+    def unsubscribe(self) -> None:
+        """Stop delivery now; calling it again does nothing."""
+        self._client._unsubscribe(self)
+
+
+@attrs.define(eq=False)
+class _Request:
+    """A request waiting for its reply."""
+
+    subject: str
+    result: Deferred[Msg]
+    timer: IDelayedCall
+    connecting: Deferred[None] | None = None
+
+    def stop_waiting(self) -> None:
+        """Cancel the timer and the wait for a connection, whichever are still on."""
+        if self.timer.active():
+            self.timer.cancel()
+        if self.connecting is not None:
+            self.connecting.cancel()
+
+
+class NATSClient(Service):
+    """Subscribe, publish and request over a NATS connection that comes back."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        reactor: Any,
+        *,
+        name: str = "monit",
+        request_timeout: float = 2.0,
+        ping_interval: float = 30.0,
+        initial_delay: float = 0.1,
+        max_delay: float = 5.0,
+    ) -> None:
+        if not urls:
+            raise ValueError("no NATS server URL given")
+        self._reactor = reactor
+        self._name = name
+        self._request_timeout = request_timeout
+        self._ping_interval = ping_interval
+        self._endpoint = _RoundRobinEndpoint(reactor, [_Server.parse(url) for url in urls])
+        factory = Factory.forProtocol(self._build_protocol)  # type: ignore[arg-type]
+        factory.noisy = False
+        self._service = ClientService(
+            self._endpoint,
+            factory,
+            retryPolicy=backoffPolicy(initial_delay, max_delay, factor=2, jitter=random.random),
+            clock=reactor,
+            prepareConnection=self._prepare,
+        )
+        self._protocol: NATSProtocol | None = None
+        self._ever_connected = False
+        self._sids = itertools.count(1)
+        self._subscriptions: dict[int, Subscription] = {}
+        # A dict used as an ordered set, so that a cancelled waiter can go at once.
+        self._connect_waiters: dict[Deferred[None], None] = {}
+        self._inbox_prefix = f"_INBOX.{secrets.token_hex(11)}."
+        self._inbox: Subscription | None = None
+        self._tokens = itertools.count(1)
+        self._requests: dict[str, _Request] = {}
+        self.url: str | None = None
+        self.reconnects = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection has finished its handshake and is still up."""
+        return self._protocol is not None
+
+    # Service
+
+    def startService(self) -> None:
+        super().startService()
+        self._service.startService()
+
+    def stopService(self) -> Deferred[None]:
+        """Disconnect, and fail whatever still waits for the connection."""
+        super().stopService()
+        stopped = self._service.stopService()
+        for token in list(self._requests):
+            self._fail_request(token, NotConnected("the NATS client was stopped"))
+        waiters, self._connect_waiters = self._connect_waiters, {}
+        for waiter in waiters:
+            waiter.errback(NotConnected("the NATS client was stopped"))
+        return stopped
+
+    # Connections
+
+    def _build_protocol(self) -> NATSProtocol:
+        options = {"name": self._name, **self._endpoint.current.credentials()}
+        return NATSProtocol(
+            self._reactor, self._deliver, options, ping_interval=self._ping_interval
+        )
+
+    def _prepare(self, protocol: NATSProtocol) -> Deferred[None]:
+        """Finish the handshake and subscribe again, before ClientService says connected."""
+        server = self._endpoint.current
+        handshake = protocol.when_connected()
+        handshake.addCallback(lambda _: self._resubscribe(protocol))
+        handshake.addTimeout(HANDSHAKE_TIMEOUT, self._reactor)
+        return handshake.addCallbacks(
+            lambda sent: self._connected(protocol, server, sent),
+            lambda reason: self._handshake_failed(reason, protocol, server),
+        )
+
+    def _handshake_failed(
+        self, reason: Failure, protocol: NATSProtocol, server: _Server
+    ) -> Failure:
+        if not reason.check(CancelledError):
+            self.log.warn(
+                "NATS handshake with {url} failed: {reason}",
+                url=server.redacted,
+                reason=reason.getErrorMessage(),
+            )
+        protocol.transport.loseConnection()
+        return reason
+
+    def _resubscribe(self, protocol: NATSProtocol) -> Deferred[set[int]]:
+        """Send every live subscription; fire with their sids once the server has them.
+
+        The server handles a connection's commands in order, so the PONG
+        after the SUBs means that a message published anywhere from now on
+        reaches them.
+        """
+        sent = set(self._subscriptions)
+        for subscription in self._subscriptions.values():
+            protocol.subscribe(subscription.sid, subscription.subject, subscription.queue)
+        return protocol.ping().addCallback(lambda _: sent)
+
+    def _catch_up(self, protocol: NATSProtocol, sent: set[int]) -> None:
+        """Send the (un)subscriptions made while the server was confirming the others."""
+        for sid in sent - self._subscriptions.keys():
+            protocol.unsubscribe(sid)
+        for sid, subscription in self._subscriptions.items():
+            if sid not in sent:
+                protocol.subscribe(sid, subscription.subject, subscription.queue)
+
+    def _connected(self, protocol: NATSProtocol, server: _Server, sent: set[int]) -> None:
+        self._catch_up(protocol, sent)
+        if self._ever_connected:
+            self.reconnects += 1
+        self._ever_connected = True
+        self._protocol = protocol
+        self.url = server.redacted
+        self.log.info("connected to NATS at {url}", url=self.url)
+        protocol.when_lost().addCallback(self._lost)
+        waiters, self._connect_waiters = self._connect_waiters, {}
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def _lost(self, reason: BaseException) -> None:
+        log = self.log.warn if self.running else self.log.info
+        log("lost NATS connection to {url}: {reason}", url=self.url, reason=reason)
+        self._protocol = None
+        self.url = None
+
+    def when_connected(self) -> Deferred[None]:
+        """Fire now if connected, else on the next connection."""
+        if self.connected:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred(lambda d: self._connect_waiters.pop(d, None))
+        self._connect_waiters[waiter] = None
+        return waiter
+
+    # Messages
+
+    def _deliver(self, sid: int, msg: Msg) -> None:
+        """Route a message to its subscription; drop it if that was just unsubscribed."""
+        subscription = self._subscriptions.get(sid)
+        if subscription is not None:
+            subscription.callback(msg)
+
+    def subscribe(
+        self, subject: str, callback: Callable[[Msg], None], queue: str | None = None
+    ) -> Subscription:
+        """Call callback with every message on subject, across reconnects."""
+        check_subject(subject)
+        if queue is not None:
+            check_subject(queue, "queue group")
+        subscription = Subscription(subject, queue, next(self._sids), callback, self)
+        self._subscriptions[subscription.sid] = subscription
+        if self._protocol is not None:
+            self._protocol.subscribe(subscription.sid, subject, queue)
+        return subscription
+
+    def _unsubscribe(self, subscription: Subscription) -> None:
+        live = self._subscriptions.pop(subscription.sid, None) is not None
+        if live and self._protocol is not None:
+            self._protocol.unsubscribe(subscription.sid)
+
+    def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send a message now, or raise NotConnected."""
+        if self._protocol is None:
+            raise NotConnected("not connected to NATS")
+        self._protocol.publish(subject, payload, reply, headers)
+
+    # Requests
+
+    def request(
+        self, subject: str, payload: bytes = b"", timeout: float | None = None
+    ) -> Deferred[Msg]:
+        """Publish with a reply subject of ours; fire with the first reply.
+
+        Fails with RequestTimeout, or NoResponders when nobody listens on
+        subject.  Cancelling it forgets the request.
+        """
+        check_subject(subject)
+        token = str(next(self._tokens))
+        if timeout is None:
+            timeout = self._request_timeout
+        result: Deferred[Msg] = Deferred(lambda _: self._forget(token))
+        timer = self._reactor.callLater(timeout, self._expire, token, timeout)
+        request = self._requests[token] = _Request(subject, result, timer)
+        if self.connected:
+            self._send_request(token, payload)
+        else:
+            request.connecting = self.when_connected()
+            request.connecting.addCallback(lambda _: self._send_request(token, payload))
+            request.connecting.addErrback(lambda f: f.trap(CancelledError))
+        return result
+
+    def _send_request(self, token: str, payload: bytes) -> None:
+        request = self._requests[token]
+        request.connecting = None
+        if self._inbox is None:
+            self._inbox = self.subscribe(self._inbox_prefix + "*", self._on_reply)
+        try:
+            self.publish(request.subject, payload, reply=self._inbox_prefix + token)
+        except Exception as error:
+            self._fail_request(token, error)
+
+    def _on_reply(self, msg: Msg) -> None:
+        request = self._requests.pop(msg.subject[len(self._inbox_prefix) :], None)
+        if request is None:
+            return
+        request.stop_waiting()
+        if msg.status == _NO_RESPONDERS:
+            request.result.errback(NoResponders(f"no responders on {request.subject}"))
+        else:
+            request.result.callback(msg)
+
+    def _expire(self, token: str, timeout: float) -> None:
+        subject = self._requests[token].subject
+        self._fail_request(token, RequestTimeout(f"no reply on {subject} within {timeout}s"))
+
+    def _fail_request(self, token: str, error: Exception) -> None:
+        request = self._requests.pop(token)
+        request.stop_waiting()
+        request.result.errback(error)
+
+    def _forget(self, token: str) -> None:
+        """The request was cancelled: drop it and its timer."""
+        request = self._requests.pop(token, None)
+        if request is not None:
+            request.stop_waiting()

@@ -1,0 +1,429 @@
+"""The NATS client wire protocol as a Twisted protocol.
+
+The parser is the hot path: it keeps one ``bytearray``, walks it with an
+offset, and drops the consumed prefix once per ``dataReceived`` call, so a
+frame split over many reads, or many frames in one read, cost no quadratic
+copying.  See https://docs.nats.io/reference/protocols/client.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import deque
+from collections.abc import Callable, Mapping
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, cast
+
+import attrs
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+# The server's default; the real value arrives in INFO.
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+# A control line (everything before CRLF) longer than this is garbage.
+MAX_CONTROL_LINE = 64 * 1024
+# The largest max_payload a server can be configured with; a bigger frame is garbage.
+MAX_FRAME_PAYLOAD = 64 * 1024 * 1024
+
+_CRLF = b"\r\n"
+_HEADER_VERSION = "NATS/1.0"
+_INVALID_TOKEN = re.compile(r"[\s\x00]")
+# -ERR texts after which the server keeps the connection open.
+_NON_FATAL_ERRORS = ("permissions violation", "invalid subject")
+
+
+def _library_version() -> str:
+    """The version this client reports in CONNECT."""
+    try:
+        return version("monit")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+_CONNECT_DEFAULTS: dict[str, Any] = {
+    "verbose": False,
+    "pedantic": False,
+    "headers": True,
+    "no_responders": True,
+    "protocol": 1,
+    "lang": "python-twisted",
+    "version": _library_version(),
+}
+
+
+@attrs.frozen
+class Msg:
+    """One message delivered by the server (MSG or HMSG)."""
+
+    subject: str
+    payload: bytes
+    reply: str | None = None
+    headers: Mapping[str, str] | None = None
+    status: int | None = None
+    # The text after the status code, e.g. "Request Timeout".
+    description: str | None = None
+
+
+class NATSError(Exception):
+    """The server sent -ERR, or broke the protocol."""
+
+
+class NoResponders(Exception):
+    """A request found nobody subscribed to its subject."""
+
+
+class NotConnected(Exception):
+    """There is no usable connection to a NATS server."""
+
+
+class RequestTimeout(Exception):
+    """No reply arrived in time."""
+
+
+class _ProtocolViolation(ValueError):
+    """The peer sent bytes that are not the NATS protocol."""
+
+
+def check_subject(subject: str, what: str = "subject") -> None:
+    """Refuse a subject (or queue, or reply) that would break the framing.
+
+    A space or CRLF in a subject would let a caller inject protocol lines.
+    """
+    if not subject or _INVALID_TOKEN.search(subject):
+        raise ValueError(f"invalid NATS {what}: {subject!r}")
+
+
+def _encode_headers(headers: Mapping[str, str]) -> bytes:
+    """The NATS/1.0 header block, ending with an empty line."""
+    lines = [_HEADER_VERSION]
+    for key, value in headers.items():
+        if not key or ":" in key or _INVALID_TOKEN.search(key):
+            raise ValueError(f"invalid NATS header name: {key!r}")
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"invalid NATS header value for {key!r}")
+        lines.append(f"{key}: {value}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def _parse_headers(
+    block: bytes,
+) -> tuple[dict[str, str], int | None, str | None]:
+    """Headers, status and description from an HMSG header block.
+
+    The first line is "NATS/1.0", optionally followed by a status code and a
+    description ("NATS/1.0 503", "NATS/1.0 408 Request Timeout").  A name
+    that appears on several lines gets its values joined with ", ".
+    """
+    lines = block.decode("utf-8", "replace").split("\r\n")
+    version_line, *fields = lines
+    if not version_line.startswith(_HEADER_VERSION):
+        raise _ProtocolViolation(f"bad header block {version_line!r}")
+    status_text, _, description = version_line[len(_HEADER_VERSION) :].strip().partition(" ")
+    status = int(status_text) if status_text else None
+    headers: dict[str, str] = {}
+    for field in fields:
+        name, colon, value = field.partition(":")
+        if not colon:
+            continue
+        value = value.strip()
+        headers[name] = f"{headers[name]}, {value}" if name in headers else value
+    return headers, status, description.strip() or None
+
+
+def _size(text: bytes | bytearray) -> int:
+    """A byte count from a control line, refusing absurd ones."""
+    size = int(text)
+    if not 0 <= size <= MAX_FRAME_PAYLOAD:
+        raise _ProtocolViolation(f"bad message size {size}")
+    return size
+
+
+def _message(
+    op: bytes, args: list[bytearray], buf: bytearray, start: int, stop: int
+) -> tuple[int, Msg]:
+    """The sid and message of a complete MSG or HMSG whose body is buf[start:stop]."""
+    if op == b"MSG":
+        # MSG <subject> <sid> [reply-to] <#bytes>
+        if len(args) == 4:
+            return int(args[2]), Msg(args[1].decode(), bytes(buf[start:stop]))
+        if len(args) == 5:
+            return int(args[2]), Msg(args[1].decode(), bytes(buf[start:stop]), args[3].decode())
+        raise _ProtocolViolation("malformed MSG")
+    # HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
+    if len(args) not in (5, 6):
+        raise _ProtocolViolation("malformed HMSG")
+    split = start + _size(args[-2])
+    if split > stop:
+        raise _ProtocolViolation("HMSG headers larger than the message")
+    headers, status, description = _parse_headers(bytes(buf[start:split]))
+    reply = args[3].decode() if len(args) == 6 else None
+    return int(args[2]), Msg(
+        args[1].decode(), bytes(buf[split:stop]), reply, headers, status, description
+    )
+
+
+class NATSProtocol(Protocol):
+    """One connection to a NATS server, from INFO to connectionLost.
+
+    It answers the handshake and keep-alives itself; subscription ids are the
+    caller's business, so that a reconnecting owner can keep them stable.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        on_message: Callable[[int, Msg], None],
+        connect_options: dict[str, Any],
+        ping_interval: float = 30.0,
+        max_outstanding_pings: int = 2,
+    ) -> None:
+        self._clock = clock
+        self._on_message = on_message
+        self._connect_options = {**_CONNECT_DEFAULTS, **connect_options}
+        self._ping_interval = ping_interval
+        self._max_outstanding_pings = max_outstanding_pings
+        self.server_info: dict[str, Any] = {}
+        self.max_payload = DEFAULT_MAX_PAYLOAD
+        self._buffer = bytearray()
+        self._pongs: deque[Deferred[None]] = deque()
+        # Dicts used as ordered sets, so that a cancelled waiter can go at once.
+        self._connect_waiters: dict[Deferred[dict[str, Any]], None] = {}
+        self._lost_waiters: dict[Deferred[BaseException], None] = {}
+        self._keepalive: LoopingCall | None = None
+        self._connect_sent = False
+        self._connected = False
+        self._closing = False
+        self._lost: Failure | None = None
+
+    # Lifecycle
+
+    def when_connected(self) -> Deferred[dict[str, Any]]:
+        """Fire with the server INFO once CONNECT was answered by a PONG."""
+        if self._lost is not None:
+            return fail(self._lost)
+        if self._connected:
+            return succeed(self.server_info)
+        waiter: Deferred[dict[str, Any]] = Deferred(lambda d: self._connect_waiters.pop(d, None))
+        self._connect_waiters[waiter] = None
+        return waiter
+
+    def when_lost(self) -> Deferred[BaseException]:
+        """Fire with the reason (an exception, as a result) once the connection is gone."""
+        if self._lost is not None:
+            return succeed(cast(BaseException, self._lost.value))
+        waiter: Deferred[BaseException] = Deferred(lambda d: self._lost_waiters.pop(d, None))
+        self._lost_waiters[waiter] = None
+        return waiter
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        """Fail everything still waiting on this connection."""
+        self._lost = reason
+        self._closing = True
+        self._buffer.clear()
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
+        pongs, self._pongs = self._pongs, deque()
+        for pong in pongs:
+            pong.errback(reason)
+        self._fail_connect_waiters(reason)
+        lost, self._lost_waiters = self._lost_waiters, {}
+        for waiter in lost:
+            waiter.callback(cast(BaseException, reason.value))
+
+    def _fail_connect_waiters(self, reason: Failure) -> None:
+        waiters, self._connect_waiters = self._connect_waiters, {}
+        for waiter in waiters:
+            waiter.errback(reason)
+
+    def _drop(self, why: str) -> None:
+        """Close the connection after a protocol error; parse nothing more."""
+        self.log.error("dropping NATS connection: {why}", why=why)
+        self._closing = True
+        self._buffer.clear()
+        self.transport.loseConnection()
+
+    # Commands
+
+    def _check_writable(self) -> None:
+        """Commands may follow CONNECT, and must stop once the connection goes."""
+        if not self._connect_sent or self._closing:
+            raise NotConnected("no NATS connection")
+
+    def subscribe(self, sid: int, subject: str, queue: str | None = None) -> None:
+        """Ask for the messages on subject, delivered under sid."""
+        check_subject(subject)
+        self._check_writable()
+        if queue is None:
+            self.transport.write(b"SUB %s %d\r\n" % (subject.encode(), sid))
+        else:
+            check_subject(queue, "queue group")
+            self.transport.write(b"SUB %s %s %d\r\n" % (subject.encode(), queue.encode(), sid))
+
+    def unsubscribe(self, sid: int, max_msgs: int | None = None) -> None:
+        """Stop sid now, or after it has delivered max_msgs in all."""
+        self._check_writable()
+        if max_msgs is None:
+            self.transport.write(b"UNSUB %d\r\n" % sid)
+        else:
+            self.transport.write(b"UNSUB %d %d\r\n" % (sid, max_msgs))
+
+    def publish(
+        self,
+        subject: str,
+        payload: bytes,
+        reply: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """Send PUB, or HPUB when there are headers."""
+        check_subject(subject)
+        self._check_writable()
+        head = subject.encode()
+        if reply is not None:
+            check_subject(reply, "reply subject")
+            head += b" " + reply.encode()
+        if headers:
+            block = _encode_headers(headers)
+            self._check_size(len(block) + len(payload))
+            line = b"HPUB %s %d %d\r\n" % (head, len(block), len(block) + len(payload))
+            self.transport.write(b"".join((line, block, payload, _CRLF)))
+        else:
+            self._check_size(len(payload))
+            line = b"PUB %s %d\r\n" % (head, len(payload))
+            self.transport.write(b"".join((line, payload, _CRLF)))
+
+    def _check_size(self, size: int) -> None:
+        """The server would close the connection on a message over max_payload."""
+        if size > self.max_payload:
+            raise ValueError(
+                f"message of {size} bytes exceeds the server's max_payload of {self.max_payload}"
+            )
+
+    def ping(self) -> Deferred[None]:
+        """Send PING; fire on the PONG that answers it."""
+        try:
+            self._check_writable()
+        except NotConnected:
+            return fail()
+        pong: Deferred[None] = Deferred()
+        self._pongs.append(pong)
+        self.transport.write(b"PING\r\n")
+        return pong
+
+    def _send_connect(self) -> None:
+        """Answer the first INFO; the PONG to the PING after it ends the handshake."""
+        options = json.dumps(self._connect_options, separators=(",", ":")).encode()
+        self.transport.write(b"CONNECT " + options + _CRLF)
+        self._connect_sent = True
+        self.ping().addCallbacks(self._handshake_done, lambda _: None)
+
+    def _handshake_done(self, _: None) -> None:
+        self._connected = True
+        self._keepalive = LoopingCall(self._send_keepalive)
+        self._keepalive.clock = self._clock
+        self._keepalive.start(self._ping_interval, now=False).addErrback(
+            lambda f: self.log.failure("NATS keep-alive failed", f)
+        )
+        waiters, self._connect_waiters = self._connect_waiters, {}
+        for waiter in waiters:
+            waiter.callback(self.server_info)
+
+    def _send_keepalive(self) -> None:
+        """PING the server; drop a connection whose PINGs go unanswered."""
+        if len(self._pongs) >= self._max_outstanding_pings:
+            self.log.warn(
+                "NATS server did not answer {count} PINGs: dropping stale connection",
+                count=len(self._pongs),
+            )
+            self._closing = True
+            self.transport.abortConnection()
+            return
+        self.ping().addErrback(lambda _: None)
+
+    # Parsing
+
+    def dataReceived(self, data: bytes) -> None:
+        """Parse every complete frame; keep the incomplete tail for later."""
+        if self._closing:
+            return
+        buffer = self._buffer
+        buffer += data
+        try:
+            consumed = self._parse(buffer)
+        except (ValueError, IndexError) as error:
+            self._drop(f"protocol error: {error}")
+        except Exception:
+            self.log.failure("NATS parser failed")
+            self._drop("parser failure")
+        else:
+            del buffer[:consumed]
+
+    def _parse(self, buf: bytearray) -> int:
+        """Handle the complete frames in buf; return how many bytes they used."""
+        pos = 0
+        end = len(buf)
+        on_message = self._on_message
+        while not self._closing:
+            eol = buf.find(b"\r\n", pos, pos + MAX_CONTROL_LINE)
+            if eol < 0:
+                if end - pos >= MAX_CONTROL_LINE:
+                    raise _ProtocolViolation("control line too long")
+                return pos
+            args = buf[pos:eol].split()
+            op = bytes(args[0]).upper() if args else b""
+            if op != b"MSG" and op != b"HMSG":
+                self._control(op, bytes(buf[pos:eol]))
+                pos = eol + 2
+                continue
+            start = eol + 2
+            stop = start + _size(args[-1])
+            if stop + 2 > end:
+                return pos
+            if buf[stop] != 13 or buf[stop + 1] != 10:
+                raise _ProtocolViolation("message payload not followed by CRLF")
+            sid, msg = _message(op, args, buf, start, stop)
+            pos = stop + 2
+            try:
+                on_message(sid, msg)
+            except Exception:
+                self.log.failure("NATS message handler failed for {subject}", subject=msg.subject)
+        return pos
+
+    def _control(self, op: bytes, line: bytes) -> None:
+        """Handle a frame without a payload."""
+        if op == b"PING":
+            self.transport.write(b"PONG\r\n")
+        elif op == b"PONG":
+            if self._pongs:
+                self._pongs.popleft().callback(None)
+        elif op == b"INFO":
+            self._info(line.partition(b" ")[2])
+        elif op == b"+OK":
+            pass
+        elif op == b"-ERR":
+            self._error(line.partition(b" ")[2].strip().strip(b"'").decode("utf-8", "replace"))
+        else:
+            raise _ProtocolViolation(f"unknown operation {op[:32]!r}")
+
+    def _info(self, payload: bytes) -> None:
+        info = json.loads(payload)
+        if not isinstance(info, dict):
+            raise _ProtocolViolation("INFO is not a JSON object")
+        self.server_info = info
+        self.max_payload = int(info.get("max_payload", DEFAULT_MAX_PAYLOAD))
+        if not self._connect_sent:
+            self._send_connect()
+
+    def _error(self, text: str) -> None:
+        """Log -ERR; drop the connection unless the server keeps it open."""
+        if text.lower().startswith(_NON_FATAL_ERRORS):
+            self.log.warn("NATS server error: {error}", error=text)
+            return
+        self._fail_connect_waiters(Failure(NATSError(text)))
+        self._drop(f"server error: {text}")

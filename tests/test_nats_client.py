@@ -1,0 +1,516 @@
+"""The reconnecting NATS client: deterministic tests on a fake reactor, then a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+
+from monit.nats.client import NATSClient
+from monit.nats.protocol import Msg, NoResponders, NotConnected, RequestTimeout
+
+URL = "nats://127.0.0.1:4222"
+INFO = b'INFO {"server_id":"S","max_payload":1048576,"headers":true}\r\n'
+MAX_DELAY = 2.0
+# Long enough for any retry: the backoff is capped at MAX_DELAY, plus up to 1s of jitter.
+RETRY = MAX_DELAY + 1.0
+
+
+def results(d: Deferred[Any]) -> list[Any]:
+    """What the Deferred fired with so far (a result or a Failure), as a list of 0 or 1 items."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    return out
+
+
+class Connection:
+    """One TCP connection the client asked the fake reactor for, on a StringTransport."""
+
+    def __init__(self, reactor: MemoryReactorClock) -> None:
+        host, port, factory, _, _ = reactor.tcpClients.pop(0)
+        self.address = (host, port)
+        self.protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
+        self.transport = StringTransport()
+        self.protocol.makeConnection(self.transport)
+        self.lost = False
+
+    def feed(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def sent(self) -> bytes:
+        value = self.transport.value()
+        self.transport.clear()
+        return value
+
+    def handshake(self) -> bytes:
+        """Play the server's part; return all the client sent meanwhile."""
+        self.feed(INFO)
+        connect = self.sent()
+        self.feed(b"PONG\r\n")
+        resubscribe = self.sent()
+        assert resubscribe.endswith(b"PING\r\n")
+        self.feed(b"PONG\r\n")
+        return connect + resubscribe
+
+    def lose(self) -> None:
+        if not self.lost:
+            self.lost = True
+            self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class FakeServers:
+    """Hands out the connections a client makes on a MemoryReactorClock."""
+
+    def __init__(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.connections: list[Connection] = []
+
+    def accept(self) -> Connection:
+        connection = Connection(self.reactor)
+        self.connections.append(connection)
+        return connection
+
+    def connected(self) -> Connection:
+        """Accept the pending attempt and complete the handshake."""
+        connection = self.accept()
+        connection.handshake()
+        return connection
+
+
+@pytest.fixture
+def servers() -> FakeServers:
+    return FakeServers()
+
+
+@pytest.fixture
+def make_client(servers: FakeServers) -> Iterator[Callable[..., NATSClient]]:
+    """Start clients on the fake reactor; stop them and check nothing is left scheduled."""
+    clients: list[NATSClient] = []
+
+    def make(*urls: str, **options: Any) -> NATSClient:
+        options.setdefault("initial_delay", 0.5)
+        options.setdefault("max_delay", MAX_DELAY)
+        options.setdefault("request_timeout", 1.0)
+        client = NATSClient(list(urls or [URL]), servers.reactor, **options)
+        client.startService()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        stopped = results(client.stopService())
+        for connection in servers.connections:
+            connection.lose()
+        assert stopped == [None]
+    assert servers.reactor.getDelayedCalls() == []
+
+
+@pytest.fixture
+def client(make_client: Callable[..., NATSClient]) -> NATSClient:
+    return make_client()
+
+
+@pytest.fixture
+def log_events() -> Iterator[list[dict[str, Any]]]:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    yield events
+    globalLogPublisher.removeObserver(events.append)
+
+
+def sent_lines(connection: Connection) -> list[bytes]:
+    return connection.sent().split(b"\r\n")[:-1]
+
+
+# Connecting
+
+
+def test_connected_after_the_handshake(servers: FakeServers, client: NATSClient) -> None:
+    waiting = results(client.when_connected())
+    connection = servers.accept()
+    assert connection.address == ("127.0.0.1", 4222)
+    assert not client.connected and waiting == []
+    connection.handshake()
+    assert client.connected and waiting == [None]
+    assert client.url == URL
+    assert client.reconnects == 0
+    assert results(client.when_connected()) == [None]
+
+
+def test_subscriptions_are_sent_again_after_a_reconnect(
+    servers: FakeServers, client: NATSClient
+) -> None:
+    received: list[Msg] = []
+    first = servers.connected()
+    client.subscribe("a.*", received.append)
+    gone = client.subscribe("gone", received.append)
+    assert sent_lines(first) == [b"SUB a.* 1", b"SUB gone 2"]
+    gone.unsubscribe()
+    gone.unsubscribe()
+    assert sent_lines(first) == [b"UNSUB 2"]
+
+    first.lose()
+    assert not client.connected and client.url is None
+    client.subscribe("b", received.append, queue="workers")
+    servers.reactor.advance(RETRY)
+    second = servers.accept()
+    second.feed(INFO)
+    assert sent_lines(second)[1:] == [b"PING"]
+    second.feed(b"PONG\r\n")
+    assert sent_lines(second) == [b"SUB a.* 1", b"SUB b workers 3", b"PING"]
+    assert not client.connected
+    second.feed(b"PONG\r\n")
+    assert client.connected and client.reconnects == 1
+
+    second.feed(b"MSG a.x 1 2\r\nhi\r\nMSG gone 2 0\r\n\r\nMSG b 3 0\r\n\r\n")
+    assert received == [Msg("a.x", b"hi"), Msg("b", b"")]
+
+
+def test_subscription_changes_while_connecting_are_sent(
+    servers: FakeServers, client: NATSClient
+) -> None:
+    old = client.subscribe("old", lambda msg: None)
+    connection = servers.accept()
+    connection.feed(INFO + b"PONG\r\n")
+    assert sent_lines(connection)[-2:] == [b"SUB old 1", b"PING"]
+    old.unsubscribe()
+    client.subscribe("new", lambda msg: None)
+    connection.feed(b"PONG\r\n")
+    assert client.connected
+    assert sent_lines(connection) == [b"UNSUB 1", b"SUB new 2"]
+
+
+def test_when_connected_waits_for_the_next_connection(
+    servers: FakeServers, client: NATSClient
+) -> None:
+    servers.connected().lose()
+    waiting = results(client.when_connected())
+    servers.reactor.advance(RETRY)
+    servers.connected()
+    assert waiting == [None]
+
+
+def test_urls_are_tried_in_turn(
+    servers: FakeServers, make_client: Callable[..., NATSClient]
+) -> None:
+    # The fake reactor resolves every host to 127.0.0.1: tell them apart by port.
+    make_client("nats://127.0.0.1:4223", "nats://localhost")
+    first = servers.accept()
+    assert first.address == ("127.0.0.1", 4223)
+    first.lose()
+    servers.reactor.advance(RETRY)
+    second = servers.accept()
+    assert second.address == ("127.0.0.1", 4222)
+    second.lose()
+    servers.reactor.advance(RETRY)
+    assert servers.accept().address == ("127.0.0.1", 4223)
+
+
+def test_credentials_go_into_connect_and_never_into_logs(
+    servers: FakeServers, make_client: Callable[..., NATSClient], log_events: list
+) -> None:
+    client = make_client("nats://alice:s3cret@127.0.0.1:4222", name="watcher")
+    connection = servers.accept()
+    connect = connection.handshake()
+    assert b'"user":"alice","pass":"s3cret"' in connect
+    assert b'"name":"watcher"' in connect
+    assert client.url == "nats://alice:***@127.0.0.1:4222"
+    connection.lose()
+    logged = " ".join(formatEvent(event) for event in log_events)
+    assert "connected to NATS at nats://alice:***@127.0.0.1:4222" in logged
+    assert "lost NATS connection to nats://alice:***@127.0.0.1:4222" in logged
+    assert "s3cret" not in logged + repr(log_events)
+
+
+def test_token_goes_into_connect(
+    servers: FakeServers, make_client: Callable[..., NATSClient]
+) -> None:
+    client = make_client("nats://t0ken@127.0.0.1:4222")
+    assert b'"auth_token":"t0ken"' in servers.accept().handshake()
+    assert client.url == "nats://***@127.0.0.1:4222"
+
+
+@pytest.mark.parametrize("url", ["tls://127.0.0.1:4222", "127.0.0.1:4222", "nats://:4222"])
+def test_unsupported_urls_are_refused(url: str, servers: FakeServers) -> None:
+    with pytest.raises(ValueError):
+        NATSClient([url], servers.reactor)
+
+
+def test_a_failed_handshake_is_retried(
+    servers: FakeServers, client: NATSClient, log_events: list
+) -> None:
+    connection = servers.accept()
+    connection.feed(INFO + b"-ERR 'Authorization Violation'\r\n")
+    assert connection.transport.disconnecting
+    connection.lose()
+    assert not client.connected
+    assert not [e for e in log_events if "log_failure" in e]
+    servers.reactor.advance(RETRY)
+    servers.connected()
+    assert client.connected and client.reconnects == 0
+
+
+def test_a_handshake_that_never_ends_is_dropped(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.accept()
+    connection.feed(INFO)
+    servers.reactor.advance(30)
+    assert connection.transport.disconnecting
+    connection.lose()
+    servers.reactor.advance(RETRY)
+    servers.connected()
+    assert client.connected
+
+
+def test_stop_during_the_handshake(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.accept()
+    connection.feed(INFO)
+    stopped = results(client.stopService())
+    assert connection.transport.disconnecting
+    connection.lose()
+    assert stopped == [None]
+
+
+# Publishing
+
+
+def test_publish(servers: FakeServers, client: NATSClient) -> None:
+    with pytest.raises(NotConnected):
+        client.publish("a", b"x")
+    connection = servers.connected()
+    client.publish("a", b"x", reply="r", headers={"K": "v"})
+    assert connection.sent() == b"HPUB a r 18 19\r\nNATS/1.0\r\nK: v\r\n\r\nx\r\n"
+
+
+def test_a_bad_subject_is_refused_even_when_disconnected(client: NATSClient) -> None:
+    with pytest.raises(ValueError):
+        client.subscribe("a b", lambda msg: None)
+
+
+# Requests
+
+
+def inbox_and_request(connection: Connection) -> tuple[bytes, bytes]:
+    """The inbox subscription's sid and the request's reply subject, from what was sent."""
+    sub, pub, payload = sent_lines(connection)
+    _, inbox, sid = sub.split()
+    _, _, reply, _ = pub.split()
+    assert reply.startswith(inbox[:-1]) and inbox.endswith(b".*")
+    return sid, reply
+
+
+def test_request_and_reply(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.connected()
+    answer = results(client.request("svc", b"question"))
+    sid, reply = inbox_and_request(connection)
+    connection.feed(b"MSG %s %s 6\r\nanswer\r\n" % (reply, sid))
+    assert answer == [Msg(reply.decode(), b"answer")]
+
+
+def test_requests_share_one_inbox(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.connected()
+    first, second = results(client.request("svc")), results(client.request("svc"))
+    lines = sent_lines(connection)
+    assert [line[:3] for line in lines] == [b"SUB", b"PUB", b"", b"PUB", b""]
+    sid = lines[0].split()[2]
+    second_reply = lines[3].split()[2]
+    connection.feed(b"MSG %s %s 1\r\n2\r\n" % (second_reply, sid))
+    assert first == [] and second[0].payload == b"2"
+
+
+def test_request_timeout(servers: FakeServers, client: NATSClient) -> None:
+    servers.connected()
+    answer = results(client.request("svc", timeout=0.5))
+    servers.reactor.advance(0.4)
+    assert answer == []
+    servers.reactor.advance(0.2)
+    assert answer[0].check(RequestTimeout)
+
+
+def test_no_responders(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.connected()
+    answer = results(client.request("nobody"))
+    sid, reply = inbox_and_request(connection)
+    connection.feed(b"HMSG %s %s 16 16\r\nNATS/1.0 503\r\n\r\n\r\n" % (reply, sid))
+    assert answer[0].check(NoResponders)
+
+
+def test_cancel_a_request(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.connected()
+    request = client.request("svc")
+    answer = results(request)
+    sid, reply = inbox_and_request(connection)
+    request.cancel()
+    assert answer[0].check(CancelledError)
+    connection.feed(b"MSG %s %s 4\r\nlate\r\n" % (reply, sid))
+
+
+def test_a_request_waits_for_a_connection(servers: FakeServers, client: NATSClient) -> None:
+    answer = results(client.request("svc", b"q"))
+    connection = servers.accept()
+    connection.handshake()
+    sid, reply = inbox_and_request(connection)
+    connection.feed(b"MSG %s %s 1\r\n!\r\n" % (reply, sid))
+    assert answer[0].payload == b"!"
+
+
+def test_a_request_times_out_waiting_for_a_connection(
+    servers: FakeServers, client: NATSClient
+) -> None:
+    answer = results(client.request("svc", b"q"))
+    servers.reactor.advance(1.0)
+    assert answer[0].check(RequestTimeout)
+    connection = servers.connected()
+    assert connection.sent() == b""
+
+
+def test_a_request_too_big_fails(servers: FakeServers, client: NATSClient) -> None:
+    servers.accept().handshake()
+    answer = results(client.request("svc", b"x" * (1024 * 1024 + 1)))
+    assert isinstance(answer[0].value, ValueError)
+
+
+def test_stop_fails_pending_requests(servers: FakeServers, client: NATSClient) -> None:
+    connection = servers.connected()
+    waiting = results(client.request("svc"))
+    stopped = results(client.stopService())
+    assert connection.transport.disconnecting
+    connection.lose()
+    assert stopped == [None]
+    assert waiting[0].check(NotConnected)
+    assert servers.reactor.getDelayedCalls() == []
+
+
+# Against a real nats-server
+
+
+async def within(d: Deferred[Any], seconds: float = 10.0) -> Any:
+    """Await d, failing with TimeoutError after a deadline."""
+    from twisted.internet import reactor
+
+    return await d.addTimeout(seconds, reactor)
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    """Poll condition until it holds, or fail after a deadline."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not true within {seconds}s: {condition}"
+        await deferLater(reactor, 0.02, lambda: None)
+
+
+@pytest_twisted.async_yield_fixture
+async def real_client() -> AsyncIterator[Callable[[str], NATSClient]]:
+    """Start NATSClients on the real reactor; stop them afterwards."""
+    from twisted.internet import reactor
+
+    clients: list[NATSClient] = []
+
+    def make(url: str) -> NATSClient:
+        client = NATSClient([url], reactor, initial_delay=0.05, max_delay=0.5)
+        client.startService()
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        await within(client.stopService())
+
+
+async def subscribed(client: NATSClient, subject: str) -> DeferredQueue[Msg]:
+    """A queue of subject's messages, once the server is known to have the subscription."""
+    queue: DeferredQueue[Msg] = DeferredQueue()
+    await within(client.when_connected())
+    client.subscribe(subject, queue.put)
+    client.publish(subject, b"ready?")
+    assert (await within(queue.get())).payload == b"ready?"
+    return queue
+
+
+@pytest_twisted.ensureDeferred
+async def test_round_trip(nats_server: Any, real_client: Callable[[str], NATSClient]) -> None:
+    client = real_client(nats_server.url)
+    queue = await subscribed(client, "round.trip")
+    client.publish("round.trip", b"with\r\nnewlines", headers={"X-Kind": "test"})
+    msg = await within(queue.get())
+    assert msg.payload == b"with\r\nnewlines"
+    assert msg.headers == {"X-Kind": "test"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_request_reply(nats_server: Any, real_client: Callable[[str], NATSClient]) -> None:
+    responder, requester = real_client(nats_server.url), real_client(nats_server.url)
+    await within(responder.when_connected())
+    responder.subscribe(
+        "svc.upper", lambda msg: responder.publish(msg.reply or "", msg.payload.upper())
+    )
+    # The server handles a connection's commands in order: once this round trip
+    # is done, it has the subscription above too.
+    await subscribed(responder, "responder.ready")
+    reply = await within(requester.request("svc.upper", b"shout", timeout=5))
+    assert reply.payload == b"SHOUT"
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_responders_fails_fast(
+    nats_server: Any, real_client: Callable[[str], NATSClient]
+) -> None:
+    client = real_client(nats_server.url)
+    await within(client.when_connected())
+    started = time.monotonic()
+    with pytest.raises(NoResponders):
+        await within(client.request("nobody.listens", timeout=5))
+    assert time.monotonic() - started < 1.0
+
+
+def publish_with_nats_py(url: str, subject: str, payload: bytes) -> None:
+    """Publish with the official client, in its own event loop (run in a thread)."""
+    import nats
+
+    async def publish() -> None:
+        connection = await nats.connect(url)
+        await connection.publish(subject, payload, headers={"From": "nats-py"})
+        await connection.flush()
+        await connection.close()
+
+    asyncio.run(publish())
+
+
+@pytest_twisted.ensureDeferred
+async def test_nats_py_publishes_we_receive(
+    nats_server: Any, real_client: Callable[[str], NATSClient]
+) -> None:
+    from twisted.internet.threads import deferToThread
+
+    client = real_client(nats_server.url)
+    queue = await subscribed(client, "from.nats.py")
+    await within(deferToThread(publish_with_nats_py, nats_server.url, "from.nats.py", b"hello"))
+    msg = await within(queue.get())
+    assert (msg.payload, msg.headers) == (b"hello", {"From": "nats-py"})
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscription_survives_a_server_restart(
+    private_nats_server: Any, real_client: Callable[[str], NATSClient]
+) -> None:
+    client = real_client(private_nats_server.url)
+    queue = await subscribed(client, "after.restart")
+    private_nats_server.stop()
+    await wait_until(lambda: not client.connected)
+    private_nats_server.start()
+    await within(client.when_connected())
+    assert client.reconnects == 1
+    client.publish("after.restart", b"still here")
+    assert (await within(queue.get())).payload == b"still here"
