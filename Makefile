@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 SOURCES := setup.cfg pyproject.toml $(shell find monit twisted -name '*.py')
 LISTEN ?= tcp:8080:interface=127.0.0.1
 NATS_PORT ?= 4222
-DEV_SECRET ?= monit-development-secret
+DEV_SECRET ?= monit-development-secret-not-for-production
 
 .PHONY: test run demo clean
 
@@ -24,7 +24,7 @@ test: $(VENV)/.installed
 run: $(VENV)/.installed
 	@echo "Watch a job (after 'make demo' in another window):"
 	@echo "  curl -N -H 'X-Auth-Token: $$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400)' 'http://127.0.0.1:8080/events?stream=demo1'"
-	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)'
+	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n --pidfile= monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)'
 
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo_job.py --nats nats://127.0.0.1:$(NATS_PORT) --job demo1
