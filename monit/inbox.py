@@ -9,7 +9,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from monit.sse import encode_event
+from monit.sse import encode_event, encode_gap
 
 _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 
@@ -17,6 +17,14 @@ _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 def valid_inbox_id(inbox_id: str) -> bool:
     """Ids end up in logs and URLs: keep them short and plain."""
     return _INBOX_ID.fullmatch(inbox_id) is not None
+
+
+class InboxLimit(Exception):
+    """No room for another inbox: a transient refusal."""
+
+
+class InboxClosed(Exception):
+    """The inbox has ended and the reader has seen all of it."""
 
 
 class Subscriber(Protocol):
@@ -30,39 +38,58 @@ class Subscriber(Protocol):
 class Inbox:
     """A bounded ring of encoded frames with increasing ids, and its readers."""
 
-    def __init__(self, inbox_id: str, history: int, now: float) -> None:
+    def __init__(self, inbox_id: str, history: int, now: float, base64: bool = False) -> None:
         self.id = inbox_id
         self.opened = False
         self.closing = False
+        self.closed = False
         self.touched = now
         self.timer: IDelayedCall | None = None
         self.subscribers: dict[Subscriber, None] = {}
         self._ring: deque[bytes] = deque(maxlen=history)
         self._last_id = 0
+        self._base64 = base64
 
     @property
     def last_id(self) -> int:
         return self._last_id
 
+    @property
+    def state(self) -> str:
+        if self.closed:
+            return "closed"
+        if self.closing:
+            return "closing"
+        return "open" if self.opened else "unopened"
+
     def publish(self, data: str, event: str | None = None) -> None:
         """Encode the event once and hand the same bytes to every reader."""
         self._last_id += 1
-        frame = encode_event(self._last_id, data, event)
+        frame = encode_event(self._last_id, data, event, self._base64)
         self._ring.append(frame)
         for subscriber in tuple(self.subscribers):
             subscriber.send(frame)
 
-    def frames_after(self, event_id: int) -> list[bytes]:
-        """The frames still held whose id is greater than ``event_id``."""
+    def backlog(self, after: int) -> bytes:
+        """What a reader that has seen up to ``after`` is owed, gap notice first.
+
+        An ``after`` beyond the last id comes from an earlier life of this id
+        (before a restart): such a reader gets everything.
+        """
+        if after > self._last_id:
+            after = 0
         first_held = self._last_id - len(self._ring) + 1
-        skip = max(0, event_id - first_held + 1)
-        return list(islice(self._ring, skip, None))
+        skip = max(0, after - first_held + 1)
+        frames = list(islice(self._ring, skip, None))
+        if after + 1 < first_held:
+            frames.insert(0, encode_gap(after + 1, first_held - 1))
+        return b"".join(frames)
 
     def add(self, subscriber: Subscriber, after: int = 0) -> None:
         """Replay what the reader has not seen, in one write, then go live."""
-        backlog = self.frames_after(after)
+        backlog = self.backlog(after)
         if backlog:
-            subscriber.send(b"".join(backlog))
+            subscriber.send(backlog)
         self.subscribers[subscriber] = None
 
     def discard(self, subscriber: Subscriber) -> None:
@@ -76,13 +103,15 @@ class Inbox:
 
 
 class InboxRegistry:
-    """The inboxes by id, and the timers that close and expire them.
+    """The inboxes by id, and the timers that close, keep and expire them.
 
     A lifecycle event opens an inbox; a close event is delivered, then the
-    inbox ends after ``grace`` seconds so late readers still get it. An inbox
-    that nothing opened (created by a reader, or by a message whose open we
-    missed) expires after ``expiry`` idle seconds with nobody watching; an
-    opened one whose close never comes is abandoned after ``abandon`` seconds.
+    inbox ends after ``grace`` seconds so late readers still get it, and is
+    kept as a closed record for ``retention`` seconds so a reconnecting reader
+    gets the rest and the end (or learns there is nothing more). An inbox
+    nothing opened (made by a reader, or by a message whose open was missed)
+    expires after ``expiry`` idle seconds with nobody watching; an opened one
+    whose close never comes is abandoned after ``abandon`` seconds.
     """
 
     log = Logger()
@@ -95,19 +124,29 @@ class InboxRegistry:
         grace: float = 10.0,
         expiry: float = 300.0,
         abandon: float = 3600.0,
+        retention: float = 600.0,
+        max_inboxes: int = 100_000,
+        base64: bool = False,
     ) -> None:
         self._clock = clock
         self._history = history
         self._grace = grace
         self._expiry = expiry
         self._abandon = abandon
+        self._retention = retention
+        self._max_inboxes = max_inboxes
+        self._base64 = base64
         self._inboxes: dict[str, Inbox] = {}
+        self.refused = 0
 
     def __len__(self) -> int:
         return len(self._inboxes)
 
     def __contains__(self, inbox_id: str) -> bool:
         return inbox_id in self._inboxes
+
+    def __iter__(self):
+        return iter(self._inboxes.values())
 
     def get(self, inbox_id: str) -> Inbox | None:
         return self._inboxes.get(inbox_id)
@@ -132,10 +171,21 @@ class InboxRegistry:
         if not inbox.closing:
             inbox.closing = True
             self._cancel_timer(inbox)
-            inbox.timer = self._clock.callLater(self._grace, self._remove, inbox)
+            inbox.timer = self._clock.callLater(self._grace, self._retire, inbox)
 
     def subscribe(self, inbox_id: str, subscriber: Subscriber, after: int = 0) -> Inbox:
-        """Attach a reader, creating the inbox if nobody has opened it yet."""
+        """Attach a reader, creating the inbox if nobody has opened it yet.
+
+        A closed inbox sends what the reader has not seen, without adding it
+        (the caller ends the stream); a reader that has seen all of it gets
+        InboxClosed.
+        """
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and inbox.closed:
+            if 0 < after >= inbox.last_id:
+                raise InboxClosed(inbox_id)
+            subscriber.send(inbox.backlog(after))
+            return inbox
         inbox = self._obtain(inbox_id)
         inbox.add(subscriber, after)
         return inbox
@@ -147,12 +197,21 @@ class InboxRegistry:
     def close_all(self) -> None:
         """End every inbox and stream, for shutdown."""
         for inbox in list(self._inboxes.values()):
-            self._remove(inbox)
+            self._drop(inbox)
 
     def _obtain(self, inbox_id: str) -> Inbox:
+        """The live inbox for this id: made if there is room, revived if closed."""
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
-            inbox = self._inboxes[inbox_id] = Inbox(inbox_id, self._history, self._clock.seconds())
+            if len(self._inboxes) >= self._max_inboxes:
+                self.refused += 1
+                raise InboxLimit(f"{len(self._inboxes)} inboxes already")
+            inbox = Inbox(inbox_id, self._history, self._clock.seconds(), self._base64)
+            self._inboxes[inbox_id] = inbox
+            self._schedule_expiry(inbox)
+        elif inbox.closed:
+            inbox.closed = inbox.opened = False
+            self._cancel_timer(inbox)
             self._schedule_expiry(inbox)
         return inbox
 
@@ -164,7 +223,7 @@ class InboxRegistry:
         return self._abandon if inbox.opened else self._expiry
 
     def _schedule_expiry(self, inbox: Inbox) -> None:
-        if inbox.timer is None and not inbox.closing and not inbox.subscribers:
+        if inbox.timer is None and not inbox.closing and not inbox.closed and not inbox.subscribers:
             inbox.timer = self._clock.callLater(self._idle_limit(inbox), self._check_expiry, inbox)
 
     def _check_expiry(self, inbox: Inbox) -> None:
@@ -177,9 +236,15 @@ class InboxRegistry:
             inbox.timer = self._clock.callLater(remaining, self._check_expiry, inbox)
             return
         self.log.info("inbox {inbox} expired", inbox=inbox.id)
-        self._remove(inbox)
+        self._drop(inbox)
 
-    def _remove(self, inbox: Inbox) -> None:
+    def _retire(self, inbox: Inbox) -> None:
+        """The grace period is over: end the streams, keep the record a while."""
+        inbox.closing, inbox.closed = False, True
+        inbox.timer = self._clock.callLater(self._retention, self._drop, inbox)
+        inbox.end()
+
+    def _drop(self, inbox: Inbox) -> None:
         self._cancel_timer(inbox)
         if self._inboxes.get(inbox.id) is inbox:
             del self._inboxes[inbox.id]

@@ -9,7 +9,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from monit.inbox import InboxRegistry, valid_inbox_id
+from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
 from monit.nats.protocol import Msg
 from monit.sse import compact_json
 
@@ -97,6 +97,7 @@ class Router:
         self._max_payload = max_payload
         self.received: Counter[Action] = Counter()
         self.malformed = 0
+        self.refused = 0
 
     @property
     def subjects(self) -> list[str]:
@@ -111,6 +112,9 @@ class Router:
             self._route(action, msg)
         except Malformed as reason:
             self._skip(msg.subject, str(reason))
+        except InboxLimit:
+            self.refused += 1
+            self.log.warn("skipped message on {subject}: inbox limit reached", subject=msg.subject)
 
     def _route(self, action: Action, msg: Msg) -> None:
         document = parse_payload(msg.payload, self._max_payload)

@@ -6,13 +6,12 @@ from collections.abc import Callable, Sequence
 
 import attrs
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from monit.auth import AuthUnavailable, JWTVerifier, secret_from_nats
 from monit.inbox import InboxRegistry
@@ -25,11 +24,13 @@ from monit.routing import (
     Router,
     subject_table,
 )
+from monit.site import MonitSite
 from monit.web import MonitWeb
 
 DEFAULT_LISTEN = "tcp:8080"
 LISTEN_SUBJECT = "config.get.monitor"
 SECRET_SUBJECT = "config.get.jwt_token"
+SHUTDOWN_DRAIN_SECONDS = 3.0
 
 
 @attrs.frozen
@@ -44,8 +45,13 @@ class Settings:
     heartbeat: float = 15.0
     history: int = 1000
     expiry: float = 300.0
+    retention: float = 600.0
     retry_ms: int = 3000
+    base64: bool = False
     max_payload: int = DEFAULT_MAX_PAYLOAD
+    max_pending: int = 1024 * 1024
+    max_streams: int = 50_000
+    max_inboxes: int = 100_000
     open_subjects: Sequence[str] = LIFECYCLE_SUBJECTS  # each also closes with .done/.error
     deliver_subjects: Sequence[str] = DELIVER_SUBJECTS  # each message's "messages" are events
     request_timeout: float = 2.0
@@ -54,8 +60,9 @@ class Settings:
 class MonitService(MultiService):
     """The NATS client, the inboxes, the router and the web endpoint, as one service.
 
-    Children start in order (NATS first, the listener last) and stop in
-    reverse, so HTTP stops accepting before anything else goes away.
+    Children start in order (NATS first, the listener last). Stopping goes:
+    stop accepting, end every stream with a retry hint, close the HTTP
+    connections once written, then let NATS go.
     """
 
     log = Logger()
@@ -71,7 +78,13 @@ class MonitService(MultiService):
         )
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(
-            reactor, history=settings.history, grace=settings.grace, expiry=settings.expiry
+            reactor,
+            history=settings.history,
+            grace=settings.grace,
+            expiry=settings.expiry,
+            retention=settings.retention,
+            max_inboxes=settings.max_inboxes,
+            base64=settings.base64,
         )
         self.router = Router(
             self.registry,
@@ -87,12 +100,21 @@ class MonitService(MultiService):
             reactor,
             heartbeat=settings.heartbeat,
             retry_ms=settings.retry_ms,
+            max_streams=settings.max_streams,
+            max_pending=settings.max_pending,
+            readiness=self.readiness,
         )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
         if settings.serve:
             self.listener = WebListener(reactor, self)
             self.listener.setServiceParent(self)
+
+    def readiness(self) -> dict[str, bool]:
+        checks = {"nats": self.nats.connected}
+        if self.listener is not None:
+            checks["listening"] = self.listener.listening
+        return checks
 
     def _log_fatal(self, line: str) -> None:
         self.log.critical("{line}", line=line)
@@ -125,9 +147,16 @@ class MonitService(MultiService):
             self.log.warn("JWT secret not fetched yet; asking again on the first request")
 
     def stopService(self) -> Deferred[None]:
-        stopped = super().stopService()
-        self.web.stop()
-        return stopped
+        return ensureDeferred(self._stop())
+
+    async def _stop(self) -> None:
+        if self.listener is not None:
+            await self.listener.stop_listening()
+        self.web.shutdown()
+        if self.listener is not None:
+            await self.listener.close_connections()
+        self.registry.close_all()
+        await super().stopService()
 
 
 class WebListener(Service):
@@ -140,6 +169,11 @@ class WebListener(Service):
         self._monit = monit
         self._port: IListeningPort | None = None
         self._listening: Deferred[IListeningPort] = Deferred()
+        self.site = MonitSite(monit.resource, reactor)
+
+    @property
+    def listening(self) -> bool:
+        return self._port is not None
 
     def when_listening(self) -> Deferred[IListeningPort]:
         """A fresh Deferred that fires with the listening port."""
@@ -149,17 +183,18 @@ class WebListener(Service):
 
     def startService(self) -> None:
         super().startService()
-        site = Site(self._monit.resource)
-        site.displayTracebacks = False
         d = maybeDeferred(self._endpoint_description)
-        d.addCallback(self._listen, site)
+        d.addCallback(self._listen)
         d.addErrback(self._failed)
 
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        if self._port is not None:
-            return maybeDeferred(self._port.stopListening)
-        return None
+    def stop_listening(self) -> Deferred[None]:
+        port, self._port = self._port, None
+        if port is None:
+            return succeed(None)
+        return maybeDeferred(port.stopListening)
+
+    def close_connections(self) -> Deferred[None]:
+        return self.site.close_connections(self._reactor, SHUTDOWN_DRAIN_SECONDS)
 
     def _endpoint_description(self) -> Deferred[str] | str:
         listen = self._monit.settings.listen
@@ -184,13 +219,16 @@ class WebListener(Service):
         )
         return DEFAULT_LISTEN
 
-    def _listen(self, description: str, site: Site) -> Deferred[IListeningPort]:
+    def _listen(self, description: str) -> Deferred[IListeningPort]:
         endpoint = serverFromString(self._reactor, description)
-        listening = endpoint.listen(site)
+        listening = endpoint.listen(self.site)
         listening.addCallback(self._listened, description)
         return listening
 
     def _listened(self, port: IListeningPort, description: str) -> IListeningPort:
+        if not self.running:
+            port.stopListening()
+            return port
         self._port = port
         self.log.info("monit listening on {listen}", listen=description)
         self._listening.callback(port)

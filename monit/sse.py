@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+from base64 import b64encode
 from typing import Any
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -15,18 +16,35 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def encode_event(event_id: int, data: str, event: str | None = None) -> bytes:
+def encode_event(
+    event_id: int | None, data: str, event: str | None = None, base64: bool = False
+) -> bytes:
     """One SSE frame: ``id``, optional ``event``, one ``data:`` line per payload line.
 
     A payload line break of any kind (CRLF, CR, LF) starts a new ``data:``
     line, as the SSE parsing rules require; a client joins them back with LF.
+    With ``base64`` the payload's UTF-8 bytes go out base64-encoded, as the Go
+    service's ``EncodeBase64`` did. A frame without an id leaves the client's
+    last event id as it was.
     """
-    lines = [f"id: {event_id}"]
+    if base64:
+        data = b64encode(data.encode("utf-8", "replace")).decode("ascii")
+    lines = [] if event_id is None else [f"id: {event_id}"]
     if event is not None:
         lines.append(f"event: {_single_line(event)}")
     lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
     lines.append("\n")
     return "\n".join(lines).encode("utf-8", "replace")
+
+
+def encode_gap(first_missing: int, last_missing: int) -> bytes:
+    """Tells a reader that events it asked for have fallen out of the inbox's history."""
+    return encode_event(None, compact_json({"from": first_missing, "to": last_missing}), "gap")
+
+
+def encode_error(message: str) -> bytes:
+    """An ``error`` event: why the server is ending (or refusing) this stream."""
+    return encode_event(None, compact_json({"error": message}), "error")
 
 
 def encode_retry(milliseconds: int) -> bytes:

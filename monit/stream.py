@@ -1,22 +1,31 @@
 """One SSE response, fed by an inbox; and the set of them that share a keep-alive."""
 from __future__ import annotations
 
+import random
+
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from monit.inbox import Inbox, InboxRegistry
 from monit.sse import KEEPALIVE, encode_retry
 
 
+@implementer(IPushProducer)
 class EventStream:
     """Writes an inbox's frames to one HTTP response until the inbox or the client ends.
 
-    The Deferred from :meth:`run` fires when the inbox closes (Klein then
+    The Deferred from :meth:`run` fires when the stream is over (Klein then
     finishes the response); Klein cancels it when the client goes away, and
     the canceller unsubscribes at once, so nothing writes to a dead socket.
+
+    The stream is the response's producer: the transport pauses it when the
+    socket's buffer is full. Bytes written while paused are counted, and a
+    reader that lets them pass ``max_pending`` is dropped, so one slow reader
+    can neither grow the process nor hold up the others.
     """
 
     log = Logger()
@@ -28,66 +37,122 @@ class EventStream:
         streams: StreamSet,
         user: str,
         clock: IReactorTime,
+        max_pending: int,
     ) -> None:
         self._request = request
         self._registry = registry
         self._streams = streams
         self._user = user
         self._clock = clock
+        self._max_pending = max_pending
         self._inbox: Inbox | None = None
+        self._stream_id = ""
         self._done: Deferred[None] = Deferred(self._cancelled)
-        self._started = 0.0
+        self._started: float | None = None
+        self._paused = False
+        self._pending = 0
         self.writes = 0
 
-    def run(self, inbox_id: str, retry_ms: int, after: int = 0) -> Deferred[None]:
+    def run(self, inbox_id: str, after: int = 0) -> Deferred[None]:
+        """Replay what the reader has not seen, then go live.
+
+        Raises InboxClosed (before anything is written) if there is nothing
+        more to see, and InboxLimit if the inbox would be one too many.
+        """
+        self._stream_id = inbox_id
+        inbox = self._registry.subscribe(inbox_id, self, after)
+        if not self.writes:
+            self.send(b"")
+        self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
+        if inbox.closed:
+            self._finish("inbox closed")
+        else:
+            self._inbox = inbox
+            self._streams.add(self)
+        return self._done
+
+    def send(self, frame: bytes) -> None:
+        if not self.writes:
+            frame = self._start() + frame
+        self.writes += 1
+        self._request.write(frame)
+        if self._paused:
+            self._pending += len(frame)
+            if self._pending > self._max_pending:
+                self._drop()
+
+    def _start(self) -> bytes:
+        """Headers go out with the first write, which starts with the retry time."""
         request = self._request
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
-        request.write(encode_retry(retry_ms))
+        request.registerProducer(self, True)
         self._started = self._clock.seconds()
-        self._streams.add(self)
-        self._inbox = self._registry.subscribe(inbox_id, self, after)
-        self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
-        return self._done
-
-    def send(self, frame: bytes) -> None:
-        self.writes += 1
-        self._request.write(frame)
+        return encode_retry(self._streams.retry_ms)
 
     def keepalive(self) -> None:
-        self._request.write(KEEPALIVE)
+        self.send(KEEPALIVE)
 
     def end(self) -> None:
         """The inbox closed: finish the response."""
-        self._detach("inbox closed")
+        self._finish("inbox closed")
+
+    def shutdown(self) -> None:
+        """The server is stopping: a last retry hint, jittered so clients spread out."""
+        retry_ms = self._streams.retry_ms
+        self.send(encode_retry(random.randint(retry_ms // 2, retry_ms)))
+        self._finish("server stopping")
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._pending = 0
+
+    def stopProducing(self) -> None:
+        """The connection is going away; the cancellation that follows detaches."""
+
+    def _drop(self) -> None:
+        self._streams.dropped += 1
+        self._detach(f"too slow: over {self._max_pending} bytes pending")
+        self._request.transport.abortConnection()
+
+    def _finish(self, reason: str) -> None:
+        self._detach(reason)
+        self._request.unregisterProducer()
         self._done.callback(None)
 
     def _cancelled(self, _: Deferred[None]) -> None:
-        """The client went away (or the server is stopping the stream)."""
+        """The client went away."""
         self._detach("client gone")
 
     def _detach(self, reason: str) -> None:
         self._streams.discard(self)
         if self._inbox is not None:
             self._registry.unsubscribe(self._inbox, self)
+            self._inbox = None
+        if self._started is not None:
             self.log.info(
                 "stream {stream} closed for {user}: {reason} after {duration:.1f}s, {writes} writes",
-                stream=self._inbox.id,
+                stream=self._stream_id,
                 user=self._user,
                 reason=reason,
                 duration=self._clock.seconds() - self._started,
                 writes=self.writes,
             )
-            self._inbox = None
+            self._started = None
 
 
 class StreamSet:
     """The open streams, with one keep-alive timer for all of them (not one each)."""
 
-    def __init__(self, clock: IReactorTime, heartbeat: float) -> None:
+    def __init__(self, clock: IReactorTime, heartbeat: float, retry_ms: int) -> None:
         self._streams: dict[EventStream, None] = {}
         self._heartbeat = heartbeat
+        self.retry_ms = retry_ms
+        self.dropped = 0
         self._beat = LoopingCall(self._beat_all)
         self._beat.clock = clock
 
@@ -103,9 +168,12 @@ class StreamSet:
     def start(self) -> None:
         self._beat.start(self._heartbeat, now=False)
 
-    def stop(self) -> None:
+    def shutdown(self) -> None:
+        """Stop the keep-alives and end every stream with a retry hint."""
         if self._beat.running:
             self._beat.stop()
+        for stream in tuple(self._streams):
+            stream.shutdown()
 
     def _beat_all(self) -> None:
         for stream in tuple(self._streams):

@@ -38,6 +38,7 @@ class Options(usage.Options):
     )
     optFlags = [
         ["embedded-nats", None, "Start nats-server (from monit[embedded]) on loopback and use it."],
+        ["base64", None, "Send each data: payload base64-encoded, as the Go service's EncodeBase64 did."],
     ]
     optParameters = [
         ["nats", None, None,
@@ -59,6 +60,17 @@ class Options(usage.Options):
          "Events an inbox keeps for readers who connect late.", _positive(int, "history")],
         ["expiry", None, 300.0,
          "Seconds an inbox nobody opened or watches lives on.", _positive(float, "expiry")],
+        ["retention", None, 600.0,
+         "Seconds a closed inbox is kept so reconnecting readers get its end.",
+         _positive(float, "retention")],
+        ["max-pending", None, 1024 * 1024,
+         "Bytes a reader may leave unread before it is dropped as too slow.",
+         _positive(int, "max-pending")],
+        ["max-streams", None, 50_000,
+         "Concurrent SSE responses; past it, 503 with Retry-After.", _positive(int, "max-streams")],
+        ["max-inboxes", None, 100_000,
+         "Inboxes held at once, including those readers created; past it, 503.",
+         _positive(int, "max-inboxes")],
         ["retry", None, 3000,
          "Milliseconds a client should wait before reconnecting (SSE retry:).",
          _positive(int, "retry")],
@@ -111,6 +123,11 @@ def settings_from(options: Options, nats: list[str]) -> Settings:
         history=options["history"],
         expiry=options["expiry"],
         retry_ms=options["retry"],
+        retention=options["retention"],
+        base64=bool(options["base64"]),
+        max_pending=options["max-pending"],
+        max_streams=options["max-streams"],
+        max_inboxes=options["max-inboxes"],
         max_payload=options["max-payload"],
         open_subjects=options["open-subjects"],
         deliver_subjects=options["deliver-subjects"],

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 
 from klein import Klein
 from twisted.internet.defer import CancelledError, Deferred
@@ -13,35 +14,70 @@ from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from monit.auth import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, token_from_request
-from monit.inbox import InboxRegistry, valid_inbox_id
+from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
+from monit.sse import encode_error, encode_retry
 from monit.stream import EventStream, StreamSet
+
+RETRY_AFTER_SECONDS = 5
 
 
 class BadRequest(ValueError):
     """The request itself is wrong: a 400 that says why."""
 
 
+class Unavailable(Exception):
+    """A transient refusal (a limit, an auth service down): try again later."""
+
+
+def _one_parameter(request: IRequest, name: bytes) -> str | None:
+    values = request.args.get(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"more than one '{name.decode()}' parameter")
+    if not values:
+        return None
+    try:
+        return values[0].decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"'{name.decode()}' is not UTF-8") from None
+
+
 def stream_id_of(request: IRequest) -> str:
     """The one ``stream`` query parameter, validated as an inbox id."""
-    values = request.args.get(b"stream", [])
-    if not values or values == [b""]:
+    inbox_id = _one_parameter(request, b"stream")
+    if not inbox_id:
         raise BadRequest("missing 'stream' parameter")
-    if len(values) > 1:
-        raise BadRequest("more than one 'stream' parameter")
-    try:
-        inbox_id = values[0].decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("'stream' is not UTF-8") from None
     if not valid_inbox_id(inbox_id):
         raise BadRequest("'stream' must be 1 to 128 letters, digits or . _ : ~ -")
     return inbox_id
 
 
+def last_event_id_of(request: IRequest) -> int:
+    """Where a reconnecting reader left off: ``Last-Event-ID``, else ``?lastEventId=``."""
+    header = request.getHeader(b"last-event-id")
+    value = header.decode("latin-1") if header is not None else _one_parameter(request, b"lastEventId")
+    if value is None or value.strip() == "":
+        return 0
+    value = value.strip()
+    if not value.isdigit() or len(value) > 18:
+        raise BadRequest("'Last-Event-ID' must be an event id monit sent")
+    return int(value)
+
+
+def accepts_event_stream(request: IRequest) -> bool:
+    """What a browser's EventSource sends; it gives up for good on any non-200."""
+    accept = request.getHeader(b"accept") or b""
+    return b"text/event-stream" in accept.lower()
+
+
 def json_error(request: IRequest, code: int, message: str) -> bytes:
+    return json_body(request, code, {"error": message})
+
+
+def json_body(request: IRequest, code: int, document: Mapping[str, object]) -> bytes:
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps({"error": message}).encode("utf-8")
+    return json.dumps(document).encode("utf-8")
 
 
 class MonitWeb:
@@ -58,12 +94,17 @@ class MonitWeb:
         *,
         heartbeat: float = 15.0,
         retry_ms: int = 3000,
+        max_streams: int = 50_000,
+        max_pending: int = 1024 * 1024,
+        readiness: Callable[[], Mapping[str, bool]] = lambda: {},
     ) -> None:
         self._registry = registry
         self._verifier = verifier
         self._clock = clock
-        self._retry_ms = retry_ms
-        self.streams = StreamSet(clock, heartbeat)
+        self._max_streams = max_streams
+        self._max_pending = max_pending
+        self._readiness = readiness
+        self.streams = StreamSet(clock, heartbeat, retry_ms)
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -71,15 +112,15 @@ class MonitWeb:
     def start(self) -> None:
         self.streams.start()
 
-    def stop(self) -> None:
-        """End every open stream: a stopped listener does not end its connections."""
-        self.streams.stop()
-        self._registry.close_all()
+    def shutdown(self) -> None:
+        """End every open stream with a retry hint: a stopped listener does not end them."""
+        self.streams.shutdown()
 
     @app.route("/events", methods=["GET"])
     def events(self, request: IRequest) -> Deferred[None] | bytes:
         try:
             inbox_id = stream_id_of(request)
+            after = last_event_id_of(request)
         except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
         token = token_from_request(request)
@@ -89,24 +130,56 @@ class MonitWeb:
         return verified.addCallbacks(
             self._stream,
             self._auth_failed,
-            callbackArgs=(request, inbox_id),
+            callbackArgs=(request, inbox_id, after),
             errbackArgs=(request,),
         )
 
-    def _stream(self, identity: Identity, request: IRequest, inbox_id: str) -> Deferred[None]:
-        stream = EventStream(request, self._registry, self.streams, identity.user, self._clock)
-        return stream.run(inbox_id, self._retry_ms)
+    @app.route("/healthz", methods=["GET"])
+    def healthz(self, request: IRequest) -> bytes:
+        """The process lives and its reactor turns."""
+        return json_body(request, 200, {"status": "ok"})
+
+    @app.route("/readyz", methods=["GET"])
+    def readyz(self, request: IRequest) -> bytes:
+        """Ready when NATS is connected and HTTP is listening: route traffic here."""
+        checks = dict(self._readiness())
+        ready = all(checks.values())
+        return json_body(request, 200 if ready else 503, {"ready": ready, **checks})
+
+    def _stream(
+        self, identity: Identity, request: IRequest, inbox_id: str, after: int
+    ) -> Deferred[None] | bytes:
+        if len(self.streams) >= self._max_streams:
+            return self._unavailable(request, "too many streams")
+        stream = EventStream(
+            request, self._registry, self.streams, identity.user, self._clock, self._max_pending
+        )
+        try:
+            return stream.run(inbox_id, after)
+        except InboxClosed:
+            request.setResponseCode(204)
+            return b""
+        except InboxLimit:
+            return self._unavailable(request, "too many inboxes")
 
     def _auth_failed(self, failure: Failure, request: IRequest) -> bytes | Failure:
         if failure.check(InvalidToken):
             return self._refuse(request, 401, "invalid token")
-        if failure.check(AuthUnavailable):
-            request.setHeader(b"retry-after", b"5")
-            return self._refuse(request, 503, "token cannot be checked now")
         if failure.check(CancelledError):
             return failure
-        self.log.failure("token check failed", failure)
-        return self._refuse(request, 503, "token cannot be checked now")
+        if not failure.check(AuthUnavailable):
+            self.log.failure("token check failed", failure)
+        return self._unavailable(request, "token cannot be checked now")
+
+    def _unavailable(self, request: IRequest, message: str) -> bytes:
+        """A transient refusal: 503 for most clients, a retryable stream for EventSource."""
+        self._log_refusal(request, 503, message)
+        if not accepts_event_stream(request):
+            request.setHeader(b"retry-after", str(RETRY_AFTER_SECONDS).encode())
+            return json_error(request, 503, message)
+        request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return encode_retry(RETRY_AFTER_SECONDS * 1000) + encode_error(message)
 
     @app.handle_errors(NotFound)
     def not_found(self, request: IRequest, failure: Failure) -> bytes:
@@ -117,6 +190,10 @@ class MonitWeb:
         return json_error(request, 405, "method not allowed")
 
     def _refuse(self, request: IRequest, code: int, message: str) -> bytes:
+        self._log_refusal(request, code, message)
+        return json_error(request, code, message)
+
+    def _log_refusal(self, request: IRequest, code: int, message: str) -> None:
         self.log.info(
             "refused {method} {path}: {code} {reason}",
             method=request.method.decode("ascii", "replace"),
@@ -124,4 +201,3 @@ class MonitWeb:
             code=code,
             reason=message,
         )
-        return json_error(request, code, message)

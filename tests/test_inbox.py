@@ -1,7 +1,8 @@
 """Inboxes: replay, live delivery, grace on close, expiry of unwatched inboxes."""
+import pytest
 from twisted.internet.task import Clock
 
-from monit.inbox import InboxRegistry, valid_inbox_id
+from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
 
 
 class Reader:
@@ -21,7 +22,7 @@ class Reader:
 
 def make_registry(**kwargs):
     clock = Clock()
-    return clock, InboxRegistry(clock, grace=10, expiry=300, abandon=3600, **kwargs)
+    return clock, InboxRegistry(clock, grace=10, expiry=300, abandon=3600, retention=600, **kwargs)
 
 
 def test_late_reader_gets_history_then_live_events():
@@ -77,7 +78,78 @@ def test_close_is_delivered_then_streams_end_after_grace():
     assert late.ids() == [1, 2]
     clock.advance(0.1)
     assert reader.ended and late.ended
+    assert registry.get("job").closed, "kept as a closed record"
+    clock.advance(600)
     assert "job" not in registry
+    assert not clock.getDelayedCalls()
+
+
+def test_closed_record_gives_the_rest_then_nothing():
+    clock, registry = make_registry()
+    for n in range(3):
+        registry.deliver("job", str(n))
+    registry.close("job", "{}", "service.create.done")
+    clock.advance(10)
+    rest = Reader()
+    inbox = registry.subscribe("job", rest, after=2)
+    assert inbox.closed and rest.ids() == [3, 4]
+    assert not inbox.subscribers, "a closed inbox keeps no readers"
+    everything = Reader()
+    registry.subscribe("job", everything)
+    assert everything.ids() == [1, 2, 3, 4]
+    with pytest.raises(InboxClosed):
+        registry.subscribe("job", Reader(), after=4)
+
+
+def test_activity_revives_a_closed_record_and_ids_go_on():
+    clock, registry = make_registry()
+    registry.open("job", "{}", "service.create")
+    registry.close("job", "{}", "service.create.done")
+    clock.advance(10)
+    registry.open("job", "{}", "service.delete")
+    reader = Reader()
+    registry.subscribe("job", reader, after=2)
+    assert reader.ids() == [3] and not registry.get("job").closed
+    clock.advance(600)
+    assert "job" in registry, "the retention timer went with the revival"
+
+
+def test_a_reader_behind_the_history_is_told_of_the_gap():
+    clock, registry = make_registry(history=3)
+    for n in range(10):
+        registry.deliver("job", str(n))
+    reader = Reader()
+    registry.subscribe("job", reader, after=2)
+    assert reader.received.startswith(b'event: gap\ndata: {"from":3,"to":7}\n\n')
+    assert reader.ids() == [8, 9, 10]
+
+
+def test_a_reader_from_an_earlier_life_gets_everything():
+    clock, registry = make_registry()
+    registry.deliver("job", "1")
+    reader = Reader()
+    registry.subscribe("job", reader, after=57)
+    assert reader.ids() == [1]
+
+
+def test_inbox_limit():
+    clock, registry = make_registry(max_inboxes=2)
+    registry.subscribe("a", Reader())
+    registry.deliver("b", "1")
+    with pytest.raises(InboxLimit):
+        registry.subscribe("c", Reader())
+    with pytest.raises(InboxLimit):
+        registry.deliver("c", "1")
+    registry.deliver("a", "still fine")
+    assert registry.refused == 2
+
+
+def test_base64_payloads():
+    clock, registry = make_registry(base64=True)
+    reader = Reader()
+    registry.subscribe("job", reader)
+    registry.deliver("job", '{"body":"é"}')
+    assert reader.received == b"id: 1\ndata: eyJib2R5Ijoiw6kifQ==\n\n"
 
 
 def test_reopen_within_grace_keeps_the_inbox():

@@ -86,11 +86,11 @@ def test_lifecycle_events_carry_their_subject_and_close_after_grace():
     router(msg("service.create.done", {"id": "job"}))
     inbox = registry.get("job")
     assert inbox.opened and inbox.closing
-    frames = b"".join(inbox.frames_after(0))
+    frames = inbox.backlog(0)
     assert b'event: service.create\ndata: {"id":"job","name":"web"}' in frames
     assert b"event: service.create.done" in frames
     clock.advance(10)
-    assert "job" not in registry
+    assert registry.get("job").closed
 
 
 def test_irrelevant_subjects_are_ignored_quietly():
@@ -127,6 +127,17 @@ def test_a_bad_element_is_skipped_alone():
     router(msg("monitor.user", {"id": "1", "messages": [1, {"body": "ok"}, "x"]}))
     assert router.malformed == 2
     assert registry.get("1").last_id == 1
+
+
+def test_messages_past_the_inbox_limit_are_counted_and_skipped():
+    clock = Clock()
+    registry = InboxRegistry(clock, max_inboxes=1)
+    router = Router(registry)
+    router(msg("service.create", {"id": "first"}))
+    router(msg("service.create", {"id": "second"}))
+    router(msg("monitor.user", {"id": "first", "messages": [{"body": "ok"}]}))
+    assert router.refused == 1 and router.malformed == 0
+    assert "second" not in registry and registry.get("first").last_id == 2
 
 
 def test_oversized_payload_is_skipped():

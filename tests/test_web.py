@@ -6,6 +6,7 @@ import treq
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
 from monit.auth import JWTVerifier
@@ -16,6 +17,20 @@ from monit.web import MonitWeb
 
 SECRET = "test-secret"
 URL = "http://monit.example/events"
+
+
+class StreamingRequest(DummyRequest):
+    """DummyRequest drives producers as pull producers; a stream is a push producer."""
+
+    def __init__(self):
+        super().__init__([b"events"])
+        self.transport = StringTransport()
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
 
 
 def result_of(d: Deferred):
@@ -134,7 +149,73 @@ def test_stream_headers_history_live_events_and_end(stub, registry, clock, token
     clock.advance(10)
     stub.flush()
     result_of(done)
-    assert len(registry) == 0
+    assert registry.get("job").closed
+
+
+def test_reconnect_after_the_end_is_204(stub, registry, clock, token):
+    registry.open("job", "{}", "service.create")
+    registry.close("job", "{}", "service.create.done")
+    clock.advance(10)
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": "2"})
+    assert response.code == 204
+    response = get(stub, URL + "?stream=job&lastEventId=1", {"X-Auth-Token": token})
+    assert response.code == 200
+    chunks, done = read_stream(stub, response)
+    result_of(done)
+    assert b"".join(chunks) == b"retry: 3000\n\nid: 2\nevent: service.create.done\ndata: {}\n\n"
+
+
+def test_last_event_id_replays_only_what_was_missed(stub, registry, token):
+    for n in range(5):
+        registry.deliver("job", str(n))
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": "3"})
+    chunks, _ = read_stream(stub, response)
+    assert b"".join(chunks) == b"retry: 3000\n\nid: 4\ndata: 3\n\nid: 5\ndata: 4\n\n"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 30])
+def test_bad_last_event_id_is_400(stub, token, value):
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": value})
+    assert response.code == 400
+
+
+def limited_stub(clock, registry, **limits):
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **limits)
+    return StubTreq(web.resource())
+
+
+def test_stream_limit_is_503_with_retry_after_for_plain_clients(clock, registry, token):
+    stub = limited_stub(clock, registry, max_streams=1)
+    assert get(stub, URL + "?stream=a", {"X-Auth-Token": token}).code == 200
+    response = get(stub, URL + "?stream=b", {"X-Auth-Token": token, "Accept": "*/*"})
+    assert response.code == 503
+    assert response.headers.getRawHeaders("retry-after") == ["5"]
+    assert json_body(stub, response) == {"error": "too many streams"}
+
+
+def test_limits_are_a_retryable_stream_for_event_source(clock, token):
+    registry = InboxRegistry(clock, max_inboxes=1)
+    stub = limited_stub(clock, registry)
+    assert get(stub, URL + "?stream=a", {"X-Auth-Token": token}).code == 200
+    response = get(stub, URL + "?stream=b", {"X-Auth-Token": token, "Accept": "text/event-stream"})
+    assert response.code == 200
+    chunks, done = read_stream(stub, response)
+    result_of(done)
+    assert b"".join(chunks) == (
+        b'retry: 5000\n\nevent: error\ndata: {"error":"too many inboxes"}\n\n'
+    )
+
+
+def test_healthz_and_readyz(clock, registry):
+    state = {"nats": False, "listening": True}
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, readiness=lambda: state)
+    stub = StubTreq(web.resource())
+    assert get(stub, "http://monit.example/healthz").code == 200
+    response = get(stub, "http://monit.example/readyz")
+    assert response.code == 503
+    assert json_body(stub, response) == {"ready": False, "nats": False, "listening": True}
+    state["nats"] = True
+    assert get(stub, "http://monit.example/readyz").code == 200
 
 
 def test_unknown_stream_is_created_by_the_reader(stub, registry, token):
@@ -150,26 +231,28 @@ def test_keepalive_comments_on_the_heartbeat(stub, web, clock, token):
     clock.advance(15)
     stub.flush()
     assert b"".join(chunks).endswith(b": keep-alive\n\n")
-    web.stop()
+    web.shutdown()
 
 
-def test_stop_ends_every_stream(stub, web, token):
+def test_shutdown_ends_every_stream_with_a_retry_hint(stub, web, token):
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     chunks, done = read_stream(stub, response)
-    web.stop()
+    web.shutdown()
     stub.flush()
     result_of(done)
     assert len(web.streams) == 0
+    last = b"".join(chunks).split(b"\n\n")[-2]
+    assert last.startswith(b"retry: ") and 1500 <= int(last[7:]) <= 3000
 
 
 def test_cancelled_stream_unsubscribes_at_once(registry, clock):
     """Klein cancels the handler's Deferred when the client goes away."""
     from monit.stream import StreamSet
 
-    streams = StreamSet(clock, 15)
-    request = DummyRequest([b"events"])
-    stream = EventStream(request, registry, streams, "alice", clock)
-    d = stream.run("job", 3000)
+    streams = StreamSet(clock, 15, 3000)
+    request = StreamingRequest()
+    stream = EventStream(request, registry, streams, "alice", clock, max_pending=1000)
+    d = stream.run("job")
     assert registry.get("job").subscribers
     d.addErrback(lambda _: None)
     d.cancel()
@@ -177,6 +260,37 @@ def test_cancelled_stream_unsubscribes_at_once(registry, clock):
     assert len(streams) == 0
     registry.deliver("job", '"after"')
     assert b"after" not in b"".join(request.written)
+
+
+def test_a_reader_that_stops_reading_is_dropped_past_max_pending(registry, clock):
+    from monit.stream import StreamSet
+
+    streams = StreamSet(clock, 15, 3000)
+    request = StreamingRequest()
+    stream = EventStream(request, registry, streams, "slow", clock, max_pending=1000)
+    stream.run("job")
+    stream.pauseProducing()
+    for n in range(8):  # 8 frames of about 115 bytes: under the limit
+        registry.deliver("job", '"' + "x" * 100 + '"')
+    assert not request.transport.disconnecting
+    registry.deliver("job", '"' + "x" * 100 + '"')
+    assert request.transport.disconnecting, "aborted"
+    assert streams.dropped == 1
+    assert not registry.get("job").subscribers
+
+
+def test_a_reader_that_catches_up_is_kept(registry, clock):
+    from monit.stream import StreamSet
+
+    streams = StreamSet(clock, 15, 3000)
+    request = StreamingRequest()
+    stream = EventStream(request, registry, streams, "ok", clock, max_pending=1000)
+    stream.run("job")
+    for n in range(50):
+        stream.pauseProducing()
+        registry.deliver("job", '"' + "x" * 100 + '"')
+        stream.resumeProducing()
+    assert streams.dropped == 0 and registry.get("job").subscribers
 
 
 def test_error_bodies_are_short_json(stub):
