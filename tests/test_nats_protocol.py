@@ -454,3 +454,25 @@ def test_publish_honours_max_payload(connected: Peer) -> None:
     with pytest.raises(ValueError, match="max_payload"):
         connected.protocol.publish("a", b"x" * 1020, headers={"A": "b"})
     assert connected.sent() == b""
+
+
+@settings(max_examples=300)
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_arbitrary_bytes_never_raise_out_of_data_received(chunks: list[bytes]) -> None:
+    """Whatever arrives is parsed, ignored or a protocol error that drops the connection."""
+    peer = Peer()
+    peer.handshake()
+    for chunk in chunks:
+        peer.feed(chunk)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.sampled_from([
+    b"MSG ", b"HMSG ", b"PING", b"PONG", b"+OK", b"-ERR 'x'", b"INFO {}", b"\r\n", b" ",
+    b"a.b", b"1", b"5", b"hello", b"NATS/1.0", b"-1", b"99999999999999999999",
+]), max_size=30))
+def test_protocol_shaped_noise_never_raises(pieces: list[bytes]) -> None:
+    """Near-miss frames, where a parser is most likely to trip."""
+    peer = Peer()
+    peer.handshake()
+    peer.feed(b"".join(pieces))

@@ -3,6 +3,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from monit.sse import compact_json, encode_event, encode_retry
+from sseclient import SSEParser
 
 
 def parse_frame(frame: bytes) -> dict:
@@ -54,9 +55,21 @@ def test_retry_field():
     assert encode_retry(3000) == b"retry: 3000\n\n"
 
 
-@given(st.text(), st.integers(min_value=1, max_value=2**53))
-def test_any_payload_round_trips(payload, event_id):
-    parsed = parse_frame(encode_event(event_id, payload))
+@given(st.text(), st.integers(min_value=1, max_value=2**53), st.none() | st.text(min_size=1))
+def test_any_payload_round_trips_through_a_spec_parser(payload, event_id, event):
+    """What a spec-conformant client reads is the payload, line breaks as LF."""
+    parser = SSEParser()
+    parser.feed(encode_event(event_id, payload, event))
+    [received] = parser.events
     expected = payload.replace("\r\n", "\n").replace("\r", "\n")
-    assert parsed["data"] == expected.encode("utf-8", "replace").decode("utf-8")
-    assert parsed["id"] == str(event_id)
+    assert received.data == expected.encode("utf-8", "replace").decode("utf-8")
+    assert received.id == str(event_id)
+
+
+@given(st.lists(st.text(), min_size=1, max_size=5), st.integers(min_value=1, max_value=64))
+def test_frames_split_anywhere_parse_the_same(payloads, split_every):
+    stream = b"".join(encode_event(n, payload) for n, payload in enumerate(payloads, 1))
+    parser = SSEParser()
+    for start in range(0, len(stream), split_every):
+        parser.feed(stream[start:start + split_every])
+    assert [event.id for event in parser.events] == [str(n) for n in range(1, len(payloads) + 1)]
