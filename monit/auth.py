@@ -50,6 +50,27 @@ class Identity:
     claims: Mapping[str, Any]
     expires: float | None
 
+    @property
+    def streams(self) -> frozenset[str] | None:
+        """The stream ids this user may watch, or None when unrestricted.
+
+        The ``streams`` claim restricts when it is a list of strings; absent or
+        ``"*"`` means no restriction.  Anything else (null, a number, a list
+        holding non-strings) allows nothing: a claim we cannot read fails closed.
+        """
+        claim = self.claims.get("streams", "*")
+        if claim == "*":
+            return None
+        if isinstance(claim, list) and all(isinstance(s, str) for s in claim):
+            return frozenset(claim)
+        return frozenset()
+
+
+def may_watch(identity: Identity, stream: str) -> bool:
+    """Whether the identity's streams claim lets it watch this stream."""
+    allowed = identity.streams
+    return allowed is None or stream in allowed
+
 
 class InvalidToken(Exception):
     """The token is missing, malformed, forged or out of date (HTTP 401)."""
@@ -270,3 +291,33 @@ def _secret_from_reply(payload: bytes) -> str:
     elif not isinstance(value, str):
         value = text  # a bare number or the like: the text itself is the secret
     return _require_secret(value)
+
+
+@implementer(ITokenVerifier)
+@attrs.frozen
+class FirstValid:
+    """Accept what the local verifier accepts; ask the remote one about the rest.
+
+    A valid JWT never costs a round trip.  When the local check was unavailable
+    (the JWT secret could not be fetched) a remote refusal is not trusted to be
+    final and the answer stays L{AuthUnavailable}: the token may be a good JWT.
+    """
+
+    local: ITokenVerifier
+    remote: ITokenVerifier
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        """The local answer if it is an identity, else the remote one."""
+        return self.local.verify(token).addErrback(self._ask_remote, token)
+
+    def _ask_remote(self, local: Failure, token: str) -> Deferred[Identity]:
+        local.trap(InvalidToken, AuthUnavailable)
+        d = self.remote.verify(token)
+        if local.check(AuthUnavailable):
+            d.addErrback(_unavailable_over_refused, local)
+        return d
+
+
+def _unavailable_over_refused(remote: Failure, local: Failure) -> Failure:
+    remote.trap(InvalidToken)
+    return local

@@ -1,0 +1,233 @@
+"""Ask an auth service over HTTP whether a token is good.
+
+The token goes to the service in ``X-Auth-Token`` and ``Authorization: Bearer``.
+The answer is read from the status code:
+
+- ``2xx``: valid.  A JSON object body may name the user (``username``, a
+  string) and the streams the user may watch (``streams``, a list of stream ids
+  or ``"*"``).  An empty body, a body that is not JSON, or JSON that is not an
+  object is a valid user ``"unknown"`` with no stream restriction: the service
+  said yes and said nothing more.  A JSON object whose ``username`` or
+  ``streams`` has the wrong type is a broken service: L{AuthUnavailable}.
+- ``401``/``403``: L{InvalidToken}.
+- Anything else, including redirects (not followed, so the token never goes
+  elsewhere), a body over L{MAX_BODY_BYTES}, a timeout or a connection error:
+  L{AuthUnavailable}.  The check fails closed.
+"""
+from __future__ import annotations
+
+import json
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from types import MappingProxyType
+from typing import Any, NoReturn, Protocol as TypingProtocol
+
+from treq.client import HTTPClient
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
+
+from monit.auth import MAX_TOKEN_LENGTH, AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+
+MAX_BODY_BYTES = 64 * 1024
+MAX_PERSISTENT_PER_HOST = 10
+
+
+class _HTTPGetter(TypingProtocol):
+    def get(self, url: str, **kwargs: Any) -> Deferred[IResponse]: ...
+
+
+@implementer(ITokenVerifier)
+class RemoteVerifier:
+    """Tokens checked by an auth service; see the module docstring for the answers."""
+
+    log = Logger()
+
+    def __init__(self, http: _HTTPGetter, url: str, clock: IReactorTime, timeout: float = 2.0) -> None:
+        self._http = http
+        self._url = url
+        self._clock = clock
+        self._timeout = timeout
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        """One GET to the service, answered within the timeout (body included)."""
+        try:
+            _check_token(token)
+        except InvalidToken as e:
+            return fail(e)
+        request = maybeDeferred(
+            self._http.get,
+            self._url,
+            headers={"X-Auth-Token": token, "Authorization": f"Bearer {token}"},
+            # Read the body ourselves, capped; never send the token on to a redirect.
+            unbuffered=True,
+            allow_redirects=False,
+        )
+        request.addCallback(_answer)
+        # The clock is ours to inject: treq's own timeout would use the global reactor.
+        request.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
+        return _abandonable(request).addErrback(self._unavailable)
+
+    def _unavailable(self, failure: Failure) -> Failure:
+        """Log why the service could not answer; turn any error into AuthUnavailable."""
+        if failure.check(InvalidToken, CancelledError):
+            return failure
+        self.log.warn(
+            "could not check a token with {url}: {reason}",
+            url=self._url,
+            reason=_describe(failure.value),
+        )
+        if failure.check(AuthUnavailable):
+            return failure
+        error = AuthUnavailable("the auth service is unavailable")
+        error.__cause__ = failure.value
+        return Failure(error)
+
+
+def _timed_out(result: object, timeout: float) -> NoReturn:
+    # Cancelling a request fails it with whatever the agent says; a timeout is a timeout.
+    raise defer.TimeoutError(timeout, "token check")
+
+
+def _abandonable(work: Deferred[Identity]) -> Deferred[Identity]:
+    """The caller's Deferred: cancelling it fails it with a plain CancelledError at
+    once and abandons the work, whose own failure is then nobody's business."""
+
+    def abandon(result: Deferred[Identity]) -> None:
+        result.errback(CancelledError())
+        work.cancel()
+
+    def relay(outcome: Identity | Failure) -> None:
+        if result.called:
+            return
+        if isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    result: Deferred[Identity] = Deferred(abandon)
+    work.addBoth(relay)
+    return result
+
+
+def remote_pool(reactor: Any) -> HTTPConnectionPool:
+    """One persistent pool for every token check, so checks reuse connections."""
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
+    return pool
+
+
+def remote_http_client(reactor: Any, pool: HTTPConnectionPool | None = None) -> HTTPClient:
+    """A treq client for L{RemoteVerifier}, pooled and without cookies.
+
+    The cookie jar refuses every cookie: a session cookie the service set for
+    one user must never ride along with the next user's token.
+    """
+    agent = Agent(reactor, pool=pool if pool is not None else remote_pool(reactor))
+    no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+    return HTTPClient(agent, cookiejar=no_cookies)
+
+
+def _check_token(token: object) -> None:
+    """Refuse, without a round trip, what cannot travel in a header."""
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("no token")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    if not (token.isascii() and token.isprintable()):
+        raise InvalidToken("malformed token")
+
+
+def _answer(response: IResponse) -> Deferred[Identity]:
+    """Read the whole (capped) body, so the connection goes back to the pool, then judge."""
+    return _read_body(response).addCallback(lambda body: _judge(response.code, body))
+
+
+def _judge(code: int, body: bytes) -> Identity:
+    if 200 <= code < 300:
+        return _identity(body)
+    if code in (401, 403):
+        raise InvalidToken("refused by the auth service")
+    raise AuthUnavailable(f"the auth service answered HTTP {code}")
+
+
+def _identity(body: bytes) -> Identity:
+    reply = _json_object(body)
+    user = reply.get("username")
+    if user is not None and not isinstance(user, str):
+        raise AuthUnavailable("the auth service sent a username that is not a string")
+    claims: dict[str, Any] = {"username": user or "unknown"}
+    if "streams" in reply:
+        claims["streams"] = _streams(reply["streams"])
+    return Identity(user=claims["username"], claims=MappingProxyType(claims), expires=None)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or {} when it is anything else."""
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return {}
+    return reply if isinstance(reply, dict) else {}
+
+
+def _streams(value: object) -> list[str] | str:
+    if value == "*":
+        return "*"
+    if isinstance(value, list) and all(isinstance(s, str) for s in value):
+        return value
+    raise AuthUnavailable("the auth service sent streams that are not a list of ids or '*'")
+
+
+def _describe(error: BaseException) -> str:
+    """Why a check failed, in words that quote no request header."""
+    if isinstance(error, AuthUnavailable):
+        return str(error)
+    if isinstance(error, defer.TimeoutError):
+        return "no answer in time"
+    return type(error).__name__
+
+
+def _read_body(response: IResponse) -> Deferred[bytes]:
+    reader = _CappedBody(MAX_BODY_BYTES)
+    response.deliverBody(reader)
+    return reader.done
+
+
+class _CappedBody(Protocol):
+    """Collect a response body up to a limit; past it, or when cancelled, drop the connection."""
+
+    def __init__(self, limit: int) -> None:
+        self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._aborted = False
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._aborted:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            self._abort()
+            self.done.errback(AuthUnavailable("the auth service's answer is too long"))
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._aborted:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self._chunks))
+        else:
+            self.done.errback(reason)
+
+    def _abort(self) -> None:
+        self._aborted = True
+        self.transport.stopProducing()  # type: ignore[union-attr]

@@ -1,0 +1,521 @@
+"""Token checks against an auth service (StubTreq and a fake clock, then a real one on
+loopback), the FirstValid combinator, and who may watch which stream."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import jwt
+import pytest
+import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from treq.testing import StubTreq
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Request as WebRequest
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from monit.auth import (
+    AuthUnavailable,
+    FirstValid,
+    Identity,
+    InvalidToken,
+    ITokenVerifier,
+    JWTVerifier,
+    may_watch,
+    quiet_key_length,
+)
+from monit.remote_auth import MAX_BODY_BYTES, RemoteVerifier, remote_http_client, remote_pool
+
+URL = "http://auth.example/check"
+TOKEN = "opaque-token-0123456789-abcdef"
+SECRET = "a-test-secret-that-is-long-enough-for-hs256"
+
+
+def result_of(d: Deferred) -> Any:
+    """The result a Deferred has already fired with; raise its failure if it failed."""
+    results: list = []
+    d.addBoth(results.append)
+    assert results, "the Deferred has not fired"
+    if isinstance(results[0], Failure):
+        results[0].raiseException()
+    return results[0]
+
+
+class AuthService(Resource):
+    """A fake auth service: answers every GET with one status and body, and records
+    what it was sent; with ``hang`` set it never answers."""
+
+    isLeaf = True
+
+    def __init__(self, code: int = 200, body: bytes = b"", hang: bool = False) -> None:
+        super().__init__()
+        self.code = code
+        self.body = body
+        self.hang = hang
+        self.calls: list[dict[str, Any]] = []
+        self.lost: list[Failure] = []
+        self.set_cookie = False
+
+    def render_GET(self, request: WebRequest) -> bytes | int:
+        self.calls.append(
+            {
+                "x-auth-token": request.getHeader(b"x-auth-token"),
+                "authorization": request.requestHeaders.getRawHeaders(b"authorization"),
+                "cookie": request.getHeader(b"cookie"),
+                "port": request.getClientAddress().port,
+            }
+        )
+        if self.hang:
+            request.notifyFinish().addErrback(self.lost.append)
+            return NOT_DONE_YET
+        if self.set_cookie:
+            request.addCookie(b"session", b"first-caller", path=b"/")
+        request.setResponseCode(self.code)
+        return self.body
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def service() -> AuthService:
+    return AuthService()
+
+
+@pytest.fixture
+def stub(service: AuthService) -> StubTreq:
+    return StubTreq(service)
+
+
+@pytest.fixture
+def verifier(stub: StubTreq, clock: Clock) -> RemoteVerifier:
+    return RemoteVerifier(stub, URL, clock)
+
+
+@pytest.fixture
+def events() -> Iterator[EventLoggingObserver]:
+    observer = EventLoggingObserver()
+    globalLogPublisher.addObserver(observer)
+    yield observer
+    globalLogPublisher.removeObserver(observer)
+
+
+def answer(service: AuthService, verifier: RemoteVerifier, code: int, body: bytes = b"") -> Any:
+    service.code, service.body = code, body
+    return result_of(verifier.verify(TOKEN))
+
+
+# valid answers
+
+
+def test_provides_the_interface(verifier: RemoteVerifier) -> None:
+    assert verifyObject(ITokenVerifier, verifier)
+
+
+def test_valid_with_username_and_streams(service: AuthService, verifier: RemoteVerifier, clock: Clock) -> None:
+    identity = answer(service, verifier, 200, json.dumps({"username": "alice", "streams": ["s1", "s2"], "x": 1}).encode())
+    assert identity == Identity(user="alice", claims={"username": "alice", "streams": ["s1", "s2"]}, expires=None)
+    assert identity.streams == frozenset({"s1", "s2"})
+    assert clock.getDelayedCalls() == []
+
+
+def test_valid_with_every_stream(service: AuthService, verifier: RemoteVerifier) -> None:
+    identity = answer(service, verifier, 200, b'{"username": "bob", "streams": "*"}')
+    assert identity.claims == {"username": "bob", "streams": "*"}
+    assert identity.streams is None
+
+
+@pytest.mark.parametrize("code", [200, 204])
+def test_valid_with_empty_body(service: AuthService, verifier: RemoteVerifier, code: int) -> None:
+    assert answer(service, verifier, code) == Identity(user="unknown", claims={"username": "unknown"}, expires=None)
+
+
+@pytest.mark.parametrize("body", [b"OK", b"<html>yes</html>", b"[1, 2]", b'"alice"', b"null", b"\xff\xfe", b"{}"])
+def test_valid_without_info_when_not_a_json_object(service: AuthService, verifier: RemoteVerifier, body: bytes) -> None:
+    identity = answer(service, verifier, 200, body)
+    assert identity.user == "unknown"
+    assert identity.streams is None
+
+
+def test_empty_username_is_unknown(service: AuthService, verifier: RemoteVerifier) -> None:
+    assert answer(service, verifier, 200, b'{"username": "", "streams": []}').user == "unknown"
+
+
+def test_claims_are_read_only(service: AuthService, verifier: RemoteVerifier) -> None:
+    identity = answer(service, verifier, 200, b'{"username": "alice"}')
+    with pytest.raises(TypeError):
+        identity.claims["username"] = "mallory"
+
+
+# refusals and failures
+
+
+@pytest.mark.parametrize("code", [401, 403])
+def test_refused(service: AuthService, verifier: RemoteVerifier, code: int) -> None:
+    with pytest.raises(InvalidToken):
+        answer(service, verifier, code, b'{"error": "no"}')
+
+
+@pytest.mark.parametrize("code", [500, 502, 503, 404, 400, 302, 418])
+def test_other_codes_are_unavailable(service: AuthService, verifier: RemoteVerifier, code: int) -> None:
+    with pytest.raises(AuthUnavailable):
+        answer(service, verifier, code, b'{"username": "alice"}')
+
+
+def test_redirect_is_not_followed() -> None:
+    paths: list[bytes] = []
+
+    class Redirect(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: WebRequest) -> bytes:
+            paths.append(request.path)
+            if request.path == b"/check":
+                request.redirect(b"http://elsewhere.example/welcome")
+            return b'{"username": "alice"}'
+
+    with pytest.raises(AuthUnavailable):
+        result_of(RemoteVerifier(StubTreq(Redirect()), URL, Clock()).verify(TOKEN))
+    assert paths == [b"/check"]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        {"streams": "s1"},
+        {"streams": "all"},
+        {"streams": None},
+        {"streams": 3},
+        {"streams": {"s1": True}},
+        {"streams": ["s1", 2]},
+        {"streams": [["s1"]]},
+        {"username": 42},
+        {"username": ["alice"]},
+    ],
+)
+def test_wrong_types_are_unavailable(service: AuthService, verifier: RemoteVerifier, reply: dict) -> None:
+    with pytest.raises(AuthUnavailable):
+        answer(service, verifier, 200, json.dumps(reply).encode())
+
+
+def test_oversized_body_is_refused_at_the_cap(clock: Clock) -> None:
+    """The body is read as it comes: past the cap, stop at once, not at the timeout."""
+
+    class Endless(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: WebRequest) -> int:
+            request.write(b"x" * (MAX_BODY_BYTES + 1))
+            return NOT_DONE_YET
+
+    stub = StubTreq(Endless())
+    d = RemoteVerifier(stub, URL, clock).verify(TOKEN)
+    stub.flush()
+    with pytest.raises(AuthUnavailable, match="too long"):
+        result_of(d)
+    assert clock.getDelayedCalls() == []
+
+
+def test_oversized_body_is_unavailable(service: AuthService, verifier: RemoteVerifier) -> None:
+    body = json.dumps({"username": "alice", "padding": "x" * MAX_BODY_BYTES}).encode()
+    with pytest.raises(AuthUnavailable):
+        answer(service, verifier, 200, body)
+
+
+@given(st.binary(max_size=300) | st.builds(lambda v: json.dumps(v).encode(), st.dictionaries(
+    st.sampled_from(["username", "streams", "other"]),
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.text(max_size=3) | st.integers(), max_size=3),
+)))
+@settings(max_examples=200, deadline=None)
+def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
+    """Whatever the service sends, the verifier never raises anything else."""
+    service = AuthService(body=body)
+    try:
+        identity = result_of(RemoteVerifier(StubTreq(service), URL, Clock()).verify(TOKEN))
+    except AuthUnavailable:
+        return
+    assert isinstance(identity.user, str) and identity.user
+    assert identity.streams is None or all(isinstance(s, str) for s in identity.streams)
+
+
+def test_timeout(service: AuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock) -> None:
+    service.hang = True
+    d = verifier.verify(TOKEN)
+    assert not d.called
+    clock.advance(1.9)
+    assert not d.called
+    clock.advance(0.1)
+    with pytest.raises(AuthUnavailable) as info:
+        result_of(d)
+    assert isinstance(info.value.__cause__, defer.TimeoutError)
+    assert clock.getDelayedCalls() == []
+    # the request was abandoned, not left open
+    assert service.lost == []
+    stub.flush()
+    assert len(service.lost) == 1
+
+
+def test_timeout_covers_a_slow_body(clock: Clock) -> None:
+    lost: list[Failure] = []
+
+    class SlowBody(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: WebRequest) -> int:
+            request.notifyFinish().addErrback(lost.append)
+            request.setHeader(b"content-length", b"100")
+            request.write(b'{"username"')
+            return NOT_DONE_YET
+
+    stub = StubTreq(SlowBody())
+    d = RemoteVerifier(stub, URL, clock, timeout=5.0).verify(TOKEN)
+    stub.flush()
+    assert not d.called
+    clock.advance(5.0)
+    with pytest.raises(AuthUnavailable) as info:
+        result_of(d)
+    assert isinstance(info.value.__cause__, defer.TimeoutError)
+    assert clock.getDelayedCalls() == []
+    stub.flush()
+    assert len(lost) == 1
+
+
+def test_caller_cancelling_is_not_unavailable(
+    service: AuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver
+) -> None:
+    service.hang = True
+    d = verifier.verify(TOKEN)
+    d.cancel()
+    with pytest.raises(CancelledError):
+        result_of(d)
+    assert clock.getDelayedCalls() == []
+    stub.flush()
+    assert len(service.lost) == 1
+    assert not [e for e in events if e["log_level"] >= LogLevel.warn]
+
+
+def test_connection_failure_is_unavailable(clock: Clock) -> None:
+    @attrs.define
+    class Refusing:
+        def get(self, url: str, **kwargs: Any) -> Deferred:
+            return fail(ConnectionRefusedError())
+
+    with pytest.raises(AuthUnavailable) as info:
+        result_of(RemoteVerifier(Refusing(), URL, clock).verify(TOKEN))
+    assert isinstance(info.value.__cause__, ConnectionRefusedError)
+    assert clock.getDelayedCalls() == []
+
+
+def test_client_raising_is_unavailable(clock: Clock) -> None:
+    class Broken:
+        def get(self, url: str, **kwargs: Any) -> Deferred:
+            raise ValueError("bad url")
+
+    with pytest.raises(AuthUnavailable):
+        result_of(RemoteVerifier(Broken(), URL, clock).verify(TOKEN))
+
+
+@pytest.mark.parametrize("token", ["", "x" * 9000, "two\nlines", "tab\there", "caf\u00e9", None])
+def test_tokens_that_cannot_travel_are_refused_locally(service: AuthService, verifier: RemoteVerifier, token: Any) -> None:
+    with pytest.raises(InvalidToken):
+        result_of(verifier.verify(token))
+    assert service.calls == []
+
+
+# what is sent, and what is logged
+
+
+def test_token_is_sent_in_both_headers(service: AuthService, verifier: RemoteVerifier) -> None:
+    result_of(verifier.verify(TOKEN))
+    [call] = service.calls
+    assert call["x-auth-token"] == TOKEN.encode()
+    assert call["authorization"] == [f"Bearer {TOKEN}".encode()]
+
+
+def test_token_never_logged(service: AuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    for code, body in [(200, b'{"streams": 1}'), (500, b"oops"), (401, b""), (200, b"{}"), (404, b"x" * (MAX_BODY_BYTES + 1))]:
+        service.code, service.body = code, body
+        verifier.verify(TOKEN).addErrback(lambda f: f.trap(InvalidToken, AuthUnavailable))
+    service.hang = True
+    verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
+    clock.advance(2)
+    RemoteVerifier(StubTreq(service), "http://auth.example:1/", clock).verify("").addErrback(lambda f: f.trap(InvalidToken))
+
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    reasons = [formatEvent(e) for e in warnings]
+    assert len(reasons) == 4
+    assert "the auth service answered HTTP 500" in reasons[1]
+    assert "no answer in time" in reasons[3]
+    assert all(e["url"] == URL for e in warnings)
+    text = "\n".join([formatEvent(e) + repr(e) for e in events])
+    assert TOKEN not in text
+    assert TOKEN[:10] not in text
+
+
+# a real auth service on loopback
+
+
+@pytest_twisted.ensureDeferred
+async def test_against_a_real_auth_service() -> None:
+    from twisted.internet import reactor
+
+    service = AuthService(body=b'{"username": "alice", "streams": ["s1"]}')
+    service.set_cookie = True
+    port = reactor.listenTCP(0, Site(service), interface="127.0.0.1")
+    pool = remote_pool(reactor)
+    url = f"http://127.0.0.1:{port.getHost().port}/check"
+    verifier = RemoteVerifier(remote_http_client(reactor, pool), url, reactor, timeout=10.0)
+    try:
+        identity = await verifier.verify(TOKEN)
+        assert identity.user == "alice" and identity.streams == frozenset({"s1"})
+
+        service.code, service.body = 401, b'{"error": "bad token"}'
+        with pytest.raises(InvalidToken):
+            await verifier.verify("another-token")
+        service.code = 503
+        with pytest.raises(AuthUnavailable):
+            await verifier.verify(TOKEN)
+        service.code, service.body = 200, b""
+        assert (await verifier.verify(TOKEN)).user == "unknown"
+
+        assert len(service.calls) == 4
+        assert [c["x-auth-token"] for c in service.calls] == [TOKEN.encode(), b"another-token", TOKEN.encode(), TOKEN.encode()]
+        # every body was read, so all four checks went over one pooled connection
+        assert len({c["port"] for c in service.calls}) == 1
+        # the service's cookie for the first caller never went back with another token
+        assert [c["cookie"] for c in service.calls] == [None] * 4
+
+        await port.stopListening()
+        await pool.closeCachedConnections()
+        with pytest.raises(AuthUnavailable) as info:
+            await verifier.verify(TOKEN)
+        assert isinstance(info.value.__cause__, ConnectionRefusedError)
+        assert len(service.calls) == 4
+    finally:
+        await defer.maybeDeferred(port.stopListening)
+        await pool.closeCachedConnections()
+
+
+def test_remote_pool_is_persistent_and_bounded(clock: Clock) -> None:
+    pool = remote_pool(clock)
+    assert pool.persistent
+    assert pool.maxPersistentPerHost == 10
+
+
+# FirstValid and may_watch
+
+
+@implementer(ITokenVerifier)
+@attrs.define
+class Scripted:
+    """A verifier giving one fixed answer and counting who asked."""
+
+    answer: Identity | Exception
+    asked: list[str] = attrs.Factory(list)
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        self.asked.append(token)
+        if isinstance(self.answer, Exception):
+            return fail(self.answer)
+        return succeed(self.answer)
+
+
+REMOTE_ALICE = Identity(user="alice", claims={"username": "alice"}, expires=None)
+NOW = 1_700_000_000
+
+
+def make_jwt(**claims: Any) -> str:
+    with quiet_key_length():
+        return jwt.encode({"sub": "jay", "exp": NOW + 60, **claims}, SECRET, algorithm="HS256")
+
+
+@pytest.fixture
+def jwt_verifier() -> JWTVerifier:
+    clock = Clock()
+    clock.advance(NOW)
+    return JWTVerifier.with_secret(SECRET, clock)
+
+
+def test_first_valid_accepts_a_valid_jwt_locally(jwt_verifier: JWTVerifier) -> None:
+    remote = Scripted(REMOTE_ALICE)
+    combined = FirstValid(jwt_verifier, remote)
+    assert verifyObject(ITokenVerifier, combined)
+    assert result_of(combined.verify(make_jwt())).user == "jay"
+    assert remote.asked == []
+
+
+@pytest.mark.parametrize("token", [TOKEN, make_jwt(exp=NOW - 1), "a.b.c"])
+def test_first_valid_asks_remote_about_the_rest(jwt_verifier: JWTVerifier, token: str) -> None:
+    remote = Scripted(REMOTE_ALICE)
+    assert result_of(FirstValid(jwt_verifier, remote).verify(token)) is REMOTE_ALICE
+    assert remote.asked == [token]
+
+
+@pytest.mark.parametrize("error", [InvalidToken("no"), AuthUnavailable("down")])
+def test_first_valid_uses_the_remote_failure(jwt_verifier: JWTVerifier, error: Exception) -> None:
+    with pytest.raises(type(error)):
+        result_of(FirstValid(jwt_verifier, Scripted(error)).verify(TOKEN))
+
+
+def test_first_valid_asks_remote_when_local_is_unavailable() -> None:
+    remote = Scripted(REMOTE_ALICE)
+    local = Scripted(AuthUnavailable("no JWT secret"))
+    assert result_of(FirstValid(local, remote).verify(TOKEN)) is REMOTE_ALICE
+    assert remote.asked == [TOKEN]
+
+
+def test_first_valid_does_not_trust_a_refusal_when_local_was_unavailable() -> None:
+    with pytest.raises(AuthUnavailable):
+        result_of(FirstValid(Scripted(AuthUnavailable("no JWT secret")), Scripted(InvalidToken("no"))).verify(TOKEN))
+
+
+def test_first_valid_passes_unexpected_local_errors_through() -> None:
+    remote = Scripted(REMOTE_ALICE)
+    with pytest.raises(ZeroDivisionError):
+        result_of(FirstValid(Scripted(ZeroDivisionError()), remote).verify(TOKEN))
+    assert remote.asked == []
+
+
+@pytest.mark.parametrize(
+    "claims, allowed, watch",
+    [
+        ({}, None, {"s1": True, "anything": True}),
+        ({"streams": "*"}, None, {"s1": True, "anything": True}),
+        ({"streams": ["s1", "s2"]}, frozenset({"s1", "s2"}), {"s1": True, "s2": True, "s3": False, "": False}),
+        ({"streams": []}, frozenset(), {"s1": False}),
+        ({"streams": None}, frozenset(), {"s1": False}),
+        ({"streams": "s1"}, frozenset(), {"s1": False}),
+        ({"streams": ["s1", 2]}, frozenset(), {"s1": False}),
+    ],
+)
+def test_may_watch(claims: dict, allowed: frozenset | None, watch: dict[str, bool]) -> None:
+    identity = Identity(user="u", claims=claims, expires=None)
+    assert identity.streams == allowed
+    assert {stream: may_watch(identity, stream) for stream in watch} == watch
+
+
+@pytest.mark.parametrize(
+    "claims, watch",
+    [
+        ({"streams": ["s1"]}, {"s1": True, "s2": False}),
+        ({"streams": "*"}, {"s1": True, "s2": True}),
+        ({}, {"s1": True, "s2": True}),
+    ],
+)
+def test_may_watch_with_jwt_identities(jwt_verifier: JWTVerifier, claims: dict, watch: dict[str, bool]) -> None:
+    identity = result_of(jwt_verifier.verify(make_jwt(**claims)))
+    assert {stream: may_watch(identity, stream) for stream in watch} == watch
