@@ -50,7 +50,6 @@ class EventStream:
         self._done: Deferred[None] = Deferred(self._cancelled)
         self._started: float | None = None
         self._paused = False
-        self._pending = 0
         self.writes = 0
 
     def run(self, inbox_id: str, after: int = 0) -> Deferred[None]:
@@ -76,10 +75,8 @@ class EventStream:
             frame = self._start() + frame
         self.writes += 1
         self._request.write(frame)
-        if self._paused:
-            self._pending += len(frame)
-            if self._pending > self._max_pending:
-                self._drop()
+        if self._paused and self._unsent() > self._max_pending:
+            self._drop()
 
     def _start(self) -> bytes:
         """Headers go out with the first write, which starts with the retry time."""
@@ -104,12 +101,15 @@ class EventStream:
         self.send(encode_retry(random.randint(retry_ms // 2, retry_ms)))
         self._finish("server stopping")
 
+    def _unsent(self) -> int:
+        """Bytes written to this reader that its socket has not taken yet."""
+        return unsent_bytes(self._request.transport)
+
     def pauseProducing(self) -> None:
         self._paused = True
 
     def resumeProducing(self) -> None:
         self._paused = False
-        self._pending = 0
 
     def stopProducing(self) -> None:
         """The connection is going away; the cancellation that follows detaches."""
@@ -143,6 +143,21 @@ class EventStream:
                 writes=self.writes,
             )
             self._started = None
+
+
+def unsent_bytes(transport) -> int:
+    """The bytes a transport holds for its peer.
+
+    Looked up on the socket transport itself (under TLS, the one the TLS layer
+    writes to): its write buffer is what a slow reader makes grow. A transport
+    that keeps no such buffer counts as empty.
+    """
+    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
+        transport = transport.transport
+    try:
+        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    except AttributeError:
+        return 0
 
 
 class StreamSet:

@@ -6,16 +6,12 @@ import json
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
-from monit.service import MonitService, Settings
 from monit.token import mint
 from publisher import Publisher
-from sseclient import SSEParser
+from streams import auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
-
-SECRET = "integration-secret"
 
 
 @pytest.fixture
@@ -27,60 +23,9 @@ def publisher(nats_server):
 
 @pytest.fixture
 def monit(nats_server):
-    service = MonitService(
-        reactor,
-        Settings(
-            nats=[nats_server.url],
-            listen="tcp:0:interface=127.0.0.1",
-            jwt_secret=SECRET,
-            grace=0.3,
-            heartbeat=0.2,
-        ),
-    )
-    service.startService()
-    pytest_twisted.blockon(ensureDeferred(within(service.nats.when_connected())))
-    port = pytest_twisted.blockon(service.listener.when_listening())
-    service.base_url = f"http://127.0.0.1:{port.getHost().port}"
+    service = pytest_twisted.blockon(ensureDeferred(start_monit(nats_server.url)))
     yield service
     pytest_twisted.blockon(service.stopService())
-
-
-def auth(user: str = "alice") -> dict:
-    return {"X-Auth-Token": mint(SECRET, user, 3600)}
-
-
-class Reader:
-    """One SSE response read incrementally with treq over loopback."""
-
-    def __init__(self, response):
-        self.response = response
-        self.parser = SSEParser()
-        self.done = treq.collect(response, self.parser.feed)
-        self.ended = False
-        self.done.addBoth(self._ended)
-
-    def _ended(self, result):
-        self.ended = True
-        return result
-
-    @property
-    def events(self):
-        return self.parser.events
-
-    def data(self):
-        return [json.loads(event.data) for event in self.events]
-
-
-async def open_stream(monit, stream: str, headers=None) -> Reader:
-    response = await within(
-        treq.get(f"{monit.base_url}/events?stream={stream}", headers=headers or auth(), unbuffered=True)
-    )
-    assert response.code == 200
-    return Reader(response)
-
-
-def job_message(job: str, *bodies: str) -> dict:
-    return {"service": f"env-{job}", "messages": [{"body": body, "level": "INFO"} for body in bodies]}
 
 
 @pytest_twisted.ensureDeferred
@@ -93,8 +38,9 @@ async def test_open_messages_done_then_the_stream_ends_after_grace(monit, publis
     await within(reader.done)
     assert [event.event for event in reader.events] == [
         "service.create", "message", "message", "service.create.done"]
+    assert reader.raw.startswith(b"retry: 3000\n\n")
     assert [event.id for event in reader.events] == ["1", "2", "3", "4"]
-    assert reader.data()[1:3] == [{"body": "one", "level": "INFO"}, {"body": "two", "level": "INFO"}]
+    assert reader.data() == [{"body": "one", "level": "INFO"}, {"body": "two", "level": "INFO"}]
     assert reader.parser.retry == 3000
 
 

@@ -1,8 +1,13 @@
 """``twistd monit`` from the installed package, driven like a user would: curl and NATS."""
 from __future__ import annotations
 
+import json
+import re
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -32,7 +37,7 @@ def monit_process(tmp_path, nats_server):
     )
     wait_for_port(port, up=True)
     yield port, process
-    assert stop(process) == 0
+    assert stop(process) == 0, "SIGTERM is a clean stop"
 
 
 def test_plugin_is_listed_and_documents_every_option(tmp_path):
@@ -129,3 +134,78 @@ def test_no_secret_anywhere_stops_with_status_1(tmp_path, nats_server):
     )
     assert result.returncode == 1
     assert "monit: no JWT secret" in result.stdout + result.stderr
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, nats_server):
+    """30 MB flow to a stalled reader and to curl: curl gets all, monit stays small.
+
+    Were the stalled reader kept, monit would hold most of the 30 MB for it.
+    """
+    port = free_port()
+    monit = twistd(tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
+                   "--jwt-secret", SECRET, "--max-pending", "262144", "--history", "100")
+    publisher = Publisher(nats_server.url)
+    token = mint(SECRET, "carol", 600)
+    stalled = socket.socket()
+    try:
+        wait_for_port(port, up=True)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", port))
+        stalled.sendall(f"GET /events?stream=s1 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n".encode())
+        output = tmp_path / "curl.out"
+        curl = subprocess.Popen(
+            ["curl", "-sN", "--max-time", "60", "-o", str(output), "-H", f"X-Auth-Token: {token}",
+             f"http://127.0.0.1:{port}/events?stream=s1"])
+        read_until(monit, b"stream s1 opened for carol")
+        read_until(monit, b"stream s1 opened for carol")
+        before = rss_kib(monit.pid)
+        body = "x" * 2000
+        for batch in range(300):
+            publisher.publish("monitor.user", {"id": "s1", "messages": [
+                {"body": body, "n": n} for n in range(batch * 50, batch * 50 + 50)]})
+        read_until(monit, b"too slow", timeout=30)
+        deadline = time.monotonic() + 30
+        while output.read_bytes().count(b"\nid: ") < 15000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        grown = rss_kib(monit.pid) - before
+        curl.terminate()
+        curl.wait()
+        received = [json.loads(line[6:])["n"] for line in output.read_bytes().split(b"\n")
+                    if line.startswith(b"data: ")]
+        assert received == list(range(15000))
+        assert grown < 12 * 1024, f"monit grew by {grown} KiB while 30 MB flowed"
+    finally:
+        stalled.close()
+        publisher.close()
+        stop(monit)
+
+
+def test_sigterm_ends_streams_with_a_retry_hint_and_exits_0(monit_process):
+    port, monit = monit_process
+    token = mint(SECRET, "dave", 60)
+    readers = [
+        subprocess.Popen(
+            ["curl", "-sN", "--max-time", "20", "-H", f"X-Auth-Token: {token}",
+             f"http://127.0.0.1:{port}/events?stream=t{n}"],
+            stdout=subprocess.PIPE,
+        )
+        for n in range(3)
+    ]
+    for reader in readers:
+        read_until(reader, b"retry: 3000\n\n")
+    started = time.monotonic()
+    monit.send_signal(signal.SIGTERM)
+    assert monit.wait(timeout=10) == 0
+    assert time.monotonic() - started < 5
+    for reader in readers:
+        output, _ = reader.communicate(timeout=10)
+        assert reader.returncode == 0, "the response ended cleanly, not cut"
+        assert re.fullmatch(rb"retry: \d+\n\n", output), output

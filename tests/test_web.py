@@ -19,12 +19,27 @@ SECRET = "test-secret"
 URL = "http://monit.example/events"
 
 
+class UnsentTransport(StringTransport):
+    """A StringTransport whose written bytes all count as not yet sent, like a stalled socket's."""
+
+    offset = 0
+    _tempDataLen = 0
+
+    @property
+    def dataBuffer(self) -> bytes:
+        return self.value()
+
+
 class StreamingRequest(DummyRequest):
     """DummyRequest drives producers as pull producers; a stream is a push producer."""
 
     def __init__(self):
         super().__init__([b"events"])
-        self.transport = StringTransport()
+        self.transport = UnsentTransport()
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        self.transport.write(data)
 
     def registerProducer(self, producer, streaming):
         self.producer = producer
@@ -289,6 +304,7 @@ def test_a_reader_that_catches_up_is_kept(registry, clock):
     for n in range(50):
         stream.pauseProducing()
         registry.deliver("job", '"' + "x" * 100 + '"')
+        request.transport.clear()  # the socket took it all
         stream.resumeProducing()
     assert streams.dropped == 0 and registry.get("job").subscribers
 

@@ -1,0 +1,72 @@
+"""Start an in-process monit against the test's nats-server, and read its streams with treq."""
+from __future__ import annotations
+
+import json
+
+import treq
+from twisted.internet import reactor
+
+from monit.service import MonitService, Settings
+from monit.token import mint
+from sseclient import SSEParser
+from waiting import within
+
+SECRET = "integration-secret"
+
+
+async def start_monit(nats_url: str, **settings) -> MonitService:
+    options = dict(listen="tcp:0:interface=127.0.0.1", jwt_secret=SECRET, grace=0.3, heartbeat=0.2)
+    options.update(settings)
+    service = MonitService(reactor, Settings(nats=[nats_url], **options))
+    service.startService()
+    await within(service.nats.when_connected())
+    port = await within(service.listener.when_listening())
+    service.base_url = f"http://127.0.0.1:{port.getHost().port}"
+    return service
+
+
+def auth(user: str = "alice") -> dict:
+    return {"X-Auth-Token": mint(SECRET, user, 3600)}
+
+
+class Reader:
+    """One SSE response read incrementally with treq over loopback."""
+
+    def __init__(self, response):
+        self.response = response
+        self.parser = SSEParser()
+        self.raw = b""
+        self.done = treq.collect(response, self._feed)
+        self.ended = False
+        self.done.addBoth(self._ended)
+
+    def _feed(self, chunk: bytes) -> None:
+        self.raw += chunk
+        self.parser.feed(chunk)
+
+    def _ended(self, result):
+        self.ended = True
+        return result
+
+    @property
+    def events(self):
+        return self.parser.events
+
+    def data(self):
+        return [json.loads(event.data) for event in self.events if event.event == "message"]
+
+    def close(self) -> None:
+        self.response.original._transport.loseConnection()
+
+
+async def open_stream(monit, stream: str, headers=None, query: str = "") -> Reader:
+    response = await within(
+        treq.get(f"{monit.base_url}/events?stream={stream}{query}", headers=headers or auth(),
+                 unbuffered=True)
+    )
+    assert response.code == 200, response.code
+    return Reader(response)
+
+
+def job_message(job: str, *bodies: str) -> dict:
+    return {"service": f"env-{job}", "messages": [{"body": body, "level": "INFO"} for body in bodies]}
