@@ -90,6 +90,33 @@ class ITokenVerifier(Interface):
         """
 
 
+TOKEN_COOKIE = b"monit_token"
+
+
+def browser_token(request: IRequest) -> str | None:
+    """The token a browser's EventSource can carry: ``?token=``, else the ``monit_token`` cookie.
+
+    A query token can leak into proxy and browser logs; it is only read when the
+    operator allows it, and monit never logs query strings.
+    """
+    values = request.args.get(b"token", [])
+    raw = values[0] if len(values) == 1 else request.getCookie(TOKEN_COOKIE)
+    if not raw:
+        return None
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+
+
+@implementer(ITokenVerifier)
+class NoAuth:
+    """Everyone is ``anonymous``: for local use with --insecure-no-auth only."""
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        return succeed(Identity(user="anonymous", claims={}, expires=None))
+
+
 def token_from_request(request: IRequest) -> str | None:
     """The token from X-Auth-Token (the seed's header), else from a Bearer Authorization."""
     token = _header(request, b"x-auth-token")

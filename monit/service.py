@@ -11,12 +11,22 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
 
-from monit.auth import AuthUnavailable, JWTVerifier, secret_from_nats
+from monit.auth import (
+    AuthUnavailable,
+    FirstValid,
+    ITokenVerifier,
+    JWTVerifier,
+    NoAuth,
+    secret_from_nats,
+)
+from monit.auth_cache import CachingVerifier
 from monit.inbox import InboxRegistry
 from monit.nats.client import NATSClient
 from monit.nats.protocol import NoResponders
+from monit.remote_auth import RemoteVerifier, remote_http_client, remote_pool
 from monit.routing import (
     DEFAULT_MAX_PAYLOAD,
     DELIVER_SUBJECTS,
@@ -55,6 +65,12 @@ class Settings:
     open_subjects: Sequence[str] = LIFECYCLE_SUBJECTS  # each also closes with .done/.error
     deliver_subjects: Sequence[str] = DELIVER_SUBJECTS  # each message's "messages" are events
     request_timeout: float = 2.0
+    auth_url: str | None = None  # ask this URL about tokens (with treq)
+    auth_timeout: float = 2.0
+    auth_cache_ttl: float = 30.0
+    insecure_no_auth: bool = False  # everyone is anonymous: local use only
+    allow_query_token: bool = False  # ?token= and the monit_token cookie, for EventSource
+    cors_origins: frozenset[str] = frozenset()  # origins whose pages may read streams; "*": any
 
 
 class MonitService(MultiService):
@@ -93,7 +109,11 @@ class MonitService(MultiService):
         )
         for subject in self.router.subjects:
             self.nats.subscribe(subject, self.router)
-        self.verifier = self._verifier(reactor)
+        self.jwt: JWTVerifier | None = None
+        self._pool: HTTPConnectionPool | None = None
+        self.verifier = CachingVerifier(
+            self._verifier(reactor), reactor, ttl=settings.auth_cache_ttl
+        )
         self.web = MonitWeb(
             self.registry,
             self.verifier,
@@ -103,11 +123,14 @@ class MonitService(MultiService):
             max_streams=settings.max_streams,
             max_pending=settings.max_pending,
             readiness=self.readiness,
+            require_token=not settings.insecure_no_auth,
+            allow_query_token=settings.allow_query_token,
+            cors_origins=settings.cors_origins,
         )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
         if settings.serve:
-            self.listener = WebListener(reactor, self)
+            self.listener = WebListener(reactor, self, idle_timeout=settings.auth_timeout)
             self.listener.setServiceParent(self)
 
     def readiness(self) -> dict[str, bool]:
@@ -119,19 +142,30 @@ class MonitService(MultiService):
     def _log_fatal(self, line: str) -> None:
         self.log.critical("{line}", line=line)
 
-    def _verifier(self, reactor) -> JWTVerifier:
-        if self.settings.jwt_secret:
-            return JWTVerifier.with_secret(self.settings.jwt_secret, reactor)
-        return JWTVerifier(
-            secret_from_nats(self.nats, SECRET_SUBJECT, timeout=self.settings.request_timeout),
-            reactor,
+    def _verifier(self, reactor) -> ITokenVerifier:
+        """JWTs with the given secret, and/or the auth URL; with neither, NATS's secret."""
+        settings = self.settings
+        if settings.insecure_no_auth:
+            self.log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
+            return NoAuth()
+        if settings.jwt_secret:
+            self.jwt = JWTVerifier.with_secret(settings.jwt_secret, reactor)
+        elif settings.auth_url is None:
+            fetch = secret_from_nats(self.nats, SECRET_SUBJECT, timeout=settings.request_timeout)
+            self.jwt = JWTVerifier(fetch, reactor)
+        if settings.auth_url is None:
+            return self.jwt
+        self._pool = remote_pool(reactor)
+        remote = RemoteVerifier(
+            remote_http_client(reactor, self._pool), settings.auth_url, reactor, settings.auth_timeout
         )
+        return remote if self.jwt is None else FirstValid(self.jwt, remote)
 
     def startService(self) -> None:
         self.web.start()
         super().startService()
-        if not self.settings.jwt_secret:
-            checked = self.nats.when_connected().addCallback(lambda _: self.verifier.secret())
+        if self.jwt is not None and not self.settings.jwt_secret:
+            checked = self.nats.when_connected().addCallback(lambda _: self.jwt.secret())
             checked.addErrback(self._no_secret)
 
     def _no_secret(self, failure: Failure) -> None:
@@ -156,6 +190,8 @@ class MonitService(MultiService):
         if self.listener is not None:
             await self.listener.close_connections()
         self.registry.close_all()
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
         await super().stopService()
 
 
@@ -164,12 +200,12 @@ class WebListener(Service):
 
     log = Logger()
 
-    def __init__(self, reactor, monit: MonitService) -> None:
+    def __init__(self, reactor, monit: MonitService, idle_timeout: float) -> None:
         self._reactor = reactor
         self._monit = monit
         self._port: IListeningPort | None = None
         self._listening: Deferred[IListeningPort] = Deferred()
-        self.site = MonitSite(monit.resource, reactor)
+        self.site = MonitSite(monit.resource, reactor, idle_timeout)
 
     @property
     def listening(self) -> bool:

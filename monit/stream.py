@@ -4,14 +4,14 @@ from __future__ import annotations
 import random
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from monit.inbox import Inbox, InboxRegistry
-from monit.sse import KEEPALIVE, encode_retry
+from monit.sse import KEEPALIVE, encode_error, encode_retry
 
 
 @implementer(IPushProducer)
@@ -38,6 +38,7 @@ class EventStream:
         user: str,
         clock: IReactorTime,
         max_pending: int,
+        expires: float | None = None,
     ) -> None:
         self._request = request
         self._registry = registry
@@ -45,6 +46,8 @@ class EventStream:
         self._user = user
         self._clock = clock
         self._max_pending = max_pending
+        self._expires = expires
+        self._expiry: IDelayedCall | None = None
         self._inbox: Inbox | None = None
         self._stream_id = ""
         self._done: Deferred[None] = Deferred(self._cancelled)
@@ -68,6 +71,9 @@ class EventStream:
         else:
             self._inbox = inbox
             self._streams.add(self)
+            if self._expires is not None:
+                delay = max(0.0, self._expires - self._clock.seconds())
+                self._expiry = self._clock.callLater(delay, self._expired)
         return self._done
 
     def send(self, frame: bytes) -> None:
@@ -85,6 +91,8 @@ class EventStream:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.registerProducer(self, True)
+        if hasattr(request.transport, "setTcpNoDelay"):
+            request.transport.setTcpNoDelay(True)  # events are small and should not wait
         self._started = self._clock.seconds()
         return encode_retry(self._streams.retry_ms)
 
@@ -104,6 +112,12 @@ class EventStream:
     def _unsent(self) -> int:
         """Bytes written to this reader that its socket has not taken yet."""
         return unsent_bytes(self._request.transport)
+
+    def _expired(self) -> None:
+        """The token ran out: a revoked user must not watch forever."""
+        self._expiry = None
+        self.send(encode_error("token expired"))
+        self._finish("token expired")
 
     def pauseProducing(self) -> None:
         self._paused = True
@@ -130,6 +144,9 @@ class EventStream:
 
     def _detach(self, reason: str) -> None:
         self._streams.discard(self)
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self._inbox is not None:
             self._registry.unsubscribe(self._inbox, self)
             self._inbox = None

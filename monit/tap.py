@@ -39,6 +39,10 @@ class Options(usage.Options):
     optFlags = [
         ["embedded-nats", None, "Start nats-server (from monit[embedded]) on loopback and use it."],
         ["base64", None, "Send each data: payload base64-encoded, as the Go service's EncodeBase64 did."],
+        ["allow-query-token", None,
+         "Also take the token from ?token= or the monit_token cookie, for browsers' EventSource "
+         "(a query token can end up in proxy logs; monit's own logs never show it)."],
+        ["insecure-no-auth", None, "Let anyone watch any stream without a token (local use only)."],
     ]
     optParameters = [
         ["nats", None, None,
@@ -52,6 +56,15 @@ class Options(usage.Options):
          "config.get.monitor, else tcp:8080)."],
         ["jwt-secret", None, None,
          "HS256 secret for tokens (default: $JWT_SECRET, else ask NATS config.get.jwt_token)."],
+        ["auth-url", None, None,
+         "Ask this URL about each token (GET with X-Auth-Token): 2xx valid, 401/403 invalid, "
+         "anything else 503. With a JWT secret too, valid JWTs are accepted locally."],
+        ["auth-timeout", None, 2.0,
+         "Seconds a token check (and a connection's request headers) may take.",
+         _positive(float, "auth-timeout")],
+        ["auth-cache-ttl", None, 30.0,
+         "Seconds a valid token's answer is kept (never past its exp).",
+         _positive(float, "auth-cache-ttl")],
         ["grace", None, 10.0,
          "Seconds a closed job's stream stays open for late readers.", _positive(float, "grace")],
         ["heartbeat", None, 15.0,
@@ -84,6 +97,16 @@ class Options(usage.Options):
          "Comma-separated subjects whose 'messages' list holds a job's events."],
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self["cors-origin"] = []
+
+    def opt_cors_origin(self, origin: str) -> None:
+        """Let pages from this origin (e.g. https://app.example.com) read streams; repeatable; * for any."""
+        if origin != "*" and "://" not in origin:
+            raise usage.UsageError(f"--cors-origin {origin!r} must be like https://host[:port], or *")
+        self["cors-origin"].append(origin.rstrip("/"))
+
     def postOptions(self) -> None:
         nats = self["nats"] or os.environ.get("NATS_URI") or DEFAULT_NATS
         self["nats"] = [url.strip() for url in nats.split(",") if url.strip()]
@@ -94,6 +117,9 @@ class Options(usage.Options):
         self["jwt-secret"] = self["jwt-secret"] or os.environ.get("JWT_SECRET") or None
         if self["listen"] is not None:
             self._check_endpoint(self["listen"])
+        url = self["auth-url"]
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise usage.UsageError(f"--auth-url {url!r} must be an http:// or https:// URL")
 
     @staticmethod
     def _check_endpoint(description: str) -> None:
@@ -129,6 +155,12 @@ def settings_from(options: Options, nats: list[str]) -> Settings:
         max_streams=options["max-streams"],
         max_inboxes=options["max-inboxes"],
         max_payload=options["max-payload"],
+        auth_url=options["auth-url"],
+        auth_timeout=options["auth-timeout"],
+        auth_cache_ttl=options["auth-cache-ttl"],
+        insecure_no_auth=bool(options["insecure-no-auth"]),
+        allow_query_token=bool(options["allow-query-token"]),
+        cors_origins=frozenset(options["cors-origin"]),
         open_subjects=options["open-subjects"],
         deliver_subjects=options["deliver-subjects"],
     )

@@ -13,7 +13,15 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from monit.auth import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, token_from_request
+from monit.auth import (
+    AuthUnavailable,
+    Identity,
+    InvalidToken,
+    ITokenVerifier,
+    browser_token,
+    may_watch,
+    token_from_request,
+)
 from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
 from monit.sse import encode_error, encode_retry
 from monit.stream import EventStream, StreamSet
@@ -97,6 +105,9 @@ class MonitWeb:
         max_streams: int = 50_000,
         max_pending: int = 1024 * 1024,
         readiness: Callable[[], Mapping[str, bool]] = lambda: {},
+        require_token: bool = True,
+        allow_query_token: bool = False,
+        cors_origins: frozenset[str] = frozenset(),
     ) -> None:
         self._registry = registry
         self._verifier = verifier
@@ -104,6 +115,9 @@ class MonitWeb:
         self._max_streams = max_streams
         self._max_pending = max_pending
         self._readiness = readiness
+        self._require_token = require_token
+        self._allow_query_token = allow_query_token
+        self._cors_origins = cors_origins
         self.streams = StreamSet(clock, heartbeat, retry_ms)
 
     def resource(self) -> IResource:
@@ -116,14 +130,28 @@ class MonitWeb:
         """End every open stream with a retry hint: a stopped listener does not end them."""
         self.streams.shutdown()
 
+    @app.route("/events", methods=["OPTIONS"])
+    def preflight(self, request: IRequest) -> bytes:
+        """CORS preflight: what a page on an allowed origin may send with its request."""
+        if self._cors(request):
+            request.setHeader(b"access-control-allow-methods", b"GET, OPTIONS")
+            request.setHeader(
+                b"access-control-allow-headers",
+                b"Authorization, X-Auth-Token, Last-Event-ID, Cache-Control",
+            )
+            request.setHeader(b"access-control-max-age", b"600")
+        request.setResponseCode(204)
+        return b""
+
     @app.route("/events", methods=["GET"])
     def events(self, request: IRequest) -> Deferred[None] | bytes:
+        self._cors(request)
         try:
             inbox_id = stream_id_of(request)
             after = last_event_id_of(request)
         except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
-        token = token_from_request(request)
+        token = self._token(request)
         if token is None:
             return self._refuse(request, 401, "missing token: send X-Auth-Token or Authorization: Bearer")
         verified = self._verifier.verify(token)
@@ -146,13 +174,44 @@ class MonitWeb:
         ready = all(checks.values())
         return json_body(request, 200 if ready else 503, {"ready": ready, **checks})
 
+    def _token(self, request: IRequest) -> str | None:
+        token = token_from_request(request)
+        if token is None and self._allow_query_token:
+            token = browser_token(request)
+        if token is None and not self._require_token:
+            return ""
+        return token
+
+    def _cors(self, request: IRequest) -> bool:
+        """Answer an allowed origin's request with CORS headers; others get none."""
+        origin = request.getHeader(b"origin")
+        if origin is None:
+            return False
+        request.setHeader(b"vary", b"Origin")
+        if "*" in self._cors_origins:
+            request.setHeader(b"access-control-allow-origin", b"*")
+            return True
+        if origin.decode("latin-1") not in self._cors_origins:
+            return False
+        request.setHeader(b"access-control-allow-origin", origin)
+        request.setHeader(b"access-control-allow-credentials", b"true")
+        return True
+
     def _stream(
         self, identity: Identity, request: IRequest, inbox_id: str, after: int
     ) -> Deferred[None] | bytes:
+        if not may_watch(identity, inbox_id):
+            return self._refuse(request, 403, "not allowed to watch this stream")
         if len(self.streams) >= self._max_streams:
             return self._unavailable(request, "too many streams")
         stream = EventStream(
-            request, self._registry, self.streams, identity.user, self._clock, self._max_pending
+            request,
+            self._registry,
+            self.streams,
+            identity.user,
+            self._clock,
+            self._max_pending,
+            identity.expires,
         )
         try:
             return stream.run(inbox_id, after)
