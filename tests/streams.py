@@ -56,13 +56,15 @@ class Reader:
         return [json.loads(event.data) for event in self.events if event.event == "message"]
 
     def close(self) -> None:
+        """Hang up, as a client going away does."""
+        self.done.addErrback(lambda _: None)
         self.response.original._transport.loseConnection()
 
 
 async def open_stream(monit, stream: str, headers=None, query: str = "") -> Reader:
     response = await within(
-        treq.get(f"{monit.base_url}/events?stream={stream}{query}", headers=headers or auth(),
-                 unbuffered=True)
+        treq.get(f"{monit.base_url}/events?stream={stream}{query}",
+                 headers=auth() if headers is None else headers, unbuffered=True)
     )
     assert response.code == 200, response.code
     return Reader(response)
