@@ -30,7 +30,7 @@ class InboxClosed(Exception):
 class Subscriber(Protocol):
     """What an inbox needs of a reader: take frames, and be told the end."""
 
-    def send(self, frame: bytes) -> None: ...
+    def send(self, frame: bytes, events: int = 1) -> None: ...
 
     def end(self) -> None: ...
 
@@ -70,7 +70,7 @@ class Inbox:
         for subscriber in tuple(self.subscribers):
             subscriber.send(frame)
 
-    def backlog(self, after: int) -> bytes:
+    def backlog(self, after: int) -> tuple[bytes, int]:
         """What a reader that has seen up to ``after`` is owed, gap notice first.
 
         An ``after`` beyond the last id comes from an earlier life of this id
@@ -81,16 +81,23 @@ class Inbox:
         first_held = self._last_id - len(self._ring) + 1
         skip = max(0, after - first_held + 1)
         frames = list(islice(self._ring, skip, None))
+        count = len(frames)
         if after + 1 < first_held:
             frames.insert(0, encode_gap(after + 1, first_held - 1))
-        return b"".join(frames)
+        return b"".join(frames), count
 
-    def add(self, subscriber: Subscriber, after: int = 0) -> None:
-        """Replay what the reader has not seen, in one write, then go live."""
-        backlog = self.backlog(after)
+    def replay(self, subscriber: Subscriber, after: int) -> int:
+        """Send what the reader has not seen, in one write; how many events that was."""
+        backlog, count = self.backlog(after)
         if backlog:
-            subscriber.send(backlog)
+            subscriber.send(backlog, count)
+        return count
+
+    def add(self, subscriber: Subscriber, after: int = 0) -> int:
+        """Replay, then go live; how many events the replay held."""
+        count = self.replay(subscriber, after)
         self.subscribers[subscriber] = None
+        return count
 
     def discard(self, subscriber: Subscriber) -> None:
         self.subscribers.pop(subscriber, None)
@@ -138,6 +145,8 @@ class InboxRegistry:
         self._base64 = base64
         self._inboxes: dict[str, Inbox] = {}
         self.refused = 0
+        self.events = 0
+        self.deliveries = 0
 
     def __len__(self) -> int:
         return len(self._inboxes)
@@ -184,10 +193,10 @@ class InboxRegistry:
         if inbox is not None and inbox.closed:
             if 0 < after >= inbox.last_id:
                 raise InboxClosed(inbox_id)
-            subscriber.send(inbox.backlog(after))
+            self.deliveries += inbox.replay(subscriber, after)
             return inbox
         inbox = self._obtain(inbox_id)
-        inbox.add(subscriber, after)
+        self.deliveries += inbox.add(subscriber, after)
         return inbox
 
     def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
@@ -217,6 +226,8 @@ class InboxRegistry:
 
     def _publish(self, inbox: Inbox, data: str, event: str | None) -> None:
         inbox.touched = self._clock.seconds()
+        self.events += 1
+        self.deliveries += len(inbox.subscribers)
         inbox.publish(data, event)
 
     def _idle_limit(self, inbox: Inbox) -> float:

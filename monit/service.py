@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 
 import attrs
 from twisted.application.service import MultiService, Service
@@ -24,6 +25,7 @@ from monit.auth import (
 )
 from monit.auth_cache import CachingVerifier
 from monit.inbox import InboxRegistry
+from monit.metrics import exposition
 from monit.nats.client import NATSClient
 from monit.nats.protocol import NoResponders
 from monit.remote_auth import RemoteVerifier, remote_http_client, remote_pool
@@ -71,6 +73,8 @@ class Settings:
     insecure_no_auth: bool = False  # everyone is anonymous: local use only
     allow_query_token: bool = False  # ?token= and the monit_token cookie, for EventSource
     cors_origins: frozenset[str] = frozenset()  # origins whose pages may read streams; "*": any
+    metrics: bool = True  # serve /metrics
+    metrics_public: bool = False  # ... without a token
 
 
 class MonitService(MultiService):
@@ -126,6 +130,8 @@ class MonitService(MultiService):
             require_token=not settings.insecure_no_auth,
             allow_query_token=settings.allow_query_token,
             cors_origins=settings.cors_origins,
+            metrics=partial(exposition, self) if settings.metrics else None,
+            metrics_public=settings.metrics_public,
         )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None

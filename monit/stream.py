@@ -54,6 +54,7 @@ class EventStream:
         self._started: float | None = None
         self._paused = False
         self.writes = 0
+        self.events = 0
 
     def run(self, inbox_id: str, after: int = 0) -> Deferred[None]:
         """Replay what the reader has not seen, then go live.
@@ -64,7 +65,7 @@ class EventStream:
         self._stream_id = inbox_id
         inbox = self._registry.subscribe(inbox_id, self, after)
         if not self.writes:
-            self.send(b"")
+            self._write(b"")
         self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
         if inbox.closed:
             self._finish("inbox closed")
@@ -76,7 +77,11 @@ class EventStream:
                 self._expiry = self._clock.callLater(delay, self._expired)
         return self._done
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, events: int = 1) -> None:
+        self.events += events
+        self._write(frame)
+
+    def _write(self, frame: bytes) -> None:
         if not self.writes:
             frame = self._start() + frame
         self.writes += 1
@@ -97,7 +102,7 @@ class EventStream:
         return encode_retry(self._streams.retry_ms)
 
     def keepalive(self) -> None:
-        self.send(KEEPALIVE)
+        self._write(KEEPALIVE)
 
     def end(self) -> None:
         """The inbox closed: finish the response."""
@@ -106,7 +111,7 @@ class EventStream:
     def shutdown(self) -> None:
         """The server is stopping: a last retry hint, jittered so clients spread out."""
         retry_ms = self._streams.retry_ms
-        self.send(encode_retry(random.randint(retry_ms // 2, retry_ms)))
+        self._write(encode_retry(random.randint(retry_ms // 2, retry_ms)))
         self._finish("server stopping")
 
     def _unsent(self) -> int:
@@ -116,7 +121,7 @@ class EventStream:
     def _expired(self) -> None:
         """The token ran out: a revoked user must not watch forever."""
         self._expiry = None
-        self.send(encode_error("token expired"))
+        self._write(encode_error("token expired"))
         self._finish("token expired")
 
     def pauseProducing(self) -> None:
@@ -152,12 +157,12 @@ class EventStream:
             self._inbox = None
         if self._started is not None:
             self.log.info(
-                "stream {stream} closed for {user}: {reason} after {duration:.1f}s, {writes} writes",
+                "stream {stream} closed for {user}: {reason} after {duration:.1f}s, {events} events sent",
                 stream=self._stream_id,
                 user=self._user,
                 reason=reason,
                 duration=self._clock.seconds() - self._started,
-                writes=self.writes,
+                events=self.events,
             )
             self._started = None
 

@@ -43,6 +43,8 @@ class Options(usage.Options):
          "Also take the token from ?token= or the monit_token cookie, for browsers' EventSource "
          "(a query token can end up in proxy logs; monit's own logs never show it)."],
         ["insecure-no-auth", None, "Let anyone watch any stream without a token (local use only)."],
+        ["no-metrics", None, "Do not serve /metrics (Prometheus text format; served by default)."],
+        ["metrics-public", None, "Serve /metrics without a token (by default it takes a valid one)."],
     ]
     optParameters = [
         ["nats", None, None,
@@ -161,6 +163,8 @@ def settings_from(options: Options, nats: list[str]) -> Settings:
         insecure_no_auth=bool(options["insecure-no-auth"]),
         allow_query_token=bool(options["allow-query-token"]),
         cors_origins=frozenset(options["cors-origin"]),
+        metrics=not options["no-metrics"],
+        metrics_public=bool(options["metrics-public"]),
         open_subjects=options["open-subjects"],
         deliver_subjects=options["deliver-subjects"],
     )

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -108,6 +110,8 @@ class MonitWeb:
         require_token: bool = True,
         allow_query_token: bool = False,
         cors_origins: frozenset[str] = frozenset(),
+        metrics: Callable[[], bytes] | None = None,
+        metrics_public: bool = False,
     ) -> None:
         self._registry = registry
         self._verifier = verifier
@@ -118,6 +122,10 @@ class MonitWeb:
         self._require_token = require_token
         self._allow_query_token = allow_query_token
         self._cors_origins = cors_origins
+        self._metrics = metrics
+        self._metrics_public = metrics_public
+        self.auth_results: Counter[str] = Counter()
+        self.refusals: Counter[int] = Counter()
         self.streams = StreamSet(clock, heartbeat, retry_ms)
 
     def resource(self) -> IResource:
@@ -197,9 +205,29 @@ class MonitWeb:
         request.setHeader(b"access-control-allow-credentials", b"true")
         return True
 
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: IRequest) -> Deferred[bytes] | bytes:
+        """Prometheus exposition; it takes a valid token unless made public."""
+        if self._metrics is None:
+            return json_error(request, 404, "not found")
+        if self._metrics_public:
+            return self._exposition(None, request)
+        token = self._token(request)
+        if token is None:
+            return self._refuse(request, 401, "missing token: send X-Auth-Token or Authorization: Bearer")
+        verified = self._verifier.verify(token)
+        return verified.addCallbacks(
+            self._exposition, self._auth_failed, callbackArgs=(request,), errbackArgs=(request,)
+        )
+
+    def _exposition(self, identity: Identity | None, request: IRequest) -> bytes:
+        request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
+        return self._metrics()
+
     def _stream(
         self, identity: Identity, request: IRequest, inbox_id: str, after: int
     ) -> Deferred[None] | bytes:
+        self.auth_results["valid"] += 1
         if not may_watch(identity, inbox_id):
             return self._refuse(request, 403, "not allowed to watch this stream")
         if len(self.streams) >= self._max_streams:
@@ -222,10 +250,12 @@ class MonitWeb:
             return self._unavailable(request, "too many inboxes")
 
     def _auth_failed(self, failure: Failure, request: IRequest) -> bytes | Failure:
-        if failure.check(InvalidToken):
-            return self._refuse(request, 401, "invalid token")
         if failure.check(CancelledError):
             return failure
+        if failure.check(InvalidToken):
+            self.auth_results["invalid"] += 1
+            return self._refuse(request, 401, "invalid token")
+        self.auth_results["unavailable"] += 1
         if not failure.check(AuthUnavailable):
             self.log.failure("token check failed", failure)
         return self._unavailable(request, "token cannot be checked now")
@@ -253,6 +283,7 @@ class MonitWeb:
         return json_error(request, code, message)
 
     def _log_refusal(self, request: IRequest, code: int, message: str) -> None:
+        self.refusals[code] += 1
         self.log.info(
             "refused {method} {path}: {code} {reason}",
             method=request.method.decode("ascii", "replace"),

@@ -10,7 +10,7 @@ class Reader:
         self.received = b""
         self.ended = False
 
-    def send(self, frame: bytes) -> None:
+    def send(self, frame: bytes, events: int = 1) -> None:
         self.received += frame
 
     def end(self) -> None:
@@ -213,7 +213,7 @@ def test_a_reader_that_leaves_while_being_sent_to_does_not_break_delivery():
     others = Reader()
 
     class Leaver(Reader):
-        def send(self, frame):
+        def send(self, frame, events=1):
             super().send(frame)
             registry.unsubscribe(inbox, self)
 

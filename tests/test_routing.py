@@ -13,7 +13,7 @@ class Reader:
     def __init__(self):
         self.frames = []
 
-    def send(self, frame):
+    def send(self, frame, events=1):
         self.frames.append(frame)
 
     def end(self):
@@ -86,7 +86,7 @@ def test_lifecycle_events_carry_their_subject_and_close_after_grace():
     router(msg("service.create.done", {"id": "job"}))
     inbox = registry.get("job")
     assert inbox.opened and inbox.closing
-    frames = inbox.backlog(0)
+    frames, _ = inbox.backlog(0)
     assert b'event: service.create\ndata: {"id":"job","name":"web"}' in frames
     assert b"event: service.create.done" in frames
     clock.advance(10)
