@@ -55,3 +55,24 @@ def encode_retry(milliseconds: int) -> bytes:
 def _single_line(field: str) -> str:
     """A field value other than data cannot span lines; fold any break into a space."""
     return _LINE_BREAK.sub(" ", field)
+
+
+class Batch:
+    """Frames for the wire, joined once per reactor turn and shared by every reader.
+
+    ``chunk`` is the same bytes in HTTP/1.1 chunked framing, built on first
+    use and then reused, so each reader costs one transport write.
+    """
+
+    __slots__ = ("data", "events", "_chunk")
+
+    def __init__(self, data: bytes, events: int) -> None:
+        self.data = data
+        self.events = events
+        self._chunk: bytes | None = None
+
+    @property
+    def chunk(self) -> bytes:
+        if self._chunk is None:
+            self._chunk = b"%x\r\n%s\r\n" % (len(self.data), self.data)
+        return self._chunk

@@ -31,7 +31,6 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
-import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.web.pages import notFound
