@@ -9,7 +9,7 @@ from typing import Protocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from monit.sse import encode_event, encode_gap
+from monit.sse import Batch, encode_event, encode_gap
 
 _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 
@@ -28,15 +28,20 @@ class InboxClosed(Exception):
 
 
 class Subscriber(Protocol):
-    """What an inbox needs of a reader: take frames, and be told the end."""
+    """What an inbox needs of a reader: take batches of frames, and be told the end."""
 
-    def send(self, frame: bytes, events: int = 1) -> None: ...
+    def deliver(self, batch: Batch) -> None: ...
 
     def end(self) -> None: ...
 
 
 class Inbox:
-    """A bounded ring of encoded frames with increasing ids, and its readers."""
+    """A bounded ring of encoded frames with increasing ids, and its readers.
+
+    Frames published in one reactor turn wait in ``pending`` until the
+    registry flushes them, so a reader gets one write per turn, not one per
+    event.
+    """
 
     def __init__(self, inbox_id: str, history: int, now: float, base64: bool = False) -> None:
         self.id = inbox_id
@@ -47,6 +52,7 @@ class Inbox:
         self.timer: IDelayedCall | None = None
         self.subscribers: dict[Subscriber, None] = {}
         self._ring: deque[bytes] = deque(maxlen=history)
+        self._pending: list[bytes] = []
         self._last_id = 0
         self._base64 = base64
 
@@ -62,13 +68,24 @@ class Inbox:
             return "closing"
         return "open" if self.opened else "unopened"
 
-    def publish(self, data: str, event: str | None = None) -> None:
-        """Encode the event once and hand the same bytes to every reader."""
+    def publish(self, data: str, event: str | None = None) -> bool:
+        """Encode the event once; true if readers wait for it (the inbox needs a flush)."""
         self._last_id += 1
         frame = encode_event(self._last_id, data, event, self._base64)
         self._ring.append(frame)
+        if not self.subscribers:
+            return False
+        self._pending.append(frame)
+        return len(self._pending) == 1
+
+    def flush(self) -> None:
+        """Hand what was published since the last flush to every reader, as one batch."""
+        if not self._pending:
+            return
+        batch = Batch(b"".join(self._pending), len(self._pending))
+        self._pending = []
         for subscriber in tuple(self.subscribers):
-            subscriber.send(frame)
+            subscriber.deliver(batch)
 
     def backlog(self, after: int) -> tuple[bytes, int]:
         """What a reader that has seen up to ``after`` is owed, gap notice first.
@@ -90,11 +107,16 @@ class Inbox:
         """Send what the reader has not seen, in one write; how many events that was."""
         backlog, count = self.backlog(after)
         if backlog:
-            subscriber.send(backlog, count)
+            subscriber.deliver(Batch(backlog, count))
         return count
 
     def add(self, subscriber: Subscriber, after: int = 0) -> int:
-        """Replay, then go live; how many events the replay held."""
+        """Replay, then go live; how many events the replay held.
+
+        The others get what is pending first, so the replay (which includes
+        it) and the next flush never give the newcomer an event twice.
+        """
+        self.flush()
         count = self.replay(subscriber, after)
         self.subscribers[subscriber] = None
         return count
@@ -103,7 +125,8 @@ class Inbox:
         self.subscribers.pop(subscriber, None)
 
     def end(self) -> None:
-        """Tell every reader the inbox is closed."""
+        """Give every reader what is pending, then tell it the inbox is closed."""
+        self.flush()
         subscribers, self.subscribers = self.subscribers, {}
         for subscriber in subscribers:
             subscriber.end()
@@ -144,6 +167,8 @@ class InboxRegistry:
         self._max_inboxes = max_inboxes
         self._base64 = base64
         self._inboxes: dict[str, Inbox] = {}
+        self._dirty: list[Inbox] = []
+        self._flush_call: IDelayedCall | None = None
         self.refused = 0
         self.events = 0
         self.deliveries = 0
@@ -182,17 +207,26 @@ class InboxRegistry:
             self._cancel_timer(inbox)
             inbox.timer = self._clock.callLater(self._grace, self._retire, inbox)
 
+    def admit(self, inbox_id: str, after: int = 0) -> None:
+        """Raise what subscribing would, before the caller commits to a response.
+
+        InboxClosed: the inbox ended and the reader has seen all of it.
+        InboxLimit: the inbox does not exist and there is no room for it.
+        """
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is None:
+            self._check_room()
+        elif inbox.closed and 0 < after >= inbox.last_id:
+            raise InboxClosed(inbox_id)
+
     def subscribe(self, inbox_id: str, subscriber: Subscriber, after: int = 0) -> Inbox:
         """Attach a reader, creating the inbox if nobody has opened it yet.
 
         A closed inbox sends what the reader has not seen, without adding it
-        (the caller ends the stream); a reader that has seen all of it gets
-        InboxClosed.
+        (the caller ends the stream).
         """
         inbox = self._inboxes.get(inbox_id)
         if inbox is not None and inbox.closed:
-            if 0 < after >= inbox.last_id:
-                raise InboxClosed(inbox_id)
             self.deliveries += inbox.replay(subscriber, after)
             return inbox
         inbox = self._obtain(inbox_id)
@@ -205,6 +239,7 @@ class InboxRegistry:
 
     def close_all(self) -> None:
         """End every inbox and stream, for shutdown."""
+        self.flush()
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
 
@@ -212,9 +247,7 @@ class InboxRegistry:
         """The live inbox for this id: made if there is room, revived if closed."""
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
-            if len(self._inboxes) >= self._max_inboxes:
-                self.refused += 1
-                raise InboxLimit(f"{len(self._inboxes)} inboxes already")
+            self._check_room()
             inbox = Inbox(inbox_id, self._history, self._clock.seconds(), self._base64)
             self._inboxes[inbox_id] = inbox
             self._schedule_expiry(inbox)
@@ -224,11 +257,28 @@ class InboxRegistry:
             self._schedule_expiry(inbox)
         return inbox
 
+    def _check_room(self) -> None:
+        if len(self._inboxes) >= self._max_inboxes:
+            self.refused += 1
+            raise InboxLimit(f"{len(self._inboxes)} inboxes already")
+
     def _publish(self, inbox: Inbox, data: str, event: str | None) -> None:
         inbox.touched = self._clock.seconds()
         self.events += 1
         self.deliveries += len(inbox.subscribers)
-        inbox.publish(data, event)
+        if inbox.publish(data, event):
+            self._dirty.append(inbox)
+            if self._flush_call is None:
+                self._flush_call = self._clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """Send every inbox's pending frames: once per reactor turn, one write per reader."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        dirty, self._dirty = self._dirty, []
+        for inbox in dirty:
+            inbox.flush()
 
     def _idle_limit(self, inbox: Inbox) -> float:
         return self._abandon if inbox.opened else self._expiry

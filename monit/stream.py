@@ -4,14 +4,14 @@ from __future__ import annotations
 import random
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
 from monit.inbox import Inbox, InboxRegistry
-from monit.sse import KEEPALIVE, encode_error, encode_retry
+from monit.sse import KEEPALIVE, Batch, encode_error, encode_retry
 
 
 @implementer(IPushProducer)
@@ -53,19 +53,19 @@ class EventStream:
         self._done: Deferred[None] = Deferred(self._cancelled)
         self._started: float | None = None
         self._paused = False
-        self.writes = 0
+        self._transport: ITransport | None = None
         self.events = 0
 
     def run(self, inbox_id: str, after: int = 0) -> Deferred[None]:
-        """Replay what the reader has not seen, then go live.
+        """Start the response, replay what the reader has not seen, then go live.
 
         Raises InboxClosed (before anything is written) if there is nothing
         more to see, and InboxLimit if the inbox would be one too many.
         """
         self._stream_id = inbox_id
+        self._registry.admit(inbox_id, after)
+        self._start()
         inbox = self._registry.subscribe(inbox_id, self, after)
-        if not self.writes:
-            self._write(b"")
         self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
         if inbox.closed:
             self._finish("inbox closed")
@@ -77,20 +77,23 @@ class EventStream:
                 self._expiry = self._clock.callLater(delay, self._expired)
         return self._done
 
-    def send(self, frame: bytes, events: int = 1) -> None:
-        self.events += events
-        self._write(frame)
-
-    def _write(self, frame: bytes) -> None:
-        if not self.writes:
-            frame = self._start() + frame
-        self.writes += 1
-        self._request.write(frame)
+    def deliver(self, batch: Batch) -> None:
+        """The hot path: one write of bytes encoded once for every reader."""
+        self.events += batch.events
+        if self._transport is not None:
+            self._transport.write(batch.chunk)
+        else:
+            self._request.write(batch.data)
         if self._paused and self._unsent() > self._max_pending:
             self._drop()
 
-    def _start(self) -> bytes:
-        """Headers go out with the first write, which starts with the retry time."""
+    def _start(self) -> None:
+        """Send the headers and the retry time; learn how to write to this reader.
+
+        An HTTP/1.1 response is chunked: its batches go straight to the
+        socket's transport already in chunk framing. Anything else goes
+        through the request.
+        """
         request = self._request
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
@@ -99,10 +102,12 @@ class EventStream:
         if hasattr(request.transport, "setTcpNoDelay"):
             request.transport.setTcpNoDelay(True)  # events are small and should not wait
         self._started = self._clock.seconds()
-        return encode_retry(self._streams.retry_ms)
+        request.write(encode_retry(self._streams.retry_ms))
+        if getattr(request, "chunked", False):
+            self._transport = request.channel.transport
 
     def keepalive(self) -> None:
-        self._write(KEEPALIVE)
+        self._request.write(KEEPALIVE)
 
     def end(self) -> None:
         """The inbox closed: finish the response."""
@@ -111,7 +116,7 @@ class EventStream:
     def shutdown(self) -> None:
         """The server is stopping: a last retry hint, jittered so clients spread out."""
         retry_ms = self._streams.retry_ms
-        self._write(encode_retry(random.randint(retry_ms // 2, retry_ms)))
+        self._request.write(encode_retry(random.randint(retry_ms // 2, retry_ms)))
         self._finish("server stopping")
 
     def _unsent(self) -> int:
@@ -121,7 +126,7 @@ class EventStream:
     def _expired(self) -> None:
         """The token ran out: a revoked user must not watch forever."""
         self._expiry = None
-        self._write(encode_error("token expired"))
+        self._request.write(encode_error("token expired"))
         self._finish("token expired")
 
     def pauseProducing(self) -> None:

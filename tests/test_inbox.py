@@ -8,10 +8,12 @@ from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
 class Reader:
     def __init__(self):
         self.received = b""
+        self.writes = 0
         self.ended = False
 
-    def send(self, frame: bytes, events: int = 1) -> None:
-        self.received += frame
+    def deliver(self, batch) -> None:
+        self.received += batch.data
+        self.writes += 1
 
     def end(self) -> None:
         self.ended = True
@@ -32,6 +34,7 @@ def test_late_reader_gets_history_then_live_events():
     reader = Reader()
     registry.subscribe("job1", reader)
     registry.deliver("job1", '{"body":"two"}')
+    clock.advance(0)
     assert reader.ids() == [1, 2, 3]
     assert b"event: service.create" in reader.received
     assert reader.received.endswith(b'data: {"body":"two"}\n\n')
@@ -43,6 +46,7 @@ def test_each_reader_gets_the_same_encoded_frame():
     for reader in readers:
         registry.subscribe("job", reader)
     registry.deliver("job", '"x"')
+    clock.advance(0)
     assert readers[0].received == readers[1].received == b'id: 1\ndata: "x"\n\n'
 
 
@@ -70,6 +74,7 @@ def test_close_is_delivered_then_streams_end_after_grace():
     registry.open("job", "{}", "service.create")
     registry.subscribe("job", reader)
     registry.close("job", "{}", "service.create.done")
+    clock.advance(0)
     assert b"event: service.create.done" in reader.received
     clock.advance(9.9)
     assert not reader.ended
@@ -98,7 +103,8 @@ def test_closed_record_gives_the_rest_then_nothing():
     registry.subscribe("job", everything)
     assert everything.ids() == [1, 2, 3, 4]
     with pytest.raises(InboxClosed):
-        registry.subscribe("job", Reader(), after=4)
+        registry.admit("job", after=4)
+    registry.admit("job", after=3)
 
 
 def test_activity_revives_a_closed_record_and_ids_go_on():
@@ -136,8 +142,9 @@ def test_inbox_limit():
     clock, registry = make_registry(max_inboxes=2)
     registry.subscribe("a", Reader())
     registry.deliver("b", "1")
+    registry.admit("a")
     with pytest.raises(InboxLimit):
-        registry.subscribe("c", Reader())
+        registry.admit("c")
     with pytest.raises(InboxLimit):
         registry.deliver("c", "1")
     registry.deliver("a", "still fine")
@@ -149,6 +156,7 @@ def test_base64_payloads():
     reader = Reader()
     registry.subscribe("job", reader)
     registry.deliver("job", '{"body":"é"}')
+    clock.advance(0)
     assert reader.received == b"id: 1\ndata: eyJib2R5Ijoiw6kifQ==\n\n"
 
 
@@ -213,15 +221,17 @@ def test_a_reader_that_leaves_while_being_sent_to_does_not_break_delivery():
     others = Reader()
 
     class Leaver(Reader):
-        def send(self, frame, events=1):
-            super().send(frame)
+        def deliver(self, batch):
+            super().deliver(batch)
             registry.unsubscribe(inbox, self)
 
     leaver = Leaver()
     inbox = registry.subscribe("job", leaver)
     registry.subscribe("job", others)
     registry.deliver("job", "1")
+    clock.advance(0)
     registry.deliver("job", "2")
+    clock.advance(0)
     assert leaver.ids() == [1]
     assert others.ids() == [1, 2]
 
@@ -234,3 +244,29 @@ def test_inbox_ids():
     assert not valid_inbox_id("a b")
     assert not valid_inbox_id("a/b")
     assert not valid_inbox_id("é")
+
+
+def test_events_of_one_turn_reach_each_reader_in_one_write():
+    clock, registry = make_registry()
+    readers = [Reader(), Reader()]
+    for reader in readers:
+        registry.subscribe("job", reader)
+    for n in range(50):
+        registry.deliver("job", str(n))
+    assert readers[0].writes == 0, "nothing is written before the turn ends"
+    clock.advance(0)
+    assert [reader.writes for reader in readers] == [1, 1]
+    assert readers[0].ids() == list(range(1, 51))
+    assert [call.func.__name__ for call in clock.getDelayedCalls()] == ["_check_expiry"]
+
+
+def test_a_reader_joining_mid_turn_gets_each_event_once():
+    clock, registry = make_registry()
+    early, late = Reader(), Reader()
+    registry.subscribe("job", early)
+    registry.deliver("job", "1")
+    registry.subscribe("job", late)
+    registry.deliver("job", "2")
+    clock.advance(0)
+    assert early.ids() == [1, 2]
+    assert late.ids() == [1, 2]

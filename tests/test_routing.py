@@ -13,8 +13,8 @@ class Reader:
     def __init__(self):
         self.frames = []
 
-    def send(self, frame, events=1):
-        self.frames.append(frame)
+    def deliver(self, batch):
+        self.frames.append(batch.data)
 
     def end(self):
         pass
@@ -74,8 +74,9 @@ def test_each_element_of_messages_is_one_event():
     registry.subscribe("1a2b", reader)
     router(msg("monitor.user", {"service": "env-1a2b", "messages": [
         {"body": "one", "level": "INFO"}, {"body": "two", "level": "ERROR"}]}))
+    clock.advance(0)
     assert reader.frames == [
-        b'id: 1\ndata: {"body":"one","level":"INFO"}\n\n',
+        b'id: 1\ndata: {"body":"one","level":"INFO"}\n\n'
         b'id: 2\ndata: {"body":"two","level":"ERROR"}\n\n',
     ]
 
@@ -118,6 +119,7 @@ def test_bad_input_is_counted_and_the_next_good_message_arrives(payload):
     registry.subscribe("1", reader)
     router(msg("monitor.user", payload))
     router(msg("monitor.user", {"id": "1", "messages": [{"body": "good"}]}))
+    clock.advance(0)
     assert router.malformed == 1
     assert reader.frames == [b'id: 1\ndata: {"body":"good"}\n\n']
 

@@ -155,6 +155,7 @@ def test_stream_headers_history_live_events_and_end(stub, registry, clock, token
     chunks, done = read_stream(stub, response)
     registry.deliver("job", '{"body":"live"}')
     registry.close("job", '{"id":"job"}', "service.create.done")
+    clock.advance(0)
     stub.flush()
     body = b"".join(chunks)
     assert body.startswith(b"retry: 3000\n\n")
@@ -274,6 +275,7 @@ def test_cancelled_stream_unsubscribes_at_once(registry, clock):
     assert not registry.get("job").subscribers
     assert len(streams) == 0
     registry.deliver("job", '"after"')
+    clock.advance(0)
     assert b"after" not in b"".join(request.written)
 
 
@@ -287,8 +289,10 @@ def test_a_reader_that_stops_reading_is_dropped_past_max_pending(registry, clock
     stream.pauseProducing()
     for n in range(8):  # 8 frames of about 115 bytes: under the limit
         registry.deliver("job", '"' + "x" * 100 + '"')
+        clock.advance(0)
     assert not request.transport.disconnecting
     registry.deliver("job", '"' + "x" * 100 + '"')
+    clock.advance(0)
     assert request.transport.disconnecting, "aborted"
     assert streams.dropped == 1
     assert not registry.get("job").subscribers
@@ -304,6 +308,7 @@ def test_a_reader_that_catches_up_is_kept(registry, clock):
     for n in range(50):
         stream.pauseProducing()
         registry.deliver("job", '"' + "x" * 100 + '"')
+        clock.advance(0)
         request.transport.clear()  # the socket took it all
         stream.resumeProducing()
     assert streams.dropped == 0 and registry.get("job").subscribers
