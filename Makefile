@@ -7,7 +7,7 @@ LISTEN ?= tcp:8080:interface=127.0.0.1
 NATS_PORT ?= 4222
 DEV_SECRET ?= monit-development-secret-not-for-production
 
-.PHONY: test run demo clean chromium
+.PHONY: test run demo bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(BIN)/python:
 
 # A real (non-editable) install, so the twistd plugin is used the way users get it.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install -q '.[test,embedded]'
+	$(BIN)/python -m pip install -q '.[test,embedded,bench]'
 	touch $@
 
 # The browser test drives Debian's Chromium; install it when it is missing.
@@ -32,6 +32,10 @@ run: $(VENV)/.installed
 
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo_job.py --nats nats://127.0.0.1:$(NATS_PORT) --job demo1
+
+# The benchmark suite (benchmarks/README.md); BENCH_ARGS=--smoke for a quick pass.
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

