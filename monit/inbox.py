@@ -158,7 +158,7 @@ class InboxRegistry:
         max_inboxes: int = 100_000,
         base64: bool = False,
     ) -> None:
-        self._clock = clock
+        self.clock = clock
         self._history = history
         self._grace = grace
         self._expiry = expiry
@@ -205,7 +205,7 @@ class InboxRegistry:
         if not inbox.closing:
             inbox.closing = True
             self._cancel_timer(inbox)
-            inbox.timer = self._clock.callLater(self._grace, self._retire, inbox)
+            inbox.timer = self.clock.callLater(self._grace, self._retire, inbox)
 
     def admit(self, inbox_id: str, after: int = 0) -> None:
         """Raise what subscribing would, before the caller commits to a response.
@@ -248,7 +248,7 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room()
-            inbox = Inbox(inbox_id, self._history, self._clock.seconds(), self._base64)
+            inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64)
             self._inboxes[inbox_id] = inbox
             self._schedule_expiry(inbox)
         elif inbox.closed:
@@ -263,13 +263,13 @@ class InboxRegistry:
             raise InboxLimit(f"{len(self._inboxes)} inboxes already")
 
     def _publish(self, inbox: Inbox, data: str, event: str | None) -> None:
-        inbox.touched = self._clock.seconds()
+        inbox.touched = self.clock.seconds()
         self.events += 1
         self.deliveries += len(inbox.subscribers)
         if inbox.publish(data, event):
             self._dirty.append(inbox)
             if self._flush_call is None:
-                self._flush_call = self._clock.callLater(0, self.flush)
+                self._flush_call = self.clock.callLater(0, self.flush)
 
     def flush(self) -> None:
         """Send every inbox's pending frames: once per reactor turn, one write per reader."""
@@ -285,16 +285,16 @@ class InboxRegistry:
 
     def _schedule_expiry(self, inbox: Inbox) -> None:
         if inbox.timer is None and not inbox.closing and not inbox.closed and not inbox.subscribers:
-            inbox.timer = self._clock.callLater(self._idle_limit(inbox), self._check_expiry, inbox)
+            inbox.timer = self.clock.callLater(self._idle_limit(inbox), self._check_expiry, inbox)
 
     def _check_expiry(self, inbox: Inbox) -> None:
         """Expire an unwatched, idle inbox; otherwise look again when it could be."""
         inbox.timer = None
         if inbox.subscribers:
             return
-        remaining = inbox.touched + self._idle_limit(inbox) - self._clock.seconds()
+        remaining = inbox.touched + self._idle_limit(inbox) - self.clock.seconds()
         if remaining > 0:
-            inbox.timer = self._clock.callLater(remaining, self._check_expiry, inbox)
+            inbox.timer = self.clock.callLater(remaining, self._check_expiry, inbox)
             return
         self.log.info("inbox {inbox} expired", inbox=inbox.id)
         self._drop(inbox)
@@ -302,7 +302,7 @@ class InboxRegistry:
     def _retire(self, inbox: Inbox) -> None:
         """The grace period is over: end the streams, keep the record a while."""
         inbox.closing, inbox.closed = False, True
-        inbox.timer = self._clock.callLater(self._retention, self._drop, inbox)
+        inbox.timer = self.clock.callLater(self._retention, self._drop, inbox)
         inbox.end()
 
     def _drop(self, inbox: Inbox) -> None:

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
@@ -25,6 +26,7 @@ LIFECYCLE_SUBJECTS = (
 CLOSE_SUFFIXES = (".done", ".error")
 DELIVER_SUBJECTS = ("monitor.user",)
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
 
 
 class Action(enum.Enum):
@@ -82,7 +84,11 @@ def parse_payload(payload: bytes, max_payload: int) -> dict[str, Any]:
 
 
 class Router:
-    """Turns each NATS message into inbox events; bad input is logged, counted, skipped."""
+    """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
+
+    A flood of bad messages is logged at most once a second per subject, with
+    how many went unlogged, so the log cannot become the bottleneck.
+    """
 
     log = Logger()
 
@@ -91,8 +97,11 @@ class Router:
         registry: InboxRegistry,
         table: Mapping[str, Action] | None = None,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        clock: IReactorTime | None = None,
     ) -> None:
         self._registry = registry
+        self._clock = clock or registry.clock
+        self._warned: dict[str, tuple[float, int]] = {}
         self._table = dict(subject_table() if table is None else table)
         self._max_payload = max_payload
         self.received: Counter[Action] = Counter()
@@ -139,4 +148,15 @@ class Router:
 
     def _skip(self, subject: str, reason: str) -> None:
         self.malformed += 1
-        self.log.warn("skipped message on {subject}: {reason}", subject=subject, reason=reason)
+        now = self._clock.seconds()
+        last, unlogged = self._warned.get(subject, (float("-inf"), 0))
+        if now - last < WARN_INTERVAL:
+            self._warned[subject] = (last, unlogged + 1)
+            return
+        self._warned[subject] = (now, 0)
+        self.log.warn(
+            "skipped message on {subject}: {reason} ({unlogged} more skipped unlogged before it)",
+            subject=subject,
+            reason=reason,
+            unlogged=unlogged,
+        )

@@ -3,6 +3,7 @@ import json
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 
 from monit.inbox import InboxRegistry
 from monit.nats.protocol import Msg
@@ -154,3 +155,21 @@ def test_custom_subjects():
     router(msg("job.log", {"id": "j", "messages": [{"m": 1}]}))
     router(msg("service.create", {"id": "j"}))
     assert registry.get("j").last_id == 2
+
+
+def test_a_flood_of_bad_messages_is_logged_once_a_second_per_subject():
+    clock, registry, router = make_router()
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        for _ in range(1000):
+            router(msg("monitor.user", b"junk"))
+        clock.advance(1)
+        router(msg("monitor.user", b"junk"))
+        router(msg("service.create", b"junk"))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    warnings = [event for event in logged if event.get("subject")]
+    assert [(event["subject"], event["unlogged"]) for event in warnings] == [
+        ("monitor.user", 0), ("monitor.user", 999), ("service.create", 0)]
+    assert router.malformed == 1002
