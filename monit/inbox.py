@@ -19,6 +19,9 @@ def valid_inbox_id(inbox_id: str) -> bool:
     return _INBOX_ID.fullmatch(inbox_id) is not None
 
 
+_EMPTY_RING: deque[bytes] = deque(maxlen=0)
+
+
 class InboxLimit(Exception):
     """No room for another inbox: a transient refusal."""
 
@@ -51,7 +54,8 @@ class Inbox:
         self.touched = now
         self.timer: IDelayedCall | None = None
         self.subscribers: dict[Subscriber, None] = {}
-        self._ring: deque[bytes] = deque(maxlen=history)
+        self._history = history
+        self._ring: deque[bytes] = _EMPTY_RING  # made on the first event: many inboxes never get one
         self._pending: list[bytes] = []
         self._last_id = 0
         self._base64 = base64
@@ -72,6 +76,8 @@ class Inbox:
         """Encode the event once; true if readers wait for it (the inbox needs a flush)."""
         self._last_id += 1
         frame = encode_event(self._last_id, data, event, self._base64)
+        if not self._ring.maxlen:
+            self._ring = deque(maxlen=self._history)
         self._ring.append(frame)
         if not self.subscribers:
             return False
@@ -229,7 +235,7 @@ class InboxRegistry:
         if inbox is not None and inbox.closed:
             self.deliveries += inbox.replay(subscriber, after)
             return inbox
-        inbox = self._obtain(inbox_id)
+        inbox = self._obtain(inbox_id, watched=True)
         self.deliveries += inbox.add(subscriber, after)
         return inbox
 
@@ -243,14 +249,18 @@ class InboxRegistry:
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
 
-    def _obtain(self, inbox_id: str) -> Inbox:
-        """The live inbox for this id: made if there is room, revived if closed."""
+    def _obtain(self, inbox_id: str, watched: bool = False) -> Inbox:
+        """The live inbox for this id: made if there is room, revived if closed.
+
+        One made for a reader gets its expiry timer when the last reader leaves.
+        """
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room()
             inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64)
             self._inboxes[inbox_id] = inbox
-            self._schedule_expiry(inbox)
+            if not watched:
+                self._schedule_expiry(inbox)
         elif inbox.closed:
             inbox.closed = inbox.opened = False
             self._cancel_timer(inbox)

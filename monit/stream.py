@@ -4,11 +4,11 @@ from __future__ import annotations
 import random
 import socket
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ITransport
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITransport
 from twisted.internet import tcp
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
@@ -20,9 +20,10 @@ from monit.sse import KEEPALIVE, Batch, encode_error, encode_retry
 class EventStream:
     """Writes an inbox's frames to one HTTP response until the inbox or the client ends.
 
-    The Deferred from :meth:`run` fires when the stream is over (Klein then
-    finishes the response); Klein cancels it when the client goes away, and
-    the canceller unsubscribes at once, so nothing writes to a dead socket.
+    It finishes the response itself when the stream is over, and learns from
+    the request's ``notifyFinish`` that the client went away, unsubscribing at
+    once so nothing writes to a dead socket. (Klein's own chain of Deferreds
+    for the request is over by then: an idle stream costs only what it needs.)
 
     The stream is the response's producer: the transport pauses it when the
     socket's buffer is full. Bytes written while paused are counted, and a
@@ -49,17 +50,15 @@ class EventStream:
         self._clock = clock
         self._max_pending = max_pending
         self._expires = expires
-        self._expiry: IDelayedCall | None = None
         self._inbox: Inbox | None = None
         self._stream_id = ""
-        self._done: Deferred[None] = Deferred(self._cancelled)
         self._started: float | None = None
         self._paused = False
         self._transport: ITransport | None = None
         self._socket: socket.socket | None = None
         self.events = 0
 
-    def run(self, inbox_id: str, after: int = 0) -> Deferred[None]:
+    def run(self, inbox_id: str, after: int = 0) -> None:
         """Start the response, replay what the reader has not seen, then go live.
 
         Raises InboxClosed (before anything is written) if there is nothing
@@ -68,6 +67,7 @@ class EventStream:
         self._stream_id = inbox_id
         self._registry.admit(inbox_id, after)
         self._start()
+        self._request.notifyFinish().addErrback(self._gone)
         inbox = self._registry.subscribe(inbox_id, self, after)
         self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
         if inbox.closed:
@@ -75,10 +75,6 @@ class EventStream:
         else:
             self._inbox = inbox
             self._streams.add(self)
-            if self._expires is not None:
-                delay = max(0.0, self._expires - self._clock.seconds())
-                self._expiry = self._clock.callLater(delay, self._expired)
-        return self._done
 
     def deliver(self, batch: Batch) -> None:
         """The hot path: one write of bytes encoded once for every reader."""
@@ -112,8 +108,16 @@ class EventStream:
             self._transport = request.channel.transport
             self._socket = plain_socket(self._transport)
 
-    def keepalive(self) -> None:
-        self._request.write(KEEPALIVE)
+    def keepalive(self, now: float) -> None:
+        """The shared heartbeat: a keep-alive comment, or the end if the token ran out.
+
+        Checking the token's exp on the heartbeat, not with a timer per stream,
+        ends a stream at most one heartbeat late and saves a timer per reader.
+        """
+        if self._expires is not None and self._expires <= now:
+            self._expired()
+        else:
+            self._request.write(KEEPALIVE)
 
     def end(self) -> None:
         """The inbox closed: finish the response."""
@@ -131,7 +135,6 @@ class EventStream:
 
     def _expired(self) -> None:
         """The token ran out: a revoked user must not watch forever."""
-        self._expiry = None
         self._request.write(encode_error("token expired"))
         self._finish("token expired")
 
@@ -142,7 +145,7 @@ class EventStream:
         self._paused = False
 
     def stopProducing(self) -> None:
-        """The connection is going away; the cancellation that follows detaches."""
+        """The connection is going away; notifyFinish's errback detaches."""
 
     def _drop(self) -> None:
         self._streams.dropped += 1
@@ -150,19 +153,17 @@ class EventStream:
         self._request.transport.abortConnection()
 
     def _finish(self, reason: str) -> None:
+        """End the response; only ever called while the connection is up."""
         self._detach(reason)
         self._request.unregisterProducer()
-        self._done.callback(None)
+        self._request.finish()
 
-    def _cancelled(self, _: Deferred[None]) -> None:
-        """The client went away."""
+    def _gone(self, _: Failure) -> None:
+        """The client went away (or was dropped)."""
         self._detach("client gone")
 
     def _detach(self, reason: str) -> None:
         self._streams.discard(self)
-        if self._expiry is not None:
-            self._expiry.cancel()
-            self._expiry = None
         if self._inbox is not None:
             self._registry.unsubscribe(self._inbox, self)
             self._inbox = None
@@ -225,6 +226,7 @@ class StreamSet:
     def __init__(self, clock: IReactorTime, heartbeat: float, retry_ms: int) -> None:
         self._streams: dict[EventStream, None] = {}
         self._heartbeat = heartbeat
+        self._clock = clock
         self.retry_ms = retry_ms
         self.dropped = 0
         self._beat = LoopingCall(self._beat_all)
@@ -250,5 +252,6 @@ class StreamSet:
             stream.shutdown()
 
     def _beat_all(self) -> None:
+        now = self._clock.seconds()
         for stream in tuple(self._streams):
-            stream.keepalive()
+            stream.keepalive(now)

@@ -12,7 +12,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from monit.auth import (
@@ -29,6 +30,18 @@ from monit.sse import encode_error, encode_retry
 from monit.stream import EventStream, StreamSet
 
 RETRY_AFTER_SECONDS = 5
+
+
+class _Streaming(Resource):
+    """What the route hands Klein once a stream has started: the response stays open."""
+
+    isLeaf = True
+
+    def render(self, request: IRequest) -> int:
+        return NOT_DONE_YET
+
+
+STREAMING = _Streaming()
 
 
 class BadRequest(ValueError):
@@ -152,7 +165,7 @@ class MonitWeb:
         return b""
 
     @app.route("/events", methods=["GET"])
-    def events(self, request: IRequest) -> Deferred[None] | bytes:
+    def events(self, request: IRequest) -> Deferred[IResource | bytes] | bytes:
         self._cors(request)
         try:
             inbox_id = stream_id_of(request)
@@ -226,7 +239,7 @@ class MonitWeb:
 
     def _stream(
         self, identity: Identity, request: IRequest, inbox_id: str, after: int
-    ) -> Deferred[None] | bytes:
+    ) -> IResource | bytes:
         self.auth_results["valid"] += 1
         if not may_watch(identity, inbox_id):
             return self._refuse(request, 403, "not allowed to watch this stream")
@@ -242,7 +255,8 @@ class MonitWeb:
             identity.expires,
         )
         try:
-            return stream.run(inbox_id, after)
+            stream.run(inbox_id, after)
+            return STREAMING
         except InboxClosed:
             request.setResponseCode(204)
             return b""

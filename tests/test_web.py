@@ -5,7 +5,9 @@ import pytest
 import treq
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -261,17 +263,16 @@ def test_shutdown_ends_every_stream_with_a_retry_hint(stub, web, token):
     assert last.startswith(b"retry: ") and 1500 <= int(last[7:]) <= 3000
 
 
-def test_cancelled_stream_unsubscribes_at_once(registry, clock):
-    """Klein cancels the handler's Deferred when the client goes away."""
+def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
+    """The request's notifyFinish fails when the connection is lost."""
     from monit.stream import StreamSet
 
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest()
     stream = EventStream(request, registry, streams, "alice", clock, max_pending=1000)
-    d = stream.run("job")
+    stream.run("job")
     assert registry.get("job").subscribers
-    d.addErrback(lambda _: None)
-    d.cancel()
+    request.processingFailed(Failure(ConnectionLost()))
     assert not registry.get("job").subscribers
     assert len(streams) == 0
     registry.deliver("job", '"after"')

@@ -95,6 +95,8 @@ async function fanout(bench, p) {
     phases.push(b);
     summary[`burst_deliveries_per_s@${n}`] = b.invalid ? null : b.deliveries_per_s;
     summary[`burst_cpu_us_per_delivery@${n}`] = b.invalid ? null : b.cpu_us_per_delivery;
+    // A saturated generator read no faster than this: the server managed at least as much.
+    summary[`burst_deliveries_per_s_at_least@${n}`] = b.deliveries_per_s;
     log(`fan-out N=${n}: burst ${b.deliveries_per_s} deliveries/s, loadgen ${b.loadgen_cpu}`);
 
     let knee = null;
