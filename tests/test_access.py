@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import time
 
 import pytest
 import pytest_twisted
@@ -209,3 +211,26 @@ async def test_tokens_never_reach_the_log(browser_monit, remote_monit):
     text = repr(seen)
     for token in (secret_token, "not-a-valid-token-at-all", "remote-secret-token"):
         assert token not in text
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_connection_that_never_finishes_its_headers_is_closed(remote_monit):
+    """Nobody holds a socket open by trickling a request: the auth timeout bounds it."""
+    sock = socket.create_connection(("127.0.0.1", int(remote_monit.base_url.rsplit(":", 1)[1])))
+    sock.setblocking(False)
+    sock.sendall(b"GET /events?stream=x HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+
+    def closed() -> bool:
+        try:
+            return sock.recv(4096) == b""
+        except BlockingIOError:
+            return False
+        except ConnectionResetError:
+            return True
+
+    try:
+        await wait_for(closed, timeout=10, what="the server closing the connection")
+    finally:
+        sock.close()
+    assert time.monotonic() - started < 5

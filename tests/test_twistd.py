@@ -209,3 +209,32 @@ def test_sigterm_ends_streams_with_a_retry_hint_and_exits_0(monit_process):
         output, _ = reader.communicate(timeout=10)
         assert reader.returncode == 0, "the response ended cleanly, not cut"
         assert re.fullmatch(rb"retry: \d+\n\n", output), output
+
+
+def test_json_logs_carry_the_stream_figures_and_never_the_token(tmp_path, nats_server):
+    port = free_port()
+    token = mint(SECRET, "erin", 60)
+    monit = subprocess.Popen(
+        [script("twistd"), "--logger=monit.logs.json_stdout", "-n", "--pidfile=", "monit",
+         "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
+         "--jwt-secret", SECRET, "--allow-query-token"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, up=True)
+        curl = subprocess.Popen(
+            ["curl", "-sN", "--max-time", "20", f"http://127.0.0.1:{port}/events?stream=j1&token={token}"],
+            stdout=subprocess.PIPE)
+        read_until(curl, b"retry: 3000")
+        curl.terminate()
+        curl.wait()
+        output = read_until(monit, b"closed for {user}")
+        while b"\n" not in output[output.index(b"closed for {user}"):]:
+            output += read_until(monit, b"\n")  # the rest of that record
+    finally:
+        stop(monit)
+    records = [json.loads(record) for record in output.split(b"\x1e") if record.strip()]
+    closed = [r for r in records if r.get("log_format", "").startswith("stream {stream} closed")]
+    assert closed and closed[0]["stream"] == "j1" and closed[0]["user"] == "erin"
+    assert closed[0]["reason"] == "client gone" and "duration" in closed[0] and closed[0]["events"] == 0
+    assert token.encode() not in output
