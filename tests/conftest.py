@@ -1,6 +1,7 @@
 import pytest
 
 from natsserver import NATSServer
+from publisher import Publisher
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +20,11 @@ def private_nats_server():
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def publisher(nats_server):
+    """The official nats-py client, publishing to the session's nats-server."""
+    publisher = Publisher(nats_server.url)
+    yield publisher
+    publisher.close()

@@ -17,7 +17,6 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from monit.token import mint
-from publisher import Publisher
 from streams import SECRET, Reader, auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
@@ -65,13 +64,6 @@ def auth_service():
     yield service
     if port.connected:
         pytest_twisted.blockon(ensureDeferred(service.stop()))
-
-
-@pytest.fixture
-def publisher(nats_server):
-    publisher = Publisher(nats_server.url)
-    yield publisher
-    publisher.close()
 
 
 @pytest.fixture

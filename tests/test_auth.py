@@ -11,9 +11,10 @@ from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
+
+from deferreds import result_of
 
 from monit.auth import (
     AuthUnavailable,
@@ -30,14 +31,6 @@ SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 NOW = 1_700_000_000
 
 
-def result_of(d: Deferred) -> Any:
-    """The result a Deferred has already fired with; raise its failure if it failed."""
-    results: list = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def make_token(secret: str = SECRET, algorithm: str = "HS256", **claims: Any) -> str:

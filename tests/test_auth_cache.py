@@ -7,25 +7,17 @@ import attrs
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from monit.auth import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, JWTVerifier
 from monit.auth_cache import CachingVerifier
+from deferreds import result_of
 
 TOKEN = "token-that-must-never-be-stored-0123456789"
 ALICE = Identity(user="alice", claims={"username": "alice"}, expires=None)
 
 
-def result_of(d: Deferred) -> Any:
-    """The result a Deferred has already fired with; raise its failure if it failed."""
-    results: list = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 def has_fired(d: Deferred) -> bool:

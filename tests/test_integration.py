@@ -9,16 +9,8 @@ import treq
 from twisted.internet.defer import ensureDeferred
 
 from monit.token import mint
-from publisher import Publisher
 from streams import auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
-
-
-@pytest.fixture
-def publisher(nats_server):
-    publisher = Publisher(nats_server.url)
-    yield publisher
-    publisher.close()
 
 
 @pytest.fixture

@@ -37,20 +37,13 @@ from monit.auth import (
     quiet_key_length,
 )
 from monit.remote_auth import MAX_BODY_BYTES, RemoteVerifier, remote_http_client, remote_pool
+from deferreds import result_of
 
 URL = "http://auth.example/check"
 TOKEN = "opaque-token-0123456789-abcdef"
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
 
-def result_of(d: Deferred) -> Any:
-    """The result a Deferred has already fired with; raise its failure if it failed."""
-    results: list = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if isinstance(results[0], Failure):
-        results[0].raiseException()
-    return results[0]
 
 
 class AuthService(Resource):

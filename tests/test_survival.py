@@ -13,13 +13,6 @@ from streams import auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
 
-@pytest.fixture
-def publisher(nats_server):
-    publisher = Publisher(nats_server.url)
-    yield publisher
-    publisher.close()
-
-
 def monit_with(nats_url: str, **settings):
     service = pytest_twisted.blockon(ensureDeferred(start_monit(nats_url, **settings)))
     return service

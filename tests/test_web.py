@@ -4,7 +4,6 @@ import json
 import pytest
 import treq
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
@@ -16,6 +15,7 @@ from monit.inbox import InboxRegistry
 from monit.stream import EventStream
 from monit.token import mint
 from monit.web import MonitWeb
+from deferreds import result_of
 
 SECRET = "test-secret"
 URL = "http://monit.example/events"
@@ -50,13 +50,6 @@ class StreamingRequest(DummyRequest):
         self.producer = None
 
 
-def result_of(d: Deferred):
-    results = []
-    d.addBoth(results.append)
-    assert results, "the Deferred has not fired"
-    if hasattr(results[0], "raiseException"):
-        results[0].raiseException()
-    return results[0]
 
 
 @pytest.fixture
