@@ -61,7 +61,20 @@ SCENARIOS: dict[str, dict[str, dict]] = {
         "full": dict(readers=1000, rate=20, seconds=5, drain_s=2),
         "smoke": dict(readers=100, rate=20, seconds=1, drain_s=1),
     },
+    "flood-fanout": {  # rate: the default; half monit's fanout knee when this run found one
+        "full": dict(readers=1000, rate=20, seconds=5, flood_rate=100_000, flood_lead_s=0.5, drain_s=2),
+        "smoke": dict(readers=50, rate=20, seconds=1, flood_rate=100_000, flood_lead_s=0.2, drain_s=1),
+    },
 }
+
+
+def flood_fanout_rate(params: dict, scenarios: dict) -> dict:
+    """Half monit's fanout knee at the same reader count, if fanout ran earlier in this run and found one."""
+    key = f"knee_rate@{params['readers']}"
+    knee = scenarios.get("fanout", {}).get("monit", {}).get("summary", {}).get(key)
+    if isinstance(knee, (int, float)) and knee > 0:
+        return {**params, "rate": knee / 2, "rate_source": f"half of monit's fanout {key} ({knee}/s)"}
+    return {**params, "rate_source": f"default: no monit fanout {key} in this run"}
 
 
 def readers_needed(params: dict) -> int:
@@ -295,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         nats = {"url": f"nats://127.0.0.1:{nats_port}", "pid": nats_proc.pid}
         for name in args.scenario or list(SCENARIOS):
             params, notes = fit_to_fd_limit(SCENARIOS[name]["smoke" if args.smoke else "full"], fd_limit)
+            if name == "flood-fanout":
+                params = flood_fanout_rate(params, results["scenarios"])
             entry = {"params": params, "notes": notes}
             entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir))
             ok = ok and all("error" not in entry[target] for target in TARGETS)

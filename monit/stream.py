@@ -4,8 +4,8 @@ from __future__ import annotations
 import random
 import socket
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ITransport
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,9 +26,9 @@ class EventStream:
     for the request is over by then: an idle stream costs only what it needs.)
 
     The stream is the response's producer: the transport pauses it when the
-    socket's buffer is full. Bytes written while paused are counted, and a
-    reader that lets them pass ``max_pending`` is dropped, so one slow reader
-    can neither grow the process nor hold up the others.
+    socket's buffer is full. While paused, a reader whose socket holds more
+    than ``max_pending`` unsent bytes is dropped, so one slow reader can
+    neither grow the process nor hold up the others.
     """
 
     log = Logger()
@@ -181,9 +181,7 @@ class EventStream:
 
 def plain_socket(transport) -> socket.socket | None:
     """The socket under a plain TCP transport (not TLS), which monit may send on itself."""
-    if isinstance(transport, tcp.Connection) and hasattr(transport, "dataBuffer"):
-        return transport.socket
-    return None
+    return transport.socket if isinstance(transport, tcp.Connection) else None
 
 
 def send_now(sock: socket.socket, transport: tcp.Connection, data: bytes) -> None:

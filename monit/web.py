@@ -48,10 +48,6 @@ class BadRequest(ValueError):
     """The request itself is wrong: a 400 that says why."""
 
 
-class Unavailable(Exception):
-    """A transient refusal (a limit, an auth service down): try again later."""
-
-
 def _one_parameter(request: IRequest, name: bytes) -> str | None:
     values = request.args.get(name, [])
     if len(values) > 1:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
-SCENARIOS = ("fanout", "many-streams", "idle-memory", "ingest", "cpu-per-delivery")
+SCENARIOS = ("fanout", "many-streams", "idle-memory", "ingest", "cpu-per-delivery", "flood-fanout")
 
 def numbers(summary: dict) -> list[float]:
     return [v for v in summary.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]

@@ -254,6 +254,79 @@ async function ingest(bench, p) {
   return { summary, phases };
 }
 
+// The ingest mix (INGEST_KINDS in turn) at up to `rate` messages/s until the
+// returned stop() is called; stop() resolves to what was sent. At most
+// FLOOD_BATCH messages per turn of the event loop, so that a publisher that
+// falls behind does not starve the readers sharing this process.
+const FLOOD_BATCH = 1000;
+function flood(nc, rate) {
+  const kinds = Object.values(INGEST_KINDS);
+  const start = performance.now();
+  let sent = 0;
+  let running = true;
+  const done = (async () => {
+    while (running) {
+      const due = Math.floor(((performance.now() - start) * rate) / 1000);
+      for (const until = Math.min(due, sent + FLOOD_BATCH); sent < until; sent++) {
+        const [subject, payload] = kinds[sent % kinds.length];
+        nc.publish(subject, payload);
+      }
+      await (sent < due ? new Promise(setImmediate) : sleep(1));
+    }
+    const seconds = (performance.now() - start) / 1000;
+    return { flood_messages: sent, flood_msgs_per_s: Math.round(sent / seconds) };
+  })();
+  return () => {
+    running = false;
+    return done;
+  };
+}
+
+// One stream with N readers at a fixed rate: first alone, then while the
+// ingest mix floods NATS as fast as this process can publish it.
+async function floodFanout(bench, p) {
+  const stream = 'flood-fan';
+  const readers = await bench.readers(p.readers, () => stream);
+  const warm = bench.phase('warm');
+  for (let i = 0; i < 3; i++) bench.publish(warm, stream, p.readers);
+  await warm.drain(10000);
+  const fanAt = async (phase) => {
+    await paced(p.rate, Math.round(p.rate * p.seconds), (i, due) => bench.publish(phase, stream, p.readers, due));
+    await phase.drain(p.drain_s * 1000);
+  };
+  const extra = { kind: 'rate', readers: p.readers, rate: p.rate };
+
+  const alone = bench.phase('alone', extra).start();
+  await fanAt(alone);
+  const a = alone.stop();
+
+  const flooded = bench.phase('with flood', extra).start();
+  const stopFlood = flood(bench.nc, p.flood_rate);
+  await sleep(p.flood_lead_s * 1000); // the flood is at full speed before the first event
+  await fanAt(flooded);
+  const sent = await stopFlood();
+  const f = Object.assign(flooded.stop(), sent);
+  closeReaders(readers);
+  for (const r of [a, f]) log(`flood-fanout ${r.name}: p50 ${r.p50_ms} p99 ${r.p99_ms} ms, lost ${r.lost}, loadgen ${r.loadgen_cpu}`);
+  log(`flood-fanout: ${f.flood_msgs_per_s} flood msgs/s`);
+
+  const ok = (phase, value) => (phase.invalid ? null : value);
+  const ratio = a.invalid || f.invalid || !a.p99_ms ? null : Number((f.p99_ms / a.p99_ms).toFixed(3));
+  return {
+    summary: {
+      p50_alone_ms: ok(a, a.p50_ms),
+      p99_alone_ms: ok(a, a.p99_ms),
+      p50_flood_ms: ok(f, f.p50_ms),
+      p99_flood_ms: ok(f, f.p99_ms),
+      p99_ratio_flood_vs_alone: ratio,
+      within_2x: ratio === null ? null : ratio <= 2,
+      flood_msgs_per_s: f.flood_msgs_per_s,
+      lost: a.lost + f.lost,
+    },
+    phases: [a, f],
+  };
+}
+
 // The steadiest figure on a noisy machine: server CPU-us per delivery.
 async function cpuPerDelivery(bench, p) {
   const readers = await bench.readers(p.readers, () => 'cpu');
@@ -282,6 +355,7 @@ const SCENARIOS = {
   'idle-memory': idleMemory,
   ingest,
   'cpu-per-delivery': cpuPerDelivery,
+  'flood-fanout': floodFanout,
 };
 
 async function main() {
