@@ -29,7 +29,7 @@ DEFAULT_MAX_PAYLOAD = 1024 * 1024
 WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
 
 
-class Action(enum.Enum):
+class Action(enum.StrEnum):
     OPEN = "open"
     CLOSE = "close"
     DELIVER = "deliver"

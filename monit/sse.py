@@ -11,9 +11,12 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 KEEPALIVE = b": keep-alive\n\n"
 
 
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def compact_json(value: Any) -> str:
     """The JSON text an event carries: compact, UTF-8, no ASCII escaping."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(value)
 
 
 def encode_event(
@@ -32,7 +35,10 @@ def encode_event(
     lines = [] if event_id is None else [f"id: {event_id}"]
     if event is not None:
         lines.append(f"event: {_single_line(event)}")
-    lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
+    if "\n" in data or "\r" in data:
+        lines.extend(f"data: {line}" for line in _LINE_BREAK.split(data))
+    else:  # compact JSON never breaks lines: the usual case, without a regex
+        lines.append(f"data: {data}")
     lines.append("\n")
     return "\n".join(lines).encode("utf-8", "replace")
 

@@ -13,9 +13,8 @@ import re
 from collections import deque
 from collections.abc import Callable, Mapping
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
@@ -56,9 +55,8 @@ _CONNECT_DEFAULTS: dict[str, Any] = {
 }
 
 
-@attrs.frozen
-class Msg:
-    """One message delivered by the server (MSG or HMSG)."""
+class Msg(NamedTuple):
+    """One message delivered by the server (MSG or HMSG); a tuple, cheap to make per message."""
 
     subject: str
     payload: bytes
