@@ -226,3 +226,17 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed(remote_mon
     finally:
         sock.close()
     assert time.monotonic() - started < 5
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_request_timeout_does_not_cut_an_idle_stream(nats_server):
+    """The auth timeout bounds getting a request in, not how long a stream may be quiet."""
+    monit = await start_monit(nats_server.url, auth_timeout=0.2, heartbeat=60)
+    try:
+        reader = await open_stream(monit, "quiet")
+        with pytest.raises(TimeoutError):
+            await wait_for(lambda: reader.ended, timeout=1.0, what="the idle stream ending")
+        assert len(monit.web.streams) == 1
+        reader.close()
+    finally:
+        await monit.stopService()
