@@ -48,8 +48,8 @@ def test_plugin_is_listed_and_documents_every_option(tmp_path):
     help_text = subprocess.run(
         [script("twistd"), "monit", "--help"], cwd=tmp_path, capture_output=True, text=True
     ).stdout
-    documented = set(re.findall(r"--[a-z][a-z-]+", README.read_text()))
-    offered = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z-]+)", help_text, re.MULTILINE))
+    documented = set(re.findall(r"--[a-z][a-z0-9-]+", README.read_text()))
+    offered = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z0-9-]+)", help_text, re.MULTILINE))
     offered -= {"--help", "--version"}
     assert {"--nats", "--listen", "--jwt-secret", "--auth-url", "--max-pending"} <= offered
     assert offered <= documented, f"options missing from the README: {offered - documented}"
