@@ -6,6 +6,8 @@ import select
 import subprocess
 import sysconfig
 import time
+import urllib.error
+import urllib.request
 
 
 def script(name: str) -> str:
@@ -35,3 +37,18 @@ def stop(process: subprocess.Popen, timeout: float = 10.0) -> int:
     if process.poll() is None:
         process.terminate()
     return process.wait(timeout=timeout)
+
+
+def wait_until_ready(base_url: str, timeout: float = 20.0) -> None:
+    """Wait until monit's /readyz says 200: NATS connected (and subscribed) and listening."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/readyz", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{base_url} not ready within {timeout}s")
+        time.sleep(0.02)

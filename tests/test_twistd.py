@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from natsserver import free_port, wait_for_port
-from processes import read_until, script, stop
+from processes import read_until, script, stop, wait_until_ready
 from publisher import Publisher
 from monit.token import mint
 
@@ -37,7 +37,7 @@ def monit_process(tmp_path, nats_server):
         tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
         "--jwt-secret", SECRET, "--grace", "0.2",
     )
-    wait_for_port(port, up=True)
+    wait_until_ready(f"http://127.0.0.1:{port}")
     yield port, process
     assert stop(process) == 0, "SIGTERM is a clean stop"
 
@@ -111,7 +111,7 @@ def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats
     publisher = Publisher(nats_server.url)
     try:
         read_until(example, b"serving on")
-        wait_for_port(port, up=True)
+        wait_until_ready(f"http://127.0.0.1:{port}/monit")
         page = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True)
         assert page.stdout == b"my application\n"
         curl = subprocess.Popen(
@@ -159,7 +159,7 @@ def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, na
     token = mint(SECRET, "carol", 600)
     stalled = socket.socket()
     try:
-        wait_for_port(port, up=True)
+        wait_until_ready(f"http://127.0.0.1:{port}")
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.connect(("127.0.0.1", port))
         stalled.sendall(f"GET /events?stream=s1 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n".encode())
