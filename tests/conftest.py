@@ -1,4 +1,8 @@
+from collections.abc import Iterator
+
 import pytest
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import globalLogPublisher
 
 from natsserver import NATSServer
 from publisher import Publisher
@@ -28,3 +32,12 @@ def publisher(nats_server):
     publisher = Publisher(nats_server.url)
     yield publisher
     publisher.close()
+
+
+@pytest.fixture
+def events() -> Iterator[EventLoggingObserver]:
+    """Every log event emitted during the test."""
+    observer = EventLoggingObserver()
+    globalLogPublisher.addObserver(observer)
+    yield observer
+    globalLogPublisher.removeObserver(observer)

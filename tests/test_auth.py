@@ -1,7 +1,6 @@
 """Token extraction and JWT verification, on a fake clock and a fake NATS client."""
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -10,7 +9,7 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
@@ -54,14 +53,6 @@ def clock() -> Clock:
 @pytest.fixture
 def verifier(clock: Clock) -> JWTVerifier:
     return JWTVerifier.with_secret(SECRET, clock)
-
-
-@pytest.fixture
-def events() -> Iterator[EventLoggingObserver]:
-    observer = EventLoggingObserver()
-    globalLogPublisher.addObserver(observer)
-    yield observer
-    globalLogPublisher.removeObserver(observer)
 
 
 def logged_text(events: EventLoggingObserver) -> str:

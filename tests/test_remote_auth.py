@@ -3,7 +3,6 @@ loopback), the FirstValid combinator, and who may watch which stream."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -18,7 +17,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
@@ -97,14 +96,6 @@ def stub(service: AuthService) -> StubTreq:
 @pytest.fixture
 def verifier(stub: StubTreq, clock: Clock) -> RemoteVerifier:
     return RemoteVerifier(stub, URL, clock)
-
-
-@pytest.fixture
-def events() -> Iterator[EventLoggingObserver]:
-    observer = EventLoggingObserver()
-    globalLogPublisher.addObserver(observer)
-    yield observer
-    globalLogPublisher.removeObserver(observer)
 
 
 def answer(service: AuthService, verifier: RemoteVerifier, code: int, body: bytes = b"") -> Any:
