@@ -15,6 +15,14 @@ def script(name: str) -> str:
     return os.path.join(sysconfig.get_path("scripts"), name)
 
 
+def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess.Popen:
+    """``curl -N`` reading an SSE stream, as a user would, its output on a pipe."""
+    auth = ["-H", f"X-Auth-Token: {token}"] if token else []
+    return subprocess.Popen(
+        ["curl", "-sN", "--max-time", "60", *options, *auth, url], stdout=subprocess.PIPE
+    )
+
+
 def read_until(process: subprocess.Popen, marker: bytes, timeout: float = 10.0) -> bytes:
     """Read the process's stdout until ``marker`` appears, or fail at the deadline."""
     seen = b""

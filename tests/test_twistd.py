@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from natsserver import free_port, wait_for_port
-from processes import read_until, script, stop, wait_until_ready
+from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher
 from monit.token import mint
 
@@ -60,11 +60,7 @@ def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):
     publisher = Publisher(nats_server.url)
     try:
         publisher.publish("build.create", {"id": "b7"})
-        curl = subprocess.Popen(
-            ["curl", "-sN", "--max-time", "20", "-H", f"X-Auth-Token: {mint(SECRET, 'bob', 60)}",
-             f"http://127.0.0.1:{port}/events?stream=b7"],
-            stdout=subprocess.PIPE,
-        )
+        curl = curl_stream(f"http://127.0.0.1:{port}/events?stream=b7", mint(SECRET, "bob", 60))
         read_until(curl, b"event: build.create\n")
         publisher.publish("monitor.user", {"id": "b7", "messages": [{"body": "compiling\nlinking"}]})
         publisher.publish("build.create.done", {"id": "b7"})
@@ -114,11 +110,7 @@ def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats
         wait_until_ready(f"http://127.0.0.1:{port}/monit")
         page = subprocess.run(["curl", "-s", f"http://127.0.0.1:{port}/"], capture_output=True)
         assert page.stdout == b"my application\n"
-        curl = subprocess.Popen(
-            ["curl", "-sN", "--max-time", "20", "-H", f"X-Auth-Token: {mint(SECRET, 'eve', 60)}",
-             f"http://127.0.0.1:{port}/monit/events?stream=e1"],
-            stdout=subprocess.PIPE,
-        )
+        curl = curl_stream(f"http://127.0.0.1:{port}/monit/events?stream=e1", mint(SECRET, "eve", 60))
         read_until(curl, b"retry: 3000")
         publisher.publish("monitor.user", {"id": "e1", "messages": [{"body": "embedded"}]})
         read_until(curl, b'data: {"body":"embedded"}')
@@ -164,9 +156,7 @@ def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, na
         stalled.connect(("127.0.0.1", port))
         stalled.sendall(f"GET /events?stream=s1 HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n".encode())
         output = tmp_path / "curl.out"
-        curl = subprocess.Popen(
-            ["curl", "-sN", "--max-time", "60", "-o", str(output), "-H", f"X-Auth-Token: {token}",
-             f"http://127.0.0.1:{port}/events?stream=s1"])
+        curl = curl_stream(f"http://127.0.0.1:{port}/events?stream=s1", token, "-o", str(output))
         read_until(monit, b"stream s1 opened for carol")
         read_until(monit, b"stream s1 opened for carol")
         before = rss_kib(monit.pid)
@@ -195,12 +185,7 @@ def test_sigterm_ends_streams_with_a_retry_hint_and_exits_0(monit_process):
     port, monit = monit_process
     token = mint(SECRET, "dave", 60)
     readers = [
-        subprocess.Popen(
-            ["curl", "-sN", "--max-time", "20", "-H", f"X-Auth-Token: {token}",
-             f"http://127.0.0.1:{port}/events?stream=t{n}"],
-            stdout=subprocess.PIPE,
-        )
-        for n in range(3)
+        curl_stream(f"http://127.0.0.1:{port}/events?stream=t{n}", token) for n in range(3)
     ]
     for reader in readers:
         read_until(reader, b"retry: 3000\n\n")
@@ -225,9 +210,7 @@ def test_json_logs_carry_the_stream_figures_and_never_the_token(tmp_path, nats_s
     )
     try:
         wait_for_port(port, up=True)
-        curl = subprocess.Popen(
-            ["curl", "-sN", "--max-time", "20", f"http://127.0.0.1:{port}/events?stream=j1&token={token}"],
-            stdout=subprocess.PIPE)
+        curl = curl_stream(f"http://127.0.0.1:{port}/events?stream=j1&token={token}")
         read_until(curl, b"retry: 3000")
         curl.terminate()
         curl.wait()
