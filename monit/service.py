@@ -220,7 +220,12 @@ class WebListener(Service):
     def when_listening(self) -> Deferred[IListeningPort]:
         """A fresh Deferred that fires with the listening port."""
         waiter: Deferred[IListeningPort] = Deferred()
-        self._listening.addCallback(lambda port: (waiter.callback(port), port)[1])
+
+        def relay(port: IListeningPort) -> IListeningPort:
+            waiter.callback(port)
+            return port
+
+        self._listening.addCallback(relay)
         return waiter
 
     def startService(self) -> None:
