@@ -26,6 +26,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from monit.oneshot import OneShotObserver
+
 HOST = "127.0.0.1"
 POLL_INTERVAL = 0.05
 READY_TIMEOUT = 10.0
@@ -92,11 +94,12 @@ class EmbeddedNATS(Service):
         self.port = port or free_port()
         self.url = f"nats://{HOST}:{self.port}"
         self._transport: IProcessTransport | None = None
-        self._exit_waiters: list[Deferred[None]] = []
+        self._exited: OneShotObserver[None] = OneShotObserver()
 
     def startService(self) -> None:
         """Spawn the server; its output goes to our log."""
         super().startService()
+        self._exited = OneShotObserver()
         args = [self.binary, "-a", HOST, "-p", str(self.port)]
         self._transport = self._reactor.spawnProcess(
             _ServerProcess(self._ended), self.binary, args, env=None
@@ -128,8 +131,7 @@ class EmbeddedNATS(Service):
         super().stopService()
         if self._transport is None:
             return succeed(None)
-        exited: Deferred[None] = Deferred()
-        self._exit_waiters.append(exited)
+        exited = self._exited.when_fired()
         kill = self._clock.callLater(KILL_AFTER, self._signal, "KILL")
         self._signal("TERM")
         exited.addBoth(self._cancel, kill)
@@ -154,6 +156,4 @@ class EmbeddedNATS(Service):
             self.log.error("nats-server exited unexpectedly: {reason}", reason=reason.getErrorMessage())
         else:
             self.log.info("nats-server stopped")
-        waiters, self._exit_waiters = self._exit_waiters, []
-        for waiter in waiters:
-            waiter.callback(None)
+        self._exited.fire(None)

@@ -1,15 +1,22 @@
 """Inboxes: each job's events, encoded once, and the streams that watch them."""
 from __future__ import annotations
 
+import json
 import re
 from collections import deque
+from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from monit.sse import Batch, encode_event, encode_gap
+from monit.oneshot import OneShotObserver
+from monit.web.sse import encode_event, encode_gap
+
+if TYPE_CHECKING:
+    from monit.settings import Settings
 
 _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 
@@ -20,6 +27,38 @@ def valid_inbox_id(inbox_id: str) -> bool:
 
 
 _EMPTY_RING: deque[bytes] = deque(maxlen=0)
+
+
+class Batch:
+    """Frames for the wire, joined once per reactor turn and shared by every reader.
+
+    ``framed`` holds the same bytes as a transport's framing wants them (an
+    HTTP/1.1 chunk), made by the first reader that needs them and reused by
+    the rest, so each reader costs one write.
+    """
+
+    __slots__ = ("data", "events", "framed")
+
+    def __init__(self, data: bytes, events: int) -> None:
+        self.data = data
+        self.events = events
+        self.framed: bytes | None = None
+
+
+class Event(NamedTuple):
+    """One event as a consumer in the same process sees it."""
+
+    id: int | None
+    type: str  # "message", the lifecycle subject that carried it, or "gap"
+    data: Any  # the JSON payload, parsed
+
+
+def parse_data(data: str) -> Any:
+    """An event's payload as Python values (monit's payloads are JSON; anything else stays text)."""
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
 
 
 class InboxLimit(Exception):
@@ -43,11 +82,24 @@ class Inbox:
 
     Frames published in one reactor turn wait in ``pending`` until the
     registry flushes them, so a reader gets one write per turn, not one per
-    event.
+    event. A reader that raises is that reader's problem: it is logged and
+    detached, and the others still get every event (as
+    ``twisted.logger.LogPublisher`` treats its observers).
     """
 
-    def __init__(self, inbox_id: str, history: int, now: float, base64: bool = False) -> None:
+    log = Logger()
+    close_event: Event | None = None  # set when the job's close event arrives
+
+    def __init__(
+        self,
+        inbox_id: str,
+        history: int,
+        now: float,
+        base64: bool = False,
+        detached: Callable[[Inbox], None] = lambda inbox: None,
+    ) -> None:
         self.id = inbox_id
+        self._detached = detached
         self.opened = False
         self.closing = False
         self.closed = False
@@ -91,7 +143,22 @@ class Inbox:
         batch = Batch(b"".join(self._pending), len(self._pending))
         self._pending = []
         for subscriber in tuple(self.subscribers):
-            subscriber.deliver(batch)
+            try:
+                subscriber.deliver(batch)
+            except Exception:
+                self._failed(subscriber)
+
+    def _failed(self, subscriber: Subscriber) -> None:
+        """Log a reader's failure once and detach it, ending its response if it can be ended."""
+        self.log.failure("delivering to a reader of inbox {inbox} failed; detached it", inbox=self.id)
+        if subscriber not in self.subscribers:
+            return  # it detached itself before it raised
+        del self.subscribers[subscriber]
+        try:
+            subscriber.end()
+        except Exception:
+            self.log.failure("ending a failed reader of inbox {inbox}", inbox=self.id)
+        self._detached(self)
 
     def backlog(self, after: int) -> tuple[bytes, int]:
         """What a reader that has seen up to ``after`` is owed, gap notice first.
@@ -135,7 +202,10 @@ class Inbox:
         self.flush()
         subscribers, self.subscribers = self.subscribers, {}
         for subscriber in subscribers:
-            subscriber.end()
+            try:
+                subscriber.end()
+            except Exception:
+                self.log.failure("ending a reader of inbox {inbox} failed", inbox=self.id)
 
 
 class InboxRegistry:
@@ -152,27 +222,19 @@ class InboxRegistry:
 
     log = Logger()
 
-    def __init__(
-        self,
-        clock: IReactorTime,
-        *,
-        history: int = 1000,
-        grace: float = 10.0,
-        expiry: float = 300.0,
-        abandon: float = 3600.0,
-        retention: float = 600.0,
-        max_inboxes: int = 100_000,
-        base64: bool = False,
-    ) -> None:
+    def __init__(self, clock: IReactorTime, settings: Settings) -> None:
         self.clock = clock
-        self._history = history
-        self._grace = grace
-        self._expiry = expiry
-        self._abandon = abandon
-        self._retention = retention
-        self._max_inboxes = max_inboxes
-        self._base64 = base64
+        self._history = settings.history
+        self._grace = settings.grace
+        self._expiry = settings.expiry
+        self._abandon = settings.abandon
+        self._retention = settings.retention
+        self._max_inboxes = settings.max_inboxes
+        self._base64 = settings.base64
         self._inboxes: dict[str, Inbox] = {}
+        self._detached = self._schedule_expiry  # one bound method shared by every inbox
+        self._followers: list[Callable[[str, Event], None]] = []
+        self._closers: dict[str, OneShotObserver[Event]] = {}
         self._dirty: list[Inbox] = []
         self._flush_call: IDelayedCall | None = None
         self.refused = 0
@@ -185,7 +247,7 @@ class InboxRegistry:
     def __contains__(self, inbox_id: str) -> bool:
         return inbox_id in self._inboxes
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Inbox]:
         return iter(self._inboxes.values())
 
     def get(self, inbox_id: str) -> Inbox | None:
@@ -208,6 +270,10 @@ class InboxRegistry:
         """Deliver the job's last event, then end its streams after the grace period."""
         inbox = self._obtain(inbox_id)
         self._publish(inbox, data, event)
+        inbox.close_event = Event(inbox.last_id, event, parse_data(data))
+        closer = self._closers.pop(inbox_id, None)
+        if closer is not None:
+            closer.fire(inbox.close_event)
         if not inbox.closing:
             inbox.closing = True
             self._cancel_timer(inbox)
@@ -257,7 +323,7 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room()
-            inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64)
+            inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64, self._detached)
             self._inboxes[inbox_id] = inbox
             if not watched:
                 self._schedule_expiry(inbox)
@@ -280,6 +346,35 @@ class InboxRegistry:
             self._dirty.append(inbox)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
+        if self._followers:
+            self._tell_followers(inbox, data, event)
+
+    def follow(self, follower: Callable[[str, Event], None]) -> Callable[[], None]:
+        """Call ``follower(job_id, event)`` with every event of every job; returns how to stop.
+
+        A follower that raises is logged and kept: one bad event must not
+        silence it.
+        """
+        self._followers.append(follower)
+        return lambda: self._followers.remove(follower) if follower in self._followers else None
+
+    def _tell_followers(self, inbox: Inbox, data: str, event: str | None) -> None:
+        told = Event(inbox.last_id, event or "message", parse_data(data))
+        for follower in tuple(self._followers):
+            try:
+                follower(inbox.id, told)
+            except Exception:
+                self.log.failure("a follower of every job failed on {inbox}", inbox=inbox.id)
+
+    def when_closed(self, inbox_id: str) -> Deferred[Event]:
+        """Fire with the job's close event: at once if it has come, else when it does."""
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and inbox.close_event is not None and (inbox.closing or inbox.closed):
+            return succeed(inbox.close_event)
+        closer = self._closers.get(inbox_id)
+        if closer is None:
+            closer = self._closers[inbox_id] = OneShotObserver()
+        return closer.when_fired()
 
     def flush(self) -> None:
         """Send every inbox's pending frames: once per reactor turn, one write per reader."""

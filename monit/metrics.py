@@ -7,39 +7,90 @@ collector when Prometheus asks.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Mapping, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from monit.routing import Action
 
-if TYPE_CHECKING:
-    from monit.service import MonitService
-
 INBOX_STATES = ("unopened", "open", "closing", "closed")
 
 
-class MonitCollector:
-    """A prometheus_client collector over one MonitService."""
+class _HasState(Protocol):
+    @property
+    def state(self) -> str: ...
 
-    def __init__(self, monit: MonitService) -> None:
-        self._monit = monit
+
+class InboxFigures(Iterable[_HasState], Protocol):
+    """The inbox registry: its inboxes, and what went into and out of them."""
+
+    events: int
+    deliveries: int
+
+
+class StreamFigures(Sized, Protocol):
+    dropped: int
+
+
+class WebFigures(Protocol):
+    """The web app: its open streams and what it answered."""
+
+    @property
+    def streams(self) -> StreamFigures: ...
+
+    refusals: Mapping[int, int]
+    auth_results: Mapping[str, int]
+
+
+class RouterFigures(Protocol):
+    received: Mapping[Action, int]
+    malformed: int
+    refused: int
+
+
+class NATSFigures(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
+    reconnects: int
+
+
+class CacheFigures(Protocol):
+    hits: int
+    misses: int
+
+
+class MonitCollector:
+    """A prometheus_client collector over the objects that keep monit's figures."""
+
+    def __init__(
+        self,
+        inboxes: InboxFigures,
+        router: RouterFigures,
+        web: WebFigures,
+        nats: NATSFigures,
+        auth_cache: CacheFigures,
+    ) -> None:
+        self._inboxes = inboxes
+        self._router = router
+        self._web = web
+        self._nats = nats
+        self._auth_cache = auth_cache
 
     def collect(self) -> Iterator[Metric]:
-        monit = self._monit
-        yield from self._streams(monit)
-        yield from self._inboxes(monit)
-        yield from self._nats(monit)
-        yield from self._auth(monit)
+        yield from self._streams()
+        yield from self._inbox_figures()
+        yield from self._nats_figures()
+        yield from self._auth()
 
-    def _streams(self, monit: MonitService) -> Iterator[Metric]:
-        streams = monit.web.streams
+    def _streams(self) -> Iterator[Metric]:
+        streams = self._web.streams
         yield GaugeMetricFamily("monit_streams_open", "SSE responses open now", value=len(streams))
         yield CounterMetricFamily(
             "monit_events_delivered", "Events handed to readers (one per reader per event)",
-            value=monit.registry.deliveries,
+            value=self._inboxes.deliveries,
         )
         yield CounterMetricFamily(
             "monit_readers_dropped", "Readers disconnected for falling too far behind",
@@ -48,28 +99,28 @@ class MonitCollector:
         refused = CounterMetricFamily(
             "monit_requests_refused", "HTTP requests refused, by status code", labels=["code"]
         )
-        for code, count in sorted(monit.web.refusals.items()):
+        for code, count in sorted(self._web.refusals.items()):
             refused.add_metric([str(code)], count)
         yield refused
 
-    def _inboxes(self, monit: MonitService) -> Iterator[Metric]:
+    def _inbox_figures(self) -> Iterator[Metric]:
         inboxes = GaugeMetricFamily("monit_inboxes", "Inboxes held, by state", labels=["state"])
-        states = Counter(inbox.state for inbox in monit.registry)
+        states = Counter(inbox.state for inbox in self._inboxes)
         for state in INBOX_STATES:
             inboxes.add_metric([state], states[state])
         yield inboxes
         yield CounterMetricFamily(
-            "monit_events", "Events that entered an inbox", value=monit.registry.events
+            "monit_events", "Events that entered an inbox", value=self._inboxes.events
         )
 
-    def _nats(self, monit: MonitService) -> Iterator[Metric]:
-        router = monit.router
+    def _nats_figures(self) -> Iterator[Metric]:
+        router = self._router
         received = CounterMetricFamily(
             "monit_nats_messages", "NATS messages received, by what their subject does",
             labels=["action"],
         )
         for action in Action:
-            received.add_metric([action.value], router.received[action])
+            received.add_metric([action.value], router.received.get(action, 0))
         yield received
         yield CounterMetricFamily(
             "monit_nats_malformed", "NATS messages (or elements) skipped as unusable",
@@ -80,29 +131,29 @@ class MonitCollector:
             value=router.refused,
         )
         yield GaugeMetricFamily(
-            "monit_nats_connected", "1 while connected to NATS", value=int(monit.nats.connected)
+            "monit_nats_connected", "1 while connected to NATS", value=int(self._nats.connected)
         )
         yield CounterMetricFamily(
             "monit_nats_reconnects", "Connections to NATS made again after losing one",
-            value=monit.nats.reconnects,
+            value=self._nats.reconnects,
         )
 
-    def _auth(self, monit: MonitService) -> Iterator[Metric]:
+    def _auth(self) -> Iterator[Metric]:
         results = CounterMetricFamily(
             "monit_auth_results", "Token checks, by outcome", labels=["outcome"]
         )
         for outcome in ("valid", "invalid", "unavailable"):
-            results.add_metric([outcome], monit.web.auth_results[outcome])
+            results.add_metric([outcome], self._web.auth_results.get(outcome, 0))
         yield results
-        cache = monit.verifier
+        cache = self._auth_cache
         yield CounterMetricFamily("monit_auth_cache_hits", "Token checks answered from the cache",
                                   value=cache.hits)
         yield CounterMetricFamily("monit_auth_cache_misses", "Token checks that asked a verifier",
                                   value=cache.misses)
 
 
-def exposition(monit: MonitService) -> bytes:
+def exposition(collector: MonitCollector) -> bytes:
     """The text a Prometheus scrape gets (a registry of its own, not the global one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(MonitCollector(monit))
+    registry.register(collector)
     return generate_latest(registry)

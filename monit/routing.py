@@ -5,14 +5,17 @@ import enum
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
 from monit.nats.protocol import Msg
-from monit.sse import compact_json
+from monit.web.sse import compact_json
+
+if TYPE_CHECKING:
+    from monit.settings import Settings
 
 LIFECYCLE_SUBJECTS = (
     "service.create",
@@ -25,7 +28,6 @@ LIFECYCLE_SUBJECTS = (
 )
 CLOSE_SUFFIXES = (".done", ".error")
 DELIVER_SUBJECTS = ("monitor.user",)
-DEFAULT_MAX_PAYLOAD = 1024 * 1024
 WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
 
 
@@ -35,10 +37,7 @@ class Action(enum.StrEnum):
     DELIVER = "deliver"
 
 
-def subject_table(
-    open_subjects: Iterable[str] = LIFECYCLE_SUBJECTS,
-    deliver_subjects: Iterable[str] = DELIVER_SUBJECTS,
-) -> dict[str, Action]:
+def subject_table(open_subjects: Iterable[str], deliver_subjects: Iterable[str]) -> dict[str, Action]:
     """Each open subject opens; it followed by ``.done``/``.error`` closes."""
     table: dict[str, Action] = {}
     for subject in open_subjects:
@@ -92,18 +91,12 @@ class Router:
 
     log = Logger()
 
-    def __init__(
-        self,
-        registry: InboxRegistry,
-        table: Mapping[str, Action] | None = None,
-        max_payload: int = DEFAULT_MAX_PAYLOAD,
-        clock: IReactorTime | None = None,
-    ) -> None:
+    def __init__(self, registry: InboxRegistry, settings: Settings) -> None:
         self._registry = registry
-        self._clock = clock or registry.clock
+        self._clock: IReactorTime = registry.clock
         self._warned: dict[str, tuple[float, int]] = {}
-        self._table = dict(subject_table() if table is None else table)
-        self._max_payload = max_payload
+        self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
+        self._max_payload = settings.max_payload
         self.received: Counter[Action] = Counter()
         self.malformed = 0
         self.refused = 0

@@ -1,143 +1,84 @@
-"""monit as one Twisted service, for ``twistd monit`` and for embedding."""
+"""monit as one Twisted service, for ``twistd monit`` and for embedding: the parts, put together."""
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Sequence
-from functools import partial
+from collections.abc import Callable
+from typing import Any
 
-import attrs
-from twisted.application.service import MultiService, Service
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, maybeDeferred, succeed
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.application.service import MultiService
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import IResource
 
-from monit.auth import (
-    AuthUnavailable,
-    FirstValid,
-    ITokenVerifier,
-    JWTVerifier,
-    NoAuth,
-    secret_from_nats,
-)
-from monit.auth_cache import CachingVerifier
-from monit.inbox import InboxRegistry
-from monit.metrics import exposition
+from monit.auth.interface import AuthUnavailable
+from monit.auth.jwt_verifier import SECRET_SUBJECT
+from monit.auth.modes import verification_for
+from monit.embedded import EmbeddedNATS
+from monit.inbox import Event, InboxRegistry
+from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
 from monit.nats.protocol import NoResponders
-from monit.remote_auth import RemoteVerifier, remote_http_client, remote_pool
-from monit.routing import (
-    DEFAULT_MAX_PAYLOAD,
-    DELIVER_SUBJECTS,
-    LIFECYCLE_SUBJECTS,
-    Router,
-    subject_table,
-)
-from monit.site import MonitSite
-from monit.web import MonitWeb
-
-DEFAULT_LISTEN = "tcp:8080"
-LISTEN_SUBJECT = "config.get.monitor"
-SECRET_SUBJECT = "config.get.jwt_token"
-SHUTDOWN_DRAIN_SECONDS = 3.0
-
-
-@attrs.frozen
-class Settings:
-    """Everything an operator can choose; ``twistd monit --help`` documents each."""
-
-    nats: Sequence[str] = ("nats://127.0.0.1:4222",)
-    listen: str | None = None  # a Twisted endpoint string; None: ask NATS, else tcp:8080
-    serve: bool = True  # False when embedding only the resource in a Site of one's own
-    jwt_secret: str | None = None  # None: ask NATS for it (config.get.jwt_token)
-    grace: float = 10.0
-    heartbeat: float = 15.0
-    history: int = 1000
-    expiry: float = 300.0
-    retention: float = 600.0
-    retry_ms: int = 3000
-    base64: bool = False
-    max_payload: int = DEFAULT_MAX_PAYLOAD
-    max_pending: int = 1024 * 1024
-    max_streams: int = 50_000
-    max_inboxes: int = 100_000
-    open_subjects: Sequence[str] = LIFECYCLE_SUBJECTS  # each also closes with .done/.error
-    deliver_subjects: Sequence[str] = DELIVER_SUBJECTS  # each message's "messages" are events
-    request_timeout: float = 2.0
-    auth_url: str | None = None  # ask this URL about tokens (with treq)
-    auth_timeout: float = 2.0
-    auth_cache_ttl: float = 30.0
-    insecure_no_auth: bool = False  # everyone is anonymous: local use only
-    allow_query_token: bool = False  # ?token= and the monit_token cookie, for EventSource
-    cors_origins: frozenset[str] = frozenset()  # origins whose pages may read streams; "*": any
-    metrics: bool = True  # serve /metrics
-    metrics_public: bool = False  # ... without a token
+from monit.routing import Router
+from monit.settings import Settings
+from monit.watch import Watch
+from monit.web.app import MonitWeb
+from monit.web.listener import WebListener, endpoint_from_nats
+from monit.web.site import MonitSite
 
 
 class MonitService(MultiService):
     """The NATS client, the inboxes, the router and the web endpoint, as one service.
 
-    Children start in order (NATS first, the listener last). Stopping goes:
-    stop accepting, end every stream with a retry hint, close the HTTP
-    connections once written, then let NATS go.
+    Children start in order (the embedded nats-server if asked for, NATS, the
+    listener last). Stopping goes: stop accepting, end every stream with a
+    retry hint, close the HTTP connections once written, then let NATS go.
+
+    A program of the same process can act on jobs directly: ``watch`` reads
+    one job's events, ``when_closed`` waits for its end, and ``follow`` sees
+    every job's events as they come.
     """
 
     log = Logger()
 
     def __init__(
-        self, reactor, settings: Settings, on_fatal: Callable[[str], None] | None = None
+        self, reactor: Any, settings: Settings, on_fatal: Callable[[str], None] | None = None
     ) -> None:
         super().__init__()
         self.settings = settings
         self.on_fatal = on_fatal or self._log_fatal
-        self.nats = NATSClient(
-            list(settings.nats), reactor, request_timeout=settings.request_timeout
-        )
+        nats_urls = settings.nats
+        if settings.embedded_nats:
+            embedded = EmbeddedNATS(reactor, port=settings.embedded_nats_port)
+            embedded.setServiceParent(self)
+            nats_urls = (embedded.url,)
+        self.nats = NATSClient(nats_urls, reactor, request_timeout=settings.request_timeout)
         self.nats.setServiceParent(self)
-        self.registry = InboxRegistry(
-            reactor,
-            history=settings.history,
-            grace=settings.grace,
-            expiry=settings.expiry,
-            retention=settings.retention,
-            max_inboxes=settings.max_inboxes,
-            base64=settings.base64,
-        )
-        self.router = Router(
-            self.registry,
-            subject_table(settings.open_subjects, settings.deliver_subjects),
-            max_payload=settings.max_payload,
-        )
+        self.registry = InboxRegistry(reactor, settings)
+        self.router = Router(self.registry, settings)
         for subject in self.router.subjects:
             self.nats.subscribe(subject, self.router)
-        self.jwt: JWTVerifier | None = None
-        self._pool: HTTPConnectionPool | None = None
-        self.verifier = CachingVerifier(
-            self._verifier(reactor), reactor, ttl=settings.auth_cache_ttl
-        )
+        self.auth = verification_for(settings, reactor, self.nats)
         self.web = MonitWeb(
             self.registry,
-            self.verifier,
+            self.auth.verifier,
             reactor,
-            heartbeat=settings.heartbeat,
-            retry_ms=settings.retry_ms,
-            max_streams=settings.max_streams,
-            max_pending=settings.max_pending,
+            settings,
             readiness=self.readiness,
-            require_token=not settings.insecure_no_auth,
-            allow_query_token=settings.allow_query_token,
-            cors_origins=settings.cors_origins,
-            metrics=partial(exposition, self) if settings.metrics else None,
-            metrics_public=settings.metrics_public,
+            metrics=self._metrics if settings.metrics else None,
+        )
+        self._figures = MonitCollector(
+            self.registry, self.router, self.web, self.nats, self.auth.verifier
         )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
         if settings.serve:
-            self.listener = WebListener(reactor, self, idle_timeout=settings.auth_timeout)
+            site = MonitSite(self.resource, reactor, idle_timeout=settings.auth_timeout)
+            ask = endpoint_from_nats(self.nats, settings.request_timeout)
+            self.listener = WebListener(reactor, site, settings.listen, ask, self.on_fatal)
             self.listener.setServiceParent(self)
+
+    def _metrics(self) -> bytes:
+        return exposition(self._figures)
 
     def readiness(self) -> dict[str, bool]:
         checks = {"nats": self.nats.connected}
@@ -145,34 +86,35 @@ class MonitService(MultiService):
             checks["listening"] = self.listener.listening
         return checks
 
-    def _log_fatal(self, line: str) -> None:
-        self.log.critical("{line}", line=line)
+    # Jobs, in process
 
-    def _verifier(self, reactor) -> ITokenVerifier:
-        """JWTs with the given secret, and/or the auth URL; with neither, NATS's secret."""
-        settings = self.settings
-        if settings.insecure_no_auth:
-            self.log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
-            return NoAuth()
-        if settings.jwt_secret:
-            self.jwt = JWTVerifier.with_secret(settings.jwt_secret, reactor)
-        elif settings.auth_url is None:
-            fetch = secret_from_nats(self.nats, SECRET_SUBJECT, timeout=settings.request_timeout)
-            self.jwt = JWTVerifier(fetch, reactor)
-        if settings.auth_url is None:
-            return self.jwt
-        self._pool = remote_pool(reactor)
-        remote = RemoteVerifier(
-            remote_http_client(reactor, self._pool), settings.auth_url, reactor, settings.auth_timeout
-        )
-        return remote if self.jwt is None else FirstValid(self.jwt, remote)
+    def watch(self, job_id: str, after: int = 0) -> Watch:
+        """Read one job's events (those after ``after``, then live ones) with Deferreds.
+
+        Raises InboxLimit when the job has no inbox and there is no room for one.
+        """
+        return Watch(self.registry, job_id, after, self.settings.max_pending, self.settings.base64)
+
+    def when_closed(self, job_id: str) -> Deferred[Event]:
+        """Fire with the job's close event (``….done`` or ``….error``)."""
+        return self.registry.when_closed(job_id)
+
+    def follow(self, follower: Callable[[str, Event], None]) -> Callable[[], None]:
+        """Call ``follower(job_id, event)`` with every event of every job; returns how to stop."""
+        return self.registry.follow(follower)
+
+    # Service
 
     def startService(self) -> None:
         self.web.start()
         super().startService()
-        if self.jwt is not None and not self.settings.jwt_secret:
-            checked = self.nats.when_connected().addCallback(lambda _: self.jwt.secret())
+        jwt = self.auth.jwt
+        if jwt is not None and not self.settings.jwt_secret:
+            checked = self.nats.when_connected().addCallback(lambda _: jwt.secret())
             checked.addErrback(self._no_secret)
+
+    def _log_fatal(self, line: str) -> None:
+        self.log.critical("{line}", line=line)
 
     def _no_secret(self, failure: Failure) -> None:
         """Nobody answers for the secret: a startup problem. A slow answer is not."""
@@ -196,100 +138,6 @@ class MonitService(MultiService):
         if self.listener is not None:
             await self.listener.close_connections()
         self.registry.close_all()
-        if self._pool is not None:
-            await self._pool.closeCachedConnections()
+        if self.auth.pool is not None:
+            await self.auth.pool.closeCachedConnections()
         await super().stopService()
-
-
-class WebListener(Service):
-    """Listens on the configured endpoint, or on the one NATS names, or on tcp:8080."""
-
-    log = Logger()
-
-    def __init__(self, reactor, monit: MonitService, idle_timeout: float) -> None:
-        self._reactor = reactor
-        self._monit = monit
-        self._port: IListeningPort | None = None
-        self._listening: Deferred[IListeningPort] = Deferred()
-        self.site = MonitSite(monit.resource, reactor, idle_timeout)
-
-    @property
-    def listening(self) -> bool:
-        return self._port is not None
-
-    def when_listening(self) -> Deferred[IListeningPort]:
-        """A fresh Deferred that fires with the listening port."""
-        waiter: Deferred[IListeningPort] = Deferred()
-
-        def relay(port: IListeningPort) -> IListeningPort:
-            waiter.callback(port)
-            return port
-
-        self._listening.addCallback(relay)
-        return waiter
-
-    def startService(self) -> None:
-        super().startService()
-        d = maybeDeferred(self._endpoint_description)
-        d.addCallback(self._listen)
-        d.addErrback(self._failed)
-
-    def stop_listening(self) -> Deferred[None]:
-        port, self._port = self._port, None
-        if port is None:
-            return succeed(None)
-        return maybeDeferred(port.stopListening)
-
-    def close_connections(self) -> Deferred[None]:
-        return self.site.close_connections(self._reactor, SHUTDOWN_DRAIN_SECONDS)
-
-    def _endpoint_description(self) -> Deferred[str] | str:
-        listen = self._monit.settings.listen
-        if listen is not None:
-            return listen
-        return self._ask_nats()
-
-    def _ask_nats(self) -> Deferred[str]:
-        """The seed's way: NATS ``config.get.monitor`` replies ``{"host": …, "port": …}``."""
-        timeout = self._monit.settings.request_timeout
-        asked = self._monit.nats.request(LISTEN_SUBJECT, b"", timeout=timeout)
-        asked.addCallback(lambda msg: _endpoint_from_reply(msg.payload))
-        asked.addErrback(self._fallback)
-        return asked
-
-    def _fallback(self, failure: Failure) -> str:
-        self.log.info(
-            "no listen address from NATS {subject} ({why}); using {listen}",
-            subject=LISTEN_SUBJECT,
-            why=failure.getErrorMessage() or failure.type.__name__,
-            listen=DEFAULT_LISTEN,
-        )
-        return DEFAULT_LISTEN
-
-    def _listen(self, description: str) -> Deferred[IListeningPort]:
-        endpoint = serverFromString(self._reactor, description)
-        listening = endpoint.listen(self.site)
-        listening.addCallback(self._listened, description)
-        return listening
-
-    def _listened(self, port: IListeningPort, description: str) -> IListeningPort:
-        if not self.running:
-            port.stopListening()
-            return port
-        self._port = port
-        self.log.info("monit listening on {listen}", listen=description)
-        self._listening.callback(port)
-        return port
-
-    def _failed(self, failure: Failure) -> None:
-        self._monit.on_fatal(f"monit: cannot listen: {failure.getErrorMessage()}")
-
-
-def _endpoint_from_reply(payload: bytes) -> str:
-    config = json.loads(payload)
-    host, port = str(config.get("host") or ""), int(config["port"])
-    if not 0 < port < 65536:
-        raise ValueError(f"port {port} out of range")
-    if host:
-        return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
-    return f"tcp:{port}"

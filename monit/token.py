@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 
 import jwt
 
-from monit.auth import ALGORITHM, quiet_key_length
+from monit.auth.jwt_verifier import ALGORITHM, quiet_key_length
 
 DEFAULT_LIFETIME = 3600
 

@@ -24,8 +24,12 @@ def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess
 
 
 def read_until(process: subprocess.Popen, marker: bytes, timeout: float = 10.0) -> bytes:
-    """Read the process's stdout until ``marker`` appears, or fail at the deadline."""
-    seen = b""
+    """Read the process's stdout up to and including the next ``marker``, or fail at the deadline.
+
+    Bytes read past the marker are kept for the next call, so two markers that
+    arrive in one read are both found.
+    """
+    seen = getattr(process, "unread", b"")
     deadline = time.monotonic() + timeout
     fd = process.stdout.fileno()
     while marker not in seen:
@@ -38,7 +42,9 @@ def read_until(process: subprocess.Popen, marker: bytes, timeout: float = 10.0) 
             if not chunk:
                 raise EOFError(f"stdout closed before {marker!r}; got {seen[-2000:]!r}")
             seen += chunk
-    return seen
+    end = seen.index(marker) + len(marker)
+    process.unread = seen[end:]
+    return seen[:end]
 
 
 def stop(process: subprocess.Popen, timeout: float = 10.0) -> int:

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import socket
 
 import treq
 from twisted.internet import reactor
 
-from monit.service import MonitService, Settings
+from monit.service import MonitService
+from monit.settings import Settings
 from monit.token import mint
+
 from sseclient import SSEParser
 from waiting import within
 
@@ -72,3 +75,13 @@ async def open_stream(monit, stream: str, headers=None, query: str = "") -> Read
 
 def job_message(job: str, *bodies: str) -> dict:
     return {"service": f"env-{job}", "messages": [{"body": body, "level": "INFO"} for body in bodies]}
+
+
+def stalled_reader(base_url: str, stream: str, token: str) -> socket.socket:
+    """An SSE request over a socket that is never read, with a small receive buffer."""
+    host, port = base_url.rsplit("/", 1)[-1].split(":")
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect((host, int(port)))
+    reader.sendall(f"GET /events?stream={stream} HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n\r\n".encode())
+    return reader

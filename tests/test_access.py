@@ -17,6 +17,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from monit.token import mint
+
 from streams import SECRET, Reader, auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
 

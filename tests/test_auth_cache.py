@@ -10,8 +10,10 @@ from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from monit.auth import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, JWTVerifier
-from monit.auth_cache import CachingVerifier
+from monit.auth.cache import CachingVerifier
+from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+from monit.auth.jwt_verifier import JWTVerifier
+
 from deferreds import result_of
 
 TOKEN = "token-that-must-never-be-stored-0123456789"

@@ -38,6 +38,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from monit.token import mint
+
 from publisher import Publisher
 from streams import SECRET, start_monit
 from waiting import wait_for

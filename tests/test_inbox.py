@@ -3,6 +3,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
+from monit.settings import Settings
 
 
 class Reader:
@@ -24,7 +25,7 @@ class Reader:
 
 def make_registry(**kwargs):
     clock = Clock()
-    return clock, InboxRegistry(clock, grace=10, expiry=300, abandon=3600, retention=600, **kwargs)
+    return clock, InboxRegistry(clock, Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs))
 
 
 def test_late_reader_gets_history_then_live_events():

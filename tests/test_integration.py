@@ -9,6 +9,7 @@ import treq
 from twisted.internet.defer import ensureDeferred
 
 from monit.token import mint
+
 from streams import auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
 

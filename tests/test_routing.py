@@ -7,7 +7,16 @@ from twisted.logger import globalLogPublisher
 
 from monit.inbox import InboxRegistry
 from monit.nats.protocol import Msg
-from monit.routing import Action, Malformed, Router, inbox_id_of, subject_table
+from monit.routing import (
+    DELIVER_SUBJECTS,
+    LIFECYCLE_SUBJECTS,
+    Action,
+    Malformed,
+    Router,
+    inbox_id_of,
+    subject_table,
+)
+from monit.settings import Settings
 
 
 class Reader:
@@ -23,8 +32,9 @@ class Reader:
 
 def make_router(**kwargs):
     clock = Clock()
-    registry = InboxRegistry(clock, grace=10)
-    return clock, registry, Router(registry, **kwargs)
+    settings = Settings(grace=10, **kwargs)
+    registry = InboxRegistry(clock, settings)
+    return clock, registry, Router(registry, settings)
 
 
 def msg(subject, payload):
@@ -34,7 +44,7 @@ def msg(subject, payload):
 
 
 def test_default_subject_table_follows_the_seed():
-    table = subject_table()
+    table = subject_table(LIFECYCLE_SUBJECTS, DELIVER_SUBJECTS)
     for subject in ("service.create", "service.delete", "service.import", "build.create",
                     "build.delete", "build.import", "environment.sync"):
         assert table[subject] is Action.OPEN
@@ -134,8 +144,9 @@ def test_a_bad_element_is_skipped_alone():
 
 def test_messages_past_the_inbox_limit_are_counted_and_skipped():
     clock = Clock()
-    registry = InboxRegistry(clock, max_inboxes=1)
-    router = Router(registry)
+    settings = Settings(max_inboxes=1)
+    registry = InboxRegistry(clock, settings)
+    router = Router(registry, settings)
     router(msg("service.create", {"id": "first"}))
     router(msg("service.create", {"id": "second"}))
     router(msg("monitor.user", {"id": "first", "messages": [{"body": "ok"}]}))
@@ -150,7 +161,7 @@ def test_oversized_payload_is_skipped():
 
 
 def test_custom_subjects():
-    clock, registry, router = make_router(table=subject_table(["job.start"], ["job.log"]))
+    clock, registry, router = make_router(open_subjects=["job.start"], deliver_subjects=["job.log"])
     router(msg("job.start", {"id": "j"}))
     router(msg("job.log", {"id": "j", "messages": [{"m": 1}]}))
     router(msg("service.create", {"id": "j"}))

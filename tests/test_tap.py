@@ -3,7 +3,7 @@ import pytest
 from twisted.python.usage import UsageError
 
 from monit.routing import LIFECYCLE_SUBJECTS
-from monit.tap import Options, makeService, settings_from
+from monit.tap import Options, makeService
 
 
 def parse(*args: str) -> Options:
@@ -15,8 +15,7 @@ def parse(*args: str) -> Options:
 def test_defaults(monkeypatch):
     monkeypatch.delenv("NATS_URI", raising=False)
     monkeypatch.delenv("JWT_SECRET", raising=False)
-    options = parse()
-    settings = settings_from(options, options["nats"])
+    settings = parse().settings
     assert settings.nats == ("nats://127.0.0.1:4222",)
     assert settings.listen is None and settings.jwt_secret is None
     assert (settings.grace, settings.heartbeat, settings.history) == (10.0, 15.0, 1000)
@@ -27,21 +26,20 @@ def test_defaults(monkeypatch):
 def test_environment(monkeypatch):
     monkeypatch.setenv("NATS_URI", "nats://a:1, nats://b:2")
     monkeypatch.setenv("JWT_SECRET", "from-env")
-    options = parse()
-    assert options["nats"] == ["nats://a:1", "nats://b:2"]
-    assert options["jwt-secret"] == "from-env"
+    settings = parse().settings
+    assert settings.nats == ("nats://a:1", "nats://b:2")
+    assert settings.jwt_secret == "from-env"
 
 
 def test_flags_win_over_environment(monkeypatch):
     monkeypatch.setenv("NATS_URI", "nats://env:1")
     monkeypatch.setenv("JWT_SECRET", "from-env")
-    options = parse("--nats", "nats://flag:2", "--jwt-secret", "flag")
-    assert options["nats"] == ["nats://flag:2"] and options["jwt-secret"] == "flag"
+    settings = parse("--nats", "nats://flag:2", "--jwt-secret", "flag").settings
+    assert settings.nats == ("nats://flag:2",) and settings.jwt_secret == "flag"
 
 
 def test_numbers():
-    options = parse("--grace", "0.5", "--heartbeat", "2", "--history", "50", "--retry", "100")
-    settings = settings_from(options, options["nats"])
+    settings = parse("--grace", "0.5", "--heartbeat", "2", "--history", "50", "--retry", "100").settings
     assert (settings.grace, settings.heartbeat, settings.history, settings.retry_ms) == (0.5, 2.0, 50, 100)
 
 
@@ -64,14 +62,14 @@ def test_bad_options_are_usage_errors(args):
 
 
 def test_subjects():
-    options = parse("--open-subjects", "job.start, job.retry", "--deliver-subjects", "job.log")
-    assert options["open-subjects"] == ("job.start", "job.retry")
-    assert options["deliver-subjects"] == ("job.log",)
+    settings = parse("--open-subjects", "job.start, job.retry", "--deliver-subjects", "job.log").settings
+    assert settings.open_subjects == ("job.start", "job.retry")
+    assert settings.deliver_subjects == ("job.log",)
 
 
 def test_make_service_with_embedded_nats_points_the_client_at_it():
     options = parse("--embedded-nats", "--jwt-secret", "s", "--listen", "tcp:0")
-    top = makeService(options)
-    embedded, monit = list(top)
+    monit = makeService(options)
+    embedded, nats, *_ = list(monit)
     assert embedded.url.startswith("nats://127.0.0.1:")
-    assert monit.settings.nats == (embedded.url,)
+    assert nats._endpoint.current.port == embedded.port

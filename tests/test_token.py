@@ -7,8 +7,9 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from monit.auth import InvalidToken, JWTVerifier
-from monit.token import mint, main
+from monit.auth.interface import InvalidToken
+from monit.auth.jwt_verifier import JWTVerifier
+from monit.token import main, mint
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 

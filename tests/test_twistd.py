@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from monit.token import mint
+
 from natsserver import free_port, wait_for_port
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher
-from monit.token import mint
 
 SECRET = "twistd-secret"
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -19,7 +19,11 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -34,6 +38,7 @@ from monit.nats.protocol import (
     RequestTimeout,
     check_subject,
 )
+from monit.oneshot import OneShotObserver
 
 DEFAULT_PORT = 4222
 # How long a new connection may take from TCP connect to the PONG after CONNECT.
@@ -200,8 +205,7 @@ class NATSClient(Service):
         self._ever_connected = False
         self._sids = itertools.count(1)
         self._subscriptions: dict[int, Subscription] = {}
-        # A dict used as an ordered set, so that a cancelled waiter can go at once.
-        self._connect_waiters: dict[Deferred[None], None] = {}
+        self._next_connection: OneShotObserver[None] = OneShotObserver()
         self._inbox_prefix = f"_INBOX.{secrets.token_hex(11)}."
         self._inbox: Subscription | None = None
         self._tokens = itertools.count(1)
@@ -226,9 +230,7 @@ class NATSClient(Service):
         stopped = self._service.stopService()
         for token in list(self._requests):
             self._fail_request(token, NotConnected("the NATS client was stopped"))
-        waiters, self._connect_waiters = self._connect_waiters, {}
-        for waiter in waiters:
-            waiter.errback(NotConnected("the NATS client was stopped"))
+        self._settle_next_connection(Failure(NotConnected("the NATS client was stopped")))
         return stopped
 
     # Connections
@@ -291,9 +293,12 @@ class NATSClient(Service):
         self.url = server.redacted
         self.log.info("connected to NATS at {url}", url=self.url)
         protocol.when_lost().addCallback(self._lost)
-        waiters, self._connect_waiters = self._connect_waiters, {}
-        for waiter in waiters:
-            waiter.callback(None)
+        self._settle_next_connection(None)
+
+    def _settle_next_connection(self, outcome: None | Failure) -> None:
+        """Tell those waiting for a connection; the next wait is for the next one."""
+        settled, self._next_connection = self._next_connection, OneShotObserver()
+        settled.fire(outcome)
 
     def _lost(self, reason: BaseException) -> None:
         log = self.log.warn if self.running else self.log.info
@@ -305,9 +310,7 @@ class NATSClient(Service):
         """Fire now if connected, else on the next connection."""
         if self.connected:
             return succeed(None)
-        waiter: Deferred[None] = Deferred(lambda d: self._connect_waiters.pop(d, None))
-        self._connect_waiters[waiter] = None
-        return waiter
+        return self._next_connection.when_fired()
 
     # Messages
 

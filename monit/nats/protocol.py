@@ -12,18 +12,20 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Mapping
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NamedTuple, cast
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-# The server's default; the real value arrives in INFO.
-DEFAULT_MAX_PAYLOAD = 1024 * 1024
+from monit import __version__
+from monit.oneshot import OneShotObserver
+
+# The server's default message size limit, until its INFO says what it is.
+SERVER_MAX_PAYLOAD = 1024 * 1024
 # A control line (everything before CRLF) longer than this is garbage.
 MAX_CONTROL_LINE = 64 * 1024
 # The largest max_payload a server can be configured with; a bigger frame is garbage.
@@ -36,14 +38,6 @@ _INVALID_TOKEN = re.compile(r"[\s\x00]")
 _NON_FATAL_ERRORS = ("permissions violation", "invalid subject")
 
 
-def _library_version() -> str:
-    """The version this client reports in CONNECT."""
-    try:
-        return version("monit")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
 _CONNECT_DEFAULTS: dict[str, Any] = {
     "verbose": False,
     "pedantic": False,
@@ -51,7 +45,7 @@ _CONNECT_DEFAULTS: dict[str, Any] = {
     "no_responders": True,
     "protocol": 1,
     "lang": "python-twisted",
-    "version": _library_version(),
+    "version": __version__,
 }
 
 
@@ -188,15 +182,13 @@ class NATSProtocol(Protocol):
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self.server_info: dict[str, Any] = {}
-        self.max_payload = DEFAULT_MAX_PAYLOAD
+        self.max_payload = SERVER_MAX_PAYLOAD
         self._buffer = bytearray()
         self._pongs: deque[Deferred[None]] = deque()
-        # Dicts used as ordered sets, so that a cancelled waiter can go at once.
-        self._connect_waiters: dict[Deferred[dict[str, Any]], None] = {}
-        self._lost_waiters: dict[Deferred[BaseException], None] = {}
+        self._handshake: OneShotObserver[dict[str, Any]] = OneShotObserver()
+        self._ended: OneShotObserver[BaseException] = OneShotObserver()
         self._keepalive: LoopingCall | None = None
         self._connect_sent = False
-        self._connected = False
         self._closing = False
         self._lost: Failure | None = None
 
@@ -206,19 +198,11 @@ class NATSProtocol(Protocol):
         """Fire with the server INFO once CONNECT was answered by a PONG."""
         if self._lost is not None:
             return fail(self._lost)
-        if self._connected:
-            return succeed(self.server_info)
-        waiter: Deferred[dict[str, Any]] = Deferred(lambda d: self._connect_waiters.pop(d, None))
-        self._connect_waiters[waiter] = None
-        return waiter
+        return self._handshake.when_fired()
 
     def when_lost(self) -> Deferred[BaseException]:
         """Fire with the reason (an exception, as a result) once the connection is gone."""
-        if self._lost is not None:
-            return succeed(cast(BaseException, self._lost.value))
-        waiter: Deferred[BaseException] = Deferred(lambda d: self._lost_waiters.pop(d, None))
-        self._lost_waiters[waiter] = None
-        return waiter
+        return self._ended.when_fired()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         """Fail everything still waiting on this connection."""
@@ -230,15 +214,8 @@ class NATSProtocol(Protocol):
         pongs, self._pongs = self._pongs, deque()
         for pong in pongs:
             pong.errback(reason)
-        self._fail_connect_waiters(reason)
-        lost, self._lost_waiters = self._lost_waiters, {}
-        for waiter in lost:
-            waiter.callback(cast(BaseException, reason.value))
-
-    def _fail_connect_waiters(self, reason: Failure) -> None:
-        waiters, self._connect_waiters = self._connect_waiters, {}
-        for waiter in waiters:
-            waiter.errback(reason)
+        self._handshake.fire(reason)
+        self._ended.fire(cast(BaseException, reason.value))
 
     def _drop(self, why: str) -> None:
         """Close the connection after a protocol error; parse nothing more."""
@@ -322,15 +299,12 @@ class NATSProtocol(Protocol):
         self.ping().addCallbacks(self._handshake_done, lambda _: None)
 
     def _handshake_done(self, _: None) -> None:
-        self._connected = True
         self._keepalive = LoopingCall(self._send_keepalive)
         self._keepalive.clock = self._clock
         self._keepalive.start(self._ping_interval, now=False).addErrback(
             lambda f: self.log.failure("NATS keep-alive failed", f)
         )
-        waiters, self._connect_waiters = self._connect_waiters, {}
-        for waiter in waiters:
-            waiter.callback(self.server_info)
+        self._handshake.fire(self.server_info)
 
     def _send_keepalive(self) -> None:
         """PING the server; drop a connection whose PINGs go unanswered."""
@@ -414,7 +388,7 @@ class NATSProtocol(Protocol):
         if not isinstance(info, dict):
             raise _ProtocolViolation("INFO is not a JSON object")
         self.server_info = info
-        self.max_payload = int(info.get("max_payload", DEFAULT_MAX_PAYLOAD))
+        self.max_payload = int(info.get("max_payload", SERVER_MAX_PAYLOAD))
         if not self._connect_sent:
             self._send_connect()
 
@@ -423,5 +397,5 @@ class NATSProtocol(Protocol):
         if text.lower().startswith(_NON_FATAL_ERRORS):
             self.log.warn("NATS server error: {error}", error=text)
             return
-        self._fail_connect_waiters(Failure(NATSError(text)))
+        self._handshake.fire(Failure(NATSError(text)))
         self._drop(f"server error: {text}")

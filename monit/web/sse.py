@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import re
 from base64 import b64encode
+from collections.abc import Iterator
 from typing import Any
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
@@ -63,22 +64,25 @@ def _single_line(field: str) -> str:
     return _LINE_BREAK.sub(" ", field)
 
 
-class Batch:
-    """Frames for the wire, joined once per reactor turn and shared by every reader.
+def decode_frames(data: bytes) -> Iterator[tuple[int | None, str | None, str, int]]:
+    """The frames monit encoded, read back: id, event name, data text and the frame's size.
 
-    ``chunk`` is the same bytes in HTTP/1.1 chunked framing, built on first
-    use and then reused, so each reader costs one transport write.
+    For consumers in the same process (they read what an HTTP reader would);
+    comments and ``retry:`` lines are skipped.
     """
-
-    __slots__ = ("data", "events", "_chunk")
-
-    def __init__(self, data: bytes, events: int) -> None:
-        self.data = data
-        self.events = events
-        self._chunk: bytes | None = None
-
-    @property
-    def chunk(self) -> bytes:
-        if self._chunk is None:
-            self._chunk = b"%x\r\n%s\r\n" % (len(self.data), self.data)
-        return self._chunk
+    for frame in data.split(b"\n\n"):
+        if not frame:
+            continue
+        event_id: int | None = None
+        event: str | None = None
+        lines: list[str] = []
+        for line in frame.decode("utf-8", "replace").split("\n"):
+            field, _, value = line.partition(": ")
+            if field == "id":
+                event_id = int(value)
+            elif field == "event":
+                event = value
+            elif field == "data":
+                lines.append(value)
+        if lines:
+            yield event_id, event, "\n".join(lines), len(frame) + 2

@@ -2,18 +2,17 @@
 from __future__ import annotations
 
 import random
-import socket
 
-from twisted.internet import tcp
-from twisted.internet.interfaces import IPushProducer, IReactorTime, ITransport
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 from zope.interface import implementer
 
-from monit.inbox import Inbox, InboxRegistry
-from monit.sse import KEEPALIVE, Batch, encode_error, encode_retry
+from monit.inbox import Batch, Inbox, InboxRegistry
+from monit.web import _fastpath
+from monit.web.sse import KEEPALIVE, encode_error, encode_retry
 
 
 @implementer(IPushProducer)
@@ -31,11 +30,15 @@ class EventStream:
     neither grow the process nor hold up the others.
     """
 
+    __slots__ = (
+        "_request", "_registry", "_streams", "_user", "_clock", "_max_pending", "_expires",
+        "_inbox", "_stream_id", "_started", "_paused", "_writer", "events",
+    )
     log = Logger()
 
     def __init__(
         self,
-        request: IRequest,
+        request: Request,
         registry: InboxRegistry,
         streams: StreamSet,
         user: str,
@@ -54,8 +57,7 @@ class EventStream:
         self._stream_id = ""
         self._started: float | None = None
         self._paused = False
-        self._transport: ITransport | None = None
-        self._socket: socket.socket | None = None
+        self._writer: _fastpath.Writer = _fastpath.RequestWriter(request)
         self.events = 0
 
     def run(self, inbox_id: str, after: int = 0) -> None:
@@ -79,22 +81,12 @@ class EventStream:
     def deliver(self, batch: Batch) -> None:
         """The hot path: one write of bytes encoded once for every reader."""
         self.events += batch.events
-        if self._socket is not None:
-            send_now(self._socket, self._transport, batch.chunk)
-        elif self._transport is not None:
-            self._transport.write(batch.chunk)
-        else:
-            self._request.write(batch.data)
-        if self._paused and self._unsent() > self._max_pending:
+        self._writer.write(batch)
+        if self._paused and self._writer.unsent() > self._max_pending:
             self._drop()
 
     def _start(self) -> None:
-        """Send the headers and the retry time; learn how to write to this reader.
-
-        An HTTP/1.1 response is chunked: its batches go straight to the
-        socket's transport already in chunk framing. Anything else goes
-        through the request.
-        """
+        """Send the headers and the retry time; learn how to write to this reader."""
         request = self._request
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
@@ -104,9 +96,7 @@ class EventStream:
             request.transport.setTcpNoDelay(True)  # events are small and should not wait
         self._started = self._clock.seconds()
         request.write(encode_retry(self._streams.retry_ms))
-        if getattr(request, "chunked", False):
-            self._transport = request.channel.transport
-            self._socket = plain_socket(self._transport)
+        self._writer = _fastpath.writer_for(request, self._streams.fast_path)
 
     def keepalive(self, now: float) -> None:
         """The shared heartbeat: a keep-alive comment, or the end if the token ran out.
@@ -129,10 +119,6 @@ class EventStream:
         self._request.write(encode_retry(random.randint(retry_ms // 2, retry_ms)))
         self._finish("server stopping")
 
-    def _unsent(self) -> int:
-        """Bytes written to this reader that its socket has not taken yet."""
-        return unsent_bytes(self._request.transport)
-
     def _expired(self) -> None:
         """The token ran out: a revoked user must not watch forever."""
         self._request.write(encode_error("token expired"))
@@ -140,9 +126,11 @@ class EventStream:
 
     def pauseProducing(self) -> None:
         self._paused = True
+        self._writer.pause()
 
     def resumeProducing(self) -> None:
         self._paused = False
+        self._writer.resume()
 
     def stopProducing(self) -> None:
         """The connection is going away; notifyFinish's errback detaches."""
@@ -179,50 +167,16 @@ class EventStream:
             self._started = None
 
 
-def plain_socket(transport) -> socket.socket | None:
-    """The socket under a plain TCP transport (not TLS), which monit may send on itself."""
-    return transport.socket if isinstance(transport, tcp.Connection) else None
-
-
-def send_now(sock: socket.socket, transport: tcp.Connection, data: bytes) -> None:
-    """Send at once when nothing is queued; let the transport queue what the socket refuses.
-
-    The transport would only register the socket for writing and send on the
-    next reactor turn, two epoll changes per reader per event; a healthy
-    reader's socket takes the bytes right away. Whatever is already queued
-    goes first, so order is kept.
-    """
-    if transport._tempDataLen or transport.offset != len(transport.dataBuffer):
-        transport.write(data)
-        return
-    try:
-        sent = sock.send(data)
-    except OSError:  # full (EAGAIN) or broken: the transport queues it and learns which
-        sent = 0
-    if sent < len(data):
-        transport.write(data[sent:])
-
-
-def unsent_bytes(transport) -> int:
-    """The bytes a transport holds for its peer.
-
-    Looked up on the socket transport itself (under TLS, the one the TLS layer
-    writes to): its write buffer is what a slow reader makes grow. A transport
-    that keeps no such buffer counts as empty.
-    """
-    while not hasattr(transport, "dataBuffer") and hasattr(transport, "transport"):
-        transport = transport.transport
-    try:
-        return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-    except AttributeError:
-        return 0
-
-
 class StreamSet:
     """The open streams, with one keep-alive timer for all of them (not one each)."""
 
-    def __init__(self, clock: IReactorTime, heartbeat: float, retry_ms: int) -> None:
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, heartbeat: float, retry_ms: int, fast_path: bool = True
+    ) -> None:
         self._streams: dict[EventStream, None] = {}
+        self.fast_path = fast_path
         self._heartbeat = heartbeat
         self._clock = clock
         self.retry_ms = retry_ms
@@ -240,6 +194,15 @@ class StreamSet:
         self._streams.pop(stream, None)
 
     def start(self) -> None:
+        """Start the keep-alives; check once that the fast path suits this Twisted."""
+        if self.fast_path:
+            problem = _fastpath.check()
+            if problem is not None:
+                self.log.warn(
+                    "streams write through Request.write: the fast path does not fit this Twisted ({problem})",
+                    problem=problem,
+                )
+                self.fast_path = False
         self._beat.start(self._heartbeat, now=False)
 
     def shutdown(self) -> None:

@@ -4,52 +4,18 @@ import json
 import pytest
 import treq
 from treq.testing import StubTreq
-from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
-from twisted.python.failure import Failure
-from twisted.internet.testing import StringTransport
-from twisted.web.test.requesthelper import DummyRequest
 
-from monit.auth import JWTVerifier
+from monit.auth.jwt_verifier import JWTVerifier
 from monit.inbox import InboxRegistry
-from monit.stream import EventStream
+from monit.settings import Settings
 from monit.token import mint
-from monit.web import MonitWeb
+from monit.web.app import MonitWeb
+
 from deferreds import result_of
 
 SECRET = "test-secret"
 URL = "http://monit.example/events"
-
-
-class UnsentTransport(StringTransport):
-    """A StringTransport whose written bytes all count as not yet sent, like a stalled socket's."""
-
-    offset = 0
-    _tempDataLen = 0
-
-    @property
-    def dataBuffer(self) -> bytes:
-        return self.value()
-
-
-class StreamingRequest(DummyRequest):
-    """DummyRequest drives producers as pull producers; a stream is a push producer."""
-
-    def __init__(self):
-        super().__init__([b"events"])
-        self.transport = UnsentTransport()
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self.transport.write(data)
-
-    def registerProducer(self, producer, streaming):
-        self.producer = producer
-
-    def unregisterProducer(self):
-        self.producer = None
-
-
 
 
 @pytest.fixture
@@ -61,12 +27,12 @@ def clock():
 
 @pytest.fixture
 def registry(clock):
-    return InboxRegistry(clock, grace=10)
+    return InboxRegistry(clock, Settings(grace=10))
 
 
 @pytest.fixture
 def web(clock, registry):
-    return MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, heartbeat=15)
+    return MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(heartbeat=15))
 
 
 @pytest.fixture
@@ -191,7 +157,7 @@ def test_bad_last_event_id_is_400(stub, token, value):
 
 
 def limited_stub(clock, registry, **limits):
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **limits)
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(**limits))
     return StubTreq(web.resource())
 
 
@@ -205,7 +171,7 @@ def test_stream_limit_is_503_with_retry_after_for_plain_clients(clock, registry,
 
 
 def test_limits_are_a_retryable_stream_for_event_source(clock, token):
-    registry = InboxRegistry(clock, max_inboxes=1)
+    registry = InboxRegistry(clock, Settings(max_inboxes=1))
     stub = limited_stub(clock, registry)
     assert get(stub, URL + "?stream=a", {"X-Auth-Token": token}).code == 200
     response = get(stub, URL + "?stream=b", {"X-Auth-Token": token, "Accept": "text/event-stream"})
@@ -219,7 +185,7 @@ def test_limits_are_a_retryable_stream_for_event_source(clock, token):
 
 def test_healthz_and_readyz(clock, registry):
     state = {"nats": False, "listening": True}
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, readiness=lambda: state)
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(), readiness=lambda: state)
     stub = StubTreq(web.resource())
     assert get(stub, "http://monit.example/healthz").code == 200
     response = get(stub, "http://monit.example/readyz")
@@ -254,58 +220,6 @@ def test_shutdown_ends_every_stream_with_a_retry_hint(stub, web, token):
     assert len(web.streams) == 0
     last = b"".join(chunks).split(b"\n\n")[-2]
     assert last.startswith(b"retry: ") and 1500 <= int(last[7:]) <= 3000
-
-
-def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
-    """The request's notifyFinish fails when the connection is lost."""
-    from monit.stream import StreamSet
-
-    streams = StreamSet(clock, 15, 3000)
-    request = StreamingRequest()
-    stream = EventStream(request, registry, streams, "alice", clock, max_pending=1000)
-    stream.run("job")
-    assert registry.get("job").subscribers
-    request.processingFailed(Failure(ConnectionLost()))
-    assert not registry.get("job").subscribers
-    assert len(streams) == 0
-    registry.deliver("job", '"after"')
-    clock.advance(0)
-    assert b"after" not in b"".join(request.written)
-
-
-def test_a_reader_that_stops_reading_is_dropped_past_max_pending(registry, clock):
-    from monit.stream import StreamSet
-
-    streams = StreamSet(clock, 15, 3000)
-    request = StreamingRequest()
-    stream = EventStream(request, registry, streams, "slow", clock, max_pending=1000)
-    stream.run("job")
-    stream.pauseProducing()
-    for n in range(8):  # 8 frames of about 115 bytes: under the limit
-        registry.deliver("job", '"' + "x" * 100 + '"')
-        clock.advance(0)
-    assert not request.transport.disconnecting
-    registry.deliver("job", '"' + "x" * 100 + '"')
-    clock.advance(0)
-    assert request.transport.disconnecting, "aborted"
-    assert streams.dropped == 1
-    assert not registry.get("job").subscribers
-
-
-def test_a_reader_that_catches_up_is_kept(registry, clock):
-    from monit.stream import StreamSet
-
-    streams = StreamSet(clock, 15, 3000)
-    request = StreamingRequest()
-    stream = EventStream(request, registry, streams, "ok", clock, max_pending=1000)
-    stream.run("job")
-    for n in range(50):
-        stream.pauseProducing()
-        registry.deliver("job", '"' + "x" * 100 + '"')
-        clock.advance(0)
-        request.transport.clear()  # the socket took it all
-        stream.resumeProducing()
-    assert streams.dropped == 0 and registry.get("job").subscribers
 
 
 def test_error_bodies_are_short_json(stub):

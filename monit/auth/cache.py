@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from monit.auth import Identity, InvalidToken, ITokenVerifier
+from monit.auth.interface import Identity, InvalidToken, ITokenVerifier
+from monit.oneshot import OneShotObserver
 
 
 @attrs.frozen
@@ -32,26 +33,6 @@ class _Entry:
         # A fresh exception each time: a stored one would keep its traceback,
         # and with it frames whose locals hold the token.
         return succeed(self.identity) if self.identity is not None else fail(InvalidToken(self.refusal))
-
-
-@attrs.define
-class _Flight:
-    """One inner call in progress, and the callers waiting for it."""
-
-    waiters: list[Deferred[Identity]] = attrs.Factory(list)
-
-    def wait(self) -> Deferred[Identity]:
-        """A Deferred of the caller's own; cancelling it only stops that caller waiting."""
-        waiter: Deferred[Identity] = Deferred(self.waiters.remove)
-        self.waiters.append(waiter)
-        return waiter
-
-    def settle(self, result: Identity | Failure) -> None:
-        for waiter in self.waiters:
-            if isinstance(result, Failure):
-                waiter.errback(result)
-            else:
-                waiter.callback(result)
 
 
 @implementer(ITokenVerifier)
@@ -76,7 +57,7 @@ class CachingVerifier:
         self._negative_ttl = negative_ttl
         self._max_entries = max_entries
         self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: dict[bytes, OneShotObserver[Identity]] = {}
         self.hits = 0
         self.misses = 0
 
@@ -90,9 +71,9 @@ class CachingVerifier:
         self.misses += 1
         flight = self._flights.get(key)
         if flight is not None:
-            return flight.wait()
-        flight = self._flights[key] = _Flight()
-        waiter = flight.wait()  # before asking: the inner answer may come at once
+            return flight.when_fired()
+        flight = self._flights[key] = OneShotObserver()
+        waiter = flight.when_fired()  # before asking: the inner answer may come at once
         maybeDeferred(self._inner.verify, token).addBoth(self._settle, key)
         return waiter
 
@@ -110,7 +91,7 @@ class CachingVerifier:
     def _settle(self, result: Identity | Failure, key: bytes) -> None:
         """Remember the answer if it may be remembered, then hand it to every waiter."""
         self._remember(key, result)
-        self._flights.pop(key).settle(result)
+        self._flights.pop(key).fire(result)
 
     def _remember(self, key: bytes, result: Identity | Failure) -> None:
         now = self._clock.seconds()

@@ -7,6 +7,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
+from monit.oneshot import OneShotObserver
+
 
 class _TrackedChannel(HTTPChannel):
     """HTTP/1.1 only (no HTTP/2 negotiation layer), and tells its site when it closes."""
@@ -31,7 +33,7 @@ class MonitSite(Site):
     def __init__(self, resource: IResource, clock: IReactorTime, idle_timeout: float = 60.0) -> None:
         super().__init__(resource, timeout=idle_timeout, reactor=clock)
         self.channels: set[HTTPChannel] = set()
-        self._emptied: list[Deferred[None]] = []
+        self._emptied: OneShotObserver[None] | None = None
 
     def buildProtocol(self, addr):
         channel = super().buildProtocol(addr)
@@ -43,17 +45,17 @@ class MonitSite(Site):
 
     def channel_closed(self, channel: HTTPChannel) -> None:
         self.channels.discard(channel)
-        if not self.channels:
-            emptied, self._emptied = self._emptied, []
-            for waiter in emptied:
-                waiter.callback(None)
+        if not self.channels and self._emptied is not None:
+            emptied, self._emptied = self._emptied, None
+            emptied.fire(None)
 
     def close_connections(self, clock: IReactorTime, timeout: float) -> Deferred[None]:
         """Close every connection after its pending writes; fires when all are gone."""
         if not self.channels:
             return succeed(None)
-        waiter: Deferred[None] = Deferred()
-        self._emptied.append(waiter)
+        if self._emptied is None:
+            self._emptied = OneShotObserver()
+        waiter = self._emptied.when_fired()
         for channel in tuple(self.channels):
             channel.transport.loseConnection()
         waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda *_: None)

@@ -1,9 +1,7 @@
-"""Who is asking: take the token from a request and verify it as an HS256 JWT.
+"""HS256 JWTs, checked with PyJWT against a secret that is given or fetched from NATS.
 
-Verification is asynchronous because the secret may have to be fetched from
-NATS first, and it fails closed: a token that cannot be checked is refused
-with L{AuthUnavailable}, never let through.  Tokens are never logged, and no
-error message quotes one (or any part of one).
+The secret may have to be fetched first, so verification is asynchronous;
+while it cannot be fetched, tokens are refused with L{AuthUnavailable}.
 """
 from __future__ import annotations
 
@@ -14,17 +12,24 @@ from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Protocol
 
-import attrs
 import jwt
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
-from zope.interface import Interface, implementer
+from zope.interface import implementer
+
+from monit.auth.interface import (
+    MAX_TOKEN_LENGTH,
+    AuthUnavailable,
+    Identity,
+    InvalidToken,
+    ITokenVerifier,
+)
+from monit.oneshot import OneShotObserver
 
 ALGORITHM = "HS256"
-MAX_TOKEN_LENGTH = 8 * 1024
+SECRET_SUBJECT = "config.get.jwt_token"
 # Below this PyJWT warns on every call; we warn once, when the secret arrives.
 MIN_SECRET_BYTES = 32
 
@@ -40,100 +45,6 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidAudienceError, "unexpected audience"),
     (jwt.exceptions.InvalidSubjectError, "invalid subject"),
 )
-
-
-@attrs.frozen
-class Identity:
-    """A verified user, as far as the token says."""
-
-    user: str
-    claims: Mapping[str, Any]
-    expires: float | None
-
-    @property
-    def streams(self) -> frozenset[str] | None:
-        """The stream ids this user may watch, or None when unrestricted.
-
-        The ``streams`` claim restricts when it is a list of strings; absent or
-        ``"*"`` means no restriction.  Anything else (null, a number, a list
-        holding non-strings) allows nothing: a claim we cannot read fails closed.
-        """
-        claim = self.claims.get("streams", "*")
-        if claim == "*":
-            return None
-        if isinstance(claim, list) and all(isinstance(s, str) for s in claim):
-            return frozenset(claim)
-        return frozenset()
-
-
-def may_watch(identity: Identity, stream: str) -> bool:
-    """Whether the identity's streams claim lets it watch this stream."""
-    allowed = identity.streams
-    return allowed is None or stream in allowed
-
-
-class InvalidToken(Exception):
-    """The token is missing, malformed, forged or out of date (HTTP 401)."""
-
-
-class AuthUnavailable(Exception):
-    """The token cannot be checked right now (HTTP 503)."""
-
-
-class ITokenVerifier(Interface):
-    """Something that turns a token into an L{Identity}, or refuses it."""
-
-    def verify(token: str) -> Deferred[Identity]:
-        """
-        Fire with the token's identity; fail with L{InvalidToken} or
-        L{AuthUnavailable}.
-        """
-
-
-TOKEN_COOKIE = b"monit_token"
-
-
-def browser_token(request: IRequest) -> str | None:
-    """The token a browser's EventSource can carry: ``?token=``, else the ``monit_token`` cookie.
-
-    A query token can leak into proxy and browser logs; it is only read when the
-    operator allows it, and monit never logs query strings.
-    """
-    values = request.args.get(b"token", [])
-    raw = values[0] if len(values) == 1 else request.getCookie(TOKEN_COOKIE)
-    if not raw:
-        return None
-    try:
-        return raw.decode("ascii")
-    except UnicodeDecodeError:
-        return None
-
-
-@implementer(ITokenVerifier)
-class NoAuth:
-    """Everyone is ``anonymous``: for local use with --insecure-no-auth only."""
-
-    def verify(self, token: str) -> Deferred[Identity]:
-        return succeed(Identity(user="anonymous", claims={}, expires=None))
-
-
-def token_from_request(request: IRequest) -> str | None:
-    """The token from X-Auth-Token (the seed's header), else from a Bearer Authorization."""
-    token = _header(request, b"x-auth-token")
-    if token:
-        return token
-    scheme, _, credentials = (_header(request, b"authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return None
-
-
-def _header(request: IRequest, name: bytes) -> str | None:
-    raw = request.getHeader(name)
-    if raw is None:
-        return None
-    # Latin-1 never fails; a token with non-ASCII bytes is refused later anyway.
-    return (raw.decode("latin-1") if isinstance(raw, bytes) else raw).strip()
 
 
 @contextmanager
@@ -160,8 +71,7 @@ class JWTVerifier:
         self._clock = clock
         self._leeway = leeway
         self._secret: str | None = None
-        self._fetching = False
-        self._waiters: list[Deferred[str]] = []
+        self._fetching: OneShotObserver[str] | None = None
 
     @classmethod
     def with_secret(cls, secret: str, clock: IReactorTime) -> JWTVerifier:
@@ -200,21 +110,20 @@ class JWTVerifier:
         """
         if self._secret is not None:
             return succeed(self._secret)
-        waiter: Deferred[str] = Deferred(self._waiters.remove)
-        self._waiters.append(waiter)
-        if not self._fetching:
-            self._fetch()
+        if self._fetching is not None:
+            return self._fetching.when_fired()
+        self._fetching = OneShotObserver()
+        waiter = self._fetching.when_fired()  # before fetching: the answer may come at once
+        self._fetch()
         return waiter
 
     def _fetch(self) -> None:
-        self._fetching = True
         d = maybeDeferred(self._fetcher)
         d.addCallback(_require_secret)
         d.addCallbacks(self._fetched, self._fetch_failed)
         d.addErrback(lambda f: self.log.failure("settling the JWT secret fetch", f))
 
     def _fetched(self, secret: str) -> None:
-        self._fetching = False
         self._secret = secret
         if len(secret.encode()) < MIN_SECRET_BYTES:
             self.log.warn(
@@ -222,20 +131,19 @@ class JWTVerifier:
                 length=len(secret.encode()),
                 minimum=MIN_SECRET_BYTES,
             )
-        for waiter in self._take_waiters():
-            waiter.callback(secret)
+        self._settle(secret)
 
     def _fetch_failed(self, failure: Failure) -> None:
-        self._fetching = False
         self.log.failure("could not fetch the JWT secret", failure, level=LogLevel.error)
-        for waiter in self._take_waiters():
-            error = AuthUnavailable("the JWT secret is unavailable")
-            error.__cause__ = failure.value
-            waiter.errback(error)
+        error = AuthUnavailable("the JWT secret is unavailable")
+        error.__cause__ = failure.value
+        self._settle(Failure(error))
 
-    def _take_waiters(self) -> list[Deferred[str]]:
-        waiters, self._waiters = self._waiters, []
-        return waiters
+    def _settle(self, outcome: str | Failure) -> None:
+        """Answer everyone waiting for this fetch; after a failure, the next call fetches again."""
+        fetching, self._fetching = self._fetching, None
+        if fetching is not None:
+            fetching.fire(outcome)
 
 
 def _require_secret(secret: object) -> str:
@@ -286,15 +194,11 @@ class _NATSRequester(Protocol):
     def request(self, subject: str, payload: bytes, timeout: float) -> Deferred[Any]: ...
 
 
-def secret_from_nats(
-    client: _NATSRequester,
-    subject: str = "config.get.jwt_token",
-    timeout: float = 2.0,
-) -> Callable[[], Deferred[str]]:
-    """A fetcher asking NATS for the secret, as the seed service did."""
+def secret_from_nats(client: _NATSRequester, timeout: float) -> Callable[[], Deferred[str]]:
+    """A fetcher asking NATS ``config.get.jwt_token`` for the secret, as the seed service did."""
 
     def fetch() -> Deferred[str]:
-        d = client.request(subject, b"", timeout=timeout)
+        d = client.request(SECRET_SUBJECT, b"", timeout=timeout)
         d.addCallback(lambda msg: _secret_from_reply(msg.payload))
         return d
 
@@ -318,33 +222,3 @@ def _secret_from_reply(payload: bytes) -> str:
     elif not isinstance(value, str):
         value = text  # a bare number or the like: the text itself is the secret
     return _require_secret(value)
-
-
-@implementer(ITokenVerifier)
-@attrs.frozen
-class FirstValid:
-    """Accept what the local verifier accepts; ask the remote one about the rest.
-
-    A valid JWT never costs a round trip.  When the local check was unavailable
-    (the JWT secret could not be fetched) a remote refusal is not trusted to be
-    final and the answer stays L{AuthUnavailable}: the token may be a good JWT.
-    """
-
-    local: ITokenVerifier
-    remote: ITokenVerifier
-
-    def verify(self, token: str) -> Deferred[Identity]:
-        """The local answer if it is an identity, else the remote one."""
-        return self.local.verify(token).addErrback(self._ask_remote, token)
-
-    def _ask_remote(self, local: Failure, token: str) -> Deferred[Identity]:
-        local.trap(InvalidToken, AuthUnavailable)
-        d = self.remote.verify(token)
-        if local.check(AuthUnavailable):
-            d.addErrback(_unavailable_over_refused, local)
-        return d
-
-
-def _unavailable_over_refused(remote: Failure, local: Failure) -> Failure:
-    remote.trap(InvalidToken)
-    return local

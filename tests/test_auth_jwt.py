@@ -13,18 +13,11 @@ from twisted.logger import LogLevel, formatEvent
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
-from deferreds import result_of
+from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+from monit.auth.jwt_verifier import JWTVerifier, quiet_key_length, secret_from_nats
+from monit.auth.request import token_from_request
 
-from monit.auth import (
-    AuthUnavailable,
-    Identity,
-    InvalidToken,
-    ITokenVerifier,
-    JWTVerifier,
-    quiet_key_length,
-    secret_from_nats,
-    token_from_request,
-)
+from deferreds import result_of
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 NOW = 1_700_000_000
@@ -237,7 +230,7 @@ def test_not_a_string(verifier: JWTVerifier, not_a_string: Any) -> None:
 
 def test_huge_token_refused_without_fetching_the_secret(clock: Clock) -> None:
     nats = FakeNATS()
-    verifier = JWTVerifier(secret_from_nats(nats), clock)
+    verifier = JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
     token = make_token(padding="x" * 9000)
     assert refusal(verifier, token) == "token too long"
     assert refusal(verifier, "junk") == "malformed token"
@@ -277,7 +270,7 @@ def nats() -> FakeNATS:
 
 @pytest.fixture
 def nats_verifier(nats: FakeNATS, clock: Clock) -> JWTVerifier:
-    return JWTVerifier(secret_from_nats(nats), clock)
+    return JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
 
 
 def test_secret_fetched_once_for_many_verifies(nats: FakeNATS, nats_verifier: JWTVerifier) -> None:
@@ -291,8 +284,8 @@ def test_secret_fetched_once_for_many_verifies(nats: FakeNATS, nats_verifier: JW
 
 
 def test_subject_and_timeout_are_passed(nats: FakeNATS, clock: Clock) -> None:
-    JWTVerifier(secret_from_nats(nats, "config.get.secret", timeout=0.5), clock).verify(make_token())
-    assert [r[:3] for r in nats.requests] == [("config.get.secret", b"", 0.5)]
+    JWTVerifier(secret_from_nats(nats, timeout=0.5), clock).verify(make_token())
+    assert [r[:3] for r in nats.requests] == [("config.get.jwt_token", b"", 0.5)]
 
 
 def test_concurrent_verifies_share_one_fetch(nats: FakeNATS, nats_verifier: JWTVerifier) -> None:
@@ -367,7 +360,7 @@ def test_secret_reply_forms(nats: FakeNATS, nats_verifier: JWTVerifier, payload:
 
 
 def test_numeric_looking_secret_is_taken_as_text(nats: FakeNATS, clock: Clock) -> None:
-    verifier = JWTVerifier(secret_from_nats(nats), clock)
+    verifier = JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
     d = verifier.verify(make_token(secret="12345"))
     nats.reply(b"12345")
     assert result_of(d).user == "Alice"
@@ -391,7 +384,7 @@ def test_bad_secret_replies(
 
 
 def test_short_secret_is_warned_about_once(clock: Clock, nats: FakeNATS, events: EventLoggingObserver) -> None:
-    verifier = JWTVerifier(secret_from_nats(nats), clock)
+    verifier = JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
     first = verifier.verify(make_token(secret="short"))
     nats.reply(b"short")
     assert result_of(first).user == "Alice"

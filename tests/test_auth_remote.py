@@ -25,17 +25,22 @@ from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from monit.auth import (
+from monit.auth.interface import (
     AuthUnavailable,
-    FirstValid,
     Identity,
     InvalidToken,
     ITokenVerifier,
-    JWTVerifier,
     may_watch,
-    quiet_key_length,
 )
-from monit.remote_auth import MAX_BODY_BYTES, RemoteVerifier, remote_http_client, remote_pool
+from monit.auth.jwt_verifier import JWTVerifier, quiet_key_length
+from monit.auth.modes import FirstValid
+from monit.auth.remote import (
+    MAX_BODY_BYTES,
+    RemoteVerifier,
+    remote_http_client,
+    remote_pool,
+)
+
 from deferreds import result_of
 
 URL = "http://auth.example/check"

@@ -19,7 +19,8 @@ from __future__ import annotations
 import json
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from types import MappingProxyType
-from typing import Any, NoReturn, Protocol as TypingProtocol
+from typing import Any, NoReturn
+from typing import Protocol as TypingProtocol
 
 from treq.client import HTTPClient
 from twisted.internet import defer
@@ -33,7 +34,13 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from monit.auth import MAX_TOKEN_LENGTH, AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+from monit.auth.interface import (
+    MAX_TOKEN_LENGTH,
+    AuthUnavailable,
+    Identity,
+    InvalidToken,
+    ITokenVerifier,
+)
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PERSISTENT_PER_HOST = 10

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -16,18 +17,20 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from monit.auth import (
+from monit.auth.interface import (
     AuthUnavailable,
     Identity,
     InvalidToken,
     ITokenVerifier,
-    browser_token,
     may_watch,
-    token_from_request,
 )
+from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
-from monit.sse import encode_error, encode_retry
-from monit.stream import EventStream, StreamSet
+from monit.web.sse import encode_error, encode_retry
+from monit.web.stream import EventStream, StreamSet
+
+if TYPE_CHECKING:
+    from monit.settings import Settings
 
 RETRY_AFTER_SECONDS = 5
 
@@ -110,32 +113,25 @@ class MonitWeb:
         registry: InboxRegistry,
         verifier: ITokenVerifier,
         clock: IReactorTime,
+        settings: Settings,
         *,
-        heartbeat: float = 15.0,
-        retry_ms: int = 3000,
-        max_streams: int = 50_000,
-        max_pending: int = 1024 * 1024,
-        readiness: Callable[[], Mapping[str, bool]] = lambda: {},
-        require_token: bool = True,
-        allow_query_token: bool = False,
-        cors_origins: frozenset[str] = frozenset(),
+        readiness: Callable[[], Mapping[str, bool]] = dict,
         metrics: Callable[[], bytes] | None = None,
-        metrics_public: bool = False,
     ) -> None:
         self._registry = registry
         self._verifier = verifier
         self._clock = clock
-        self._max_streams = max_streams
-        self._max_pending = max_pending
+        self._max_streams = settings.max_streams
+        self._max_pending = settings.max_pending
         self._readiness = readiness
-        self._require_token = require_token
-        self._allow_query_token = allow_query_token
-        self._cors_origins = cors_origins
+        self._require_token = not settings.insecure_no_auth
+        self._allow_query_token = settings.allow_query_token
+        self._cors_origins = settings.cors_origins
         self._metrics = metrics
-        self._metrics_public = metrics_public
+        self._metrics_public = settings.metrics_public
         self.auth_results: Counter[str] = Counter()
         self.refusals: Counter[int] = Counter()
-        self.streams = StreamSet(clock, heartbeat, retry_ms)
+        self.streams = StreamSet(clock, settings.heartbeat, settings.retry_ms)
 
     def resource(self) -> IResource:
         return self.app.resource()

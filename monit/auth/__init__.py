@@ -1,0 +1,10 @@
+"""Who is asking, and may they watch: tokens, verifiers and access per stream.
+
+- ``interface``: what every verifier promises (``ITokenVerifier``), the
+  ``Identity`` it yields, and the two ways it refuses;
+- ``request``: where a request carries its token;
+- ``jwt_verifier``: HS256 JWTs, with a secret given or fetched from NATS;
+- ``remote``: an auth service asked over HTTP with treq;
+- ``cache``: remembered answers, one check in flight per token;
+- ``modes``: the verifier an operator's settings call for.
+"""

@@ -1,0 +1,64 @@
+"""What a token verifier promises: an identity, or one of two refusals.
+
+Verification is asynchronous and fails closed: a token that cannot be checked
+is refused with L{AuthUnavailable}, never let through. Tokens are never
+logged, and no error message quotes one (or any part of one).
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred
+from zope.interface import Interface
+
+MAX_TOKEN_LENGTH = 8 * 1024
+
+
+@attrs.frozen
+class Identity:
+    """A verified user, as far as the token says."""
+
+    user: str
+    claims: Mapping[str, Any]
+    expires: float | None
+
+    @property
+    def streams(self) -> frozenset[str] | None:
+        """The stream ids this user may watch, or None when unrestricted.
+
+        The ``streams`` claim restricts when it is a list of strings; absent or
+        ``"*"`` means no restriction.  Anything else (null, a number, a list
+        holding non-strings) allows nothing: a claim we cannot read fails closed.
+        """
+        claim = self.claims.get("streams", "*")
+        if claim == "*":
+            return None
+        if isinstance(claim, list) and all(isinstance(s, str) for s in claim):
+            return frozenset(claim)
+        return frozenset()
+
+
+def may_watch(identity: Identity, stream: str) -> bool:
+    """Whether the identity's streams claim lets it watch this stream."""
+    allowed = identity.streams
+    return allowed is None or stream in allowed
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, forged or out of date (HTTP 401)."""
+
+
+class AuthUnavailable(Exception):
+    """The token cannot be checked right now (HTTP 503)."""
+
+
+class ITokenVerifier(Interface):
+    """Something that turns a token into an L{Identity}, or refuses it."""
+
+    def verify(token: str) -> Deferred[Identity]:  # type: ignore[misc]
+        """
+        Fire with the token's identity; fail with L{InvalidToken} or
+        L{AuthUnavailable}.
+        """

@@ -1,0 +1,98 @@
+"""The ways an operator can have tokens checked, and how they combine."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
+from zope.interface import implementer
+
+from monit.auth.cache import CachingVerifier
+from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+from monit.auth.jwt_verifier import JWTVerifier, secret_from_nats
+from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
+
+if TYPE_CHECKING:
+    from monit.nats.client import NATSClient
+    from monit.settings import Settings
+
+log = Logger()
+
+
+@attrs.frozen
+class Verification:
+    """The verifier the settings call for, and the parts the service starts and stops."""
+
+    verifier: CachingVerifier
+    jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
+    pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
+
+
+def verification_for(settings: Settings, reactor: Any, nats: NATSClient) -> Verification:
+    """JWTs with the given secret, and/or the auth URL; with neither, NATS's secret.
+
+    Every mode sits behind one cache of answers.
+    """
+    jwt: JWTVerifier | None = None
+    pool: HTTPConnectionPool | None = None
+    inner: ITokenVerifier
+    if settings.insecure_no_auth:
+        log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
+        inner = NoAuth()
+    else:
+        if settings.jwt_secret:
+            jwt = JWTVerifier.with_secret(settings.jwt_secret, reactor)
+        elif settings.auth_url is None:
+            jwt = JWTVerifier(secret_from_nats(nats, settings.request_timeout), reactor)
+        if settings.auth_url is None:
+            assert jwt is not None
+            inner = jwt
+        else:
+            pool = remote_pool(reactor)
+            remote = RemoteVerifier(
+                remote_http_client(reactor, pool), settings.auth_url, reactor, settings.auth_timeout
+            )
+            inner = remote if jwt is None else FirstValid(jwt, remote)
+    cache = CachingVerifier(inner, reactor, ttl=settings.auth_cache_ttl)
+    return Verification(cache, jwt, pool)
+
+
+@implementer(ITokenVerifier)
+class NoAuth:
+    """Everyone is ``anonymous``: for local use with --insecure-no-auth only."""
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        return succeed(Identity(user="anonymous", claims={}, expires=None))
+
+
+@implementer(ITokenVerifier)
+@attrs.frozen
+class FirstValid:
+    """Accept what the local verifier accepts; ask the remote one about the rest.
+
+    A valid JWT never costs a round trip.  When the local check was unavailable
+    (the JWT secret could not be fetched) a remote refusal is not trusted to be
+    final and the answer stays L{AuthUnavailable}: the token may be a good JWT.
+    """
+
+    local: ITokenVerifier
+    remote: ITokenVerifier
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        """The local answer if it is an identity, else the remote one."""
+        return self.local.verify(token).addErrback(self._ask_remote, token)
+
+    def _ask_remote(self, local: Failure, token: str) -> Deferred[Identity]:
+        local.trap(InvalidToken, AuthUnavailable)
+        d: Deferred[Identity] = self.remote.verify(token)
+        if local.check(AuthUnavailable):
+            d.addErrback(_unavailable_over_refused, local)
+        return d
+
+
+def _unavailable_over_refused(remote: Failure, local: Failure) -> Failure:
+    remote.trap(InvalidToken)
+    return local

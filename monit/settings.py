@@ -1,0 +1,363 @@
+"""Everything an operator can choose, in one table: default, help, parser and variable.
+
+``Settings`` is the one source of monit's defaults. Each field that is an
+operator's option carries an ``Option`` in its metadata: the command-line
+name, how to read it from text, what the README and ``--help`` say about it,
+and its environment variable (``MONIT_`` and the option's name). ``twistd
+monit``'s options, the environment and the README's table are all made from
+it (``python -m monit.settings`` prints the table).
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+
+from monit.routing import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS
+
+MIB = 1024 * 1024
+ENV_PREFIX = "MONIT_"
+_OPTION = "monit.option"
+
+
+class SettingError(ValueError):
+    """An option's value cannot be used; the message names the option."""
+
+
+@attrs.frozen
+class Option:
+    """How an operator sets one field of ``Settings``."""
+
+    help: str
+    parse: Callable[[str], Any] | None  # None: a flag, on when given
+    metavar: str = ""
+    default_text: str = ""  # the default in words, where the value alone would not say it
+    name: str = ""  # the command-line name, when it is not the field's
+    legacy_env: tuple[str, ...] = ()  # older variables that still work, after MONIT_…
+    repeatable: bool = False  # given once per value; in the environment, comma separated
+    invert: bool = False  # a flag that turns the field off (--no-metrics)
+
+
+@attrs.frozen
+class OptionField:
+    """An ``Option`` with the field it sets."""
+
+    field: str
+    option: Option
+    default: Any
+
+    @property
+    def name(self) -> str:
+        return self.option.name or self.field.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.replace("-", "_").upper()
+
+    @property
+    def is_flag(self) -> bool:
+        return self.option.parse is None
+
+    def default_words(self) -> str:
+        if self.option.default_text:
+            return self.option.default_text
+        if self.is_flag:
+            return "off"
+        return _words(self.default)
+
+    def parse(self, text: str, where: str) -> Any:
+        """The value from an option's text; SettingError names ``where`` it came from."""
+        parse = self.option.parse
+        try:
+            if parse is None:
+                value = _boolean(text)
+                return not value if self.option.invert else value
+            if self.option.repeatable:
+                return tuple(parse(item.strip()) for item in text.split(",") if item.strip())
+            return parse(text)
+        except (ValueError, TypeError) as error:
+            raise SettingError(f"{where} {error}") from None
+
+
+# Parsers: text to value, raising ValueError with a short reason.
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"must be true or false, not {text!r}")
+
+
+def _number(kind: type[int] | type[float], minimum: float = 0, inclusive: bool = False) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise ValueError(f"must be {'a whole number' if kind is int else 'a number'}, not {text!r}") from None
+        if value < minimum or (value == minimum and not inclusive):
+            raise ValueError(f"must be {'at least' if inclusive else 'greater than'} {minimum:g}")
+        return value
+
+    parse.__name__ = f"{kind.__name__}_parser"
+    return parse
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty")
+    return text.strip()
+
+
+def _nats_urls(text: str) -> tuple[str, ...]:
+    urls = tuple(url.strip() for url in text.split(",") if url.strip())
+    if not urls:
+        raise ValueError("needs at least one URL")
+    return urls
+
+
+def _subjects(text: str) -> tuple[str, ...]:
+    subjects = tuple(subject.strip() for subject in text.split(",") if subject.strip())
+    for subject in subjects:
+        if any(char.isspace() for char in subject) or "*" in subject or ">" in subject:
+            raise ValueError(f"{subject!r} is not a plain NATS subject")
+    return subjects
+
+
+def _http_url(text: str) -> str:
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"{text!r} must be an http:// or https:// URL")
+    return text
+
+
+def _origin(text: str) -> str:
+    if text != "*" and "://" not in text:
+        raise ValueError(f"{text!r} must be like https://host[:port], or *")
+    return text.rstrip("/")
+
+
+def _endpoint(text: str) -> str:
+    """A Twisted server endpoint string, checked by parsing it (nothing listens yet)."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    try:
+        serverFromString(reactor, text)
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{text!r} is not an endpoint: {error}") from None
+    return text
+
+
+def _words(value: object) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int) and value >= MIB and value % MIB == 0:
+        return f"{value // MIB} MiB"
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value)}"
+    if isinstance(value, int):
+        return f"{value:,}" if value >= 10_000 else str(value)
+    if isinstance(value, (tuple, frozenset)):
+        return ",".join(f"`{item}`" for item in value) or "none"
+    return f"`{value}`"
+
+
+def _option(default: Any, help: str, parse: Callable[[str], Any] | None = None, **option: Any) -> Any:
+    """An attrs field that is an operator's option."""
+    converter = option.pop("converter", None)
+    validator = option.pop("validator", None)
+    shown = not option.pop("secret", False)
+    return attrs.field(
+        default=default,
+        converter=converter,
+        validator=validator,
+        repr=shown,
+        metadata={_OPTION: Option(help, parse, **option)},
+    )
+
+
+def _amount(default: float, help: str, metavar: str = "SECONDS", **option: Any) -> Any:
+    """An option that is a number above zero, checked when Settings is made in Python too."""
+    parse = _number(type(default), 0)
+    return _option(default, help, parse, metavar=metavar, validator=attrs.validators.gt(0), **option)
+
+
+@attrs.frozen
+class Settings:
+    """Everything an operator can choose; ``twistd monit --help`` documents each.
+
+    Fields without an ``Option`` are for programs that embed monit.
+    """
+
+    nats: tuple[str, ...] = _option(
+        ("nats://127.0.0.1:4222",),
+        "NATS servers, tried in turn; credentials in the URL (`nats://user:pass@host:4222`, "
+        "`nats://token@host:4222`). monit reconnects with exponential backoff and jitter, "
+        "and re-subscribes.",
+        _nats_urls, metavar="URL[,URL…]", legacy_env=("NATS_URI",),
+        default_text="`$NATS_URI`, else `nats://127.0.0.1:4222`", converter=tuple,
+    )
+    embedded_nats: bool = _option(
+        False,
+        "start `nats-server` (from the `embedded` extra) on loopback and use it; "
+        "for development and demos",
+    )
+    embedded_nats_port: int = _option(
+        0, "its port", _number(int, 0, inclusive=True), metavar="N", default_text="any free port"
+    )
+    listen: str | None = _option(
+        None,
+        "a Twisted endpoint string: `tcp:8080:interface=127.0.0.1`, or TLS with "
+        "`ssl:8443:privateKey=key.pem:certKey=cert.pem`",
+        _endpoint, metavar="ENDPOINT",
+        default_text='ask NATS `config.get.monitor` (reply `{"host": …, "port": …}`), else `tcp:8080`',
+    )
+    jwt_secret: str | None = _option(
+        None, "the HS256 secret tokens are checked with", _text, metavar="S",
+        legacy_env=("JWT_SECRET",), secret=True,
+        default_text="`$JWT_SECRET`, else ask NATS `config.get.jwt_token` (unless `--auth-url` is given)",
+    )
+    auth_url: str | None = _option(
+        None, "ask this URL about each token (below)", _http_url, metavar="URL"
+    )
+    auth_timeout: float = _amount(
+        2.0,
+        "how long a token check may take; also how long a connection may take to send its "
+        "request headers",
+    )
+    auth_cache_ttl: float = _amount(
+        30.0,
+        "how long a valid answer is kept (never past a JWT's `exp`); refusals are kept a few seconds",
+    )
+    insecure_no_auth: bool = _option(
+        False, "anyone may watch any stream, without a token; logged loudly; for local use only"
+    )
+    allow_query_token: bool = _option(
+        False,
+        "also take the token from `?token=` or the `monit_token` cookie, for browsers (below)",
+    )
+    cors_origins: frozenset[str] = _option(
+        frozenset(),
+        "repeatable; pages from this origin (`https://app.example.com`) may read streams, with "
+        "credentials; `*` lets any page read them without credentials",
+        _origin, metavar="ORIGIN", name="cors-origin", repeatable=True, converter=frozenset,
+    )
+    grace: float = _amount(
+        10.0, "how long a finished job's stream stays open, so late readers still get its end"
+    )
+    retention: float = _amount(
+        600.0, "how long a closed inbox is kept so a reconnecting reader gets its end (then `204`)"
+    )
+    expiry: float = _amount(300.0, "how long an inbox that no job opened and nobody watches lives on")
+    abandon: float = _amount(
+        3600.0,
+        "how long an opened inbox whose close never comes lives on in silence with nobody watching",
+    )
+    history: int = _amount(1000, "events an inbox keeps for late and reconnecting readers", "N")
+    heartbeat: float = _amount(15.0, "keep-alive comment interval, so proxies keep idle streams open")
+    retry_ms: int = _amount(
+        3000,
+        "the SSE `retry:` a stream starts with: how long clients wait before reconnecting",
+        "MS", name="retry",
+    )
+    base64: bool = _option(
+        False, "send each `data:` payload base64-encoded, as the Go service's `EncodeBase64` did"
+    )
+    max_pending: int = _amount(
+        MIB,
+        "a reader whose socket holds more unsent bytes than this is dropped, so slow readers "
+        "cannot grow the process",
+        "BYTES",
+    )
+    max_streams: int = _amount(50_000, "concurrent SSE responses; past it, refused (below)", "N")
+    max_inboxes: int = _amount(
+        100_000,
+        "inboxes held, including those readers created; past it, refused, and NATS messages "
+        "for new jobs are counted and skipped",
+        "N",
+    )
+    max_payload: int = _amount(MIB, "larger NATS messages are logged, counted and skipped", "BYTES")
+    open_subjects: tuple[str, ...] = _option(
+        LIFECYCLE_SUBJECTS,
+        "subjects that open an inbox; each followed by `.done` or `.error` closes it",
+        _subjects, metavar="S,…", default_text="the seed's seven (below)", converter=tuple,
+    )
+    deliver_subjects: tuple[str, ...] = _option(
+        DELIVER_SUBJECTS, "subjects whose `messages` list holds a job's events",
+        _subjects, metavar="S,…", converter=tuple,
+    )
+    metrics: bool = _option(
+        True, "do not serve `/metrics`", name="no-metrics", invert=True, default_text="metrics on"
+    )
+    metrics_public: bool = _option(False, "serve `/metrics` without a token")
+
+    # For embedding only.
+    serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
+    request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
+
+
+def options() -> Iterator[OptionField]:
+    """The operator's options, in the order ``--help`` and the README give them."""
+    for field in attrs.fields(Settings):
+        option = field.metadata.get(_OPTION)
+        if option is not None:
+            yield OptionField(field.name, option, field.default)
+
+
+def from_sources(given: Mapping[str, str | Sequence[str] | bool], environ: Mapping[str, str]) -> Settings:
+    """Settings from the command line's values (by option name), else the environment.
+
+    ``given`` holds what the command line gave: text, a list of texts for a
+    repeatable option, True for a flag. Raises SettingError naming the option
+    or variable whose value is wrong.
+    """
+    values: dict[str, Any] = {}
+    for option in options():
+        value = _from_command_line(option, given.get(option.name))
+        if value is None:
+            value = _from_environment(option, environ)
+        if value is not None:
+            values[option.field] = value
+    return Settings(**values)
+
+
+def _from_command_line(option: OptionField, raw: str | Sequence[str] | bool | None) -> Any:
+    if option.is_flag:
+        return (not option.option.invert) if raw else None
+    if raw is None or raw == []:
+        return None
+    where = f"--{option.name}"
+    if option.option.repeatable and not isinstance(raw, str):
+        raw = ",".join(raw)  # type: ignore[arg-type]
+    return option.parse(str(raw), where)
+
+
+def _from_environment(option: OptionField, environ: Mapping[str, str]) -> Any:
+    for name in (option.env, *option.option.legacy_env):
+        text = environ.get(name)
+        if text is not None and text.strip():
+            return option.parse(text, name)
+    return None
+
+
+def readme_table() -> str:
+    """The README's table of options, made from ``Settings``."""
+    rows = [
+        "| option | environment | default | meaning |",
+        "| --- | --- | --- | --- |",
+    ]
+    for option in options():
+        usage = f"--{option.name} {option.option.metavar}".strip()
+        env = ", ".join(f"`{name}`" for name in (option.env, *option.option.legacy_env))
+        rows.append(f"| `{usage}` | {env} | {option.default_words()} | {option.option.help} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(readme_table())
