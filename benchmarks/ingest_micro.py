@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from monit.inbox import InboxRegistry
 from monit.nats.protocol import NATSProtocol
 from monit.routing import Router
+from monit.settings import Settings
 
 KINDS = {
     "unread": b'{"id":"noreaders","messages":[{"n":1,"body":"nobody reads this"}]}',
@@ -29,7 +30,8 @@ FRAMES_PER_READ = 500
 
 def connected_protocol() -> NATSProtocol:
     clock = Clock()
-    router = Router(InboxRegistry(clock))
+    settings = Settings()
+    router = Router(InboxRegistry(clock, settings), settings)
     protocol = NATSProtocol(clock, lambda sid, msg: router(msg), {"name": "bench"})
     protocol.makeConnection(StringTransport())
     protocol.dataReceived(b'INFO {"max_payload":1048576}\r\nPONG\r\n')

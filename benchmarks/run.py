@@ -267,7 +267,7 @@ def machine_info(pins: dict, fd_limit: int, nats_binary: str) -> dict:
         "python": platform.python_version(),
         "node": run_command(["node", "--version"]),
         "nats_server": run_command([nats_binary, "--version"]),
-        "monit": version("monit"),
+        "monit": version("txmonit"),
         "twisted": version("twisted"),
         "pinning": pins,
         "fd_limit": fd_limit,
