@@ -23,6 +23,7 @@ chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 test: $(VENV)/.installed chromium
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 run: $(VENV)/.installed

@@ -40,12 +40,19 @@ class WebFigures(Protocol):
     @property
     def streams(self) -> StreamFigures: ...
 
-    refusals: Mapping[int, int]
-    auth_results: Mapping[str, int]
+    @property
+    def refusals(self) -> Mapping[int, int]: ...
+
+    @property
+    def auth_results(self) -> Mapping[str, int]: ...
 
 
 class RouterFigures(Protocol):
-    received: Mapping[Action, int]
+    """The router: NATS messages by action, and those skipped."""
+
+    @property
+    def received(self) -> Mapping[Action, int]: ...
+
     malformed: int
     refused: int
 

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
@@ -41,14 +41,17 @@ class MonitService(MultiService):
     log = Logger()
 
     def __init__(
-        self, reactor: Any, settings: Settings, on_fatal: Callable[[str], None] | None = None
+        self,
+        reactor: IReactorTime,
+        settings: Settings,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
         self.settings = settings
         self.on_fatal = on_fatal or self._log_fatal
         nats_urls = settings.nats
         if settings.embedded_nats:
-            embedded = EmbeddedNATS(reactor, port=settings.embedded_nats_port)
+            embedded = EmbeddedNATS(IReactorProcess(reactor), port=settings.embedded_nats_port)
             embedded.setServiceParent(self)
             nats_urls = (embedded.url,)
         self.nats = NATSClient(nats_urls, reactor, request_timeout=settings.request_timeout)
@@ -120,7 +123,8 @@ class MonitService(MultiService):
         """Nobody answers for the secret: a startup problem. A slow answer is not."""
         if failure.check(CancelledError):
             return
-        cause = failure.value.__cause__ if failure.check(AuthUnavailable) else failure.value
+        error = failure.value
+        cause = error.__cause__ if isinstance(error, AuthUnavailable) else error
         if isinstance(cause, (NoResponders, ValueError)):
             self.on_fatal(
                 f"monit: no JWT secret: pass --jwt-secret, set JWT_SECRET or answer {SECRET_SUBJECT} on NATS"

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -74,11 +75,11 @@ def fatal(line: str) -> None:
 
     Logger().critical("{line}", line=line)
     print(line, file=sys.stderr, flush=True)
-    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)  # type: ignore[attr-defined]
-    reactor.callWhenRunning(reactor.stop)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+    reactor.callWhenRunning(reactor.stop)
 
 
-def _stop_cleanly_on_signals(reactor: Any) -> None:
+def _stop_cleanly_on_signals(reactor: IReactorCore) -> None:
     """SIGTERM and SIGINT are the normal way to stop monit: exit 0, not by the signal.
 
     twistd would re-raise the signal after shutdown; installed once the reactor
@@ -91,7 +92,7 @@ def _stop_cleanly_on_signals(reactor: Any) -> None:
 
     def handler(signum: int, frame: object) -> None:
         Logger().info("received signal {signum}, stopping", signum=signum)
-        reactor.callFromThread(stop)
+        IReactorFromThreads(reactor).callFromThread(stop)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, handler)
@@ -100,7 +101,7 @@ def _stop_cleanly_on_signals(reactor: Any) -> None:
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
-    reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)  # type: ignore[attr-defined]
+    reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)
     try:
         return MonitService(reactor, options.settings, on_fatal=fatal)
     except RuntimeError as error:  # no nats-server for --embedded-nats

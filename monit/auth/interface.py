@@ -57,7 +57,7 @@ class AuthUnavailable(Exception):
 class ITokenVerifier(Interface):
     """Something that turns a token into an L{Identity}, or refuses it."""
 
-    def verify(token: str) -> Deferred[Identity]:  # type: ignore[misc]
+    def verify(token: str) -> Deferred[Identity]:
         """
         Fire with the token's identity; fail with L{InvalidToken} or
         L{AuthUnavailable}.

@@ -1,10 +1,11 @@
 """The ways an operator can have tokens checked, and how they combine."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
@@ -31,7 +32,7 @@ class Verification:
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
 
 
-def verification_for(settings: Settings, reactor: Any, nats: NATSClient) -> Verification:
+def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSClient) -> Verification:
     """JWTs with the given secret, and/or the auth URL; with neither, NATS's secret.
 
     Every mode sits behind one cache of answers.

@@ -17,12 +17,13 @@ The answer is read from the status code:
 from __future__ import annotations
 
 import json
-from http.cookiejar import CookieJar, DefaultCookiePolicy
+from http.cookiejar import DefaultCookiePolicy
 from types import MappingProxyType
 from typing import Any, NoReturn
 from typing import Protocol as TypingProtocol
 
 from treq.client import HTTPClient
+from treq.cookies import IndexableCookieJar
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
@@ -47,7 +48,17 @@ MAX_PERSISTENT_PER_HOST = 10
 
 
 class _HTTPGetter(TypingProtocol):
-    def get(self, url: str, **kwargs: Any) -> Deferred[IResponse]: ...
+    """What RemoteVerifier uses of treq's HTTPClient (StubTreq in tests)."""
+
+    def get(
+        self,
+        url: str,
+        /,
+        *,
+        headers: dict[bytes | str, bytes | str],
+        allow_redirects: bool,
+        unbuffered: bool,
+    ) -> Deferred[Any]: ...
 
 
 @implementer(ITokenVerifier)
@@ -76,10 +87,10 @@ class RemoteVerifier:
             unbuffered=True,
             allow_redirects=False,
         )
-        request.addCallback(_answer)
+        answer: Deferred[Identity] = request.addCallback(_answer)
         # The clock is ours to inject: treq's own timeout would use the global reactor.
-        request.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
-        return _abandonable(request).addErrback(self._unavailable)
+        answer.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
+        return _abandonable(answer).addErrback(self._unavailable)
 
     def _unavailable(self, failure: Failure) -> Failure:
         """Log why the service could not answer; turn any error into AuthUnavailable."""
@@ -123,21 +134,21 @@ def _abandonable(work: Deferred[Identity]) -> Deferred[Identity]:
     return result
 
 
-def remote_pool(reactor: Any) -> HTTPConnectionPool:
+def remote_pool(reactor: IReactorTime) -> HTTPConnectionPool:
     """One persistent pool for every token check, so checks reuse connections."""
     pool = HTTPConnectionPool(reactor, persistent=True)
     pool.maxPersistentPerHost = MAX_PERSISTENT_PER_HOST
     return pool
 
 
-def remote_http_client(reactor: Any, pool: HTTPConnectionPool | None = None) -> HTTPClient:
+def remote_http_client(reactor: IReactorTime, pool: HTTPConnectionPool | None = None) -> HTTPClient:
     """A treq client for L{RemoteVerifier}, pooled and without cookies.
 
     The cookie jar refuses every cookie: a session cookie the service set for
     one user must never ride along with the next user's token.
     """
     agent = Agent(reactor, pool=pool if pool is not None else remote_pool(reactor))
-    no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+    no_cookies = IndexableCookieJar(DefaultCookiePolicy(allowed_domains=[]))
     return HTTPClient(agent, cookiejar=no_cookies)
 
 
@@ -192,7 +203,7 @@ def _streams(value: object) -> list[str] | str:
     raise AuthUnavailable("the auth service sent streams that are not a list of ids or '*'")
 
 
-def _describe(error: BaseException) -> str:
+def _describe(error: BaseException | None) -> str:
     """Why a check failed, in words that quote no request header."""
     if isinstance(error, AuthUnavailable):
         return str(error)

@@ -28,7 +28,7 @@ def browser_token(request: IRequest) -> str | None:
     if not raw:
         return None
     try:
-        return raw.decode("ascii")
+        return bytes(raw).decode("ascii")
     except UnicodeDecodeError:
         return None
 

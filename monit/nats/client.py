@@ -10,7 +10,7 @@ import itertools
 import random
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -20,8 +20,11 @@ from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import (
+    IAddress,
     IDelayedCall,
+    IProtocol,
     IProtocolFactory,
+    IReactorTime,
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, connectionDone
@@ -120,21 +123,38 @@ class _SurviveEarlyDisconnectFactory(WrappingFactory):
 class _RoundRobinEndpoint:
     """Connect to the next server of the list on each attempt."""
 
-    def __init__(self, reactor: Any, servers: Sequence[_Server]) -> None:
+    def __init__(self, reactor: IReactorTime, servers: Sequence[_Server]) -> None:
         self._reactor = reactor
         self._servers = servers
         self._attempts = 0
         self.current = servers[0]
 
-    def connect(self, factory: IProtocolFactory) -> Deferred[Any]:
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
         self.current = self._servers[self._attempts % len(self._servers)]
         self._attempts += 1
         endpoint = HostnameEndpoint(self._reactor, self.current.host, self.current.port)
         connecting = endpoint.connect(_SurviveEarlyDisconnectFactory(factory))
-        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+        return connecting.addCallback(_unwrapped)
 
     def __repr__(self) -> str:
         return f"<NATS servers {', '.join(server.redacted for server in self._servers)}>"
+
+
+class _ConnectionFactory(Factory):
+    """A new NATSProtocol for each connection, made by the client that owns them."""
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], NATSProtocol]) -> None:
+        self._build = build
+
+    def buildProtocol(self, addr: IAddress | None) -> NATSProtocol:
+        return self._build()
+
+
+def _unwrapped(wrapper: IProtocol) -> IProtocol:
+    """The NATS protocol inside the wrapper that shields ClientService."""
+    return cast(ProtocolWrapper, wrapper).wrappedProtocol
 
 
 @attrs.define(eq=False)
@@ -177,7 +197,7 @@ class NATSClient(Service):
     def __init__(
         self,
         urls: Sequence[str],
-        reactor: Any,
+        reactor: IReactorTime,
         *,
         name: str = "monit",
         request_timeout: float = 2.0,
@@ -192,8 +212,7 @@ class NATSClient(Service):
         self._request_timeout = request_timeout
         self._ping_interval = ping_interval
         self._endpoint = _RoundRobinEndpoint(reactor, [_Server.parse(url) for url in urls])
-        factory = Factory.forProtocol(self._build_protocol)  # type: ignore[arg-type]
-        factory.noisy = False
+        factory = _ConnectionFactory(self._build_protocol)
         self._service = ClientService(
             self._endpoint,
             factory,
@@ -241,8 +260,9 @@ class NATSClient(Service):
             self._reactor, self._deliver, options, ping_interval=self._ping_interval
         )
 
-    def _prepare(self, protocol: NATSProtocol) -> Deferred[None]:
+    def _prepare(self, connected: IProtocol) -> Deferred[None]:
         """Finish the handshake and subscribe again, before ClientService says connected."""
+        protocol = cast(NATSProtocol, connected)
         server = self._endpoint.current
         handshake = protocol.when_connected()
         handshake.addCallback(lambda _: self._resubscribe(protocol))
@@ -261,7 +281,8 @@ class NATSClient(Service):
                 url=server.redacted,
                 reason=reason.getErrorMessage(),
             )
-        protocol.transport.loseConnection()
+        if protocol.transport is not None:
+            protocol.transport.loseConnection()
         return reason
 
     def _resubscribe(self, protocol: NATSProtocol) -> Deferred[set[int]]:

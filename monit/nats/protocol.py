@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IReactorTime, ITCPTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -222,7 +222,15 @@ class NATSProtocol(Protocol):
         self.log.error("dropping NATS connection: {why}", why=why)
         self._closing = True
         self._buffer.clear()
-        self.transport.loseConnection()
+        self._connection().loseConnection()
+
+    def _connection(self) -> ITCPTransport:
+        """The transport, once connected (a TCP one, or another that can abort)."""
+        assert self.transport is not None, "not connected"
+        return cast(ITCPTransport, self.transport)
+
+    def _send(self, data: bytes) -> None:
+        self._connection().write(data)
 
     # Commands
 
@@ -236,18 +244,18 @@ class NATSProtocol(Protocol):
         check_subject(subject)
         self._check_writable()
         if queue is None:
-            self.transport.write(b"SUB %s %d\r\n" % (subject.encode(), sid))
+            self._send(b"SUB %s %d\r\n" % (subject.encode(), sid))
         else:
             check_subject(queue, "queue group")
-            self.transport.write(b"SUB %s %s %d\r\n" % (subject.encode(), queue.encode(), sid))
+            self._send(b"SUB %s %s %d\r\n" % (subject.encode(), queue.encode(), sid))
 
     def unsubscribe(self, sid: int, max_msgs: int | None = None) -> None:
         """Stop sid now, or after it has delivered max_msgs in all."""
         self._check_writable()
         if max_msgs is None:
-            self.transport.write(b"UNSUB %d\r\n" % sid)
+            self._send(b"UNSUB %d\r\n" % sid)
         else:
-            self.transport.write(b"UNSUB %d %d\r\n" % (sid, max_msgs))
+            self._send(b"UNSUB %d %d\r\n" % (sid, max_msgs))
 
     def publish(
         self,
@@ -267,11 +275,11 @@ class NATSProtocol(Protocol):
             block = _encode_headers(headers)
             self._check_size(len(block) + len(payload))
             line = b"HPUB %s %d %d\r\n" % (head, len(block), len(block) + len(payload))
-            self.transport.write(b"".join((line, block, payload, _CRLF)))
+            self._send(b"".join((line, block, payload, _CRLF)))
         else:
             self._check_size(len(payload))
             line = b"PUB %s %d\r\n" % (head, len(payload))
-            self.transport.write(b"".join((line, payload, _CRLF)))
+            self._send(b"".join((line, payload, _CRLF)))
 
     def _check_size(self, size: int) -> None:
         """The server would close the connection on a message over max_payload."""
@@ -288,13 +296,13 @@ class NATSProtocol(Protocol):
             return fail()
         pong: Deferred[None] = Deferred()
         self._pongs.append(pong)
-        self.transport.write(b"PING\r\n")
+        self._send(b"PING\r\n")
         return pong
 
     def _send_connect(self) -> None:
         """Answer the first INFO; the PONG to the PING after it ends the handshake."""
         options = json.dumps(self._connect_options, separators=(",", ":")).encode()
-        self.transport.write(b"CONNECT " + options + _CRLF)
+        self._send(b"CONNECT " + options + _CRLF)
         self._connect_sent = True
         self.ping().addCallbacks(self._handshake_done, lambda _: None)
 
@@ -314,7 +322,7 @@ class NATSProtocol(Protocol):
                 count=len(self._pongs),
             )
             self._closing = True
-            self.transport.abortConnection()
+            self._connection().abortConnection()
             return
         self.ping().addErrback(lambda _: None)
 
@@ -370,7 +378,7 @@ class NATSProtocol(Protocol):
     def _control(self, op: bytes, line: bytes) -> None:
         """Handle a frame without a payload."""
         if op == b"PING":
-            self.transport.write(b"PONG\r\n")
+            self._send(b"PONG\r\n")
         elif op == b"PONG":
             if self._pongs:
                 self._pongs.popleft().callback(None)

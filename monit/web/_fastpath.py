@@ -147,7 +147,7 @@ def writer_for(request: Request, fast: bool) -> Writer:
         if isinstance(transport, tcp.Connection):
             return SocketWriter(transport)
         below = _tcp_below(transport)
-        if below is not None:
+        if transport is not None and below is not None:
             return ChunkWriter(transport, below)
     return RequestWriter(request)
 

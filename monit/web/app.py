@@ -14,7 +14,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
-from twisted.web.server import NOT_DONE_YET
+from twisted.web.server import NOT_DONE_YET, Request
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from monit.auth.interface import (
@@ -58,7 +58,7 @@ def _one_parameter(request: IRequest, name: bytes) -> str | None:
     if not values:
         return None
     try:
-        return values[0].decode("utf-8")
+        return bytes(values[0]).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"'{name.decode()}' is not UTF-8") from None
 
@@ -157,7 +157,7 @@ class MonitWeb:
         return b""
 
     @app.route("/events", methods=["GET"])
-    def events(self, request: IRequest) -> Deferred[IResource | bytes] | bytes:
+    def events(self, request: Request) -> Deferred[IResource | bytes] | bytes:
         self._cors(request)
         try:
             inbox_id = stream_id_of(request)
@@ -226,11 +226,12 @@ class MonitWeb:
         )
 
     def _exposition(self, identity: Identity | None, request: IRequest) -> bytes:
+        assert self._metrics is not None, "the route answers 404 without metrics"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode("ascii"))
         return self._metrics()
 
     def _stream(
-        self, identity: Identity, request: IRequest, inbox_id: str, after: int
+        self, identity: Identity, request: Request, inbox_id: str, after: int
     ) -> IResource | bytes:
         self.auth_results["valid"] += 1
         if not may_watch(identity, inbox_id):

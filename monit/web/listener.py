@@ -75,22 +75,22 @@ class WebListener(Service):
 
     def startService(self) -> None:
         super().startService()
-        d = maybeDeferred(self._endpoint_description)
-        d.addCallback(self._listen)
-        d.addErrback(self._failed)
+        described: Deferred[str] = maybeDeferred(self._endpoint_description)
+        described.addCallback(self._listen).addErrback(self._failed)
 
     def stop_listening(self) -> Deferred[None]:
         port, self._port = self._port, None
         if port is None:
             return succeed(None)
-        return maybeDeferred(port.stopListening)
+        stopped = port.stopListening()
+        return stopped if isinstance(stopped, Deferred) else succeed(None)
 
     def close_connections(self) -> Deferred[None]:
         return self.site.close_connections(self._reactor, SHUTDOWN_DRAIN_SECONDS)
 
-    def _endpoint_description(self) -> Deferred[str] | str:
+    def _endpoint_description(self) -> Deferred[str]:
         if self._listen_at is not None:
-            return self._listen_at
+            return succeed(self._listen_at)
         return self._ask().addErrback(self._fallback)
 
     def _fallback(self, failure: Failure) -> str:

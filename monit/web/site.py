@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.web.http import HTTPChannel
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel, Request
 from twisted.web.resource import IResource
 from twisted.web.server import Site
 
@@ -11,9 +13,15 @@ from monit.oneshot import OneShotObserver
 
 
 class _TrackedChannel(HTTPChannel):
-    """HTTP/1.1 only (no HTTP/2 negotiation layer), and tells its site when it closes."""
+    """HTTP/1.1 only (no HTTP/2 negotiation layer); tells its site when it opens and closes."""
 
-    def connectionLost(self, reason) -> None:
+    site: MonitSite  # set by the site that builds it
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.channels.add(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         super().connectionLost(reason)
         self.site.channel_closed(self)
 
@@ -26,21 +34,16 @@ class MonitSite(Site):
     written, and waits (boundedly) for that before NATS goes away.
     """
 
-    protocol = _TrackedChannel
+    protocol = _TrackedChannel  # type: ignore[assignment]
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, resource: IResource, clock: IReactorTime, idle_timeout: float = 60.0) -> None:
+    def __init__(self, resource: IResource, clock: IReactorTime, idle_timeout: float) -> None:
         super().__init__(resource, timeout=idle_timeout, reactor=clock)
         self.channels: set[HTTPChannel] = set()
         self._emptied: OneShotObserver[None] | None = None
 
-    def buildProtocol(self, addr):
-        channel = super().buildProtocol(addr)
-        self.channels.add(channel)
-        return channel
-
-    def log(self, request) -> None:
+    def log(self, request: Request) -> None:
         """No access log: monit logs streams and refusals itself, without tokens."""
 
     def channel_closed(self, channel: HTTPChannel) -> None:
@@ -57,6 +60,7 @@ class MonitSite(Site):
             self._emptied = OneShotObserver()
         waiter = self._emptied.when_fired()
         for channel in tuple(self.channels):
-            channel.transport.loseConnection()
+            if channel.transport is not None:
+                channel.transport.loseConnection()
         waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda *_: None)
         return waiter

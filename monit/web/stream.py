@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import random
 
-from twisted.internet.interfaces import IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -92,8 +92,9 @@ class EventStream:
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
         request.registerProducer(self, True)
-        if hasattr(request.transport, "setTcpNoDelay"):
-            request.transport.setTcpNoDelay(True)  # events are small and should not wait
+        transport = request.transport
+        if ITCPTransport.providedBy(transport):
+            transport.setTcpNoDelay(True)  # events are small and should not wait
         self._started = self._clock.seconds()
         request.write(encode_retry(self._streams.retry_ms))
         self._writer = _fastpath.writer_for(request, self._streams.fast_path)
@@ -138,7 +139,11 @@ class EventStream:
     def _drop(self) -> None:
         self._streams.dropped += 1
         self._detach(f"too slow: over {self._max_pending} bytes pending")
-        self._request.transport.abortConnection()
+        transport = self._request.transport
+        if ITCPTransport.providedBy(transport):
+            transport.abortConnection()
+        elif transport is not None:
+            transport.loseConnection()
 
     def _finish(self, reason: str) -> None:
         """End the response; only ever called while the connection is up."""
