@@ -356,7 +356,12 @@ class InboxRegistry:
         silence it.
         """
         self._followers.append(follower)
-        return lambda: self._followers.remove(follower) if follower in self._followers else None
+
+        def stop() -> None:
+            if follower in self._followers:
+                self._followers.remove(follower)
+
+        return stop
 
     def _tell_followers(self, inbox: Inbox, data: str, event: str | None) -> None:
         told = Event(inbox.last_id, event or "message", parse_data(data))

@@ -8,6 +8,16 @@ from natsserver import NATSServer
 from publisher import Publisher
 
 
+# A test that uses one of these needs a real nats-server: it is an integration test.
+NATS_FIXTURES = {"nats_server", "private_nats_server", "publisher"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if NATS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def nats_server():
     """One real nats-server for the whole test session."""

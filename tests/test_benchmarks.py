@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+pytestmark = pytest.mark.integration  # node, nats-server, twistd
 SCENARIOS = ("fanout", "many-streams", "idle-memory", "ingest", "cpu-per-delivery", "flood-fanout")
 
 def numbers(summary: dict) -> list[float]:

@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.web.pages import notFound
@@ -43,6 +44,7 @@ from publisher import Publisher
 from streams import SECRET, start_monit
 from waiting import wait_for
 
+pytestmark = pytest.mark.integration  # headless Chromium
 PAGE = Path(__file__).parent / "browser" / "eventsource.html"
 STREAM = "browser-1"
 RETRY_MS = 200

@@ -53,6 +53,7 @@ def executable(path: Path, script: str) -> str:
 # the real thing
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_serves_nats_until_stopped(events: EventLoggingObserver) -> None:
     reactor = real_reactor()
@@ -74,6 +75,7 @@ async def test_serves_nats_until_stopped(events: EventLoggingObserver) -> None:
     assert messages(events, LogLevel.error) == []
 
 
+@pytest.mark.integration
 @pytest_twisted.ensureDeferred
 async def test_child_that_dies_is_an_error(tmp_path: Path, events: EventLoggingObserver) -> None:
     binary = executable(tmp_path / "nats-server", "#!/bin/sh\necho '[1] [FTL] cannot listen' >&2\nexit 3\n")

@@ -271,3 +271,38 @@ def test_a_reader_joining_mid_turn_gets_each_event_once():
     clock.advance(0)
     assert early.ids() == [1, 2]
     assert late.ids() == [1, 2]
+
+
+class Broken(Reader):
+    """A reader whose delivery raises, as a buggy subscriber might."""
+
+    def deliver(self, batch) -> None:
+        raise RuntimeError("broken reader")
+
+
+def test_a_reader_that_raises_is_detached_and_the_others_get_every_event(events):
+    clock, registry = make_registry()
+    broken, first, second = Broken(), Reader(), Reader()
+    registry.subscribe("job1", broken)  # first in line: it raises before the others are served
+    registry.subscribe("job1", first)
+    registry.subscribe("job2", second)  # an inbox flushed after the broken one, in the same turn
+    for n in range(3):
+        registry.deliver("job1", f'{{"n":{n}}}')
+        registry.deliver("job2", f'{{"n":{n}}}')
+    clock.advance(0)
+    registry.deliver("job1", '{"n":3}')
+    clock.advance(0)
+    assert first.ids() == [1, 2, 3, 4] and second.ids() == [1, 2, 3]
+    assert broken.ended and broken not in registry.get("job1").subscribers
+    failures = [e for e in events if "log_failure" in e]
+    assert len(failures) == 1 and failures[0]["inbox"] == "job1"
+
+
+def test_a_lone_broken_reader_leaves_an_inbox_that_still_expires(events):
+    clock, registry = make_registry()
+    registry.subscribe("job1", Broken())
+    registry.deliver("job1", '{"n":1}')
+    clock.advance(0)
+    assert not registry.get("job1").subscribers
+    clock.advance(300)
+    assert "job1" not in registry

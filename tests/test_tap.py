@@ -1,4 +1,4 @@
-"""``twistd monit`` options: defaults, environment, validation."""
+"""``twistd monit``: the command line, its checks, and the service it builds."""
 import pytest
 from twisted.python.usage import UsageError
 
@@ -21,21 +21,6 @@ def test_defaults(monkeypatch):
     assert (settings.grace, settings.heartbeat, settings.history) == (10.0, 15.0, 1000)
     assert tuple(settings.open_subjects) == LIFECYCLE_SUBJECTS
     assert tuple(settings.deliver_subjects) == ("monitor.user",)
-
-
-def test_environment(monkeypatch):
-    monkeypatch.setenv("NATS_URI", "nats://a:1, nats://b:2")
-    monkeypatch.setenv("JWT_SECRET", "from-env")
-    settings = parse().settings
-    assert settings.nats == ("nats://a:1", "nats://b:2")
-    assert settings.jwt_secret == "from-env"
-
-
-def test_flags_win_over_environment(monkeypatch):
-    monkeypatch.setenv("NATS_URI", "nats://env:1")
-    monkeypatch.setenv("JWT_SECRET", "from-env")
-    settings = parse("--nats", "nats://flag:2", "--jwt-secret", "flag").settings
-    assert settings.nats == ("nats://flag:2",) and settings.jwt_secret == "flag"
 
 
 def test_numbers():

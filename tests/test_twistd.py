@@ -19,7 +19,9 @@ from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher
 
 SECRET = "twistd-secret"
-README = Path(__file__).resolve().parent.parent / "README.md"
+pytestmark = pytest.mark.integration  # twistd and curl as child processes
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 
 def twistd(tmp_path, *args: str) -> subprocess.Popen:
@@ -101,7 +103,7 @@ def test_port_in_use_stops_with_status_1(tmp_path, nats_server):
 def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats_server):
     port = free_port()
     example = subprocess.Popen(
-        [sys.executable, "examples/embed.py", "--nats", nats_server.url, "--port", str(port)],
+        [sys.executable, str(ROOT / "examples" / "embed.py"), "--nats", nats_server.url, "--port", str(port)],
         env={"JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -113,8 +115,11 @@ def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats
         assert page.stdout == b"my application\n"
         curl = curl_stream(f"http://127.0.0.1:{port}/monit/events?stream=e1", mint(SECRET, "eve", 60))
         read_until(curl, b"retry: 3000")
+        publisher.publish("service.create", {"id": "e1"})
         publisher.publish("monitor.user", {"id": "e1", "messages": [{"body": "embedded"}]})
         read_until(curl, b'data: {"body":"embedded"}')
+        publisher.publish("service.create.done", {"id": "e1", "status": "done"})
+        read_until(example, b"job e1 ended: service.create.done {'id': 'e1', 'status': 'done'}")
         curl.terminate()
         curl.wait()
     finally:

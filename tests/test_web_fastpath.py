@@ -1,0 +1,128 @@
+"""The fast path's contract, over real loopback TCP: straight-to-socket writes, unsent bytes, fallback.
+
+Nothing here fakes a transport's fields: the streams run on Twisted's own TCP
+transport, and a stalled reader is a real socket that is never read.
+"""
+from __future__ import annotations
+
+import json
+import time
+
+import attrs
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor, tcp
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
+
+from monit.auth.modes import NoAuth
+from monit.inbox import InboxRegistry
+from monit.settings import Settings
+from monit.web import _fastpath
+from monit.web.app import MonitWeb
+from monit.web.site import MonitSite
+from streams import Reader, stalled_reader
+from waiting import wait_for, within
+
+MAX_PENDING = 64 * 1024
+
+
+@attrs.define
+class Served:
+    registry: InboxRegistry
+    web: MonitWeb
+    site: MonitSite
+    port: IListeningPort
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port.getHost().port}"
+
+    def newest_stream(self):
+        return list(self.web.streams._streams)[-1]
+
+
+async def serve() -> Served:
+    settings = Settings(insecure_no_auth=True, max_pending=MAX_PENDING, history=10)
+    registry = InboxRegistry(reactor, settings)
+    web = MonitWeb(registry, NoAuth(), reactor, settings)
+    web.start()
+    site = MonitSite(web.resource(), reactor, idle_timeout=5)
+    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
+    return Served(registry, web, site, port)
+
+
+async def stop(served: Served) -> None:
+    await served.port.stopListening()
+    served.web.shutdown()
+    await served.site.close_connections(reactor, 3)
+
+
+def test_the_fast_path_fits_this_twisted():
+    assert _fastpath.check() is None
+
+
+def test_a_twisted_whose_fields_changed_is_noticed(monkeypatch):
+    """As if a new Twisted buffered writes somewhere else."""
+
+    def write_elsewhere(self, data: bytes) -> None:
+        self.queued = getattr(self, "queued", b"") + data
+
+    monkeypatch.setattr(tcp.Connection, "write", write_elsewhere)
+    assert _fastpath.check() == "a write to a TCP transport is not counted as unsent"
+
+
+async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
+    """A reader that reads and one that never does, on one job; events until the stalled one is dropped."""
+    response = await within(treq.get(f"{served.base_url}/events?stream=job", unbuffered=True))
+    healthy = Reader(response)
+    await wait_for(lambda: len(served.web.streams) == 1)
+    stalled = stalled_reader(served.base_url, "job", "unused")
+    await wait_for(lambda: len(served.web.streams) == 2)
+    stalled_stream = served.newest_stream()
+    sent = 0
+    largest_unsent = 0
+    deadline = time.monotonic() + 30
+    while served.web.streams.dropped == 0 and time.monotonic() < deadline:
+        served.registry.deliver("job", json.dumps({"n": sent, "pad": "x" * 20_000}))
+        sent += 1
+        await deferLater(reactor, 0, lambda: None)  # one reactor turn: the batch goes out
+        largest_unsent = max(largest_unsent, stalled_stream._writer.unsent())
+    stalled.close()
+    assert served.web.streams.dropped == 1, "the stalled reader was never dropped"
+    served.registry.deliver("job", json.dumps({"n": sent}))
+    await wait_for(lambda: len(healthy.events) == sent + 1)
+    healthy.close()
+    return healthy, stalled_stream, largest_unsent
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_over_tcp_batches_go_straight_to_the_socket_and_a_stalled_reader_is_dropped():
+    served = await serve()
+    try:
+        healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
+        assert type(stalled_stream._writer) is _fastpath.SocketWriter
+        assert largest_unsent > MAX_PENDING  # read from the transport's own buffer
+        assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
+    finally:
+        await stop(served)
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_when_the_fast_path_does_not_fit_streams_use_request_write_and_still_drop(monkeypatch, events):
+    monkeypatch.setattr(_fastpath, "check", lambda: "pretend the fields changed")
+    served = await serve()
+    try:
+        warnings = [e for e in events if "fast path does not fit" in e.get("log_format", "")]
+        assert len(warnings) == 1 and warnings[0]["problem"] == "pretend the fields changed"
+        healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
+        assert type(stalled_stream._writer) is _fastpath.RequestWriter
+        assert largest_unsent > MAX_PENDING  # counted as written while the transport paused us
+        assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
+    finally:
+        await stop(served)
+
