@@ -26,7 +26,7 @@ _HOMES = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import the service only when asked, so ``import monit.web.sse`` stays light."""
+    """Import the service only when asked, so ``import monit.sse`` stays light."""
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(name)

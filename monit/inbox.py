@@ -6,17 +6,15 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from monit.oneshot import OneShotObserver
-from monit.web.sse import encode_event, encode_gap
-
-if TYPE_CHECKING:
-    from monit.settings import Settings
+from monit.settings import Settings
+from monit.sse import encode_event, encode_gap
 
 _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 

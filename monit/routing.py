@@ -5,29 +5,17 @@ import enum
 import json
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
 from monit.nats.protocol import Msg
-from monit.web.sse import compact_json
+from monit.settings import Settings
+from monit.sse import compact_json
 
-if TYPE_CHECKING:
-    from monit.settings import Settings
-
-LIFECYCLE_SUBJECTS = (
-    "service.create",
-    "service.delete",
-    "service.import",
-    "build.create",
-    "build.delete",
-    "build.import",
-    "environment.sync",
-)
 CLOSE_SUFFIXES = (".done", ".error")
-DELIVER_SUBJECTS = ("monitor.user",)
 WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
 
 

@@ -15,9 +15,20 @@ from typing import Any
 
 import attrs
 
-from monit.routing import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS
-
 MIB = 1024 * 1024
+# The seed service's subjects: these open a job's inbox (and, with .done or
+# .error after them, close it) ...
+LIFECYCLE_SUBJECTS = (
+    "service.create",
+    "service.delete",
+    "service.import",
+    "build.create",
+    "build.delete",
+    "build.import",
+    "environment.sync",
+)
+# ... and these carry its events, in their "messages" list.
+DELIVER_SUBJECTS = ("monitor.user",)
 ENV_PREFIX = "MONIT_"
 _OPTION = "monit.option"
 

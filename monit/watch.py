@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from monit.inbox import Batch, Event, Inbox, InboxRegistry, parse_data
-from monit.web.sse import decode_frames
+from monit.sse import decode_frames
 
 
 class TooSlow(Exception):

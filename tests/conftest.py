@@ -7,7 +7,6 @@ from twisted.logger import globalLogPublisher
 from natsserver import NATSServer
 from publisher import Publisher
 
-
 # A test that uses one of these needs a real nats-server: it is an integration test.
 NATS_FIXTURES = {"nats_server", "private_nats_server", "publisher"}
 

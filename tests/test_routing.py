@@ -7,16 +7,8 @@ from twisted.logger import globalLogPublisher
 
 from monit.inbox import InboxRegistry
 from monit.nats.protocol import Msg
-from monit.routing import (
-    DELIVER_SUBJECTS,
-    LIFECYCLE_SUBJECTS,
-    Action,
-    Malformed,
-    Router,
-    inbox_id_of,
-    subject_table,
-)
-from monit.settings import Settings
+from monit.routing import Action, Malformed, Router, inbox_id_of, subject_table
+from monit.settings import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS, Settings
 
 
 class Reader:

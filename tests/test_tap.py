@@ -2,7 +2,7 @@
 import pytest
 from twisted.python.usage import UsageError
 
-from monit.routing import LIFECYCLE_SUBJECTS
+from monit.settings import LIFECYCLE_SUBJECTS
 from monit.tap import Options, makeService
 
 

@@ -6,10 +6,11 @@ import pytest_twisted
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.task import Clock
 
-from deferreds import result_of
 from monit.inbox import Event, InboxRegistry
 from monit.settings import Settings
 from monit.watch import TooSlow, Watch
+
+from deferreds import result_of
 from streams import job_message, start_monit
 from waiting import within
 

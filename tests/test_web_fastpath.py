@@ -23,6 +23,7 @@ from monit.settings import Settings
 from monit.web import _fastpath
 from monit.web.app import MonitWeb
 from monit.web.site import MonitSite
+
 from streams import Reader, stalled_reader
 from waiting import wait_for, within
 

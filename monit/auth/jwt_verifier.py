@@ -190,11 +190,13 @@ def _user(claims: Mapping[str, Any]) -> str:
     return "unknown"
 
 
-class _NATSRequester(Protocol):
+class NATSRequester(Protocol):
+    """What fetching the secret uses of a NATS client: one request."""
+
     def request(self, subject: str, payload: bytes, timeout: float) -> Deferred[Any]: ...
 
 
-def secret_from_nats(client: _NATSRequester, timeout: float) -> Callable[[], Deferred[str]]:
+def secret_from_nats(client: NATSRequester, timeout: float) -> Callable[[], Deferred[str]]:
     """A fetcher asking NATS ``config.get.jwt_token`` for the secret, as the seed service did."""
 
     def fetch() -> Deferred[str]:

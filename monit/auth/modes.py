@@ -1,8 +1,6 @@
 """The ways an operator can have tokens checked, and how they combine."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -13,12 +11,9 @@ from zope.interface import implementer
 
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
-from monit.auth.jwt_verifier import JWTVerifier, secret_from_nats
+from monit.auth.jwt_verifier import JWTVerifier, NATSRequester, secret_from_nats
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
-
-if TYPE_CHECKING:
-    from monit.nats.client import NATSClient
-    from monit.settings import Settings
+from monit.settings import Settings
 
 log = Logger()
 
@@ -32,7 +27,7 @@ class Verification:
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
 
 
-def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSClient) -> Verification:
+def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
     """JWTs with the given secret, and/or the auth URL; with neither, NATS's secret.
 
     Every mode sits behind one cache of answers.

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -26,11 +25,9 @@ from monit.auth.interface import (
 )
 from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
-from monit.web.sse import encode_error, encode_retry
+from monit.settings import Settings
+from monit.sse import encode_error, encode_retry
 from monit.web.stream import EventStream, StreamSet
-
-if TYPE_CHECKING:
-    from monit.settings import Settings
 
 RETRY_AFTER_SECONDS = 5
 

@@ -11,8 +11,8 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from monit.inbox import Batch, Inbox, InboxRegistry
+from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
-from monit.web.sse import KEEPALIVE, encode_error, encode_retry
 
 
 @implementer(IPushProducer)

@@ -2,7 +2,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monit.web.sse import compact_json, encode_event, encode_retry
+from monit.sse import compact_json, encode_event, encode_retry
 
 from sseclient import SSEParser
 
