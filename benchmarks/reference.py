@@ -101,7 +101,7 @@ def main() -> None:
     args = parser.parse_args()
 
     fanout = Fanout()
-    client = NATSClient([args.nats], reactor, name="monit-reference")
+    client = NATSClient([args.nats], reactor, request_timeout=2.0, name="monit-reference")
     client.subscribe("monitor.user", CountOnly(fanout) if args.count_only else fanout)
     client.startService()
     factory = Factory.forProtocol(lambda: Reader(fanout.streams))

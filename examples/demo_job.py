@@ -29,7 +29,7 @@ PROGRESS = [
 
 
 async def publish_job(reactor, url: str, job: str, interval: float) -> None:
-    client = NATSClient([url], reactor, name="monit-demo")
+    client = NATSClient([url], reactor, request_timeout=2.0, name="monit-demo")
     client.startService()
     await client.when_connected()
     service = f"web-env-{job}"

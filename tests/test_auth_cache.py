@@ -123,7 +123,7 @@ def test_identity_already_expired_is_not_kept(cache: CachingVerifier, inner: Han
 
 
 def test_identity_already_expired_evicts_nothing(inner: HandVerifier, clock: Clock) -> None:
-    cache = CachingVerifier(inner, clock, max_entries=1)
+    cache = CachingVerifier(inner, clock, ttl=30, max_entries=1)
     verified(cache, inner, "live", ALICE)
     verified(cache, inner, TOKEN, Identity(user="alice", claims={}, expires=clock.seconds()))
     assert result_of(cache.verify("live")) is ALICE
@@ -215,7 +215,7 @@ def test_a_synchronous_inner_verifier(clock: Clock) -> None:
             d.callback(ALICE)
             return d
 
-    cache = CachingVerifier(Sync(), clock)
+    cache = CachingVerifier(Sync(), clock, ttl=30)
     assert result_of(cache.verify(TOKEN)) is ALICE
     assert result_of(cache.verify(TOKEN)) is ALICE
     assert Sync.calls == 1
@@ -228,12 +228,12 @@ def test_an_inner_verifier_raising(clock: Clock) -> None:
             raise AuthUnavailable("not connected")
 
     with pytest.raises(AuthUnavailable):
-        result_of(CachingVerifier(Raising(), clock).verify(TOKEN))
+        result_of(CachingVerifier(Raising(), clock, ttl=30).verify(TOKEN))
 
 
 def test_in_front_of_the_jwt_verifier(clock: Clock) -> None:
     inner = JWTVerifier.with_secret("a-test-secret-that-is-long-enough-for-hs256", clock)
-    cache = CachingVerifier(inner, clock)
+    cache = CachingVerifier(inner, clock, ttl=30)
     for _ in range(2):
         with pytest.raises(InvalidToken):
             result_of(cache.verify("not-a-jwt"))
@@ -241,7 +241,7 @@ def test_in_front_of_the_jwt_verifier(clock: Clock) -> None:
 
 
 def test_bounded_with_lru_eviction(inner: HandVerifier, clock: Clock) -> None:
-    cache = CachingVerifier(inner, clock, max_entries=3)
+    cache = CachingVerifier(inner, clock, ttl=30, max_entries=3)
     for token in ["t1", "t2", "t3"]:
         verified(cache, inner, token, ALICE)
     assert result_of(cache.verify("t1")) is ALICE  # t1 is now the most recently used

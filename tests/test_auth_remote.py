@@ -100,7 +100,7 @@ def stub(service: AuthService) -> StubTreq:
 
 @pytest.fixture
 def verifier(stub: StubTreq, clock: Clock) -> RemoteVerifier:
-    return RemoteVerifier(stub, URL, clock)
+    return RemoteVerifier(stub, URL, clock, timeout=2.0)
 
 
 def answer(service: AuthService, verifier: RemoteVerifier, code: int, body: bytes = b"") -> Any:
@@ -178,7 +178,7 @@ def test_redirect_is_not_followed() -> None:
             return b'{"username": "alice"}'
 
     with pytest.raises(AuthUnavailable):
-        result_of(RemoteVerifier(StubTreq(Redirect()), URL, Clock()).verify(TOKEN))
+        result_of(RemoteVerifier(StubTreq(Redirect()), URL, Clock(), timeout=2.0).verify(TOKEN))
     assert paths == [b"/check"]
 
 
@@ -212,7 +212,7 @@ def test_oversized_body_is_refused_at_the_cap(clock: Clock) -> None:
             return NOT_DONE_YET
 
     stub = StubTreq(Endless())
-    d = RemoteVerifier(stub, URL, clock).verify(TOKEN)
+    d = RemoteVerifier(stub, URL, clock, timeout=2.0).verify(TOKEN)
     stub.flush()
     with pytest.raises(AuthUnavailable, match="too long"):
         result_of(d)
@@ -234,7 +234,7 @@ def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
     """Whatever the service sends, the verifier never raises anything else."""
     service = AuthService(body=body)
     try:
-        identity = result_of(RemoteVerifier(StubTreq(service), URL, Clock()).verify(TOKEN))
+        identity = result_of(RemoteVerifier(StubTreq(service), URL, Clock(), timeout=2.0).verify(TOKEN))
     except AuthUnavailable:
         return
     assert isinstance(identity.user, str) and identity.user
@@ -304,7 +304,7 @@ def test_connection_failure_is_unavailable(clock: Clock) -> None:
             return fail(ConnectionRefusedError())
 
     with pytest.raises(AuthUnavailable) as info:
-        result_of(RemoteVerifier(Refusing(), URL, clock).verify(TOKEN))
+        result_of(RemoteVerifier(Refusing(), URL, clock, timeout=2.0).verify(TOKEN))
     assert isinstance(info.value.__cause__, ConnectionRefusedError)
     assert clock.getDelayedCalls() == []
 
@@ -315,7 +315,7 @@ def test_client_raising_is_unavailable(clock: Clock) -> None:
             raise ValueError("bad url")
 
     with pytest.raises(AuthUnavailable):
-        result_of(RemoteVerifier(Broken(), URL, clock).verify(TOKEN))
+        result_of(RemoteVerifier(Broken(), URL, clock, timeout=2.0).verify(TOKEN))
 
 
 @pytest.mark.parametrize("token", ["", "x" * 9000, "two\nlines", "tab\there", "caf\u00e9", None])
@@ -342,7 +342,7 @@ def test_token_never_logged(service: AuthService, stub: StubTreq, verifier: Remo
     service.hang = True
     verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
     clock.advance(2)
-    RemoteVerifier(StubTreq(service), "http://auth.example:1/", clock).verify("").addErrback(lambda f: f.trap(InvalidToken))
+    RemoteVerifier(StubTreq(service), "http://auth.example:1/", clock, timeout=2.0).verify("").addErrback(lambda f: f.trap(InvalidToken))
 
     warnings = [e for e in events if e["log_level"] == LogLevel.warn]
     reasons = [formatEvent(e) for e in warnings]

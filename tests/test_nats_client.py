@@ -243,7 +243,7 @@ def test_token_goes_into_connect(
 @pytest.mark.parametrize("url", ["tls://127.0.0.1:4222", "127.0.0.1:4222", "nats://:4222"])
 def test_unsupported_urls_are_refused(url: str, servers: FakeServers) -> None:
     with pytest.raises(ValueError):
-        NATSClient([url], servers.reactor)
+        NATSClient([url], servers.reactor, request_timeout=2.0)
 
 
 def test_a_failed_handshake_is_retried(
@@ -419,7 +419,7 @@ async def real_client() -> AsyncIterator[Callable[[str], NATSClient]]:
     clients: list[NATSClient] = []
 
     def make(url: str) -> NATSClient:
-        client = NATSClient([url], reactor, initial_delay=0.05, max_delay=0.5)
+        client = NATSClient([url], reactor, request_timeout=2.0, initial_delay=0.05, max_delay=0.5)
         client.startService()
         clients.append(client)
         return client

@@ -47,7 +47,7 @@ class CachingVerifier:
         self,
         inner: ITokenVerifier,
         clock: IReactorTime,
-        ttl: float = 30.0,
+        ttl: float,
         negative_ttl: float = 5.0,
         max_entries: int = 10_000,
     ) -> None:

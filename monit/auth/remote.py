@@ -67,7 +67,7 @@ class RemoteVerifier:
 
     log = Logger()
 
-    def __init__(self, http: _HTTPGetter, url: str, clock: IReactorTime, timeout: float = 2.0) -> None:
+    def __init__(self, http: _HTTPGetter, url: str, clock: IReactorTime, timeout: float) -> None:
         self._http = http
         self._url = url
         self._clock = clock
