@@ -62,6 +62,7 @@ class NATSFigures(Protocol):
     def connected(self) -> bool: ...
 
     reconnects: int
+    unusable: int
 
 
 class CacheFigures(Protocol):
@@ -131,7 +132,7 @@ class MonitCollector:
         yield received
         yield CounterMetricFamily(
             "monit_nats_malformed", "NATS messages (or elements) skipped as unusable",
-            value=router.malformed,
+            value=router.malformed + self._nats.unusable,
         )
         yield CounterMetricFamily(
             "monit_nats_refused", "NATS messages skipped because the inbox limit was reached",

@@ -7,13 +7,13 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
 from monit.nats.protocol import Msg
 from monit.settings import Settings
 from monit.sse import compact_json
+from monit.throttle import Throttle
 
 CLOSE_SUFFIXES = (".done", ".error")
 WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
@@ -81,8 +81,7 @@ class Router:
 
     def __init__(self, registry: InboxRegistry, settings: Settings) -> None:
         self._registry = registry
-        self._clock: IReactorTime = registry.clock
-        self._warned: dict[str, tuple[float, int]] = {}
+        self._warnings = Throttle(registry.clock, WARN_INTERVAL)
         self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
         self._max_payload = settings.max_payload
         self.received: Counter[Action] = Counter()
@@ -129,12 +128,9 @@ class Router:
 
     def _skip(self, subject: str, reason: str) -> None:
         self.malformed += 1
-        now = self._clock.seconds()
-        last, unlogged = self._warned.get(subject, (float("-inf"), 0))
-        if now - last < WARN_INTERVAL:
-            self._warned[subject] = (last, unlogged + 1)
+        unlogged = self._warnings.allow(subject)
+        if unlogged is None:
             return
-        self._warned[subject] = (now, 0)
         self.log.warn(
             "skipped message on {subject}: {reason} ({unlogged} more skipped unlogged before it)",
             subject=subject,

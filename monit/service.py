@@ -21,7 +21,7 @@ from monit.nats.protocol import NoResponders
 from monit.routing import Router
 from monit.settings import Settings
 from monit.watch import Watch
-from monit.web.app import MonitWeb
+from monit.web.app import MonitWeb, Readiness
 from monit.web.listener import WebListener, endpoint_from_nats
 from monit.web.site import MonitSite
 
@@ -54,7 +54,13 @@ class MonitService(MultiService):
             embedded = EmbeddedNATS(IReactorProcess(reactor), port=settings.embedded_nats_port)
             embedded.setServiceParent(self)
             nats_urls = (embedded.url,)
-        self.nats = NATSClient(nats_urls, reactor, request_timeout=settings.request_timeout)
+        self.nats = NATSClient(
+            nats_urls,
+            reactor,
+            request_timeout=settings.request_timeout,
+            ping_interval=settings.nats_ping_interval,
+            max_pings_out=settings.nats_max_pings_out,
+        )
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(reactor, settings)
         self.router = Router(self.registry, settings)
@@ -83,11 +89,15 @@ class MonitService(MultiService):
     def _metrics(self) -> bytes:
         return exposition(self._figures)
 
-    def readiness(self) -> dict[str, bool]:
+    def readiness(self) -> Readiness:
+        """What /readyz reports: each check, and in words what is wrong."""
         checks = {"nats": self.nats.connected}
+        problems = [] if self.nats.problem is None else [f"NATS: {self.nats.problem}"]
         if self.listener is not None:
             checks["listening"] = self.listener.listening
-        return checks
+            if not self.listener.listening:
+                problems.append("HTTP: not listening yet")
+        return Readiness(checks, problems)
 
     # Jobs, in process
 

@@ -5,7 +5,8 @@ operator's option carries an ``Option`` in its metadata: the command-line
 name, how to read it from text, what the README and ``--help`` say about it,
 and its environment variable (``MONIT_`` and the option's name). ``twistd
 monit``'s options, the environment and the README's table are all made from
-it (``python -m monit.settings`` prints the table).
+it (``python -m monit.settings`` prints the table, ``--update README.md``
+puts it in place).
 """
 from __future__ import annotations
 
@@ -213,6 +214,14 @@ class Settings:
         "and re-subscribes.",
         _nats_urls, metavar="URL[,URL…]", legacy_env=("NATS_URI",), converter=tuple,
     )
+    nats_ping_interval: float = _amount(
+        3.0,
+        "how often monit PINGs NATS; with `--nats-max-pings-out`, how soon a frozen server is noticed "
+        "(3 × 3 s: about 9 s), and `/readyz` says 503",
+    )
+    nats_max_pings_out: int = _amount(
+        2, "PINGs left unanswered before monit drops the connection and reconnects", "N"
+    )
     embedded_nats: bool = _option(
         False,
         "start `nats-server` (from the `embedded` extra) on loopback and use it; "
@@ -369,5 +378,18 @@ def readme_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def update_readme(path: str) -> None:
+    """Put the table between the README's ``<!-- options`` and ``<!-- /options -->`` lines."""
+    with open(path, encoding="utf-8") as readme:
+        text = readme.read()
+    start = text.index("\n", text.index("<!-- options")) + 1
+    end = text.index("<!-- /options -->")
+    with open(path, "w", encoding="utf-8") as readme:
+        readme.write(text[:start] + readme_table() + text[end:])
+
+
 if __name__ == "__main__":
-    sys.stdout.write(readme_table())
+    if sys.argv[1:2] == ["--update"]:
+        update_readme(sys.argv[2])
+    else:
+        sys.stdout.write(readme_table())

@@ -101,8 +101,8 @@ def test_the_collector_reads_the_figures_it_is_given():
     inboxes = Figures(events=5, deliveries=12, inboxes=[Figures(state="open"), Figures(state="closed")])
     streams = Sized(3, dropped=1)
     web = Figures(streams=streams, refusals={401: 2}, auth_results={"valid": 4})
-    router = Figures(received={Action.DELIVER: 6}, malformed=1, refused=0)
-    collector = MonitCollector(inboxes, router, web, Figures(connected=True, reconnects=2),
+    router = Figures(received={Action.DELIVER: 6}, malformed=1, refused=0)  # and 1 unusable frame
+    collector = MonitCollector(inboxes, router, web, Figures(connected=True, reconnects=2, unusable=1),
                                Figures(hits=7, misses=3))
     samples = {
         sample.name + "".join(f"{{{k}={v}}}" for k, v in sorted(sample.labels.items())): sample.value
@@ -117,6 +117,7 @@ def test_the_collector_reads_the_figures_it_is_given():
     assert samples["monit_requests_refused_total{code=401}"] == 2
     assert samples["monit_auth_results_total{outcome=valid}"] == 4
     assert samples["monit_auth_cache_hits_total"] == 7 and samples["monit_nats_reconnects_total"] == 2
+    assert samples["monit_nats_malformed_total"] == 2  # the router's and the protocol's
 
 
 class Figures(SimpleNamespace):

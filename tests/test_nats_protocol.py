@@ -192,7 +192,6 @@ def test_ok_is_ignored(connected: Peer) -> None:
         b"MSG a\r\n",
         b"MSG a 1 2\r\nhiXX",
         b"HMSG a 1 20 10\r\n" + b"x" * 12 + b"\r\n",
-        b"HMSG a 1 5 5\r\nHTTP/\r\n",
         b"INFO [1,2]\r\n",
         b"INFO {not json\r\n",
         b"MSG a 1 99999999999\r\n",
@@ -208,6 +207,29 @@ def test_garbage_drops_the_connection_without_raising(
     assert [e for e in log_events if e["log_level"] == LogLevel.error]
     connected.feed(b"MSG a 1 2\r\nhi\r\n")
     assert connected.received == []
+
+
+@pytest.mark.parametrize(
+    "unusable",
+    [
+        b"MSG monitor.user 1 \xff\xfe.reply 2\r\n{}\r\n",  # a reply subject that is not UTF-8
+        b"MSG \xff\xfe 1 2\r\n{}\r\n",  # nor the subject
+        b"HMSG monitor.user 1 16 18\r\nNATS/1.0 abc\r\n\r\n{}\r\n",  # a status that is no number
+        b"HMSG monitor.user 1 5 5\r\nHTTP/\r\n",  # a header block without NATS/1.0
+        b"HMSG monitor.user 1 9 5\r\nNATS/\r\n",  # headers longer than the message
+        b"MSG monitor.user x 2\r\n{}\r\n",  # a sid that is no number
+        b"MSG monitor.user 1 a b 2\r\n{}\r\n",  # too many fields
+    ],
+)
+def test_an_unusable_message_is_skipped_and_the_connection_kept(unusable: bytes) -> None:
+    """Anything relayed as a message costs that message alone; the next one arrives."""
+    skipped: list[tuple[str, str]] = []
+    peer = Peer(on_unusable=lambda subject, reason: skipped.append((subject, reason)))
+    peer.handshake()
+    peer.feed(b"MSG monitor.user 1 5\r\nfirst\r\n" + unusable + b"MSG monitor.user 1 4\r\nnext\r\n")
+    assert not peer.transport.disconnecting
+    assert [msg.payload for _, msg in peer.received] == [b"first", b"next"]
+    assert len(skipped) == 1 and skipped[0][1]
 
 
 def test_long_control_line_split_over_reads_drops(connected: Peer) -> None:

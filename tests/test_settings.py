@@ -29,7 +29,7 @@ def test_the_readme_table_is_made_from_settings():
     readme = README.read_text()
     start = readme.index("<!-- options")
     body = readme[readme.index("\n", start) + 1 : readme.index("<!-- /options -->")]
-    assert body == table.readme_table(), "run: python -m monit.settings, and paste it into the README"
+    assert body == table.readme_table(), "run: python -m monit.settings --update README.md"
 
 
 def test_every_option_has_help_a_variable_and_a_field_default():

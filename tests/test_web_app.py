@@ -10,7 +10,7 @@ from monit.auth.jwt_verifier import JWTVerifier
 from monit.inbox import InboxRegistry
 from monit.settings import Settings
 from monit.token import mint
-from monit.web.app import MonitWeb
+from monit.web.app import MonitWeb, Readiness
 
 from deferreds import result_of
 
@@ -185,12 +185,18 @@ def test_limits_are_a_retryable_stream_for_event_source(clock, token):
 
 def test_healthz_and_readyz(clock, registry):
     state = {"nats": False, "listening": True}
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(), readiness=lambda: state)
+
+    def readiness() -> Readiness:
+        return Readiness(state, [] if state["nats"] else ["NATS: lost the connection"])
+
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(), readiness=readiness)
     stub = StubTreq(web.resource())
     assert get(stub, "http://monit.example/healthz").code == 200
     response = get(stub, "http://monit.example/readyz")
     assert response.code == 503
-    assert json_body(stub, response) == {"ready": False, "nats": False, "listening": True}
+    assert json_body(stub, response) == {
+        "ready": False, "nats": False, "listening": True, "problems": ["NATS: lost the connection"]
+    }
     state["nats"] = True
     assert get(stub, "http://monit.example/readyz").code == 200
 

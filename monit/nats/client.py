@@ -42,6 +42,7 @@ from monit.nats.protocol import (
     check_subject,
 )
 from monit.oneshot import OneShotObserver
+from monit.throttle import Throttle
 
 DEFAULT_PORT = 4222
 # How long a new connection may take from TCP connect to the PONG after CONNECT.
@@ -123,9 +124,12 @@ class _SurviveEarlyDisconnectFactory(WrappingFactory):
 class _RoundRobinEndpoint:
     """Connect to the next server of the list on each attempt."""
 
-    def __init__(self, reactor: IReactorTime, servers: Sequence[_Server]) -> None:
+    def __init__(
+        self, reactor: IReactorTime, servers: Sequence[_Server], failed: Callable[[str], None]
+    ) -> None:
         self._reactor = reactor
         self._servers = servers
+        self._failed = failed
         self._attempts = 0
         self.current = servers[0]
 
@@ -134,7 +138,11 @@ class _RoundRobinEndpoint:
         self._attempts += 1
         endpoint = HostnameEndpoint(self._reactor, self.current.host, self.current.port)
         connecting = endpoint.connect(_SurviveEarlyDisconnectFactory(factory))
-        return connecting.addCallback(_unwrapped)
+        return connecting.addCallbacks(_unwrapped, self._attempt_failed)
+
+    def _attempt_failed(self, failure: Failure) -> Failure:
+        self._failed(f"cannot connect to {self.current.redacted}: {failure.getErrorMessage()}")
+        return failure
 
     def __repr__(self) -> str:
         return f"<NATS servers {', '.join(server.redacted for server in self._servers)}>"
@@ -202,6 +210,7 @@ class NATSClient(Service):
         request_timeout: float,
         name: str = "monit",
         ping_interval: float = 30.0,
+        max_pings_out: int = 2,
         initial_delay: float = 0.1,
         max_delay: float = 5.0,
     ) -> None:
@@ -211,7 +220,10 @@ class NATSClient(Service):
         self._name = name
         self._request_timeout = request_timeout
         self._ping_interval = ping_interval
-        self._endpoint = _RoundRobinEndpoint(reactor, [_Server.parse(url) for url in urls])
+        self._max_pings_out = max_pings_out
+        self._why_not = "not connected yet"
+        servers = [_Server.parse(url) for url in urls]
+        self._endpoint = _RoundRobinEndpoint(reactor, servers, self._not_connected)
         factory = _ConnectionFactory(self._build_protocol)
         self._service = ClientService(
             self._endpoint,
@@ -231,11 +243,21 @@ class NATSClient(Service):
         self._requests: dict[str, _Request] = {}
         self.url: str | None = None
         self.reconnects = 0
+        self.unusable = 0
+        self._unusable_warnings = Throttle(reactor, 1.0)
 
     @property
     def connected(self) -> bool:
         """Whether a connection has finished its handshake and is still up."""
         return self._protocol is not None
+
+    @property
+    def problem(self) -> str | None:
+        """Why there is no usable connection, or None when there is one."""
+        return None if self.connected else self._why_not
+
+    def _not_connected(self, why: str) -> None:
+        self._why_not = why
 
     # Service
 
@@ -257,8 +279,25 @@ class NATSClient(Service):
     def _build_protocol(self) -> NATSProtocol:
         options = {"name": self._name, **self._endpoint.current.credentials()}
         return NATSProtocol(
-            self._reactor, self._deliver, options, ping_interval=self._ping_interval
+            self._reactor,
+            self._deliver,
+            options,
+            ping_interval=self._ping_interval,
+            max_outstanding_pings=self._max_pings_out,
+            on_unusable=self._unusable,
         )
+
+    def _unusable(self, subject: str, reason: str) -> None:
+        """A message the server relayed that cannot be read: counted and skipped, the connection kept."""
+        self.unusable += 1
+        unlogged = self._unusable_warnings.allow("unusable")
+        if unlogged is not None:
+            self.log.warn(
+                "skipped an unusable NATS message on {subject}: {reason} ({unlogged} more skipped unlogged before it)",
+                subject=subject,
+                reason=reason,
+                unlogged=unlogged,
+            )
 
     def _prepare(self, connected: IProtocol) -> Deferred[None]:
         """Finish the handshake and subscribe again, before ClientService says connected."""
@@ -276,6 +315,7 @@ class NATSClient(Service):
         self, reason: Failure, protocol: NATSProtocol, server: _Server
     ) -> Failure:
         if not reason.check(CancelledError):
+            self._why_not = f"handshake with {server.redacted} failed: {reason.getErrorMessage()}"
             self.log.warn(
                 "NATS handshake with {url} failed: {reason}",
                 url=server.redacted,
@@ -324,6 +364,7 @@ class NATSClient(Service):
     def _lost(self, reason: BaseException) -> None:
         log = self.log.warn if self.running else self.log.info
         log("lost NATS connection to {url}: {reason}", url=self.url, reason=reason)
+        self._why_not = f"lost the connection to {self.url}: {reason}"
         self._protocol = None
         self.url = None
 

@@ -78,7 +78,11 @@ class RequestTimeout(Exception):
 
 
 class _ProtocolViolation(ValueError):
-    """The peer sent bytes that are not the NATS protocol."""
+    """The peer sent bytes that are not the NATS protocol: the framing is lost."""
+
+
+class _UnusableMessage(ValueError):
+    """A message whose frame is whole but whose fields cannot be read: skipped alone."""
 
 
 def check_subject(subject: str, what: str = "subject") -> None:
@@ -114,8 +118,10 @@ def _parse_headers(
     lines = block.decode("utf-8", "replace").split("\r\n")
     version_line, *fields = lines
     if not version_line.startswith(_HEADER_VERSION):
-        raise _ProtocolViolation(f"bad header block {version_line!r}")
+        raise _UnusableMessage(f"header block without {_HEADER_VERSION}")
     status_text, _, description = version_line[len(_HEADER_VERSION) :].strip().partition(" ")
+    if status_text and not (status_text.isascii() and status_text.isdigit()):
+        raise _UnusableMessage(f"header status {status_text[:16]!r} is not a number")
     status = int(status_text) if status_text else None
     headers: dict[str, str] = {}
     for field in fields:
@@ -138,20 +144,24 @@ def _size(text: bytes | bytearray) -> int:
 def _message(
     op: bytes, args: list[bytearray], buf: bytearray, start: int, stop: int
 ) -> tuple[int, Msg]:
-    """The sid and message of a complete MSG or HMSG whose body is buf[start:stop]."""
+    """The sid and message of a complete MSG or HMSG whose body is buf[start:stop].
+
+    Raises ValueError (a UnicodeDecodeError, a bad number, an _UnusableMessage)
+    for a message that cannot be read; its frame is whole, so only it is lost.
+    """
     if op == b"MSG":
         # MSG <subject> <sid> [reply-to] <#bytes>
         if len(args) == 4:
             return int(args[2]), Msg(args[1].decode(), bytes(buf[start:stop]))
         if len(args) == 5:
             return int(args[2]), Msg(args[1].decode(), bytes(buf[start:stop]), args[3].decode())
-        raise _ProtocolViolation("malformed MSG")
+        raise _UnusableMessage("MSG with a wrong number of fields")
     # HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>
     if len(args) not in (5, 6):
-        raise _ProtocolViolation("malformed HMSG")
+        raise _UnusableMessage("HMSG with a wrong number of fields")
     split = start + _size(args[-2])
     if split > stop:
-        raise _ProtocolViolation("HMSG headers larger than the message")
+        raise _UnusableMessage("HMSG headers larger than the message")
     headers, status, description = _parse_headers(bytes(buf[start:split]))
     reply = args[3].decode() if len(args) == 6 else None
     return int(args[2]), Msg(
@@ -175,9 +185,11 @@ class NATSProtocol(Protocol):
         connect_options: dict[str, Any],
         ping_interval: float = 30.0,
         max_outstanding_pings: int = 2,
+        on_unusable: Callable[[str, str], None] | None = None,
     ) -> None:
         self._clock = clock
         self._on_message = on_message
+        self._on_unusable = on_unusable or self._log_unusable
         self._connect_options = {**_CONNECT_DEFAULTS, **connect_options}
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
@@ -191,6 +203,7 @@ class NATSProtocol(Protocol):
         self._connect_sent = False
         self._closing = False
         self._lost: Failure | None = None
+        self._dropped_because: NATSError | None = None  # when monit, not the peer, ended it
 
     # Lifecycle
 
@@ -215,12 +228,16 @@ class NATSProtocol(Protocol):
         for pong in pongs:
             pong.errback(reason)
         self._handshake.fire(reason)
-        self._ended.fire(cast(BaseException, reason.value))
+        self._ended.fire(self._dropped_because or cast(BaseException, reason.value))
+
+    def _log_unusable(self, subject: str, reason: str) -> None:
+        self.log.warn("skipped an unusable NATS message on {subject}: {reason}", subject=subject, reason=reason)
 
     def _drop(self, why: str) -> None:
         """Close the connection after a protocol error; parse nothing more."""
         self.log.error("dropping NATS connection: {why}", why=why)
         self._closing = True
+        self._dropped_because = NATSError(why)
         self._buffer.clear()
         self._connection().loseConnection()
 
@@ -322,6 +339,7 @@ class NATSProtocol(Protocol):
                 count=len(self._pongs),
             )
             self._closing = True
+            self._dropped_because = NATSError(f"no answer to {len(self._pongs)} PINGs")
             self._connection().abortConnection()
             return
         self.ping().addErrback(lambda _: None)
@@ -367,8 +385,12 @@ class NATSProtocol(Protocol):
                 return pos
             if buf[stop] != 13 or buf[stop + 1] != 10:
                 raise _ProtocolViolation("message payload not followed by CRLF")
-            sid, msg = _message(op, args, buf, start, stop)
             pos = stop + 2
+            try:
+                sid, msg = _message(op, args, buf, start, stop)
+            except ValueError as error:
+                self._on_unusable(bytes(args[1]).decode("utf-8", "replace") if len(args) > 1 else "", str(error))
+                continue
             try:
                 on_message(sid, msg)
             except Exception:

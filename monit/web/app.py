@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+
+import attrs
 
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -42,6 +44,14 @@ class _Streaming(Resource):
 
 
 STREAMING = _Streaming()
+
+
+@attrs.frozen
+class Readiness:
+    """What /readyz reports: each check by name, and in words what is wrong."""
+
+    checks: Mapping[str, bool]
+    problems: Sequence[str] = ()
 
 
 class BadRequest(ValueError):
@@ -112,7 +122,7 @@ class MonitWeb:
         clock: IReactorTime,
         settings: Settings,
         *,
-        readiness: Callable[[], Mapping[str, bool]] = dict,
+        readiness: Callable[[], Readiness] = lambda: Readiness({}),
         metrics: Callable[[], bytes] | None = None,
     ) -> None:
         self._registry = registry
@@ -180,9 +190,10 @@ class MonitWeb:
     @app.route("/readyz", methods=["GET"])
     def readyz(self, request: IRequest) -> bytes:
         """Ready when NATS is connected and HTTP is listening: route traffic here."""
-        checks = dict(self._readiness())
-        ready = all(checks.values())
-        return json_body(request, 200 if ready else 503, {"ready": ready, **checks})
+        readiness = self._readiness()
+        ready = all(readiness.checks.values())
+        document = {"ready": ready, **readiness.checks, "problems": list(readiness.problems)}
+        return json_body(request, 200 if ready else 503, document)
 
     def _token(self, request: IRequest) -> str | None:
         token = token_from_request(request)
