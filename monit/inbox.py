@@ -25,21 +25,26 @@ def valid_inbox_id(inbox_id: str) -> bool:
 
 
 _EMPTY_RING: deque[bytes] = deque(maxlen=0)
+# A batch larger than this is cut, so that a reader's socket can push back
+# between pieces and a huge message cannot land in every reader's buffer at once.
+BATCH_BYTES = 64 * 1024
 
 
 class Batch:
     """Frames for the wire, joined once per reactor turn and shared by every reader.
 
-    ``framed`` holds the same bytes as a transport's framing wants them (an
-    HTTP/1.1 chunk), made by the first reader that needs them and reused by
-    the rest, so each reader costs one write.
+    ``last_id`` is the id of its last event: where a reader that takes it has
+    got to. ``framed`` holds the same bytes as a transport's framing wants
+    them (an HTTP/1.1 chunk), made by the first reader that needs them and
+    reused by the rest, so each reader costs one write.
     """
 
-    __slots__ = ("data", "events", "framed")
+    __slots__ = ("data", "events", "last_id", "framed")
 
-    def __init__(self, data: bytes, events: int) -> None:
+    def __init__(self, data: bytes, events: int, last_id: int) -> None:
         self.data = data
         self.events = events
+        self.last_id = last_id
         self.framed: bytes | None = None
 
 
@@ -57,6 +62,18 @@ def parse_data(data: str) -> Any:
         return json.loads(data)
     except ValueError:
         return data
+
+
+def _slices(frames: list[bytes], limit: int) -> Iterator[tuple[int, int]]:
+    """Runs of frames of about ``limit`` bytes each, as (start, stop) indexes."""
+    start = size = 0
+    for index, frame in enumerate(frames):
+        size += len(frame)
+        if size >= limit:
+            yield start, index + 1
+            start, size = index + 1, 0
+    if start < len(frames):
+        yield start, len(frames)
 
 
 class InboxLimit(Exception):
@@ -138,8 +155,16 @@ class Inbox:
         """Hand what was published since the last flush to every reader, as one batch."""
         if not self._pending:
             return
-        batch = Batch(b"".join(self._pending), len(self._pending))
-        self._pending = []
+        pending, self._pending = self._pending, []
+        data = b"".join(pending)
+        if len(data) <= BATCH_BYTES:
+            self._hand_out(Batch(data, len(pending), self._last_id))
+            return
+        first = self._last_id - len(pending) + 1
+        for start, stop in _slices(pending, BATCH_BYTES):
+            self._hand_out(Batch(b"".join(pending[start:stop]), stop - start, first + stop - 1))
+
+    def _hand_out(self, batch: Batch) -> None:
         for subscriber in tuple(self.subscribers):
             try:
                 subscriber.deliver(batch)
@@ -158,27 +183,40 @@ class Inbox:
             self.log.failure("ending a failed reader of inbox {inbox}", inbox=self.id)
         self._detached(self)
 
-    def backlog(self, after: int) -> tuple[bytes, int]:
-        """What a reader that has seen up to ``after`` is owed, gap notice first.
+    def frames_after(self, after: int, limit: int = BATCH_BYTES) -> Batch | None:
+        """The handed-out events after ``after``, about ``limit`` bytes of them, gap notice first.
 
-        An ``after`` beyond the last id comes from an earlier life of this id
-        (before a restart): such a reader gets everything.
+        None when there are none. Events not flushed yet are left to the next
+        flush, which hands them to every reader. An ``after`` beyond the last
+        id comes from an earlier life of this id (before a restart): such a
+        reader gets everything.
         """
+        handed_out = self._last_id - len(self._pending)
         if after > self._last_id:
             after = 0
+        if after >= handed_out:
+            return None
         first_held = self._last_id - len(self._ring) + 1
-        skip = max(0, after - first_held + 1)
-        frames = list(islice(self._ring, skip, None))
-        count = len(frames)
-        if after + 1 < first_held:
-            frames.insert(0, encode_gap(after + 1, first_held - 1))
-        return b"".join(frames), count
+        frames = [encode_gap(after + 1, first_held - 1)] if after + 1 < first_held else []
+        gap = len(frames)
+        size = 0
+        for frame in islice(self._ring, max(0, after - first_held + 1), handed_out - first_held + 1):
+            frames.append(frame)
+            size += len(frame)
+            if size >= limit:
+                break
+        events = len(frames) - gap
+        return Batch(b"".join(frames), events, max(after, first_held - 1) + events)
 
     def replay(self, subscriber: Subscriber, after: int) -> int:
-        """Send what the reader has not seen, in one write; how many events that was."""
-        backlog, count = self.backlog(after)
-        if backlog:
-            subscriber.deliver(Batch(backlog, count))
+        """Hand the reader what it has not seen, in pieces; how many events that was."""
+        count = 0
+        batch = self.frames_after(after)
+        while batch is not None:
+            subscriber.deliver(batch)
+            count += batch.events
+            after = batch.last_id
+            batch = self.frames_after(after)
         return count
 
     def add(self, subscriber: Subscriber, after: int = 0) -> int:

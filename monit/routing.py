@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import enum
 import json
-from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import attrs
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
@@ -16,6 +18,7 @@ from monit.sse import compact_json
 from monit.throttle import Throttle
 
 CLOSE_SUFFIXES = (".done", ".error")
+SLICE = 1000  # events delivered per reactor turn from one message; the rest wait their turn
 WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
 
 
@@ -70,20 +73,41 @@ def parse_payload(payload: bytes, max_payload: int) -> dict[str, Any]:
     return document
 
 
+@attrs.frozen
+class _Rest:
+    """The elements of one message still to deliver, after a turn's share of them."""
+
+    subject: str
+    inbox_id: str
+    messages: list[Any]
+    start: int
+
+
 class Router:
     """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
 
     A flood of bad messages is logged at most once a second per subject, with
     how many went unlogged, so the log cannot become the bottleneck.
+
+    A message with many events is delivered ``SLICE`` events per reactor
+    turn, so it cannot hold the reactor (and every reader) for seconds. The
+    messages after it wait their turn, in order, and ``paused`` tells the
+    NATS client to stop reading until the backlog is gone: NATS holds the
+    rest, and a publisher that outruns monit meets NATS's slow-consumer limit
+    rather than monit's memory.
     """
 
     log = Logger()
 
     def __init__(self, registry: InboxRegistry, settings: Settings) -> None:
         self._registry = registry
+        self._clock = registry.clock
         self._warnings = Throttle(registry.clock, WARN_INTERVAL)
         self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
         self._max_payload = settings.max_payload
+        self._backlog: deque[Msg | _Rest] = deque()
+        self._draining: IDelayedCall | None = None
+        self.paused: Callable[[bool], None] = lambda paused: None
         self.received: Counter[Action] = Counter()
         self.malformed = 0
         self.refused = 0
@@ -93,38 +117,75 @@ class Router:
         return list(self._table)
 
     def __call__(self, msg: Msg) -> None:
-        action = self._table.get(msg.subject)
-        if action is None:
-            return
-        self.received[action] += 1
+        if self._backlog:
+            self._backlog.append(msg)  # behind a message that is still being delivered
+        else:
+            self._handle(msg)
+
+    def _handle(self, item: Msg | _Rest) -> int:
+        """Route a message, or deliver more of one; how many events that took."""
+        subject = item.subject
         try:
-            self._route(action, msg)
+            if isinstance(item, _Rest):
+                return self._deliver(item.subject, item.inbox_id, item.messages, item.start)
+            action = self._table.get(subject)
+            if action is None:
+                return 0
+            self.received[action] += 1
+            return self._route(action, item)
         except Malformed as reason:
-            self._skip(msg.subject, str(reason))
+            self._skip(subject, str(reason))
         except InboxLimit:
             self.refused += 1
-            self.log.warn("skipped message on {subject}: inbox limit reached", subject=msg.subject)
+            self.log.warn("skipped message on {subject}: inbox limit reached", subject=subject)
+        return 1
 
-    def _route(self, action: Action, msg: Msg) -> None:
+    def _route(self, action: Action, msg: Msg) -> int:
         document = parse_payload(msg.payload, self._max_payload)
         inbox_id = inbox_id_of(document)
         if action is Action.DELIVER:
-            self._deliver(msg.subject, inbox_id, document)
-        elif action is Action.OPEN:
+            messages = document.get("messages")
+            if not isinstance(messages, list):
+                raise Malformed("'messages' is not a list")
+            return self._deliver(msg.subject, inbox_id, messages, 0)
+        if action is Action.OPEN:
             self._registry.open(inbox_id, compact_json(document), msg.subject)
         else:
             self._registry.close(inbox_id, compact_json(document), msg.subject)
+        return 1
 
-    def _deliver(self, subject: str, inbox_id: str, document: dict[str, Any]) -> None:
-        """Each element of ``messages`` is one event; a bad element is skipped alone."""
-        messages = document.get("messages")
-        if not isinstance(messages, list):
-            raise Malformed("'messages' is not a list")
-        for message in messages:
+    def _deliver(self, subject: str, inbox_id: str, messages: list[Any], start: int) -> int:
+        """Each element of ``messages`` is one event; a bad element is skipped alone.
+
+        At most SLICE of them now; the rest wait for the next turn, first in line.
+        """
+        stop = min(len(messages), start + SLICE)
+        for index in range(start, stop):
+            message = messages[index]
             if isinstance(message, dict):
                 self._registry.deliver(inbox_id, compact_json(message))
             else:
                 self._skip(subject, "an element of 'messages' is not an object")
+        if stop < len(messages):
+            self._backlog.appendleft(_Rest(subject, inbox_id, messages, stop))
+            self._drain_soon()
+        return stop - start
+
+    def _drain_soon(self) -> None:
+        if self._draining is None:
+            self.paused(True)
+            self._draining = self._clock.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        """One turn's share of the backlog, in order."""
+        self._draining = None
+        budget = SLICE
+        while self._backlog and budget > 0:
+            budget -= self._handle(self._backlog.popleft())
+        if self._backlog:
+            self._drain_soon()
+        else:
+            self.paused(False)
 
     def _skip(self, subject: str, reason: str) -> None:
         self.malformed += 1

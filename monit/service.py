@@ -64,6 +64,7 @@ class MonitService(MultiService):
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(reactor, settings)
         self.router = Router(self.registry, settings)
+        self.router.paused = self.nats.pause_reading
         for subject in self.router.subjects:
             self.nats.subscribe(subject, self.router)
         self.auth = verification_for(settings, reactor, self.nats)

@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 
+import pytest
 import pytest_twisted
 import treq
 
@@ -67,4 +68,42 @@ async def test_a_frozen_nats_server_is_noticed_and_readyz_says_why(private_nats_
         assert response.code == 200 and json.loads(await within(response.content()))["problems"] == []
     finally:
         os.kill(frozen.pid, signal.SIGCONT)
+        await monit.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_huge_message_neither_drops_fast_readers_nor_holds_the_reactor(nats_server, publisher):
+    """About 1 MB in one message, 300,000 events: three readers that read get to its end."""
+    monit = await start_monit(nats_server.url)
+    try:
+        readers = [await open_stream(monit, "big") for _ in range(3)]
+        elements = 300_000
+        huge = json.dumps({"id": "big", "messages": [{}] * elements}, separators=(",", ":")).encode()
+        publisher.publish("monitor.user", huge)
+        response = await within(treq.get(f"{monit.base_url}/healthz"))
+        assert response.code == 200
+        assert monit.registry.events < elements, "/healthz waited for the whole message"
+        await wait_for(lambda: all(r.events and r.events[-1].id == str(elements) for r in readers),
+                       timeout=60, what="every reader at the last event")
+        assert monit.web.streams.dropped == 0 and len(monit.web.streams) == 3
+        for reader in readers:
+            reader.close()
+    finally:
+        await monit.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_joining_a_history_bigger_than_max_pending_gets_all_of_it(nats_server, publisher):
+    monit = await start_monit(nats_server.url, max_pending=64 * 1024, history=200)
+    try:
+        for n in range(200):  # about 2 MB of history
+            publisher.publish("monitor.user", {"id": "long", "messages": [{"n": n, "pad": "x" * 10_000}]})
+        await wait_for(lambda: "long" in monit.registry and monit.registry.get("long").last_id == 200)
+        for attempt in range(3):  # as a reconnecting reader would, again and again
+            reader = await open_stream(monit, "long")
+            await wait_for(lambda: len(reader.events) == 200, what="the whole history")
+            assert [e["n"] for e in reader.data()] == list(range(200))
+            reader.close()
+        assert monit.web.streams.dropped == 0
+    finally:
         await monit.stopService()

@@ -7,7 +7,7 @@ from twisted.logger import globalLogPublisher
 
 from monit.inbox import InboxRegistry
 from monit.nats.protocol import Msg
-from monit.routing import Action, Malformed, Router, inbox_id_of, subject_table
+from monit.routing import SLICE, Action, Malformed, Router, inbox_id_of, subject_table
 from monit.settings import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS, Settings
 
 
@@ -90,7 +90,7 @@ def test_lifecycle_events_carry_their_subject_and_close_after_grace():
     router(msg("service.create.done", {"id": "job"}))
     inbox = registry.get("job")
     assert inbox.opened and inbox.closing
-    frames, _ = inbox.backlog(0)
+    frames = inbox.frames_after(0).data
     assert b'event: service.create\ndata: {"id":"job","name":"web"}' in frames
     assert b"event: service.create.done" in frames
     clock.advance(10)
@@ -176,3 +176,31 @@ def test_a_flood_of_bad_messages_is_logged_once_a_second_per_subject():
     assert [(event["subject"], event["unlogged"]) for event in warnings] == [
         ("monitor.user", 0), ("monitor.user", 999), ("service.create", 0)]
     assert router.malformed == 1002
+
+
+def one_turn(clock: Clock) -> None:
+    """What one reactor turn runs: the calls due now, not those they schedule."""
+    for call in [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]:
+        if call.active():
+            func, args, kw = call.func, call.args, call.kw
+            call.cancel()
+            func(*args, **kw)
+
+
+def test_a_message_with_many_events_is_delivered_a_slice_per_turn_and_what_follows_waits():
+    clock, registry, router = make_router()
+    paused = []
+    router.paused = paused.append
+    many = [{"n": n} for n in range(SLICE * 3 + 5)]
+    router(msg("monitor.user", {"id": "big", "messages": many}))
+    router(msg("monitor.user", {"id": "big", "messages": [{"n": "after"}]}))
+    router(msg("service.create", {"id": "other"}))
+    assert registry.get("big").last_id == SLICE and "other" not in registry
+    assert paused == [True]
+    for turn in range(2, 5):
+        one_turn(clock)
+        assert registry.get("big").last_id == min(SLICE * turn, len(many) + 1)
+    one_turn(clock)
+    assert registry.get("big").last_id == len(many) + 1 and "other" in registry
+    assert json.loads(registry.get("big").frames_after(len(many)).data.split(b"data: ")[1]) == {"n": "after"}
+    assert paused[-1] is False

@@ -148,11 +148,13 @@ def rss_kib(pid: int) -> int:
 def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, nats_server):
     """30 MB flow to a stalled reader and to curl: curl gets all, monit stays small.
 
-    Were the stalled reader kept, monit would hold most of the 30 MB for it.
+    Past --max-pending the stalled reader is written nothing more, and having
+    taken nothing for a heartbeat it is dropped. Were it written all, monit
+    would hold most of the 30 MB for it.
     """
     port = free_port()
     monit = twistd(tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-                   "--jwt-secret", SECRET, "--max-pending", "262144", "--history", "100")
+                   "--jwt-secret", SECRET, "--max-pending", "262144", "--history", "100", "--heartbeat", "1")
     publisher = Publisher(nats_server.url)
     token = mint(SECRET, "carol", 600)
     stalled = socket.socket()

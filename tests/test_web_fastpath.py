@@ -46,7 +46,7 @@ class Served:
 
 
 async def serve() -> Served:
-    settings = Settings(insecure_no_auth=True, max_pending=MAX_PENDING, history=10)
+    settings = Settings(insecure_no_auth=True, max_pending=MAX_PENDING, history=10, heartbeat=0.2)
     registry = InboxRegistry(reactor, settings)
     web = MonitWeb(registry, NoAuth(), reactor, settings)
     web.start()
@@ -76,7 +76,11 @@ def test_a_twisted_whose_fields_changed_is_noticed(monkeypatch):
 
 
 async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
-    """A reader that reads and one that never does, on one job; events until the stalled one is dropped."""
+    """A reader that reads and one that never does, on one job; events until the stalled one is dropped.
+
+    Past MAX_PENDING the stalled one is written nothing more; two heartbeats
+    later, having taken nothing, it is dropped.
+    """
     response = await within(treq.get(f"{served.base_url}/events?stream=job", unbuffered=True))
     healthy = Reader(response)
     await wait_for(lambda: len(served.web.streams) == 1)

@@ -16,15 +16,25 @@ from monit.web.stream import EventStream, StreamSet
 
 
 class StreamingRequest(DummyRequest):
-    """DummyRequest drives producers as pull producers; a stream is a push producer."""
+    """A response whose socket holds ``capacity`` bytes and pushes back past them.
 
-    def __init__(self):
+    DummyRequest drives producers as pull producers; a stream is a push
+    producer, paused while the socket is full and resumed once it drains.
+    """
+
+    def __init__(self, capacity: int = 4096):
         super().__init__([b"events"])
         self.transport = StringTransport()
+        self.capacity = capacity
+        self.producer = None
+        self.paused = False
 
     def write(self, data: bytes) -> None:
         super().write(data)
         self.transport.write(data)
+        if len(self.transport.value()) > self.capacity and not self.paused and self.producer is not None:
+            self.paused = True
+            self.producer.pauseProducing()
 
     def registerProducer(self, producer, streaming):
         self.producer = producer
@@ -32,7 +42,15 @@ class StreamingRequest(DummyRequest):
     def unregisterProducer(self):
         self.producer = None
 
+    def drain(self) -> None:
+        """The reader takes all the socket holds; the stream may write again."""
+        self.transport.clear()
+        if self.paused and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()
 
+    def ids(self) -> list[int]:
+        return [int(line[4:]) for line in b"".join(self.written).decode().split("\n") if line.startswith("id: ")]
 
 
 @pytest.fixture
@@ -60,32 +78,81 @@ def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
     assert b"after" not in b"".join(request.written)
 
 
-def test_a_reader_that_stops_reading_is_dropped_past_max_pending(registry, clock):
+def event(n: int) -> str:
+    return '{"n":%d,"pad":"%s"}' % (n, "x" * 100)
+
+
+def test_past_max_pending_a_reader_falls_behind_then_catches_up_from_the_history(registry, clock):
     streams = StreamSet(clock, 15, 3000)
-    request = StreamingRequest()
+    request = StreamingRequest(capacity=200)
     stream = EventStream(request, registry, streams, "slow", clock, max_pending=1000)
     stream.run("job")
-    stream.pauseProducing()
-    for n in range(8):  # 8 frames of about 115 bytes: under the limit
-        registry.deliver("job", '"' + "x" * 100 + '"')
+    for n in range(30):  # frames of about 130 bytes: past 1,000 unsent bytes it writes nothing more
+        registry.deliver("job", event(n))
         clock.advance(0)
-    assert not request.transport.disconnecting
-    registry.deliver("job", '"' + "x" * 100 + '"')
+    assert 1000 < len(request.transport.value()) < 1400
+    request.drain()  # the socket empties: what it missed comes from the history, at its pace
+    while request.paused:
+        request.drain()
+    assert request.ids() == list(range(1, 31))
+    registry.deliver("job", event(30))
     clock.advance(0)
-    assert request.transport.disconnecting, "aborted"
-    assert streams.dropped == 1
+    assert request.ids()[-1] == 31 and streams.dropped == 0
+
+
+def test_a_reader_that_fell_out_of_the_history_is_told_of_the_gap(clock):
+    registry = InboxRegistry(clock, Settings(history=5))
+    streams = StreamSet(clock, 15, 3000)
+    request = StreamingRequest(capacity=200)
+    stream = EventStream(request, registry, streams, "slow", clock, max_pending=300)
+    stream.run("job")
+    for n in range(30):
+        registry.deliver("job", event(n))
+        clock.advance(0)
+    seen = request.ids()
+    while request.paused:
+        request.drain()
+    assert b'event: gap\ndata: {"from":%d,"to":25}' % (seen[-1] + 1) in b"".join(request.written)
+    assert request.ids() == seen + list(range(26, 31))
+
+
+def test_a_long_history_is_replayed_at_the_pace_of_the_socket(registry, clock):
+    for n in range(500):  # about 65 KB of history, against 1,000 bytes of max_pending
+        registry.deliver("job", event(n))
+    clock.advance(0)
+    streams = StreamSet(clock, 15, 3000)
+    request = StreamingRequest(capacity=4096)
+    EventStream(request, registry, streams, "late", clock, max_pending=1000).run("job")
+    while request.paused:
+        request.drain()
+    assert request.ids() == list(range(1, 501)) and streams.dropped == 0
+
+
+def test_a_reader_that_takes_nothing_for_a_heartbeat_is_dropped(registry, clock):
+    streams = StreamSet(clock, 15, 3000)
+    streams.start()
+    request = StreamingRequest(capacity=200)
+    stream = EventStream(request, registry, streams, "stalled", clock, max_pending=1000)
+    stream.run("job")
+    for n in range(30):
+        registry.deliver("job", event(n))
+        clock.advance(0)
+    clock.advance(15)  # the first heartbeat notes what is unsent
+    assert not request.transport.disconnecting
+    clock.advance(15)  # nothing taken since: dropped
+    assert request.transport.disconnecting and streams.dropped == 1
     assert not registry.get("job").subscribers
+    streams.shutdown()
 
 
 def test_a_reader_that_catches_up_is_kept(registry, clock):
     streams = StreamSet(clock, 15, 3000)
-    request = StreamingRequest()
+    request = StreamingRequest(capacity=200)
     stream = EventStream(request, registry, streams, "ok", clock, max_pending=1000)
     stream.run("job")
     for n in range(50):
-        stream.pauseProducing()
-        registry.deliver("job", '"' + "x" * 100 + '"')
+        registry.deliver("job", event(n))
         clock.advance(0)
-        request.transport.clear()  # the socket took it all
-        stream.resumeProducing()
+        request.drain()  # the socket took it all
     assert streams.dropped == 0 and registry.get("job").subscribers
+    assert request.ids() == list(range(1, 51))

@@ -24,6 +24,7 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
     IProtocolFactory,
+    IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
 )
@@ -160,6 +161,16 @@ class _ConnectionFactory(Factory):
         return self._build()
 
 
+def _pause(protocol: NATSProtocol, paused: bool) -> None:
+    producer = IPushProducer(protocol.transport, None)
+    if producer is None:
+        return
+    if paused:
+        producer.pauseProducing()
+    else:
+        producer.resumeProducing()
+
+
 def _unwrapped(wrapper: IProtocol) -> IProtocol:
     """The NATS protocol inside the wrapper that shields ClientService."""
     return cast(ProtocolWrapper, wrapper).wrappedProtocol
@@ -245,6 +256,7 @@ class NATSClient(Service):
         self.reconnects = 0
         self.unusable = 0
         self._unusable_warnings = Throttle(reactor, 1.0)
+        self._reading_paused = False
 
     @property
     def connected(self) -> bool:
@@ -258,6 +270,12 @@ class NATSClient(Service):
 
     def _not_connected(self, why: str) -> None:
         self._why_not = why
+
+    def pause_reading(self, paused: bool) -> None:
+        """Stop reading from NATS (or go on): the server holds what comes meanwhile."""
+        self._reading_paused = paused
+        if self._protocol is not None:
+            _pause(self._protocol, paused)
 
     # Service
 
@@ -351,6 +369,8 @@ class NATSClient(Service):
             self.reconnects += 1
         self._ever_connected = True
         self._protocol = protocol
+        if self._reading_paused:
+            _pause(protocol, True)
         self.url = server.redacted
         self.log.info("connected to NATS at {url}", url=self.url)
         protocol.when_lost().addCallback(self._lost)

@@ -25,14 +25,20 @@ class EventStream:
     for the request is over by then: an idle stream costs only what it needs.)
 
     The stream is the response's producer: the transport pauses it when the
-    socket's buffer is full. While paused, a reader whose socket holds more
-    than ``max_pending`` unsent bytes is dropped, so one slow reader can
-    neither grow the process nor hold up the others.
+    socket's buffer is full. Batches go out at once while the reader keeps
+    up. Once its socket holds more than ``max_pending`` unsent bytes, the
+    stream falls *behind*: it writes nothing more, and when the socket has
+    drained it catches up from the inbox's history, a piece at a time, at the
+    pace the socket takes it (a gap notice first if the history moved on).
+    So a slow reader costs at most ``max_pending`` and a piece, a long replay
+    or a burst never drops a reader that reads, and one that takes nothing
+    for two heartbeats is dropped.
     """
 
     __slots__ = (
         "_request", "_registry", "_streams", "_user", "_clock", "_max_pending", "_expires",
         "_inbox", "_stream_id", "_started", "_paused", "_writer", "events",
+        "_sent_upto", "_behind", "_ending", "_unsent_at_beat",
     )
     log = Logger()
 
@@ -59,6 +65,10 @@ class EventStream:
         self._paused = False
         self._writer: _fastpath.Writer = _fastpath.RequestWriter(request)
         self.events = 0
+        self._sent_upto = 0  # the id of the last event written to the reader
+        self._behind = False  # writing nothing new: catching up from the history instead
+        self._ending = False  # the inbox has ended: finish once caught up
+        self._unsent_at_beat = -1  # while behind and paused, what was unsent at the last heartbeat
 
     def run(self, inbox_id: str, after: int = 0) -> None:
         """Start the response, replay what the reader has not seen, then go live.
@@ -70,20 +80,37 @@ class EventStream:
         self._registry.admit(inbox_id, after)
         self._start()
         self._request.notifyFinish().addErrback(self._gone)
-        inbox = self._registry.subscribe(inbox_id, self, after)
+        self._sent_upto = after
+        inbox = self._inbox = self._registry.subscribe(inbox_id, self, after)
         self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
-        if inbox.closed:
-            self._finish("inbox closed")
-        else:
-            self._inbox = inbox
-            self._streams.add(self)
+        self._streams.add(self)
+        if inbox.closed:  # the replay was all there is
+            self.end()
 
     def deliver(self, batch: Batch) -> None:
         """The hot path: one write of bytes encoded once for every reader."""
+        if self._behind:
+            return  # caught up from the history once the socket drains
         self.events += batch.events
         self._writer.write(batch)
+        self._sent_upto = batch.last_id
         if self._paused and self._writer.unsent() > self._max_pending:
-            self._drop()
+            self._behind = True
+
+    def _catch_up(self) -> None:
+        """Write what the reader missed from the history, a piece at a time, while the socket takes it."""
+        inbox = self._inbox
+        while not self._paused and inbox is not None:
+            batch = inbox.frames_after(self._sent_upto)
+            if batch is None:
+                self._behind = False
+                self._unsent_at_beat = -1
+                if self._ending:
+                    self._finish("inbox closed")
+                return
+            self.events += batch.events
+            self._writer.write(batch)
+            self._sent_upto = batch.last_id
 
     def _start(self) -> None:
         """Send the headers and the retry time; learn how to write to this reader."""
@@ -107,12 +134,27 @@ class EventStream:
         """
         if self._expires is not None and self._expires <= now:
             self._expired()
+        elif self._behind:
+            self._check_progress()
         else:
             self._request.write(KEEPALIVE)
 
+    def _check_progress(self) -> None:
+        """Drop a reader that is behind and has taken nothing since the last heartbeat."""
+        if not self._paused:
+            return
+        unsent = self._writer.unsent()
+        if 0 <= self._unsent_at_beat <= unsent:
+            self._drop()
+        else:
+            self._unsent_at_beat = unsent
+
     def end(self) -> None:
-        """The inbox closed: finish the response."""
-        self._finish("inbox closed")
+        """The inbox closed: finish the response, once the reader has all of it."""
+        if self._behind:
+            self._ending = True
+        else:
+            self._finish("inbox closed")
 
     def shutdown(self) -> None:
         """The server is stopping: a last retry hint, jittered so clients spread out."""
@@ -132,13 +174,15 @@ class EventStream:
     def resumeProducing(self) -> None:
         self._paused = False
         self._writer.resume()
+        if self._behind:
+            self._catch_up()
 
     def stopProducing(self) -> None:
         """The connection is going away; notifyFinish's errback detaches."""
 
     def _drop(self) -> None:
         self._streams.dropped += 1
-        self._detach(f"too slow: over {self._max_pending} bytes pending")
+        self._detach(f"too slow: took nothing for a heartbeat with over {self._max_pending} bytes pending")
         transport = self._request.transport
         if ITCPTransport.providedBy(transport):
             transport.abortConnection()
