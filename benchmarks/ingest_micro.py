@@ -16,8 +16,8 @@ import time
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from monit.inbox import InboxRegistry
 from monit.nats.protocol import NATSProtocol
+from monit.registry import InboxRegistry
 from monit.routing import Router
 from monit.settings import Settings
 

@@ -11,8 +11,9 @@ import attrs
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from monit.inbox import InboxLimit, InboxRegistry, valid_inbox_id
+from monit.inbox import InboxLimit, valid_inbox_id
 from monit.nats.protocol import Msg
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.sse import compact_json
 from monit.throttle import Throttle

@@ -14,10 +14,11 @@ from monit.auth.interface import AuthUnavailable
 from monit.auth.jwt_verifier import SECRET_SUBJECT
 from monit.auth.modes import verification_for
 from monit.embedded import EmbeddedNATS
-from monit.inbox import Event, InboxRegistry
+from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
 from monit.nats.protocol import NoResponders
+from monit.registry import InboxRegistry
 from monit.routing import Router
 from monit.settings import Settings
 from monit.watch import Watch

@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from monit.inbox import Batch, Event, Inbox, InboxRegistry, parse_data
+from monit.inbox import Batch, Event, Inbox, parse_data
+from monit.registry import InboxRegistry
 from monit.sse import decode_frames
 
 

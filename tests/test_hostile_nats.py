@@ -6,7 +6,6 @@ import os
 import signal
 import socket
 
-import pytest
 import pytest_twisted
 import treq
 

@@ -2,7 +2,8 @@
 import pytest
 from twisted.internet.task import Clock
 
-from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
+from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 
 

@@ -5,8 +5,8 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 
-from monit.inbox import InboxRegistry
 from monit.nats.protocol import Msg
+from monit.registry import InboxRegistry
 from monit.routing import SLICE, Action, Malformed, Router, inbox_id_of, subject_table
 from monit.settings import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS, Settings
 

@@ -6,7 +6,8 @@ import pytest_twisted
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.task import Clock
 
-from monit.inbox import Event, InboxRegistry
+from monit.inbox import Event
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.watch import TooSlow, Watch
 

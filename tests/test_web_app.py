@@ -7,7 +7,7 @@ from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from monit.auth.jwt_verifier import JWTVerifier
-from monit.inbox import InboxRegistry
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.token import mint
 from monit.web.app import MonitWeb, Readiness

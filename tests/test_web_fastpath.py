@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 
 from monit.auth.modes import NoAuth
-from monit.inbox import InboxRegistry
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.web import _fastpath
 from monit.web.app import MonitWeb

@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
-from monit.inbox import InboxRegistry
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.web.stream import EventStream, StreamSet
 

@@ -6,7 +6,6 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
 import attrs
-
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import CancelledError, Deferred
@@ -26,7 +25,8 @@ from monit.auth.interface import (
     may_watch,
 )
 from monit.auth.request import browser_token, token_from_request
-from monit.inbox import InboxClosed, InboxLimit, InboxRegistry, valid_inbox_id
+from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
+from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.sse import encode_error, encode_retry
 from monit.web.stream import EventStream, StreamSet

@@ -10,7 +10,8 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from monit.inbox import Batch, Inbox, InboxRegistry
+from monit.inbox import Batch, Inbox
+from monit.registry import InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
 

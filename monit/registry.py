@@ -1,0 +1,232 @@
+"""The inboxes by id: opening, closing, keeping and expiring them, and room for new ones."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from monit.inbox import Event, Inbox, InboxClosed, InboxLimit, Subscriber, parse_data
+from monit.oneshot import OneShotObserver
+from monit.settings import Settings
+
+
+class InboxRegistry:
+    """The inboxes by id, and the timers that close, keep and expire them.
+
+    A lifecycle event opens an inbox; a close event is delivered, then the
+    inbox ends after ``grace`` seconds so late readers still get it, and is
+    kept as a closed record for ``retention`` seconds so a reconnecting reader
+    gets the rest and the end (or learns there is nothing more). An inbox
+    nothing opened (made by a reader, or by a message whose open was missed)
+    expires after ``expiry`` idle seconds with nobody watching; an opened one
+    whose close never comes is abandoned after ``abandon`` seconds.
+    """
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, settings: Settings) -> None:
+        self.clock = clock
+        self._history = settings.history
+        self._grace = settings.grace
+        self._expiry = settings.expiry
+        self._abandon = settings.abandon
+        self._retention = settings.retention
+        self._max_inboxes = settings.max_inboxes
+        self._base64 = settings.base64
+        self._inboxes: dict[str, Inbox] = {}
+        self._detached = self._schedule_expiry  # one bound method shared by every inbox
+        self._followers: list[Callable[[str, Event], None]] = []
+        self._closers: dict[str, OneShotObserver[Event]] = {}
+        self._dirty: list[Inbox] = []
+        self._flush_call: IDelayedCall | None = None
+        self.refused = 0
+        self.events = 0
+        self.deliveries = 0
+
+    def __len__(self) -> int:
+        return len(self._inboxes)
+
+    def __contains__(self, inbox_id: str) -> bool:
+        return inbox_id in self._inboxes
+
+    def __iter__(self) -> Iterator[Inbox]:
+        return iter(self._inboxes.values())
+
+    def get(self, inbox_id: str) -> Inbox | None:
+        return self._inboxes.get(inbox_id)
+
+    def open(self, inbox_id: str, data: str, event: str) -> None:
+        """A job starts (or starts again within the grace period of its close)."""
+        inbox = self._obtain(inbox_id)
+        inbox.opened = True
+        if inbox.closing:
+            inbox.closing = False
+            self._cancel_timer(inbox)
+            self._schedule_expiry(inbox)
+        self._publish(inbox, data, event)
+
+    def deliver(self, inbox_id: str, data: str, event: str | None = None) -> None:
+        self._publish(self._obtain(inbox_id), data, event)
+
+    def close(self, inbox_id: str, data: str, event: str) -> None:
+        """Deliver the job's last event, then end its streams after the grace period."""
+        inbox = self._obtain(inbox_id)
+        self._publish(inbox, data, event)
+        inbox.close_event = Event(inbox.last_id, event, parse_data(data))
+        closer = self._closers.pop(inbox_id, None)
+        if closer is not None:
+            closer.fire(inbox.close_event)
+        if not inbox.closing:
+            inbox.closing = True
+            self._cancel_timer(inbox)
+            inbox.timer = self.clock.callLater(self._grace, self._retire, inbox)
+
+    def admit(self, inbox_id: str, after: int = 0) -> None:
+        """Raise what subscribing would, before the caller commits to a response.
+
+        InboxClosed: the inbox ended and the reader has seen all of it.
+        InboxLimit: the inbox does not exist and there is no room for it.
+        """
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is None:
+            self._check_room()
+        elif inbox.closed and 0 < after >= inbox.last_id:
+            raise InboxClosed(inbox_id)
+
+    def subscribe(self, inbox_id: str, subscriber: Subscriber, after: int = 0) -> Inbox:
+        """Attach a reader, creating the inbox if nobody has opened it yet.
+
+        A closed inbox sends what the reader has not seen, without adding it
+        (the caller ends the stream).
+        """
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and inbox.closed:
+            self.deliveries += inbox.replay(subscriber, after)
+            return inbox
+        inbox = self._obtain(inbox_id, watched=True)
+        self.deliveries += inbox.add(subscriber, after)
+        return inbox
+
+    def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
+        inbox.discard(subscriber)
+        self._schedule_expiry(inbox)
+
+    def close_all(self) -> None:
+        """End every inbox and stream, for shutdown."""
+        self.flush()
+        for inbox in list(self._inboxes.values()):
+            self._drop(inbox)
+
+    def _obtain(self, inbox_id: str, watched: bool = False) -> Inbox:
+        """The live inbox for this id: made if there is room, revived if closed.
+
+        One made for a reader gets its expiry timer when the last reader leaves.
+        """
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is None:
+            self._check_room()
+            inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64, self._detached)
+            self._inboxes[inbox_id] = inbox
+            if not watched:
+                self._schedule_expiry(inbox)
+        elif inbox.closed:
+            inbox.closed = inbox.opened = False
+            self._cancel_timer(inbox)
+            self._schedule_expiry(inbox)
+        return inbox
+
+    def _check_room(self) -> None:
+        if len(self._inboxes) >= self._max_inboxes:
+            self.refused += 1
+            raise InboxLimit(f"{len(self._inboxes)} inboxes already")
+
+    def _publish(self, inbox: Inbox, data: str, event: str | None) -> None:
+        inbox.touched = self.clock.seconds()
+        self.events += 1
+        self.deliveries += len(inbox.subscribers)
+        if inbox.publish(data, event):
+            self._dirty.append(inbox)
+            if self._flush_call is None:
+                self._flush_call = self.clock.callLater(0, self.flush)
+        if self._followers:
+            self._tell_followers(inbox, data, event)
+
+    def follow(self, follower: Callable[[str, Event], None]) -> Callable[[], None]:
+        """Call ``follower(job_id, event)`` with every event of every job; returns how to stop.
+
+        A follower that raises is logged and kept: one bad event must not
+        silence it.
+        """
+        self._followers.append(follower)
+
+        def stop() -> None:
+            if follower in self._followers:
+                self._followers.remove(follower)
+
+        return stop
+
+    def _tell_followers(self, inbox: Inbox, data: str, event: str | None) -> None:
+        told = Event(inbox.last_id, event or "message", parse_data(data))
+        for follower in tuple(self._followers):
+            try:
+                follower(inbox.id, told)
+            except Exception:
+                self.log.failure("a follower of every job failed on {inbox}", inbox=inbox.id)
+
+    def when_closed(self, inbox_id: str) -> Deferred[Event]:
+        """Fire with the job's close event: at once if it has come, else when it does."""
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and inbox.close_event is not None and (inbox.closing or inbox.closed):
+            return succeed(inbox.close_event)
+        closer = self._closers.get(inbox_id)
+        if closer is None:
+            closer = self._closers[inbox_id] = OneShotObserver()
+        return closer.when_fired()
+
+    def flush(self) -> None:
+        """Send every inbox's pending frames: once per reactor turn, one write per reader."""
+        if self._flush_call is not None and self._flush_call.active():
+            self._flush_call.cancel()
+        self._flush_call = None
+        dirty, self._dirty = self._dirty, []
+        for inbox in dirty:
+            inbox.flush()
+
+    def _idle_limit(self, inbox: Inbox) -> float:
+        return self._abandon if inbox.opened else self._expiry
+
+    def _schedule_expiry(self, inbox: Inbox) -> None:
+        if inbox.timer is None and not inbox.closing and not inbox.closed and not inbox.subscribers:
+            inbox.timer = self.clock.callLater(self._idle_limit(inbox), self._check_expiry, inbox)
+
+    def _check_expiry(self, inbox: Inbox) -> None:
+        """Expire an unwatched, idle inbox; otherwise look again when it could be."""
+        inbox.timer = None
+        if inbox.subscribers:
+            return
+        remaining = inbox.touched + self._idle_limit(inbox) - self.clock.seconds()
+        if remaining > 0:
+            inbox.timer = self.clock.callLater(remaining, self._check_expiry, inbox)
+            return
+        self.log.info("inbox {inbox} expired", inbox=inbox.id)
+        self._drop(inbox)
+
+    def _retire(self, inbox: Inbox) -> None:
+        """The grace period is over: end the streams, keep the record a while."""
+        inbox.closing, inbox.closed = False, True
+        inbox.timer = self.clock.callLater(self._retention, self._drop, inbox)
+        inbox.end()
+
+    def _drop(self, inbox: Inbox) -> None:
+        self._cancel_timer(inbox)
+        if self._inboxes.get(inbox.id) is inbox:
+            del self._inboxes[inbox.id]
+        inbox.end()
+
+    @staticmethod
+    def _cancel_timer(inbox: Inbox) -> None:
+        if inbox.timer is not None and inbox.timer.active():
+            inbox.timer.cancel()
+        inbox.timer = None
