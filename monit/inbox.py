@@ -77,6 +77,10 @@ class InboxLimit(Exception):
     """No room for another inbox: a transient refusal."""
 
 
+class UserInboxLimit(InboxLimit):
+    """One user asked for too many inboxes that no job has opened."""
+
+
 class InboxClosed(Exception):
     """The inbox has ended and the reader has seen all of it."""
 
@@ -101,6 +105,8 @@ class Inbox:
 
     log = Logger()
     close_event: Event | None = None  # set when the job's close event arrives
+    maker: str | None = None  # the user whose request made it, until a job opens it
+    bytes = 0  # what its history holds
 
     def __init__(
         self,
@@ -140,13 +146,30 @@ class Inbox:
         """Encode the event once; true if readers wait for it (the inbox needs a flush)."""
         self._last_id += 1
         frame = encode_event(self._last_id, data, event, self._base64)
-        if not self._ring.maxlen:
-            self._ring = deque(maxlen=self._history)
-        self._ring.append(frame)
+        ring = self._ring
+        if not ring.maxlen:
+            ring = self._ring = deque(maxlen=self._history)
+        elif len(ring) == ring.maxlen:
+            self.bytes -= len(ring[0])  # the oldest falls out
+        ring.append(frame)
+        self.bytes += len(frame)
         if not self.subscribers:
             return False
         self._pending.append(frame)
         return len(self._pending) == 1
+
+    def trim(self, keep: int) -> int:
+        """Drop the oldest events until the history holds at most ``keep`` bytes; the bytes freed.
+
+        Events not handed out yet stay. A reader that later asks for a dropped
+        event gets the gap notice, as for one that fell out of the history.
+        """
+        ring, freed = self._ring, 0
+        while self.bytes > keep and len(ring) > len(self._pending):
+            size = len(ring.popleft())
+            self.bytes -= size
+            freed += size
+        return freed
 
     def flush(self) -> None:
         """Hand what was published since the last flush to every reader, as one batch."""

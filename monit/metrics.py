@@ -28,6 +28,8 @@ class InboxFigures(Iterable[_HasState], Protocol):
 
     events: int
     deliveries: int
+    evicted: int
+    history_bytes: int
 
 
 class StreamFigures(Sized, Protocol):
@@ -119,6 +121,14 @@ class MonitCollector:
         yield inboxes
         yield CounterMetricFamily(
             "monit_events", "Events that entered an inbox", value=self._inboxes.events
+        )
+        yield GaugeMetricFamily(
+            "monit_history_bytes", "Bytes the inboxes' histories hold (within --memory-budget)",
+            value=self._inboxes.history_bytes,
+        )
+        yield CounterMetricFamily(
+            "monit_inboxes_evicted", "Unwatched inboxes dropped to make room for new jobs",
+            value=self._inboxes.evicted,
         )
 
     def _nats_figures(self) -> Iterator[Metric]:

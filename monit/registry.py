@@ -1,15 +1,33 @@
 """The inboxes by id: opening, closing, keeping and expiring them, and room for new ones."""
 from __future__ import annotations
 
+import heapq
+from collections import Counter
 from collections.abc import Callable, Iterator
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from monit.inbox import Event, Inbox, InboxClosed, InboxLimit, Subscriber, parse_data
+from monit.inbox import Event, Inbox, InboxClosed, InboxLimit, Subscriber, UserInboxLimit, parse_data
 from monit.oneshot import OneShotObserver
 from monit.settings import Settings
+from monit.throttle import Throttle
+
+
+def _eviction_order(inbox: Inbox) -> tuple[int, float]:
+    """Reader-made and unopened first, closed records next, then the rest; oldest activity first."""
+    if inbox.maker is not None and not inbox.opened:
+        rank = 0
+    elif inbox.closed:
+        rank = 1
+    else:
+        rank = 2
+    return rank, inbox.touched
+
+
+def _last_active(inbox: Inbox) -> float:
+    return inbox.touched
 
 
 class InboxRegistry:
@@ -22,6 +40,15 @@ class InboxRegistry:
     nothing opened (made by a reader, or by a message whose open was missed)
     expires after ``expiry`` idle seconds with nobody watching; an opened one
     whose close never comes is abandoned after ``abandon`` seconds.
+
+    Room is kept for the jobs. At ``max_inboxes``, a new job first takes the
+    place of unwatched inboxes: those readers made and no job opened, then
+    closed records, then the least recently active; only if every inbox is
+    watched is it refused. A reader may only take the place of another
+    reader-made one, and one user may make at most ``max_inboxes_per_user``.
+    The histories of all inboxes together stay within ``memory_budget``
+    bytes: past it, the oldest events of the least recently active inboxes go
+    first.
     """
 
     log = Logger()
@@ -34,7 +61,11 @@ class InboxRegistry:
         self._abandon = settings.abandon
         self._retention = settings.retention
         self._max_inboxes = settings.max_inboxes
+        self._per_user = settings.max_inboxes_per_user
+        self._memory_budget = settings.memory_budget
         self._base64 = settings.base64
+        self._made_by: Counter[str] = Counter()
+        self._room_warnings = Throttle(clock, 1.0)
         self._inboxes: dict[str, Inbox] = {}
         self._detached = self._schedule_expiry  # one bound method shared by every inbox
         self._followers: list[Callable[[str, Event], None]] = []
@@ -42,8 +73,10 @@ class InboxRegistry:
         self._dirty: list[Inbox] = []
         self._flush_call: IDelayedCall | None = None
         self.refused = 0
+        self.evicted = 0
         self.events = 0
         self.deliveries = 0
+        self.history_bytes = 0
 
     def __len__(self) -> int:
         return len(self._inboxes)
@@ -61,6 +94,7 @@ class InboxRegistry:
         """A job starts (or starts again within the grace period of its close)."""
         inbox = self._obtain(inbox_id)
         inbox.opened = True
+        self._release(inbox)
         if inbox.closing:
             inbox.closing = False
             self._cancel_timer(inbox)
@@ -83,20 +117,23 @@ class InboxRegistry:
             self._cancel_timer(inbox)
             inbox.timer = self.clock.callLater(self._grace, self._retire, inbox)
 
-    def admit(self, inbox_id: str, after: int = 0) -> None:
+    def admit(self, inbox_id: str, after: int = 0, maker: str | None = None) -> None:
         """Raise what subscribing would, before the caller commits to a response.
 
         InboxClosed: the inbox ended and the reader has seen all of it.
-        InboxLimit: the inbox does not exist and there is no room for it.
+        InboxLimit: the inbox does not exist and there is no room for it (or
+        ``maker`` has made too many).
         """
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
-            self._check_room()
+            self._check_room(maker)
         elif inbox.closed and 0 < after >= inbox.last_id:
             raise InboxClosed(inbox_id)
 
-    def subscribe(self, inbox_id: str, subscriber: Subscriber, after: int = 0) -> Inbox:
-        """Attach a reader, creating the inbox if nobody has opened it yet.
+    def subscribe(
+        self, inbox_id: str, subscriber: Subscriber, after: int = 0, maker: str | None = None
+    ) -> Inbox:
+        """Attach a reader, creating the inbox (as ``maker``'s) if nobody has opened it yet.
 
         A closed inbox sends what the reader has not seen, without adding it
         (the caller ends the stream).
@@ -105,7 +142,7 @@ class InboxRegistry:
         if inbox is not None and inbox.closed:
             self.deliveries += inbox.replay(subscriber, after)
             return inbox
-        inbox = self._obtain(inbox_id, watched=True)
+        inbox = self._obtain(inbox_id, maker=maker, watched=True)
         self.deliveries += inbox.add(subscriber, after)
         return inbox
 
@@ -119,16 +156,19 @@ class InboxRegistry:
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
 
-    def _obtain(self, inbox_id: str, watched: bool = False) -> Inbox:
+    def _obtain(self, inbox_id: str, maker: str | None = None, watched: bool = False) -> Inbox:
         """The live inbox for this id: made if there is room, revived if closed.
 
         One made for a reader gets its expiry timer when the last reader leaves.
         """
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
-            self._check_room()
+            self._check_room(maker)
             inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64, self._detached)
             self._inboxes[inbox_id] = inbox
+            if maker is not None:
+                inbox.maker = maker
+                self._made_by[maker] += 1
             if not watched:
                 self._schedule_expiry(inbox)
         elif inbox.closed:
@@ -137,19 +177,60 @@ class InboxRegistry:
             self._schedule_expiry(inbox)
         return inbox
 
-    def _check_room(self) -> None:
+    def _check_room(self, maker: str | None) -> None:
+        """Room for one more inbox, made by a job (``maker`` None) or by a reader."""
+        if maker is not None and self._made_by[maker] >= self._per_user:
+            self.refused += 1
+            raise UserInboxLimit("too many inboxes that no job opened for this user")
+        if len(self._inboxes) >= self._max_inboxes:
+            self._make_room(for_reader=maker is not None)
         if len(self._inboxes) >= self._max_inboxes:
             self.refused += 1
-            raise InboxLimit(f"{len(self._inboxes)} inboxes already")
+            raise InboxLimit("too many inboxes")
+
+    def _make_room(self, for_reader: bool) -> None:
+        """Drop a hundredth of the inboxes at once (the scan is the cost), unwatched ones only.
+
+        First those readers made and no job opened, then closed records, then
+        the least recently active. A reader only displaces what readers made.
+        """
+        candidates = [
+            inbox for inbox in self._inboxes.values()
+            if not inbox.subscribers and (not for_reader or (inbox.maker is not None and not inbox.opened))
+        ]
+        chosen = heapq.nsmallest(max(1, self._max_inboxes // 100), candidates, key=_eviction_order)
+        for inbox in chosen:
+            self._drop(inbox)
+        self.evicted += len(chosen)
+        unlogged = self._room_warnings.allow("room")
+        if chosen and unlogged is not None:
+            self.log.warn(
+                "at {limit} inboxes: dropped {count} unwatched ones to make room ({unlogged} more times unlogged)",
+                limit=self._max_inboxes,
+                count=len(chosen),
+                unlogged=unlogged,
+            )
+
+    def _release(self, inbox: Inbox) -> None:
+        """A job took over an inbox a reader made: it no longer counts against the reader."""
+        if inbox.maker is not None:
+            self._made_by[inbox.maker] -= 1
+            if not self._made_by[inbox.maker]:
+                del self._made_by[inbox.maker]
+            inbox.maker = None
 
     def _publish(self, inbox: Inbox, data: str, event: str | None) -> None:
         inbox.touched = self.clock.seconds()
         self.events += 1
         self.deliveries += len(inbox.subscribers)
+        held = inbox.bytes
         if inbox.publish(data, event):
             self._dirty.append(inbox)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
+        self.history_bytes += inbox.bytes - held
+        if self.history_bytes > self._memory_budget:
+            self._trim_histories()
         if self._followers:
             self._tell_followers(inbox, data, event)
 
@@ -219,10 +300,20 @@ class InboxRegistry:
         inbox.timer = self.clock.callLater(self._retention, self._drop, inbox)
         inbox.end()
 
+    def _trim_histories(self) -> None:
+        """Back under nine tenths of the budget: oldest events of the least recently active first."""
+        target = self._memory_budget * 9 // 10
+        for inbox in sorted(self._inboxes.values(), key=_last_active):
+            self.history_bytes -= inbox.trim(max(0, inbox.bytes - (self.history_bytes - target)))
+            if self.history_bytes <= target:
+                break
+
     def _drop(self, inbox: Inbox) -> None:
         self._cancel_timer(inbox)
         if self._inboxes.get(inbox.id) is inbox:
             del self._inboxes[inbox.id]
+            self.history_bytes -= inbox.bytes
+            self._release(inbox)
         inbox.end()
 
     @staticmethod

@@ -297,9 +297,21 @@ class Settings:
     max_streams: int = _amount(50_000, "concurrent SSE responses; past it, refused (below)", "N")
     max_inboxes: int = _amount(
         100_000,
-        "inboxes held, including those readers created; past it, refused, and NATS messages "
-        "for new jobs are counted and skipped",
+        "inboxes held, including those readers created; at it, a new job takes the place of "
+        "unwatched ones (reader-made first, then closed, then the least recently active), and only "
+        "when all are watched is it counted and skipped",
         "N",
+    )
+    max_inboxes_per_user: int = _amount(
+        1000,
+        "inboxes one user's requests may make that no job has opened; past it, refused",
+        "N",
+    )
+    memory_budget: int = _amount(
+        256 * MIB,
+        "bytes the histories of all inboxes may hold together; past it, the oldest events of "
+        "the least recently active inboxes go first (readers who resume into them get the gap notice)",
+        "BYTES",
     )
     max_payload: int = _amount(MIB, "larger NATS messages are logged, counted and skipped", "BYTES")
     open_subjects: tuple[str, ...] = _option(

@@ -140,10 +140,10 @@ def test_a_reader_from_an_earlier_life_gets_everything():
     assert reader.ids() == [1]
 
 
-def test_inbox_limit():
+def test_inbox_limit_when_every_inbox_is_watched():
     clock, registry = make_registry(max_inboxes=2)
     registry.subscribe("a", Reader())
-    registry.deliver("b", "1")
+    registry.subscribe("b", Reader())
     registry.admit("a")
     with pytest.raises(InboxLimit):
         registry.admit("c")

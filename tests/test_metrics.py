@@ -98,7 +98,8 @@ async def test_figures_move_as_traffic_flows(monit, nats_server):
 
 def test_the_collector_reads_the_figures_it_is_given():
     """No service and no nats-server: the collector takes its sources explicitly."""
-    inboxes = Figures(events=5, deliveries=12, inboxes=[Figures(state="open"), Figures(state="closed")])
+    inboxes = Figures(events=5, deliveries=12, evicted=3, history_bytes=4096,
+                      inboxes=[Figures(state="open"), Figures(state="closed")])
     streams = Sized(3, dropped=1)
     web = Figures(streams=streams, refusals={401: 2}, auth_results={"valid": 4})
     router = Figures(received={Action.DELIVER: 6}, malformed=1, refused=0)  # and 1 unusable frame
@@ -118,6 +119,7 @@ def test_the_collector_reads_the_figures_it_is_given():
     assert samples["monit_auth_results_total{outcome=valid}"] == 4
     assert samples["monit_auth_cache_hits_total"] == 7 and samples["monit_nats_reconnects_total"] == 2
     assert samples["monit_nats_malformed_total"] == 2  # the router's and the protocol's
+    assert samples["monit_history_bytes"] == 4096 and samples["monit_inboxes_evicted_total"] == 3
 
 
 class Figures(SimpleNamespace):

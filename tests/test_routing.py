@@ -140,6 +140,7 @@ def test_messages_past_the_inbox_limit_are_counted_and_skipped():
     registry = InboxRegistry(clock, settings)
     router = Router(registry, settings)
     router(msg("service.create", {"id": "first"}))
+    registry.subscribe("first", Reader())  # a watched inbox is never displaced
     router(msg("service.create", {"id": "second"}))
     router(msg("monitor.user", {"id": "first", "messages": [{"body": "ok"}]}))
     assert router.refused == 1 and router.malformed == 0

@@ -261,8 +261,8 @@ class MonitWeb:
         except InboxClosed:
             request.setResponseCode(204)
             return b""
-        except InboxLimit:
-            return self._unavailable(request, "too many inboxes")
+        except InboxLimit as limit:
+            return self._unavailable(request, str(limit))
 
     def _auth_failed(self, failure: Failure, request: IRequest) -> bytes | Failure:
         if failure.check(CancelledError):

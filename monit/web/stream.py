@@ -78,11 +78,11 @@ class EventStream:
         more to see, and InboxLimit if the inbox would be one too many.
         """
         self._stream_id = inbox_id
-        self._registry.admit(inbox_id, after)
+        self._registry.admit(inbox_id, after, maker=self._user)
         self._start()
         self._request.notifyFinish().addErrback(self._gone)
         self._sent_upto = after
-        inbox = self._inbox = self._registry.subscribe(inbox_id, self, after)
+        inbox = self._inbox = self._registry.subscribe(inbox_id, self, after, maker=self._user)
         self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
         self._streams.add(self)
         if inbox.closed:  # the replay was all there is

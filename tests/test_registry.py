@@ -1,0 +1,105 @@
+"""Room for the jobs and a bound on memory: no reader or publisher can crowd the others out."""
+import pytest
+from twisted.internet.task import Clock
+
+from monit.inbox import InboxLimit, UserInboxLimit
+from monit.registry import InboxRegistry
+from monit.settings import Settings
+
+
+class Reader:
+    def __init__(self):
+        self.received = b""
+
+    def deliver(self, batch) -> None:
+        self.received += batch.data
+
+    def end(self) -> None:
+        pass
+
+
+def make(**settings) -> tuple[Clock, InboxRegistry]:
+    clock = Clock()
+    return clock, InboxRegistry(clock, Settings(**settings))
+
+
+def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes():
+    clock, registry = make(max_inboxes=100)
+    registry.subscribe("watched", Reader())
+    for n in range(30):
+        registry.open(f"idle{n}", "{}", "service.create")
+        clock.advance(1)
+    for n in range(10):
+        registry.close(f"idle{n}", "{}", "service.create.done")
+    clock.advance(10)  # the grace period: ten are closed records now
+    for n in range(69):
+        reader = Reader()
+        registry.subscribe(f"asked{n}", reader, maker="mallory")
+        registry.unsubscribe(registry.get(f"asked{n}"), reader)
+    assert len(registry) == 100
+    for n in range(69):  # one new job displaces one inbox
+        registry.open(f"job{n}", "{}", "service.create")
+    assert len(registry) <= 100 and registry.refused == 0
+    assert not any(f"asked{n}" in registry for n in range(69)), "reader-made inboxes went first"
+    assert "watched" in registry
+    for n in range(10):
+        registry.open(f"more{n}", "{}", "service.create")
+    assert not any(f"idle{n}" in registry for n in range(10)), "closed records went next"
+    assert all(f"idle{n}" in registry for n in range(10, 30)), "before the idle ones"
+    for n in range(10, 200):
+        registry.open(f"more{n}", "{}", "service.create")
+    assert "watched" in registry and registry.refused == 0
+
+
+def test_a_reader_only_displaces_what_readers_made():
+    clock, registry = make(max_inboxes=10)
+    for n in range(10):
+        registry.open(f"job{n}", "{}", "service.create")
+    with pytest.raises(InboxLimit):
+        registry.admit("new", maker="mallory")
+    assert all(f"job{n}" in registry for n in range(10))
+
+
+def test_one_user_makes_a_bounded_number_of_inboxes_nobody_opened():
+    clock, registry = make(max_inboxes_per_user=3)
+    for n in range(3):
+        registry.subscribe(f"s{n}", Reader(), maker="mallory")
+    with pytest.raises(UserInboxLimit):
+        registry.admit("s3", maker="mallory")
+    registry.subscribe("s3", Reader(), maker="alice")  # another user is not held back
+    registry.open("s0", "{}", "service.create")  # a job took one over: it no longer counts
+    registry.subscribe("s4", Reader(), maker="mallory")
+    registry.subscribe("s0", Reader(), maker="mallory")  # watching an existing inbox costs nothing
+
+
+def test_a_flood_of_new_job_ids_never_refuses_a_job_and_never_grows_past_the_limit():
+    clock, registry = make(max_inboxes=100)
+    for n in range(10_000):
+        registry.deliver(f"flood{n}", "{}")
+    assert len(registry) <= 100 and registry.refused == 0 and registry.evicted >= 9_900
+    registry.open("real", "{}", "service.create")
+    assert "real" in registry
+
+
+def test_histories_stay_within_the_memory_budget_least_recently_active_trimmed_first():
+    clock, registry = make(memory_budget=20_000, history=1000)
+    payload = '"' + "x" * 100 + '"'  # frames of about 115 bytes
+    for n in range(100):
+        registry.deliver("old", payload)
+    clock.advance(1)
+    for n in range(200):
+        registry.deliver("new", payload)
+        assert registry.history_bytes <= 20_000
+    old, new = registry.get("old"), registry.get("new")
+    assert old.bytes < new.bytes and registry.history_bytes == old.bytes + new.bytes
+    reader = Reader()
+    registry.subscribe("old", reader, after=1)  # resuming into trimmed history
+    assert b"event: gap" in reader.received
+
+
+def test_dropping_an_inbox_gives_its_bytes_back():
+    clock, registry = make(expiry=5)
+    registry.deliver("gone", '"' + "x" * 100 + '"')
+    assert registry.history_bytes > 0
+    clock.advance(5)
+    assert "gone" not in registry and registry.history_bytes == 0
