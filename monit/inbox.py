@@ -115,7 +115,9 @@ class Inbox:
         now: float,
         base64: bool = False,
         detached: Callable[[Inbox], None] = lambda inbox: None,
+        after: int = 0,
     ) -> None:
+        """``after``: the last id of the job's previous run, if this is a new run of it."""
         self.id = inbox_id
         self._detached = detached
         self.opened = False
@@ -127,7 +129,7 @@ class Inbox:
         self._history = history
         self._ring: deque[bytes] = _EMPTY_RING  # made on the first event: many inboxes never get one
         self._pending: list[bytes] = []
-        self._last_id = 0
+        self._last_id = self.run_after = after
         self._base64 = base64
 
     @property
@@ -208,12 +210,12 @@ class Inbox:
 
         None when there are none. Events not flushed yet are left to the next
         flush, which hands them to every reader. An ``after`` beyond the last
-        id comes from an earlier life of this id (before a restart): such a
-        reader gets everything.
+        id comes from an earlier life of this id (before a restart), and one
+        before this run from an earlier run: such a reader gets this run whole.
         """
         handed_out = self._last_id - len(self._pending)
-        if after > self._last_id:
-            after = 0
+        if after > self._last_id or after < self.run_after:
+            after = self.run_after  # a reader from another life of this id, or new: this run from its start
         if after >= handed_out:
             return None
         first_held = self._last_id - len(self._ring) + 1

@@ -91,15 +91,28 @@ class InboxRegistry:
         return self._inboxes.get(inbox_id)
 
     def open(self, inbox_id: str, data: str, event: str) -> None:
-        """A job starts (or starts again within the grace period of its close)."""
-        inbox = self._obtain(inbox_id)
+        """A job starts; after its close, that is a new run of it."""
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and (inbox.closing or inbox.closed):
+            inbox = self._new_run(inbox)
+        else:
+            inbox = self._obtain(inbox_id)
         inbox.opened = True
         self._release(inbox)
-        if inbox.closing:
-            inbox.closing = False
-            self._cancel_timer(inbox)
-            self._schedule_expiry(inbox)
         self._publish(inbox, data, event)
+
+    def _new_run(self, old: Inbox) -> Inbox:
+        """The job opens again after its close: the old run ends, a new one starts.
+
+        Its readers have had the close event; they end now. Ids go on from the
+        old run's, so a reader that reconnects with one of them is told the
+        run it watched is over, and new readers see the new run only.
+        """
+        self._drop(old)
+        inbox = Inbox(old.id, self._history, self.clock.seconds(), self._base64, self._detached, old.last_id)
+        self._inboxes[old.id] = inbox
+        self._schedule_expiry(inbox)
+        return inbox
 
     def deliver(self, inbox_id: str, data: str, event: str | None = None) -> None:
         self._publish(self._obtain(inbox_id), data, event)
@@ -127,8 +140,8 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-        elif inbox.closed and 0 < after >= inbox.last_id:
-            raise InboxClosed(inbox_id)
+        elif 0 < after <= inbox.run_after or (inbox.closed and 0 < after >= inbox.last_id):
+            raise InboxClosed(inbox_id)  # it has seen all of this run, or a run before it
 
     def subscribe(
         self, inbox_id: str, subscriber: Subscriber, after: int = 0, maker: str | None = None

@@ -162,15 +162,23 @@ def test_base64_payloads():
     assert reader.received == b"id: 1\ndata: eyJib2R5Ijoiw6kifQ==\n\n"
 
 
-def test_reopen_within_grace_keeps_the_inbox():
+@pytest.mark.parametrize("after_grace", [False, True])
+def test_a_job_that_opens_again_after_its_close_starts_a_new_run(after_grace):
     clock, registry = make_registry()
-    reader = Reader()
-    registry.subscribe("job", reader)
+    old = Reader()
+    registry.open("job", "{}", "service.create")
+    registry.subscribe("job", old)
     registry.close("job", "{}", "service.create.done")
+    clock.advance(10 if after_grace else 1)
     registry.open("job", "{}", "service.delete")
-    clock.advance(60)
-    assert not reader.ended
-    assert reader.ids() == [1, 2]
+    clock.advance(0)
+    assert old.ended and old.ids() == [1, 2]
+    new = Reader()
+    registry.subscribe("job", new)
+    assert new.ids() == [3] and b"done" not in new.received and b"gap" not in new.received
+    with pytest.raises(InboxClosed):  # a reader of the old run, reconnecting: that run is over
+        registry.admit("job", after=2)
+    registry.admit("job", after=3)
 
 
 def test_unwatched_unopened_inbox_expires():

@@ -84,6 +84,27 @@ async def test_after_a_closed_inbox_ends_a_reconnect_gets_204(monit, publisher):
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_job_that_runs_again_is_a_new_run(monit, publisher):
+    """New readers see the new run only; a reader of the old one is told it is over."""
+    old = await open_stream(monit, "again")
+    publisher.publish("service.create", {"id": "again"})
+    publisher.publish("service.create.done", {"id": "again", "run": 1})
+    await wait_for(lambda: len(old.events) == 2)
+    publisher.publish("service.create", {"id": "again"})
+    publisher.publish("service.create.done", {"id": "again", "run": 2})
+    await within(old.done)  # the old run's stream ends when the new run starts
+    assert [json.loads(event.data).get("run") for event in old.events] == [None, 1]
+    new = await open_stream(monit, "again")
+    await wait_for(lambda: len(new.events) == 2)
+    assert [event.event for event in new.events] == ["service.create", "service.create.done"]
+    assert json.loads(new.events[1].data)["run"] == 2 and new.events[0].id == "3"
+    response = await within(treq.get(
+        f"{monit.base_url}/events?stream=again", headers={**auth(), "Last-Event-ID": old.events[-1].id}))
+    assert response.code == 204
+    new.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_streams_survive_a_nats_restart(private_nats_server):
     monit = await start_monit(private_nats_server.url)
     publisher = None
