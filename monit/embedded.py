@@ -47,6 +47,17 @@ def find_nats_server() -> str:
     return found
 
 
+def check_free(port: int) -> None:
+    """Refuse a port something already listens on: monit would talk to that instead."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as error:
+            raise RuntimeError(
+                f"cannot start the embedded nats-server: port {port} on {HOST} is taken ({error.strerror})"
+            ) from None
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now (the OS picks it)."""
     with socket.socket() as sock:
@@ -87,10 +98,19 @@ class EmbeddedNATS(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: IReactorProcess, port: int = 0, binary: str | None = None) -> None:
+    def __init__(
+        self,
+        reactor: IReactorProcess,
+        port: int = 0,
+        binary: str | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
+        self._on_fatal = on_fatal
         self.binary = binary or find_nats_server()
+        if port:
+            check_free(port)
         self.port = port or free_port()
         self.url = f"nats://{HOST}:{self.port}"
         self._transport: IProcessTransport | None = None
@@ -154,6 +174,8 @@ class EmbeddedNATS(Service):
         self._transport = None
         if self.running:
             self.log.error("nats-server exited unexpectedly: {reason}", reason=reason.getErrorMessage())
+            if self._on_fatal is not None:
+                self._on_fatal(f"monit: the embedded nats-server exited: {reason.getErrorMessage()}")
         else:
             self.log.info("nats-server stopped")
         self._exited.fire(None)

@@ -52,7 +52,9 @@ class MonitService(MultiService):
         self.on_fatal = on_fatal or self._log_fatal
         nats_urls = settings.nats
         if settings.embedded_nats:
-            embedded = EmbeddedNATS(IReactorProcess(reactor), port=settings.embedded_nats_port)
+            embedded = EmbeddedNATS(
+                IReactorProcess(reactor), port=settings.embedded_nats_port, on_fatal=self.on_fatal
+            )
             embedded.setServiceParent(self)
             nats_urls = (embedded.url,)
         self.nats = NATSClient(

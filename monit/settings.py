@@ -126,9 +126,13 @@ def _text(text: str) -> str:
 
 
 def _nats_urls(text: str) -> tuple[str, ...]:
+    from monit.nats.client import check_url
+
     urls = tuple(url.strip() for url in text.split(",") if url.strip())
     if not urls:
         raise ValueError("needs at least one URL")
+    for url in urls:
+        check_url(url)
     return urls
 
 

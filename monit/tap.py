@@ -7,11 +7,13 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import twisted
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
+from monit import __version__
 from monit import settings as settings_table
 from monit.service import MonitService
 from monit.settings import OptionField, SettingError, Settings
@@ -57,11 +59,23 @@ class Options(usage.Options):
                 self[option.name] = []
         self.settings = Settings()
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """A wrong option is one line on stderr, not twistd's page of usage."""
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            sys.exit(f"monit: {error} (twistd monit --help lists the options)")
+
     def postOptions(self) -> None:
         try:
             self.settings = settings_table.from_sources(self, os.environ)
         except (SettingError, ValueError, TypeError) as error:
-            raise usage.UsageError(str(error)) from None
+            sys.exit(f"monit: {error}")
+
+    def opt_version(self) -> None:
+        """Print monit's version and exit."""
+        print(f"monit {__version__} (Twisted {twisted.__version__})")
+        sys.exit(0)
 
 
 for _repeated in settings_table.options():
@@ -70,13 +84,28 @@ for _repeated in settings_table.options():
 
 
 def fatal(line: str) -> None:
-    """A startup problem: one clear line, then the process stops with status 1."""
+    """A startup problem: one clear line, then the process stops with status 1.
+
+    The line goes to the real standard error (twistd has put a logger in
+    sys.stderr's place); only a daemon, whose standard error leads nowhere,
+    logs it instead. Once, either way.
+    """
     from twisted.internet import reactor
 
-    Logger().critical("{line}", line=line)
-    print(line, file=sys.stderr, flush=True)
+    if _leads_nowhere(2):
+        Logger().critical("{line}", line=line)
+    else:
+        print(line, file=sys.__stderr__, flush=True)
     reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
     reactor.callWhenRunning(reactor.stop)
+
+
+def _leads_nowhere(fd: int) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(os.devnull))
+    except OSError:
+        return True
+
 
 
 def _stop_cleanly_on_signals(reactor: IReactorCore) -> None:
@@ -104,5 +133,5 @@ def makeService(options: Options) -> IService:
     reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)
     try:
         return MonitService(reactor, options.settings, on_fatal=fatal)
-    except RuntimeError as error:  # no nats-server for --embedded-nats
+    except RuntimeError as error:  # --embedded-nats: no nats-server, or its port is taken
         sys.exit(f"monit: {error}")

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import attrs
 import pytest
-from twisted.python.usage import UsageError
 
 from monit import settings as table
 from monit.settings import Settings
@@ -88,7 +87,7 @@ def test_the_command_line_wins_over_the_environment(monkeypatch):
 )
 def test_a_bad_variable_is_named_in_the_error(monkeypatch, variable, value, named):
     monkeypatch.setenv(variable, value)
-    with pytest.raises(UsageError, match=named):
+    with pytest.raises(SystemExit, match=named):
         parse()
 
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -75,18 +76,40 @@ def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):
     assert output.endswith(b'id: 3\nevent: build.create.done\ndata: {"id":"b7"}\n\n')
 
 
-def test_bad_listen_address_is_one_clear_line_and_a_failure(tmp_path):
+def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
+    """A start-up problem: a non-zero exit and one line on stderr, no usage text, no traceback."""
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Usage" not in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--listen", "nonsense:1"], "monit: --listen 'nonsense:1' is not an endpoint"),
+        (["--nats", "http://x"], "monit: --nats 'http://x' is not a NATS URL"),
+        (["--nats", "tls://x:4222"], "no TLS yet"),
+        (["--grace", "soon"], "monit: --grace must be a number, not 'soon'"),
+        (["--bogus"], "monit: option --bogus not recognized"),
+    ],
+)
+def test_a_bad_option_is_one_clear_line_and_a_failure(tmp_path, args, said):
     result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--listen", "nonsense:1", "--jwt-secret", "x"],
+        [script("twistd"), "-n", "--pidfile=", "monit", *args, "--jwt-secret", "x"],
         cwd=tmp_path, capture_output=True, text=True, timeout=30,
     )
-    assert result.returncode != 0
-    assert "--listen 'nonsense:1' is not an endpoint" in result.stdout + result.stderr
+    assert said in one_line_on_stderr(result)
+    assert result.stdout == ""
 
 
-def test_port_in_use_stops_with_status_1(tmp_path, nats_server):
-    import socket
+def test_version(tmp_path):
+    result = subprocess.run([script("twistd"), "monit", "--version"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith(f"monit {version('txmonit')}")
 
+
+def test_port_in_use_is_one_line_and_status_1(tmp_path, nats_server):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -97,7 +120,21 @@ def test_port_in_use_stops_with_status_1(tmp_path, nats_server):
             cwd=tmp_path, capture_output=True, text=True, timeout=30,
         )
     assert result.returncode == 1
-    assert "monit: cannot listen" in result.stdout + result.stderr
+    assert "monit: cannot listen" in one_line_on_stderr(result)
+    assert "cannot listen" not in result.stdout, "reported once, on stderr"
+
+
+def test_embedded_nats_on_a_taken_port_names_the_port(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [script("twistd"), "-n", "--pidfile=", "monit", "--embedded-nats", "--embedded-nats-port",
+             str(port), "--listen", f"tcp:{free_port()}:interface=127.0.0.1", "--jwt-secret", "x"],
+            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        )
+    assert str(port) in one_line_on_stderr(result)
 
 
 def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats_server):
@@ -134,7 +171,7 @@ def test_no_secret_anywhere_stops_with_status_1(tmp_path, nats_server):
         cwd=tmp_path, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 1
-    assert "monit: no JWT secret" in result.stdout + result.stderr
+    assert "monit: no JWT secret" in one_line_on_stderr(result)
 
 
 def rss_kib(pid: int) -> int:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import jwt
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger, LogLevel
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -134,7 +134,11 @@ class JWTVerifier:
         self._settle(secret)
 
     def _fetch_failed(self, failure: Failure) -> None:
-        self.log.failure("could not fetch the JWT secret", failure, level=LogLevel.error)
+        self.log.error(
+            "could not fetch the JWT secret from NATS {subject}: {why}",
+            subject=SECRET_SUBJECT,
+            why=failure.getErrorMessage() or type(failure.value).__name__,
+        )
         error = AuthUnavailable("the JWT secret is unavailable")
         error.__cause__ = failure.value
         self._settle(Failure(error))

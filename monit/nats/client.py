@@ -51,6 +51,14 @@ HANDSHAKE_TIMEOUT = 10.0
 _NO_RESPONDERS = 503
 
 
+def check_url(url: str) -> None:
+    """Raise ValueError, saying what is wrong, if ``url`` is not a NATS server URL monit can use."""
+    try:
+        _Server.parse(url)
+    except ValueError as error:
+        raise ValueError(f"{url!r} is not a NATS URL monit can use: {error}") from None
+
+
 @attrs.frozen
 class _Server:
     """One nats:// URL, parsed; its repr never shows the credentials."""
@@ -65,12 +73,13 @@ class _Server:
     def parse(cls, url: str) -> _Server:
         parts = urlsplit(url)
         if parts.scheme != "nats":
-            raise ValueError(
-                f"unsupported NATS URL scheme {parts.scheme!r}: only nats://host:port"
-                " is supported (no TLS yet)"
-            )
+            raise ValueError(f"scheme {parts.scheme!r}: only nats://host:port is supported (no TLS yet)")
         if not parts.hostname:
-            raise ValueError("NATS URL without a host")
+            raise ValueError("no host")
+        try:
+            parts.port
+        except ValueError:
+            raise ValueError("the port is not a number from 1 to 65535") from None
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
         if password is None:
