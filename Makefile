@@ -6,6 +6,10 @@ SOURCES := setup.cfg pyproject.toml $(shell find monit twisted -name '*.py')
 LISTEN ?= tcp:8080:interface=127.0.0.1
 NATS_PORT ?= 4222
 DEV_SECRET ?= monit-development-secret-not-for-production
+# Where LISTEN serves, as a URL: http(s)://INTERFACE:PORT (127.0.0.1 when no interface= is given).
+BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].split(':'); \
+	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
+	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
 .PHONY: test run demo bench clean chromium
 
@@ -27,8 +31,10 @@ test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
 
 run: $(VENV)/.installed
-	@echo "Watch a job (after 'make demo' in another window):"
-	@echo "  curl -N -H 'X-Auth-Token: $$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400)' 'http://127.0.0.1:8080/events?stream=demo1'"
+	@echo "monit serves $(BASE_URL), with NATS on 127.0.0.1:$(NATS_PORT)."
+	@echo "1. In a second window, watch a job:"
+	@echo "   curl -N -H 'X-Auth-Token: $$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400)' '$(BASE_URL)/events?stream=demo1'"
+	@echo "2. In a third window, play one: make demo$(if $(filter 4222,$(NATS_PORT)),, NATS_PORT=$(NATS_PORT))"
 	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n --pidfile= monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)'
 
 demo: $(VENV)/.installed

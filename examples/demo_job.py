@@ -8,6 +8,7 @@ import argparse
 import json
 
 from twisted.internet import task
+from twisted.internet import defer
 from twisted.internet.defer import ensureDeferred
 
 from monit.nats.client import NATSClient
@@ -28,10 +29,17 @@ PROGRESS = [
 ]
 
 
+CONNECT_TIMEOUT = 5.0
+
+
 async def publish_job(reactor, url: str, job: str, interval: float) -> None:
     client = NATSClient([url], reactor, request_timeout=2.0, name="monit-demo")
     client.startService()
-    await client.when_connected()
+    try:
+        await client.when_connected().addTimeout(CONNECT_TIMEOUT, reactor)
+    except defer.TimeoutError:
+        await client.stopService()
+        raise SystemExit(f"demo: no NATS answers at {url} within {CONNECT_TIMEOUT:g} s: start one with 'make run'")
     service = f"web-env-{job}"
 
     def send(subject: str, document: dict) -> None:
