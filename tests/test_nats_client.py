@@ -11,7 +11,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
@@ -79,6 +79,20 @@ class FakeServers:
         connection = Connection(self.reactor)
         self.connections.append(connection)
         return connection
+
+    def refuse(self) -> None:
+        """Refuse the pending attempt, as a host with nothing on the port does."""
+        _, _, factory, _, _ = self.reactor.tcpClients.pop(0)
+        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
+        self.reactor.advance(0.5)  # the endpoint gives up on that address
+
+    def next_attempt(self) -> None:
+        """Let the clock run until the client tries to connect again, whatever its backoff."""
+        for _ in range(1000):
+            if self.reactor.tcpClients:
+                return
+            self.reactor.advance(0.1)
+        raise AssertionError("no new attempt to connect")
 
     def connected(self) -> Connection:
         """Accept the pending attempt and complete the handshake."""
@@ -228,8 +242,27 @@ def test_credentials_go_into_connect_and_never_into_logs(
     connection.lose()
     logged = " ".join(formatEvent(event) for event in log_events)
     assert "connected to NATS at nats://alice:***@127.0.0.1:4222" in logged
-    assert "lost NATS connection to nats://alice:***@127.0.0.1:4222" in logged
+    assert "the NATS server at nats://alice:***@127.0.0.1:4222 closed the connection" in logged
     assert "s3cret" not in logged + repr(log_events)
+
+
+def test_why_connecting_fails_is_said_once_per_reason_not_once_per_retry(
+    servers: FakeServers, client: NATSClient, log_events: list
+) -> None:
+    for attempt in range(5):
+        servers.refuse()
+        servers.next_attempt()
+    said = [formatEvent(e) for e in log_events if e.get("log_namespace", "").startswith(("monit", "twisted.application"))]
+    assert said == ["cannot connect to NATS at nats://127.0.0.1:4222: Connection was refused by other side"
+                    "; trying again with backoff"], said
+    assert client.problem == said[0].removesuffix("; trying again with backoff")
+    connection = servers.accept()
+    connection.handshake()
+    connection.lose()  # after a connection, the same reason is said again when it comes back
+    servers.next_attempt()
+    servers.refuse()
+    said = [formatEvent(e) for e in log_events if "cannot connect" in formatEvent(e)]
+    assert len(said) == 2
 
 
 def test_token_goes_into_connect(

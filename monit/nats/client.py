@@ -28,8 +28,9 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.logger import Logger
+from twisted.logger import Logger, LogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -151,11 +152,22 @@ class _RoundRobinEndpoint:
         return connecting.addCallbacks(_unwrapped, self._attempt_failed)
 
     def _attempt_failed(self, failure: Failure) -> Failure:
-        self._failed(f"cannot connect to {self.current.redacted}: {failure.getErrorMessage()}")
+        why = failure.getErrorMessage().rstrip(".")
+        self._failed(f"cannot connect to NATS at {self.current.redacted}: {why}")
         return failure
 
     def __repr__(self) -> str:
         return f"<NATS servers {', '.join(server.redacted for server in self._servers)}>"
+
+
+class _QuietClientService(ClientService):
+    """ClientService without its line per retry: NATSClient says why, once per reason.
+
+    (ClientService logs through its class's ``_log``; a Logger with an
+    observer of its own keeps those lines out of the global log.)
+    """
+
+    _log = Logger(observer=LogPublisher())  # a publisher with no observers: lines go nowhere
 
 
 class _ConnectionFactory(Factory):
@@ -245,7 +257,7 @@ class NATSClient(Service):
         servers = [_Server.parse(url) for url in urls]
         self._endpoint = _RoundRobinEndpoint(reactor, servers, self._not_connected)
         factory = _ConnectionFactory(self._build_protocol)
-        self._service = ClientService(
+        self._service = _QuietClientService(
             self._endpoint,
             factory,
             retryPolicy=backoffPolicy(initial_delay, max_delay, factor=2, jitter=random.random),
@@ -266,6 +278,7 @@ class NATSClient(Service):
         self.unusable = 0
         self._unusable_warnings = Throttle(reactor, 1.0)
         self._reading_paused = False
+        self._said: set[str] = set()  # reasons for failing to connect, logged since the last connection
 
     @property
     def connected(self) -> bool:
@@ -278,7 +291,11 @@ class NATSClient(Service):
         return None if self.connected else self._why_not
 
     def _not_connected(self, why: str) -> None:
+        """Say why there is no connection: each reason once, until a connection is made."""
         self._why_not = why
+        if why not in self._said:
+            self._said.add(why)
+            self.log.warn("{why}; trying again with backoff", why=why)
 
     def pause_reading(self, paused: bool) -> None:
         """Stop reading from NATS (or go on): the server holds what comes meanwhile."""
@@ -342,12 +359,7 @@ class NATSClient(Service):
         self, reason: Failure, protocol: NATSProtocol, server: _Server
     ) -> Failure:
         if not reason.check(CancelledError):
-            self._why_not = f"handshake with {server.redacted} failed: {reason.getErrorMessage()}"
-            self.log.warn(
-                "NATS handshake with {url} failed: {reason}",
-                url=server.redacted,
-                reason=reason.getErrorMessage(),
-            )
+            self._not_connected(f"NATS handshake with {server.redacted} failed: {reason.getErrorMessage()}")
         if protocol.transport is not None:
             protocol.transport.loseConnection()
         return reason
@@ -382,6 +394,7 @@ class NATSClient(Service):
             _pause(protocol, True)
         self.url = server.redacted
         self.log.info("connected to NATS at {url}", url=self.url)
+        self._said.clear()
         protocol.when_lost().addCallback(self._lost)
         self._settle_next_connection(None)
 
@@ -391,9 +404,12 @@ class NATSClient(Service):
         settled.fire(outcome)
 
     def _lost(self, reason: BaseException) -> None:
-        log = self.log.warn if self.running else self.log.info
-        log("lost NATS connection to {url}: {reason}", url=self.url, reason=reason)
-        self._why_not = f"lost the connection to {self.url}: {reason}"
+        if not self.running:
+            self.log.info("left NATS at {url}", url=self.url)
+        elif isinstance(reason, ConnectionDone):
+            self._not_connected(f"the NATS server at {self.url} closed the connection (shutting down or restarting?)")
+        else:
+            self._not_connected(f"lost the connection to NATS at {self.url}: {str(reason).rstrip('.')}")
         self._protocol = None
         self.url = None
 
