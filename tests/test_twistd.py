@@ -259,13 +259,17 @@ def test_json_logs_carry_the_stream_figures_and_never_the_token(tmp_path, nats_s
         read_until(curl, b"retry: 3000")
         curl.terminate()
         curl.wait()
-        output = read_until(monit, b"closed for {user}")
-        while b"\n" not in output[output.index(b"closed for {user}"):]:
-            output += read_until(monit, b"\n")  # the rest of that record
+        output = read_until(monit, b"stream j1 closed for erin") + read_until(monit, b"\n")
     finally:
         stop(monit)
-    records = [json.loads(record) for record in output.split(b"\x1e") if record.strip()]
-    closed = [r for r in records if r.get("log_format", "").startswith("stream {stream} closed")]
-    assert closed and closed[0]["stream"] == "j1" and closed[0]["user"] == "erin"
-    assert closed[0]["reason"] == "client gone" and "duration" in closed[0] and closed[0]["events"] == 0
+    parsed = subprocess.run(["jq", "-c", "."], input=output, capture_output=True, check=True).stdout
+    records = [json.loads(line) for line in output.splitlines()]
+    assert len(parsed.splitlines()) == len(records), "one object per line, as jq reads them"
+    for record in records:
+        assert {"time", "level", "system", "message"} <= set(record), record
+        assert not any(key.startswith("log_") for key in record) and b"unpersistable" not in output
+    [closed] = [r for r in records if r["message"].startswith("stream j1 closed for erin")]
+    assert closed["stream"] == "j1" and closed["user"] == "erin" and closed["level"] == "info"
+    assert closed["reason"] == "client gone" and "duration" in closed and closed["events"] == 0
+    assert closed["system"] == "monit.web.stream.EventStream"
     assert token.encode() not in output

@@ -28,7 +28,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger, LogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -152,6 +152,8 @@ class _RoundRobinEndpoint:
         return connecting.addCallbacks(_unwrapped, self._attempt_failed)
 
     def _attempt_failed(self, failure: Failure) -> Failure:
+        if failure.check(CancelledError, ConnectingCancelledError):
+            return failure  # stopping: nothing went wrong
         why = failure.getErrorMessage().rstrip(".")
         self._failed(f"cannot connect to NATS at {self.current.redacted}: {why}")
         return failure
@@ -295,7 +297,7 @@ class NATSClient(Service):
         self._why_not = why
         if why not in self._said:
             self._said.add(why)
-            self.log.warn("{why}; trying again with backoff", why=why)
+            self.log.warn("{problem}; trying again with backoff", problem=why)
 
     def pause_reading(self, paused: bool) -> None:
         """Stop reading from NATS (or go on): the server holds what comes meanwhile."""
