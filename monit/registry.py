@@ -12,7 +12,7 @@ from twisted.logger import Logger
 from monit.inbox import Event, Inbox, InboxClosed, InboxLimit, Subscriber, UserInboxLimit, parse_data
 from monit.oneshot import OneShotObserver
 from monit.settings import Settings
-from monit.throttle import Throttle
+from monit.tally import Tally
 
 
 def _eviction_order(inbox: Inbox) -> tuple[int, float]:
@@ -65,7 +65,7 @@ class InboxRegistry:
         self._memory_budget = settings.memory_budget
         self._base64 = settings.base64
         self._made_by: Counter[str] = Counter()
-        self._room_warnings = Throttle(clock, 1.0)
+        self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}
         self._detached = self._schedule_expiry  # one bound method shared by every inbox
         self._followers: list[Callable[[str, Event], None]] = []
@@ -165,6 +165,7 @@ class InboxRegistry:
 
     def close_all(self) -> None:
         """End every inbox and stream, for shutdown."""
+        self.made_room.stop()
         self.flush()
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
@@ -215,14 +216,8 @@ class InboxRegistry:
         for inbox in chosen:
             self._drop(inbox)
         self.evicted += len(chosen)
-        unlogged = self._room_warnings.allow("room")
-        if chosen and unlogged is not None:
-            self.log.warn(
-                "at {limit} inboxes: dropped {count} unwatched ones to make room ({unlogged} more times unlogged)",
-                limit=self._max_inboxes,
-                count=len(chosen),
-                unlogged=unlogged,
-            )
+        if chosen:
+            self.made_room.add("inboxes", f"at the limit of {self._max_inboxes}, dropped {len(chosen)}", len(chosen))
 
     def _release(self, inbox: Inbox) -> None:
         """A job took over an inbox a reader made: it no longer counts against the reader."""

@@ -16,11 +16,10 @@ from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.sse import compact_json
-from monit.throttle import Throttle
+from monit.tally import Tally
 
 CLOSE_SUFFIXES = (".done", ".error")
 SLICE = 1000  # events delivered per reactor turn from one message; the rest wait their turn
-WARN_INTERVAL = 1.0  # seconds between warnings about one subject's bad messages
 
 
 class Action(enum.StrEnum):
@@ -87,8 +86,8 @@ class _Rest:
 class Router:
     """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
 
-    A flood of bad messages is logged at most once a second per subject, with
-    how many went unlogged, so the log cannot become the bottleneck.
+    The first bad message of a subject is logged with its reason, then how
+    many more came every ten seconds, so the log cannot become the bottleneck.
 
     A message with many events is delivered ``SLICE`` events per reactor
     turn, so it cannot hold the reactor (and every reader) for seconds. The
@@ -103,7 +102,7 @@ class Router:
     def __init__(self, registry: InboxRegistry, settings: Settings) -> None:
         self._registry = registry
         self._clock = registry.clock
-        self._warnings = Throttle(registry.clock, WARN_INTERVAL)
+        self.skipped = Tally(registry.clock, self.log, "skipped bad messages")
         self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
         self._max_payload = settings.max_payload
         self._backlog: deque[Msg | _Rest] = deque()
@@ -190,12 +189,4 @@ class Router:
 
     def _skip(self, subject: str, reason: str) -> None:
         self.malformed += 1
-        unlogged = self._warnings.allow(subject)
-        if unlogged is None:
-            return
-        self.log.warn(
-            "skipped message on {subject}: {reason} ({unlogged} more skipped unlogged before it)",
-            subject=subject,
-            reason=reason,
-            unlogged=unlogged,
-        )
+        self.skipped.add(subject, reason)

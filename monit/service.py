@@ -156,6 +156,7 @@ class MonitService(MultiService):
         if self.listener is not None:
             await self.listener.close_connections()
         self.registry.close_all()
+        self.router.skipped.stop()
         if self.auth.pool is not None:
             await self.auth.pool.closeCachedConnections()
         await super().stopService()

@@ -44,7 +44,7 @@ from monit.nats.protocol import (
     check_subject,
 )
 from monit.oneshot import OneShotObserver
-from monit.throttle import Throttle
+from monit.tally import Tally
 
 DEFAULT_PORT = 4222
 # How long a new connection may take from TCP connect to the PONG after CONNECT.
@@ -278,7 +278,7 @@ class NATSClient(Service):
         self.url: str | None = None
         self.reconnects = 0
         self.unusable = 0
-        self._unusable_warnings = Throttle(reactor, 1.0)
+        self.skipped = Tally(reactor, self.log, "skipped unusable NATS messages")
         self._reading_paused = False
         self._said: set[str] = set()  # reasons for failing to connect, logged since the last connection
 
@@ -314,6 +314,7 @@ class NATSClient(Service):
     def stopService(self) -> Deferred[None]:
         """Disconnect, and fail whatever still waits for the connection."""
         super().stopService()
+        self.skipped.stop()
         stopped = self._service.stopService()
         for token in list(self._requests):
             self._fail_request(token, NotConnected("the NATS client was stopped"))
@@ -336,14 +337,7 @@ class NATSClient(Service):
     def _unusable(self, subject: str, reason: str) -> None:
         """A message the server relayed that cannot be read: counted and skipped, the connection kept."""
         self.unusable += 1
-        unlogged = self._unusable_warnings.allow("unusable")
-        if unlogged is not None:
-            self.log.warn(
-                "skipped an unusable NATS message on {subject}: {reason} ({unlogged} more skipped unlogged before it)",
-                subject=subject,
-                reason=reason,
-                unlogged=unlogged,
-            )
+        self.skipped.add(subject, reason)
 
     def _prepare(self, connected: IProtocol) -> Deferred[None]:
         """Finish the handshake and subscribe again, before ClientService says connected."""
