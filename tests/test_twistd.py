@@ -84,6 +84,18 @@ def test_bad_listen_address_is_one_clear_line_and_a_failure(tmp_path):
     assert "--listen 'nonsense:1' is not an endpoint" in result.stdout + result.stderr
 
 
+def test_an_auth_url_with_a_password_is_refused_at_start_without_showing_it(tmp_path):
+    """Today's alternative was worse: accepted, then every token check failed."""
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", "--auth-url", "http://admin:pw-sekrit@auth.example/check"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "--auth-url 'http://admin:***@auth.example/check' must not carry a user or password" in output
+    assert "pw-sekrit" not in output
+
+
 def test_port_in_use_stops_with_status_1(tmp_path, nats_server):
     import socket
 

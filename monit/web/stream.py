@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from monit.auth.recheck import Recheck
 from monit.inbox import Batch, Inbox, InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
@@ -32,7 +33,7 @@ class EventStream:
 
     __slots__ = (
         "_request", "_registry", "_streams", "_user", "_clock", "_max_pending", "_expires",
-        "_inbox", "_stream_id", "_started", "_paused", "_writer", "events",
+        "_inbox", "_stream_id", "_started", "_paused", "_writer", "events", "_recheck",
     )
     log = Logger()
 
@@ -45,6 +46,7 @@ class EventStream:
         clock: IReactorTime,
         max_pending: int,
         expires: float | None = None,
+        recheck: Recheck | None = None,
     ) -> None:
         self._request = request
         self._registry = registry
@@ -53,6 +55,7 @@ class EventStream:
         self._clock = clock
         self._max_pending = max_pending
         self._expires = expires
+        self._recheck = recheck
         self._inbox: Inbox | None = None
         self._stream_id = ""
         self._started: float | None = None
@@ -104,11 +107,14 @@ class EventStream:
 
         Checking the token's exp on the heartbeat, not with a timer per stream,
         ends a stream at most one heartbeat late and saves a timer per reader.
+        A revocable token is asked about again when its recheck is due.
         """
         if self._expires is not None and self._expires <= now:
             self._expired()
         else:
             self._request.write(KEEPALIVE)
+            if self._recheck is not None and self._recheck.due <= now:
+                self._recheck.run(now, self._stream_id).addCallback(self._rechecked)
 
     def end(self) -> None:
         """The inbox closed: finish the response."""
@@ -124,6 +130,12 @@ class EventStream:
         """The token ran out: a revoked user must not watch forever."""
         self._request.write(encode_error("token expired"))
         self._finish("token expired")
+
+    def _rechecked(self, reason: str | None) -> None:
+        """The recheck's verdict: the same end as expiry, unless the stream ended meanwhile."""
+        if reason is not None and self._started is not None:
+            self._request.write(encode_error(reason))
+            self._finish(reason)
 
     def pauseProducing(self) -> None:
         self._paused = True
