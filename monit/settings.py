@@ -13,6 +13,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 
@@ -145,9 +146,55 @@ def _subjects(text: str) -> tuple[str, ...]:
 
 
 def _http_url(text: str) -> str:
+    """An auth service URL, without credentials before the host (see the message)."""
     if not text.startswith(("http://", "https://")):
-        raise ValueError(f"{text!r} must be an http:// or https:// URL")
+        raise ValueError(f"{redacted_url(text)!r} must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(text)
+    except ValueError:
+        raise ValueError(f"{redacted_url(text)!r} is not a URL") from None
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{redacted_url(text)!r} must not carry a user or password: the token goes to "
+            "the auth service as Authorization: Bearer, so Basic credentials cannot; put the "
+            "service's own key in the query (?apikey=…), which monit never logs"
+        )
     return text
+
+
+def _valid_auth_url(instance: object, attribute: object, value: str | None) -> None:
+    """Settings made in Python are held to what --auth-url accepts."""
+    if value is not None:
+        _http_url(value)
+
+
+def redacted_url(url: str) -> str:
+    """The URL as a log line may show it: no password, no query value.
+
+    ``user:pw@`` becomes ``user:***@`` and a lone ``token@`` becomes ``***@``;
+    each query value (or a bare query item) becomes ``***``. Never raises.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<a URL that does not parse>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
+    query = "&".join(_redacted_item(item) for item in parts.query.split("&")) if parts.query else ""
+    fragment = "***" if parts.fragment else ""
+    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
+
+
+def _redacted_item(item: str) -> str:
+    name, equals, _ = item.partition("=")
+    return f"{name}=***" if equals else ("***" if item else "")
+
+
+def _shown_url(url: str | None) -> str:
+    return repr(url if url is None else redacted_url(url))
 
 
 def _origin(text: str) -> str:
@@ -188,7 +235,8 @@ def _option(default: Any, help: str, parse: Callable[[str], Any] | None = None, 
     """An attrs field that is an operator's option."""
     converter = option.pop("converter", None)
     validator = option.pop("validator", None)
-    shown = not option.pop("secret", False)
+    secret = option.pop("secret", False)
+    shown = option.pop("shown", not secret)  # a bool, or a function giving the repr
     return attrs.field(
         default=default,
         converter=converter,
@@ -247,7 +295,10 @@ class Settings:
         default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` is given)",
     )
     auth_url: str | None = _option(
-        None, "ask this URL about each token (below)", _http_url, metavar="URL"
+        None,
+        "ask this URL about each token (below); no `user:password@` (refused at start), "
+        "and its query values are never logged",
+        _http_url, metavar="URL", validator=_valid_auth_url, shown=_shown_url,
     )
     auth_timeout: float = _amount(
         2.0,
@@ -256,8 +307,22 @@ class Settings:
     )
     auth_cache_ttl: float = _amount(
         30.0,
-        "how long a valid answer is kept (never past a JWT's `exp`); refusals are kept a few seconds",
+        "how long a valid answer is kept (never past a JWT's `exp`, nor past `--auth-recheck`); "
+        "refusals are kept a few seconds",
     )
+    auth_concurrency: int = _amount(
+        100,
+        "token checks in flight to the auth service at once; past it, a new check is a `503` "
+        "at once (a cached answer, or a token already being checked, is not a new check)",
+        "N",
+    )
+    auth_recheck: float = _option(
+        300.0,
+        "ask the auth service again about an open stream's token this often, and end the "
+        "stream if the token is now refused (below); `0`: never",
+        _number(float, 0, inclusive=True), metavar="SECONDS", validator=attrs.validators.ge(0),
+    )
+    require_exp: bool = _option(False, "refuse a JWT without `exp` (`401`)")
     insecure_no_auth: bool = _option(
         False, "anyone may watch any stream, without a token; logged loudly; for local use only"
     )

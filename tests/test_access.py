@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import globalLogPublisher
 from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web.server import NOT_DONE_YET, Site
 
 from monit.token import mint
 
@@ -22,28 +22,66 @@ from streams import SECRET, Reader, auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
 GOOD, ONLY_A1, BANNED = "good-token", "a1-token", "banned-token"
+# A 2xx that is not a verdict: a proxy's login page, a JSON array, an empty 204.
+LOGIN_PAGE, ARRAY, EMPTY = "login-page-token", "array-token", "empty-token"
 
 
 class AuthService(Resource):
-    """The platform's token check, counting its calls."""
+    """The platform's token check, counting its calls.
+
+    Tokens starting ``slow-`` are valid users who wait, with ``hold`` set,
+    until ``release()``; ``revoke()`` takes a token back.
+    """
 
     isLeaf = True
 
     def __init__(self):
         super().__init__()
         self.calls = 0
+        self.queries = []
+        self.hold = False
+        self.held = []
+        self.most_held = 0
+        self.revoked = set()
 
     def render_GET(self, request):
         self.calls += 1
+        self.queries.append(request.args)
         token = request.getHeader(b"x-auth-token")
         assert request.getHeader(b"authorization") == b"Bearer " + token
         request.setHeader(b"content-type", b"application/json")
-        if token == GOOD.encode():
+        if token.startswith(b"slow-") and self.hold:
+            self.held.append(request)
+            self.most_held = max(self.most_held, len(self.held))
+            request.notifyFinish().addBoth(lambda _: request in self.held and self.held.remove(request))
+            return NOT_DONE_YET
+        if token.decode() in self.revoked:
+            request.setResponseCode(401)
+            return b"{}"
+        if token == GOOD.encode() or token.startswith(b"slow-"):
             return json.dumps({"username": "grace", "streams": "*"}).encode()
         if token == ONLY_A1.encode():
             return json.dumps({"username": "heidi", "streams": ["a1"]}).encode()
+        if token == LOGIN_PAGE.encode():
+            request.setHeader(b"content-type", b"text/html")
+            return b"<html><body><form action=/login>Please sign in</form></body></html>"
+        if token == ARRAY.encode():
+            return json.dumps([{"username": "grace"}]).encode()
+        if token == EMPTY.encode():
+            request.setResponseCode(204)
+            return b""
         request.setResponseCode(403 if token == BANNED.encode() else 401)
         return b"{}"
+
+    def release(self) -> None:
+        """Answer every held check: valid."""
+        self.hold = False
+        for request in list(self.held):
+            request.write(json.dumps({"username": "grace", "streams": "*"}).encode())
+            request.finish()
+
+    def revoke(self, token: str) -> None:
+        self.revoked.add(token)
 
 
     async def stop(self) -> None:
@@ -57,7 +95,9 @@ class AuthService(Resource):
 @pytest.fixture
 def auth_service():
     service = AuthService()
-    service.factory = WrappingFactory(Site(service))
+    site = Site(service)
+    site.log = lambda request: None  # its access log is the auth service's, not monit's
+    service.factory = WrappingFactory(site)
     port = pytest_twisted.blockon(
         TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(service.factory))
     service.url = f"http://127.0.0.1:{port.getHost().port}/check"
@@ -71,6 +111,16 @@ def auth_service():
 def remote_monit(nats_server, auth_service):
     service = pytest_twisted.blockon(ensureDeferred(start_monit(
         nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=1.0)))
+    yield service
+    pytest_twisted.blockon(service.stopService())
+
+
+@pytest.fixture
+def rechecking_monit(nats_server, auth_service):
+    """Asks again about open streams' tokens every half second (heartbeat 0.2 s)."""
+    service = pytest_twisted.blockon(ensureDeferred(start_monit(
+        nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=1.0,
+        auth_recheck=0.5)))
     yield service
     pytest_twisted.blockon(service.stopService())
 
@@ -92,7 +142,7 @@ async def get(monit, query: str, headers=None, method="GET"):
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("token, stream, code", [
     (GOOD, "any1", 200), (ONLY_A1, "a1", 200), (ONLY_A1, "b2", 403), (BANNED, "a1", 401),
-    ("unknown", "a1", 401)])
+    ("unknown", "a1", 401), (LOGIN_PAGE, "a1", 503), (ARRAY, "a1", 503), (EMPTY, "a1", 503)])
 async def test_remote_verdicts(remote_monit, token, stream, code):
     response = await get(remote_monit, f"?stream={stream}", {"X-Auth-Token": token})
     assert response.code == code
@@ -100,6 +150,112 @@ async def test_remote_verdicts(remote_monit, token, stream, code):
         response.original._transport.loseConnection()
     else:
         assert set(await within(response.json())) == {"error"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_yes_that_is_not_a_verdict_fails_closed_and_is_logged(remote_monit):
+    """A proxy's login page with a 200 once opened every stream as user "unknown"."""
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    try:
+        response = await get(remote_monit, "?stream=secret-job", {"X-Auth-Token": LOGIN_PAGE, "Accept": "*/*"})
+    finally:
+        globalLogPublisher.removeObserver(seen.append)
+    assert response.code == 503
+    assert response.headers.getRawHeaders("retry-after") == ["5"]
+    assert await within(response.json()) == {"error": "token cannot be checked now"}
+    assert len(remote_monit.web.streams) == 0
+    reasons = [event.get("reason") for event in seen if event.get("url")]
+    assert reasons == ["malformed reply: not JSON"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_checks_in_flight_to_a_slow_auth_service_are_bounded(nats_server, auth_service):
+    """Distinct tokens against a slow service: at most --auth-concurrency reach it, the
+    rest get 503 at once (not after the auth timeout), and are counted."""
+    monit = await start_monit(nats_server.url, jwt_secret=None, auth_url=auth_service.url,
+                              auth_timeout=20.0, auth_concurrency=5)
+    auth_service.hold = True
+    try:
+        started = time.monotonic()
+        pending = [ensureDeferred(get(monit, "?stream=slow", {"X-Auth-Token": f"slow-{n}", "Accept": "*/*"}))
+                   for n in range(40)]
+        await wait_for(lambda: sum(d.called for d in pending) == 35, what="35 answered at once")
+        assert time.monotonic() - started < 10, "refused at once, not after the 20 s auth timeout"
+        refused = [d for d in pending if d.called]
+        for d in refused:
+            response = await d
+            assert response.code == 503
+            assert response.headers.getRawHeaders("retry-after") == ["5"]
+        assert len(auth_service.held) == 5 and auth_service.most_held == 5
+        assert monit.auth.remote.refused == 35 and monit.auth.remote.in_flight == 5
+        # a cached answer and a join onto a check in flight are not new checks
+        joined = ensureDeferred(get(monit, "?stream=slow", {"X-Auth-Token": "slow-0"}))
+        auth_service.release()
+        held = [d for d in pending if d not in refused]
+        for response in [await within(d) for d in held] + [await within(joined)]:
+            assert response.code == 200
+            response.original._transport.loseConnection()
+        assert monit.auth.remote.refused == 35 and auth_service.most_held == 5
+        await wait_for(lambda: monit.auth.remote.in_flight == 0, what="every slot free")
+        again = await get(monit, "?stream=slow", {"X-Auth-Token": "slow-1"})
+        assert again.code == 200 and auth_service.calls == 5, "a cached answer"
+        again.original._transport.loseConnection()
+    finally:
+        auth_service.release()
+        await monit.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_revoked_tokens_open_stream_ends(rechecking_monit, auth_service, publisher):
+    revoked = await open_stream(rechecking_monit, "r1", {"X-Auth-Token": "slow-revoked-soon"})
+    kept = await open_stream(rechecking_monit, "r1", {"X-Auth-Token": GOOD})
+    publisher.publish("monitor.user", job_message("r1", "before"))
+    await wait_for(lambda: revoked.data() and kept.data(), what="the event on both streams")
+    auth_service.revoke("slow-revoked-soon")
+    await within(revoked.done, timeout=10)
+    assert revoked.events[-1].event == "error"
+    assert json.loads(revoked.events[-1].data) == {"error": "token revoked"}
+    assert rechecking_monit.web.rechecker.revoked == 1
+    publisher.publish("monitor.user", job_message("r1", "after"))
+    await wait_for(lambda: len(kept.data()) == 2, what="the next event on the stream kept")
+    assert not kept.ended and len(rechecking_monit.web.streams) == 1
+    kept.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rechecks_while_the_auth_service_is_down_keep_streams_open(
+        rechecking_monit, auth_service, publisher):
+    """Fail closed is for new requests; ending every stream on an auth outage would be worse."""
+    reader = await open_stream(rechecking_monit, "k1", {"X-Auth-Token": GOOD})
+    await auth_service.stop()
+    rechecker = rechecking_monit.web.rechecker
+    unavailable = rechecker.unavailable
+    await wait_for(lambda: rechecker.unavailable >= unavailable + 3, what="three rechecks without an answer")
+    publisher.publish("monitor.user", job_message("k1", "still flowing"))
+    await wait_for(lambda: reader.data(), what="an event on the stream")
+    assert not reader.ended and rechecker.revoked == 0
+    reader.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_auth_urls_query_is_sent_but_never_logged(nats_server, auth_service):
+    seen = []
+    globalLogPublisher.addObserver(seen.append)
+    monit = await start_monit(nats_server.url, jwt_secret=None, auth_timeout=1.0,
+                              auth_url=auth_service.url + "?apikey=sekrit-key-42")
+    try:
+        assert (await get(monit, "?stream=q", {"X-Auth-Token": "bad-token"})).code == 401
+        assert auth_service.queries[-1] == {b"apikey": [b"sekrit-key-42"]}
+        await auth_service.stop()
+        assert (await get(monit, "?stream=q", {"X-Auth-Token": "another-token", "Accept": "*/*"})).code == 503
+    finally:
+        await monit.stopService()
+        globalLogPublisher.removeObserver(seen.append)
+    urls = [event["url"] for event in seen if str(event.get("url", "")).startswith("http")]
+    assert urls == [auth_service.url + "?apikey=***"]
+    leaks = [event for event in seen if "sekrit-key-42" in repr(event)]
+    assert not leaks, leaks[:3]
 
 
 @pytest_twisted.ensureDeferred

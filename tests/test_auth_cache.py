@@ -137,6 +137,55 @@ def test_long_lived_identity_still_capped_by_ttl(cache: CachingVerifier, inner: 
     assert len(inner.calls) == 2
 
 
+@pytest.mark.parametrize(
+    "expires, kept_for",
+    [
+        (float("inf"), 30),
+        (10**400, 30),
+        (1e308, 30),
+        (float("nan"), 0),
+        (float("-inf"), 0),
+        (-(10**400), 0),
+        ("soon", 0),
+        (True, 0),
+    ],
+    ids=["inf", "400-digits", "1e308", "nan", "-inf", "-400-digits", "a-string", "a-bool"],
+)
+def test_odd_expiries_cannot_break_the_cache(
+    cache: CachingVerifier, inner: HandVerifier, clock: Clock, expires: Any, kept_for: float, events: Any
+) -> None:
+    """A verifier with an odd expiry: its answer still reaches every waiter, later checks
+    still work, and it is kept at most ttl (never forever, never past a NaN)."""
+    odd = Identity(user="alice", claims={}, expires=expires)
+    waiting = [cache.verify(TOKEN) for _ in range(3)]
+    inner.answer(odd)
+    assert all(result_of(d) is odd for d in waiting)
+    assert cache._flights == {}
+    if kept_for:
+        clock.advance(kept_for - 0.1)
+        assert result_of(cache.verify(TOKEN)) is odd
+        clock.advance(0.1)
+    again = cache.verify(TOKEN)
+    assert len(inner.calls) == 2
+    inner.answer(ALICE)
+    assert result_of(again) is ALICE
+    assert not [event for event in events if "log_failure" in event]
+
+
+def test_a_failure_to_remember_still_answers_every_waiter(
+    cache: CachingVerifier, inner: HandVerifier, events: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(key: bytes, result: object) -> None:
+        raise TypeError("cannot compare")
+
+    monkeypatch.setattr(cache, "_remember", broken)
+    waiting = [cache.verify(TOKEN) for _ in range(3)]
+    inner.answer(ALICE)
+    assert all(result_of(d) is ALICE for d in waiting)
+    assert cache._flights == {}
+    assert len([event for event in events if "log_failure" in event]) == 1
+
+
 def test_refusal_kept_for_negative_ttl(cache: CachingVerifier, inner: HandVerifier, clock: Clock) -> None:
     with pytest.raises(InvalidToken, match="token expired"):
         verified(cache, inner, TOKEN, InvalidToken("token expired"))

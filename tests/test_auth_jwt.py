@@ -1,5 +1,7 @@
 """Token extraction and JWT verification, on a fake clock and a fake NATS client."""
 import base64
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -14,7 +16,7 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
-from monit.auth.jwt_verifier import JWTVerifier, quiet_key_length, secret_from_nats
+from monit.auth.jwt_verifier import MAX_NUMERIC_DATE, JWTVerifier, quiet_key_length, secret_from_nats
 from monit.auth.request import token_from_request
 
 from deferreds import result_of
@@ -178,6 +180,57 @@ def test_not_valid_before_nbf(verifier: JWTVerifier, clock: Clock) -> None:
 def test_non_numeric_time_claims(verifier: JWTVerifier, claim: str) -> None:
     assert refusal(verifier, make_token(**{claim: "tomorrow"})) == f"{claim} is not a number"
     assert refusal(verifier, make_token(**{claim: True})) == f"{claim} is not a number"
+
+
+ODD_DATES = [
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    1e308,
+    -1e308,
+    10**400,
+    -(10**400),
+    MAX_NUMERIC_DATE + 1,
+    -1,
+]
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+@pytest.mark.parametrize(
+    "value", ODD_DATES, ids=["nan", "inf", "-inf", "1e308", "-1e308", "400-digits", "-400-digits", "year-10000", "-1"]
+)
+def test_time_claims_out_of_range_are_invalid(verifier: JWTVerifier, claim: str, value: float) -> None:
+    """Not "never expires" (NaN compares false, 1e308 is never reached), not an
+    OverflowError (a 400-digit integer as a float): a 401."""
+    token = make_token(**{claim: value})
+    assert refusal(verifier, token) == f"{claim} is out of range"
+
+
+def test_time_claims_at_the_edges_of_the_range(verifier: JWTVerifier, clock: Clock) -> None:
+    far = result_of(verifier.verify(make_token(exp=MAX_NUMERIC_DATE, nbf=0)))
+    assert far.expires == float(MAX_NUMERIC_DATE)
+    assert result_of(verifier.verify(make_token(exp=NOW + 0.5))).expires == NOW + 0.5
+    assert refusal(verifier, make_token(exp=0)) == "token expired"
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf"])
+def test_a_time_claim_past_json_number_limits_is_malformed(verifier: JWTVerifier, claim: str) -> None:
+    """An integer of 5,000 digits: PyJWT's json.loads refuses it (Python's digit limit)."""
+    header, _, _ = make_token().split(".")
+    payload = base64.urlsafe_b64encode(('{"%s":%s}' % (claim, "9" * 5000)).encode()).rstrip(b"=").decode()
+    signing_input = f"{header}.{payload}".encode()
+    signature = base64.urlsafe_b64encode(
+        hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest()
+    ).rstrip(b"=").decode()
+    assert refusal(verifier, f"{header}.{payload}.{signature}") == "malformed token"
+
+
+def test_require_exp(clock: Clock) -> None:
+    strict = JWTVerifier.with_secret(SECRET, clock, require_exp=True)
+    assert refusal(strict, make_token(exp=None)) == "token has no exp"
+    assert result_of(strict.verify(make_token())).expires == NOW + 60
+    lenient = JWTVerifier.with_secret(SECRET, clock)
+    assert result_of(lenient.verify(make_token(exp=None))).expires is None
 
 
 def test_wrong_secret(verifier: JWTVerifier) -> None:

@@ -25,6 +25,7 @@ from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from monit.auth.cache import CachingVerifier
 from monit.auth.interface import (
     AuthUnavailable,
     Identity,
@@ -33,13 +34,15 @@ from monit.auth.interface import (
     may_watch,
 )
 from monit.auth.jwt_verifier import JWTVerifier, quiet_key_length
-from monit.auth.modes import FirstValid
+from monit.auth.modes import FirstValid, cache_ttl, verification_for
 from monit.auth.remote import (
     MAX_BODY_BYTES,
+    MalformedReply,
     RemoteVerifier,
     remote_http_client,
     remote_pool,
 )
+from monit.settings import Settings
 
 from deferreds import result_of
 
@@ -56,7 +59,7 @@ class AuthService(Resource):
 
     isLeaf = True
 
-    def __init__(self, code: int = 200, body: bytes = b"", hang: bool = False) -> None:
+    def __init__(self, code: int = 200, body: bytes = b"{}", hang: bool = False) -> None:
         super().__init__()
         self.code = code
         self.body = body
@@ -117,7 +120,9 @@ def test_provides_the_interface(verifier: RemoteVerifier) -> None:
 
 def test_valid_with_username_and_streams(service: AuthService, verifier: RemoteVerifier, clock: Clock) -> None:
     identity = answer(service, verifier, 200, json.dumps({"username": "alice", "streams": ["s1", "s2"], "x": 1}).encode())
-    assert identity == Identity(user="alice", claims={"username": "alice", "streams": ["s1", "s2"]}, expires=None)
+    assert identity == Identity(
+        user="alice", claims={"username": "alice", "streams": ["s1", "s2"]}, expires=None, revocable=True
+    )
     assert identity.streams == frozenset({"s1", "s2"})
     assert clock.getDelayedCalls() == []
 
@@ -128,16 +133,50 @@ def test_valid_with_every_stream(service: AuthService, verifier: RemoteVerifier)
     assert identity.streams is None
 
 
-@pytest.mark.parametrize("code", [200, 204])
-def test_valid_with_empty_body(service: AuthService, verifier: RemoteVerifier, code: int) -> None:
-    assert answer(service, verifier, code) == Identity(user="unknown", claims={"username": "unknown"}, expires=None)
-
-
-@pytest.mark.parametrize("body", [b"OK", b"<html>yes</html>", b"[1, 2]", b'"alice"', b"null", b"\xff\xfe", b"{}"])
-def test_valid_without_info_when_not_a_json_object(service: AuthService, verifier: RemoteVerifier, body: bytes) -> None:
-    identity = answer(service, verifier, 200, body)
-    assert identity.user == "unknown"
+def test_an_empty_object_is_a_yes_that_names_no_one(service: AuthService, verifier: RemoteVerifier) -> None:
+    identity = answer(service, verifier, 200, b"{}")
+    assert identity == Identity(user="unknown", claims={"username": "unknown"}, expires=None, revocable=True)
     assert identity.streams is None
+
+
+LOGIN_PAGE = b"""<!doctype html><html><head><title>Sign in</title></head>
+<body><form method="post" action="/login"><input name="user"><input name="password" type="password">
+</form></body></html>"""
+
+
+@pytest.mark.parametrize("code", [200, 201, 204, 299])
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b"", "empty body"),
+        (b"  \r\n", "empty body"),
+        (LOGIN_PAGE, "not JSON"),
+        (b"OK", "not JSON"),
+        (b"{", "not JSON"),
+        (b'{"username": "alice"} trailing', "not JSON"),
+        (b'{"username": "alice", "score": NaN}', "not JSON"),
+        (b"[" * 60_000, "not JSON"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'[{"username": "alice"}]', "not a JSON object"),
+        (b"[]", "not a JSON object"),
+        (b'"alice"', "not a JSON object"),
+        (b"null", "not a JSON object"),
+        (b"true", "not a JSON object"),
+        (b"42", "not a JSON object"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_yes_that_is_not_a_well_formed_verdict_is_unavailable_and_logged(
+    service: AuthService, verifier: RemoteVerifier, events: EventLoggingObserver, code: int, body: bytes, why: str
+) -> None:
+    """Fail closed: a proxy's login page, an array, an empty 204 once opened every stream."""
+    if code == 204 and body:
+        return  # a 204 has no body to send
+    with pytest.raises(MalformedReply) as info:
+        answer(service, verifier, code, body)
+    assert isinstance(info.value, AuthUnavailable)
+    [warning] = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+    assert warning == f"could not check a token with {URL}: malformed reply: {why}"
 
 
 def test_empty_username_is_unknown(service: AuthService, verifier: RemoteVerifier) -> None:
@@ -192,12 +231,16 @@ def test_redirect_is_not_followed() -> None:
         {"streams": {"s1": True}},
         {"streams": ["s1", 2]},
         {"streams": [["s1"]]},
+        {"streams": ["s1"], "username": None},
         {"username": 42},
         {"username": ["alice"]},
+        {"username": None},
+        {"username": True},
+        {"username": {"name": "alice"}},
     ],
 )
-def test_wrong_types_are_unavailable(service: AuthService, verifier: RemoteVerifier, reply: dict) -> None:
-    with pytest.raises(AuthUnavailable):
+def test_wrong_types_are_malformed(service: AuthService, verifier: RemoteVerifier, reply: dict) -> None:
+    with pytest.raises(MalformedReply):
         answer(service, verifier, 200, json.dumps(reply).encode())
 
 
@@ -231,12 +274,17 @@ def test_oversized_body_is_unavailable(service: AuthService, verifier: RemoteVer
 )))
 @settings(max_examples=200, deadline=None)
 def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
-    """Whatever the service sends, the verifier never raises anything else."""
+    """Whatever the service sends, the verifier never raises anything else, and says
+    yes only to a JSON object with a string username (if any) and readable streams."""
     service = AuthService(body=body)
     try:
         identity = result_of(RemoteVerifier(StubTreq(service), URL, Clock(), timeout=2.0).verify(TOKEN))
     except AuthUnavailable:
         return
+    reply = json.loads(body)
+    assert isinstance(reply, dict)
+    assert isinstance(reply.get("username", ""), str)
+    assert reply.get("streams", "*") == "*" or isinstance(reply["streams"], list)
     assert isinstance(identity.user, str) and identity.user
     assert identity.streams is None or all(isinstance(s, str) for s in identity.streams)
 
@@ -355,6 +403,110 @@ def test_token_never_logged(service: AuthService, stub: StubTreq, verifier: Remo
     assert TOKEN[:10] not in text
 
 
+# checks in flight, bounded
+
+
+def test_checks_in_flight_are_bounded_and_refusals_counted(
+    service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+) -> None:
+    """A slow service and distinct tokens: at most ``concurrency`` checks reach it;
+    the rest are AuthUnavailable at once, not queued behind it."""
+    service.hang = True
+    verifier = RemoteVerifier(stub, URL, clock, timeout=2.0, concurrency=3)
+    waiting = [verifier.verify(f"token-{n}-0123456789") for n in range(999)]
+    assert len(service.calls) == 3 and verifier.in_flight == 3
+    assert not any(d.called for d in waiting[:3])
+    for d in waiting[3:]:
+        with pytest.raises(AuthUnavailable, match="too many token checks in flight"):
+            result_of(d)
+    assert verifier.refused == 996
+    # logged once (a flood is not a flood of log lines), and what it was about
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert "refused a token check: 3 are in flight" in formatEvent(warning)
+    # the timeout frees the slots
+    clock.advance(2.0)
+    for d in waiting[:3]:
+        with pytest.raises(AuthUnavailable):
+            result_of(d)
+    assert verifier.in_flight == 0
+    service.hang = False
+    assert result_of(verifier.verify(TOKEN)).user == "unknown"
+    assert verifier.in_flight == 0 and verifier.refused == 996
+
+
+def test_refusals_at_the_bound_are_logged_once_a_second_with_a_count(
+    service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+) -> None:
+    service.hang = True
+    verifier = RemoteVerifier(stub, URL, clock, timeout=10.0, concurrency=1)
+    verifier.verify("the-one-in-flight").addErrback(lambda f: f.trap(AuthUnavailable))
+    for second in range(3):
+        for _ in range(10):
+            verifier.verify("another-token").addErrback(lambda f: f.trap(AuthUnavailable))
+        clock.advance(1.0)
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert [e["unlogged"] for e in warnings] == [0, 9, 9]
+    assert verifier.refused == 30
+
+
+@pytest.mark.parametrize("how", ["answered", "refused", "failed", "cancelled"])
+def test_every_ending_frees_its_slot(service: AuthService, stub: StubTreq, clock: Clock, how: str) -> None:
+    verifier = RemoteVerifier(stub, URL, clock, timeout=2.0, concurrency=1)
+    service.code, service.hang = {"answered": 200, "refused": 401, "failed": 500, "cancelled": 200}[how], how == "cancelled"
+    d = verifier.verify(TOKEN)
+    if how == "cancelled":
+        d.cancel()
+    d.addErrback(lambda f: f.trap(InvalidToken, AuthUnavailable, CancelledError))
+    assert verifier.in_flight == 0
+    service.code, service.hang = 200, False
+    assert result_of(verifier.verify(TOKEN)).user == "unknown"
+
+
+def test_cached_answers_and_joined_checks_are_not_new_checks(service: AuthService, stub: StubTreq, clock: Clock) -> None:
+    service.hang = True
+    remote = RemoteVerifier(stub, URL, clock, timeout=2.0, concurrency=1)
+    cache = CachingVerifier(remote, clock, ttl=30)
+    joined = [cache.verify(TOKEN) for _ in range(100)]
+    assert remote.in_flight == 1 and remote.refused == 0 and len(service.calls) == 1
+    with pytest.raises(AuthUnavailable):
+        result_of(cache.verify("a-different-token"))
+    assert remote.refused == 1
+    service.hang = False
+    stub.flush()  # nothing answers a hung request: time it out, then ask again
+    clock.advance(2.0)
+    for d in joined:
+        d.addErrback(lambda f: f.trap(AuthUnavailable))
+    assert result_of(cache.verify(TOKEN)).user == "unknown"
+    assert all(result_of(cache.verify(TOKEN)).user == "unknown" for _ in range(100))
+    assert remote.refused == 1 and len(service.calls) == 2
+
+
+# the URL's secrets
+
+
+SECRET_URL = "http://auth.example/check?apikey=sekrit-key-42&tenant=acme-secret"
+SHOWN_URL = "http://auth.example/check?apikey=***&tenant=***"
+
+
+def test_query_values_of_the_url_never_reach_the_log(
+    service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+) -> None:
+    verifier = RemoteVerifier(stub, SECRET_URL, clock, timeout=2.0, concurrency=1)
+    service.code = 500
+    verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
+    service.code, service.body = 200, b"<html></html>"
+    verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
+    service.hang = True
+    verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
+    verifier.verify("over-the-bound").addErrback(lambda f: f.trap(AuthUnavailable))
+    clock.advance(2.0)
+    warnings = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert len(warnings) == 4 and all(e["url"] == SHOWN_URL for e in warnings)
+    text = "\n".join(formatEvent(e) + repr(e) for e in events)
+    assert "sekrit-key-42" not in text and "acme-secret" not in text
+    assert [call["x-auth-token"] for call in service.calls] == [TOKEN.encode()] * 3  # the query still goes
+
+
 # a real auth service on loopback
 
 
@@ -378,8 +530,9 @@ async def test_against_a_real_auth_service() -> None:
         service.code = 503
         with pytest.raises(AuthUnavailable):
             await verifier.verify(TOKEN)
-        service.code, service.body = 200, b""
-        assert (await verifier.verify(TOKEN)).user == "unknown"
+        service.code, service.body = 200, b"<html>please sign in</html>"
+        with pytest.raises(MalformedReply):
+            await verifier.verify(TOKEN)
 
         assert len(service.calls) == 4
         assert [c["x-auth-token"] for c in service.calls] == [TOKEN.encode(), b"another-token", TOKEN.encode(), TOKEN.encode()]
@@ -508,3 +661,25 @@ def test_may_watch(claims: dict, allowed: frozenset | None, watch: dict[str, boo
 def test_may_watch_with_jwt_identities(jwt_verifier: JWTVerifier, claims: dict, watch: dict[str, bool]) -> None:
     identity = result_of(jwt_verifier.verify(make_jwt(**claims)))
     assert {stream: may_watch(identity, stream) for stream in watch} == watch
+
+
+# what the settings make
+
+
+def test_the_settings_bound_checks_and_cap_the_cache_at_the_recheck_period(clock: Clock) -> None:
+    settings = Settings(auth_url=URL, auth_concurrency=3, auth_recheck=10, auth_cache_ttl=30)
+    made = verification_for(settings, clock, nats=None)  # type: ignore[arg-type]
+    assert made.remote is not None and made.remote._concurrency == 3
+    assert made.verifier._ttl == 10
+    assert cache_ttl(attrs.evolve(settings, auth_recheck=0)) == 30
+    assert cache_ttl(attrs.evolve(settings, auth_recheck=60)) == 30
+    assert cache_ttl(Settings(jwt_secret=SECRET, auth_recheck=10)) == 30, "no auth service: nothing to recheck"
+
+
+def test_the_settings_require_exp(clock: Clock) -> None:
+    made = verification_for(Settings(jwt_secret=SECRET, require_exp=True), clock, nats=None)  # type: ignore[arg-type]
+    with quiet_key_length():
+        token = jwt.encode({"username": "alice"}, SECRET, algorithm="HS256")
+    with pytest.raises(InvalidToken, match="token has no exp"):
+        result_of(made.verifier.verify(token))
+    assert made.remote is None

@@ -127,6 +127,46 @@ def test_bad_input_is_counted_and_the_next_good_message_arrives(payload):
     assert reader.frames == [b'id: 1\ndata: {"body":"good"}\n\n']
 
 
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" + "0" * 400 + ".0"])
+@pytest.mark.parametrize("subject", ["monitor.user", "service.create", "service.create.done"])
+def test_numbers_json_parse_refuses_are_skipped_as_not_json(subject, number):
+    """Python reads NaN, Infinity and 1e999 (as inf); a browser's JSON.parse would refuse
+    the bare NaN/Infinity monit would send on, so the whole message is skipped."""
+    clock, registry, router = make_router()
+    reader = Reader()
+    registry.subscribe("1", reader)
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        payload = '{"id": "1", "messages": [{"body": "before"}, {"progress": %s}]}' % number
+        router(msg(subject, payload.encode()))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    clock.advance(0)
+    assert router.malformed == 1
+    assert reader.frames == []
+    assert [event["reason"] for event in logged if event.get("kind") == subject] == ["payload is not JSON"]
+    router.skipped.stop()
+
+
+def test_finite_numbers_pass_and_stay_strict_json():
+    clock, registry, router = make_router()
+    reader = Reader()
+    registry.subscribe("1", reader)
+    big = "1" + "0" * 400
+    payload = '{"id": "1", "messages": [{"a": 1.5, "b": 1e308, "c": -2.5e-300, "d": %s, "e": 0}]}' % big
+    router(msg("monitor.user", payload.encode()))
+    clock.advance(0)
+    assert router.malformed == 0
+    [frame] = reader.frames
+    data = frame.decode().split("data: ", 1)[1].strip()
+
+    def refuse(name):
+        raise ValueError(name)
+
+    assert json.loads(data, parse_constant=refuse) == {"a": 1.5, "b": 1e308, "c": -2.5e-300, "d": int(big), "e": 0}
+
+
 def test_a_bad_element_is_skipped_alone():
     clock, registry, router = make_router()
     router(msg("monitor.user", {"id": "1", "messages": [1, {"body": "ok"}, "x"]}))

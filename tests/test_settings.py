@@ -96,3 +96,62 @@ def test_settings_made_in_python_are_checked_too():
         Settings(grace=0)
     assert Settings(nats=["nats://x:1"]).nats == ("nats://x:1",)
     assert "secret" not in repr(Settings(jwt_secret="secret"))
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("http://auth.example/check", "http://auth.example/check"),
+        ("http://admin:pw@auth.example:8000/check", "http://admin:***@auth.example:8000/check"),
+        ("http://sekrit-token@auth.example/", "http://***@auth.example/"),
+        ("https://auth.example/check?apikey=sekrit&x=1", "https://auth.example/check?apikey=***&x=***"),
+        ("https://auth.example/check?sekrit", "https://auth.example/check?***"),
+        ("https://auth.example/check?a=1&&b=", "https://auth.example/check?a=***&&b=***"),
+        ("https://auth.example/check#sekrit", "https://auth.example/check#***"),
+        ("http://[::1/check?apikey=sekrit", "<a URL that does not parse>"),
+    ],
+)
+def test_redacted_url(url, shown):
+    assert table.redacted_url(url) == shown
+
+
+CREDENTIALED = ["http://admin:pw-sekrit@auth.example/check", "https://pw-sekrit@auth.example/",
+                "http://admin:pw-sekrit@auth.example:8000/check?apikey=key-sekrit"]
+
+
+@pytest.mark.parametrize("url", CREDENTIALED)
+def test_an_auth_url_with_credentials_is_refused_in_one_line_without_them(monkeypatch, url):
+    with pytest.raises(SystemExit) as flag:
+        parse("--auth-url", url)
+    monkeypatch.setenv("MONIT_AUTH_URL", url)
+    with pytest.raises(SystemExit) as variable:
+        parse()
+    with pytest.raises(ValueError) as python:
+        Settings(auth_url=url)
+    for error, where in [(flag, "--auth-url"), (variable, "MONIT_AUTH_URL"), (python, "")]:
+        message = str(error.value).removeprefix("monit: ")
+        assert message.startswith(where) and "must not carry a user or password" in message
+        assert "\n" not in message and "sekrit" not in message
+
+
+def test_the_auth_urls_secrets_are_not_in_the_settings_repr():
+    settings = Settings(auth_url="https://auth.example/check?apikey=key-sekrit")
+    assert "key-sekrit" not in repr(settings)
+    assert "https://auth.example/check?apikey=***" in repr(settings)
+    assert "auth_url=None" in repr(Settings())
+    with pytest.raises(SystemExit, match=r"'ftp://\*\*\*@x' must be an http") as error:
+        parse("--auth-url", "ftp://key-sekrit@x")
+    assert "key-sekrit" not in str(error.value)
+
+
+def test_new_auth_options():
+    assert (Settings().auth_concurrency, Settings().auth_recheck, Settings().require_exp) == (100, 300.0, False)
+    assert parse("--auth-recheck", "0").auth_recheck == 0
+    settings = parse("--auth-concurrency", "7", "--auth-recheck", "2.5", "--require-exp")
+    assert (settings.auth_concurrency, settings.auth_recheck, settings.require_exp) == (7, 2.5, True)
+    with pytest.raises(SystemExit, match="--auth-concurrency must be greater than 0"):
+        parse("--auth-concurrency", "0")
+    with pytest.raises(SystemExit, match="--auth-recheck must be at least 0"):
+        parse("--auth-recheck", "-1")
+    with pytest.raises(ValueError):
+        Settings(auth_recheck=-1)

@@ -109,6 +109,17 @@ def test_version(tmp_path):
     assert result.returncode == 0 and result.stdout.startswith(f"monit {version('txmonit')}")
 
 
+def test_an_auth_url_with_a_password_is_refused_at_start_without_showing_it(tmp_path):
+    """Today's alternative was worse: accepted, then every token check failed."""
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", "--auth-url", "http://admin:pw-sekrit@auth.example/check"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )
+    assert "--auth-url 'http://admin:***@auth.example/check' must not carry a user or password" in (
+        one_line_on_stderr(result))
+    assert "pw-sekrit" not in result.stdout + result.stderr
+
+
 def test_port_in_use_is_one_line_and_status_1(tmp_path, nats_server):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -1,12 +1,17 @@
 """The web app through StubTreq: status codes, headers, JSON errors and the stream."""
 import json
 
+import jwt
 import pytest
 import treq
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
+from twisted.web.resource import Resource
 
-from monit.auth.jwt_verifier import JWTVerifier
+from monit.auth.cache import CachingVerifier
+from monit.auth.jwt_verifier import JWTVerifier, quiet_key_length
+from monit.auth.modes import cache_ttl
+from monit.auth.remote import RemoteVerifier
 from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.token import mint
@@ -84,6 +89,16 @@ def test_invalid_token_is_401(stub, clock, header):
     assert response.code == 401
     body = json_body(stub, response)
     assert body == {"error": "invalid token"}
+
+
+@pytest.mark.parametrize("exp", [10**400, float("nan"), float("inf"), 1e308], ids=["400-digits", "nan", "inf", "1e308"])
+def test_an_exp_past_any_date_is_401_not_503_nor_never_expiring(stub, clock, exp, events):
+    with quiet_key_length():
+        odd = jwt.encode({"username": "mallory", "exp": exp}, SECRET, algorithm="HS256")
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": odd})
+    assert response.code == 401
+    assert json_body(stub, response) == {"error": "invalid token"}
+    assert not [event for event in events if "log_failure" in event]
 
 
 def test_unknown_path_is_404_json(stub):
@@ -232,3 +247,65 @@ def test_error_bodies_are_short_json(stub):
     response = get(stub, URL)
     body = json_body(stub, response)
     assert list(body) == ["error"] and len(json.dumps(body)) < 200
+
+
+class RevocableService(Resource):
+    """An auth service that knows some tokens; the test takes them back."""
+
+    isLeaf = True
+
+    def __init__(self, *valid):
+        super().__init__()
+        self.valid = set(valid)
+        self.calls = 0
+
+    def render_GET(self, request):
+        self.calls += 1
+        if request.getHeader(b"x-auth-token").decode() in self.valid:
+            return b'{"username": "grace"}'
+        request.setResponseCode(401)
+        return b"{}"
+
+
+def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, registry):
+    """The app keeps the token of a revocable identity's stream and the heartbeat asks
+    again, through the cache (capped at the recheck period) and the real RemoteVerifier."""
+    service = RevocableService("remote-token")
+    settings = Settings(heartbeat=15, auth_recheck=60, auth_url="http://auth.example/check")
+    remote = RemoteVerifier(StubTreq(service), settings.auth_url, clock, timeout=2)
+    web = MonitWeb(registry, CachingVerifier(remote, clock, ttl=cache_ttl(settings)), clock, settings)
+    web.start()
+    stub = StubTreq(web.resource())
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": "remote-token"})
+    assert response.code == 200
+    chunks, done = read_stream(stub, response)
+    service.valid.clear()
+    for _ in range(6):  # the first recheck is due 30 to 90 s in; the cache keeps answers 30 s
+        clock.advance(15)
+        stub.flush()
+    result_of(done)
+    assert b"".join(chunks).endswith(b'event: error\ndata: {"error":"token revoked"}\n\n')
+    assert service.calls == 2 and web.rechecker.revoked == 1
+    web.shutdown()
+
+
+def test_only_revocable_identities_are_rechecked(clock, registry, token):
+    calls = []
+
+    class Counting:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def verify(self, token):
+            calls.append(token)
+            return self.inner.verify(token)
+
+    web = MonitWeb(registry, Counting(JWTVerifier.with_secret(SECRET, clock)), clock,
+                   Settings(heartbeat=15, auth_recheck=30))
+    web.start()
+    stub = StubTreq(web.resource())
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
+    read_stream(stub, response)
+    clock.advance(15 * 20)
+    assert len(calls) == 1 and len(web.streams) == 1
+    web.shutdown()

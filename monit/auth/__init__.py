@@ -6,5 +6,6 @@
 - ``jwt_verifier``: HS256 JWTs, with a secret given or fetched from NATS;
 - ``remote``: an auth service asked over HTTP with treq;
 - ``cache``: remembered answers, one check in flight per token;
-- ``modes``: the verifier an operator's settings call for.
+- ``modes``: the verifier an operator's settings call for;
+- ``recheck``: open streams' tokens asked about again, so a revoked one ends.
 """

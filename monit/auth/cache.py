@@ -14,6 +14,7 @@ from collections import OrderedDict
 import attrs
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -42,6 +43,8 @@ class CachingVerifier:
     ``hits`` counts answers served from the cache; ``misses`` counts the rest,
     including callers that joined a check already in flight.
     """
+
+    log = Logger()
 
     def __init__(
         self,
@@ -89,17 +92,22 @@ class CachingVerifier:
         return entry
 
     def _settle(self, result: Identity | Failure, key: bytes) -> None:
-        """Remember the answer if it may be remembered, then hand it to every waiter."""
-        self._remember(key, result)
-        self._flights.pop(key).fire(result)
+        """Remember the answer if it may be remembered, then hand it to every waiter.
+
+        The waiters get their answer even if remembering it failed: a stuck
+        flight would hang every later check of that token.
+        """
+        flight = self._flights.pop(key)
+        try:
+            self._remember(key, result)
+        except Exception:
+            self.log.failure("could not remember a token check")
+        flight.fire(result)
 
     def _remember(self, key: bytes, result: Identity | Failure) -> None:
         now = self._clock.seconds()
         if isinstance(result, Identity):
-            until = now + self._ttl
-            if result.expires is not None:
-                until = min(until, result.expires)
-            entry = _Entry(result, "", until)
+            entry = _Entry(result, "", _keep_until(now, self._ttl, result.expires))
         elif result.check(InvalidToken):
             entry = _Entry(None, str(result.value), now + self._negative_ttl)
         else:
@@ -109,6 +117,19 @@ class CachingVerifier:
         self._entries[key] = entry
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+
+def _keep_until(now: float, ttl: float, expires: object) -> float:
+    """``ttl`` from now, never past the identity's expiry.
+
+    An expiry that is NaN or not a number at all keeps the answer not at all:
+    min() with a NaN would depend on argument order, and a string would raise.
+    """
+    if expires is None:
+        return now + ttl
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires != expires:
+        return now
+    return min(now + ttl, expires)
 
 
 def _key(token: str) -> bytes:

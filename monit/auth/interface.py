@@ -23,6 +23,9 @@ class Identity:
     user: str
     claims: Mapping[str, Any]
     expires: float | None
+    # Vouched for by a service that may take it back (--auth-url): worth asking
+    # again while a stream is open (--auth-recheck). A JWT stands on its own.
+    revocable: bool = False
 
     @property
     def streams(self) -> frozenset[str] | None:

@@ -32,6 +32,10 @@ ALGORITHM = "HS256"
 SECRET_SUBJECT = "config.get.jwt_token"
 # Below this PyJWT warns on every call; we warn once, when the secret arrives.
 MIN_SECRET_BYTES = 32
+# exp and nbf are seconds from 1970 to the end of 9999 (as far as datetime goes).
+# PyJWT, left to itself, takes exp 1e308 or a 400-digit integer as "never
+# expires"; such a token is broken or forged, and refused.
+MAX_NUMERIC_DATE = 253_402_300_799
 
 # exp and nbf are checked against the injected clock, not time.time();
 # iat is informative only.
@@ -66,19 +70,21 @@ class JWTVerifier:
         secret: Callable[[], Deferred[str]],
         clock: IReactorTime,
         leeway: float = 0,
+        require_exp: bool = False,
     ) -> None:
         self._fetcher = secret
         self._clock = clock
         self._leeway = leeway
+        self._require_exp = require_exp
         self._secret: str | None = None
         self._fetching: OneShotObserver[str] | None = None
 
     @classmethod
-    def with_secret(cls, secret: str, clock: IReactorTime) -> JWTVerifier:
+    def with_secret(cls, secret: str, clock: IReactorTime, require_exp: bool = False) -> JWTVerifier:
         """A verifier with a secret known up front (--jwt-secret, JWT_SECRET)."""
         if not secret:
             raise ValueError("the JWT secret is empty")
-        return cls(lambda: succeed(secret), clock)
+        return cls(lambda: succeed(secret), clock, require_exp=require_exp)
 
     def verify(self, token: str) -> Deferred[Identity]:
         """Check the token's shape now, then its signature and times once the secret is known."""
@@ -96,6 +102,8 @@ class JWTVerifier:
             raise InvalidToken(_reason(e)) from None
         expires = _time_claim(claims, "exp")
         not_before = _time_claim(claims, "nbf")
+        if expires is None and self._require_exp:
+            raise InvalidToken("token has no exp")
         now = self._clock.seconds()
         if expires is not None and expires <= now - self._leeway:
             raise InvalidToken("token expired")
@@ -178,11 +186,19 @@ def _reason(error: Exception) -> str:
 
 
 def _time_claim(claims: Mapping[str, Any], name: str) -> float | None:
+    """A NumericDate claim as a float, or None when absent.
+
+    Compared before any float() (a 400-digit integer would overflow), and NaN
+    fails the comparison: neither can become "never expires" or an error
+    other than InvalidToken.
+    """
     value = claims.get(name)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidToken(f"{name} is not a number")
+    if not 0 <= value <= MAX_NUMERIC_DATE:
+        raise InvalidToken(f"{name} is out of range")
     return float(value)
 
 

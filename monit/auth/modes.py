@@ -25,6 +25,7 @@ class Verification:
     verifier: CachingVerifier
     jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
+    remote: RemoteVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
 
 
 def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
@@ -34,26 +35,44 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
     """
     jwt: JWTVerifier | None = None
     pool: HTTPConnectionPool | None = None
+    remote: RemoteVerifier | None = None
     inner: ITokenVerifier
     if settings.insecure_no_auth:
         log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
         inner = NoAuth()
     else:
         if settings.jwt_secret:
-            jwt = JWTVerifier.with_secret(settings.jwt_secret, reactor)
+            jwt = JWTVerifier.with_secret(settings.jwt_secret, reactor, settings.require_exp)
         elif settings.auth_url is None:
-            jwt = JWTVerifier(secret_from_nats(nats, settings.request_timeout), reactor)
+            fetch = secret_from_nats(nats, settings.request_timeout)
+            jwt = JWTVerifier(fetch, reactor, require_exp=settings.require_exp)
         if settings.auth_url is None:
             assert jwt is not None
             inner = jwt
         else:
             pool = remote_pool(reactor)
             remote = RemoteVerifier(
-                remote_http_client(reactor, pool), settings.auth_url, reactor, settings.auth_timeout
+                remote_http_client(reactor, pool),
+                settings.auth_url,
+                reactor,
+                settings.auth_timeout,
+                settings.auth_concurrency,
             )
             inner = remote if jwt is None else FirstValid(jwt, remote)
-    cache = CachingVerifier(inner, reactor, ttl=settings.auth_cache_ttl)
-    return Verification(cache, jwt, pool)
+    cache = CachingVerifier(inner, reactor, ttl=cache_ttl(settings))
+    return Verification(cache, jwt, pool, remote)
+
+
+def cache_ttl(settings: Settings) -> float:
+    """--auth-cache-ttl, but never longer than --auth-recheck when an auth service answers.
+
+    Rechecks go through the cache (streams of one token then share one call);
+    an answer kept longer than the recheck period would only be read back, and
+    a revoked token's streams would run on for the whole ttl.
+    """
+    if settings.auth_url is None or not settings.auth_recheck:
+        return settings.auth_cache_ttl
+    return min(settings.auth_cache_ttl, settings.auth_recheck)
 
 
 @implementer(ITokenVerifier)

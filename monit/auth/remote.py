@@ -1,18 +1,27 @@
 """Ask an auth service over HTTP whether a token is good.
 
 The token goes to the service in ``X-Auth-Token`` and ``Authorization: Bearer``.
-The answer is read from the status code:
+The answer is read from the status code and, for a yes, the body:
 
-- ``2xx``: valid.  A JSON object body may name the user (``username``, a
-  string) and the streams the user may watch (``streams``, a list of stream ids
-  or ``"*"``).  An empty body, a body that is not JSON, or JSON that is not an
-  object is a valid user ``"unknown"`` with no stream restriction: the service
-  said yes and said nothing more.  A JSON object whose ``username`` or
-  ``streams`` has the wrong type is a broken service: L{AuthUnavailable}.
+- ``2xx`` with a well-formed verdict: valid.  A well-formed verdict is a body
+  of UTF-8 JSON (standard JSON: no ``NaN`` or ``Infinity``) whose top level is
+  an object, in which ``username``, if present, is a string (``""`` names no
+  one: the user is ``"unknown"``) and ``streams``, if present, is ``"*"`` or a
+  list of strings (the stream ids the user may watch).  Other fields are
+  ignored.  An identity from here is ``revocable``: open streams ask again.
+- ``2xx`` with anything else (an empty body, as with ``204``; HTML, such as a
+  proxy's login page; a JSON array, string or null; ``null`` or a number as
+  ``username``; ``streams`` of the wrong type): a malformed reply, logged as
+  such, and L{AuthUnavailable}.  A yes we cannot read is not a yes.
 - ``401``/``403``: L{InvalidToken}.
 - Anything else, including redirects (not followed, so the token never goes
   elsewhere), a body over L{MAX_BODY_BYTES}, a timeout or a connection error:
   L{AuthUnavailable}.  The check fails closed.
+
+At most ``concurrency`` checks are in flight at once; past that, a check is
+refused at once with L{AuthUnavailable} (and counted in ``refused``), so a
+slow service is not buried under ever more requests.  The URL's query values
+never reach the log.
 """
 from __future__ import annotations
 
@@ -42,9 +51,19 @@ from monit.auth.interface import (
     InvalidToken,
     ITokenVerifier,
 )
+from monit.settings import redacted_url
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PERSISTENT_PER_HOST = 10
+DEFAULT_CONCURRENCY = 100
+WARN_INTERVAL = 1.0  # seconds between warnings about checks refused at the bound
+
+
+class MalformedReply(AuthUnavailable):
+    """The service said yes (2xx) in a form we cannot read: not a yes."""
+
+    def __str__(self) -> str:
+        return f"malformed reply: {super().__str__()}"
 
 
 class _HTTPGetter(TypingProtocol):
@@ -67,11 +86,23 @@ class RemoteVerifier:
 
     log = Logger()
 
-    def __init__(self, http: _HTTPGetter, url: str, clock: IReactorTime, timeout: float) -> None:
+    def __init__(
+        self,
+        http: _HTTPGetter,
+        url: str,
+        clock: IReactorTime,
+        timeout: float,
+        concurrency: int = DEFAULT_CONCURRENCY,
+    ) -> None:
         self._http = http
         self._url = url
+        self._shown_url = redacted_url(url)
         self._clock = clock
         self._timeout = timeout
+        self._concurrency = concurrency
+        self.in_flight = 0
+        self.refused = 0  # checks refused at once: ``concurrency`` were in flight
+        self._warned = (float("-inf"), 0)  # when refusals were last logged; how many since
 
     def verify(self, token: str) -> Deferred[Identity]:
         """One GET to the service, answered within the timeout (body included)."""
@@ -79,6 +110,15 @@ class RemoteVerifier:
             _check_token(token)
         except InvalidToken as e:
             return fail(e)
+        if self.in_flight >= self._concurrency:
+            return fail(self._refuse())
+        self.in_flight += 1
+        answer = self._ask(token)
+        # Counted out when the work settles: an answer, a timeout or the caller abandoning it.
+        answer.addBoth(self._landed)
+        return _abandonable(answer).addErrback(self._unavailable)
+
+    def _ask(self, token: str) -> Deferred[Identity]:
         request = maybeDeferred(
             self._http.get,
             self._url,
@@ -89,8 +129,29 @@ class RemoteVerifier:
         )
         answer: Deferred[Identity] = request.addCallback(_answer)
         # The clock is ours to inject: treq's own timeout would use the global reactor.
-        answer.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
-        return _abandonable(answer).addErrback(self._unavailable)
+        return answer.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
+
+    def _landed(self, outcome: Identity | Failure) -> Identity | Failure:
+        self.in_flight -= 1
+        return outcome
+
+    def _refuse(self) -> AuthUnavailable:
+        """Count a check refused at the bound; log it at most once a second."""
+        self.refused += 1
+        now = self._clock.seconds()
+        last, unlogged = self._warned
+        if now - last < WARN_INTERVAL:
+            self._warned = (last, unlogged + 1)
+        else:
+            self._warned = (now, 0)
+            self.log.warn(
+                "refused a token check: {limit} are in flight to {url} "
+                "({unlogged} more refused unlogged before it)",
+                limit=self._concurrency,
+                url=self._shown_url,
+                unlogged=unlogged,
+            )
+        return AuthUnavailable("too many token checks in flight")
 
     def _unavailable(self, failure: Failure) -> Failure:
         """Log why the service could not answer; turn any error into AuthUnavailable."""
@@ -98,7 +159,7 @@ class RemoteVerifier:
             return failure
         self.log.warn(
             "could not check a token with {url}: {reason}",
-            url=self._url,
+            url=self._shown_url,
             reason=_describe(failure.value),
         )
         if failure.check(AuthUnavailable):
@@ -176,23 +237,37 @@ def _judge(code: int, body: bytes) -> Identity:
 
 
 def _identity(body: bytes) -> Identity:
+    """The identity a well-formed verdict names (see the module docstring)."""
     reply = _json_object(body)
-    user = reply.get("username")
-    if user is not None and not isinstance(user, str):
-        raise AuthUnavailable("the auth service sent a username that is not a string")
+    user = reply.get("username", "")
+    if not isinstance(user, str):
+        raise MalformedReply("'username' is not a string")
     claims: dict[str, Any] = {"username": user or "unknown"}
     if "streams" in reply:
         claims["streams"] = _streams(reply["streams"])
-    return Identity(user=claims["username"], claims=MappingProxyType(claims), expires=None)
+    return Identity(
+        user=claims["username"], claims=MappingProxyType(claims), expires=None, revocable=True
+    )
+
+
+def _no_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not JSON")
+
+
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
-    """The body as a JSON object, or {} when it is anything else."""
+    """The body as a JSON object; anything else is a malformed reply."""
     try:
-        reply = json.loads(body)
-    except ValueError:
-        return {}
-    return reply if isinstance(reply, dict) else {}
+        reply = _STRICT_JSON.decode(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise MalformedReply("not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise MalformedReply("not JSON" if body.strip() else "empty body") from None
+    if not isinstance(reply, dict):
+        raise MalformedReply("not a JSON object")
+    return reply
 
 
 def _streams(value: object) -> list[str] | str:
@@ -200,7 +275,7 @@ def _streams(value: object) -> list[str] | str:
         return "*"
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return value
-    raise AuthUnavailable("the auth service sent streams that are not a list of ids or '*'")
+    raise MalformedReply("'streams' is not a list of ids or '*'")
 
 
 def _describe(error: BaseException | None) -> str:

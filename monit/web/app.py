@@ -24,6 +24,7 @@ from monit.auth.interface import (
     ITokenVerifier,
     may_watch,
 )
+from monit.auth.recheck import Recheck, Rechecker
 from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
@@ -139,6 +140,7 @@ class MonitWeb:
         self.auth_results: Counter[str] = Counter()
         self.refusals: Counter[int] = Counter()
         self.streams = StreamSet(clock, settings.heartbeat, settings.retry_ms)
+        self.rechecker = Rechecker(verifier, settings.auth_recheck) if settings.auth_recheck else None
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -178,7 +180,7 @@ class MonitWeb:
         return verified.addCallbacks(
             self._stream,
             self._auth_failed,
-            callbackArgs=(request, inbox_id, after),
+            callbackArgs=(request, inbox_id, after, token),
             errbackArgs=(request,),
         )
 
@@ -239,7 +241,7 @@ class MonitWeb:
         return self._metrics()
 
     def _stream(
-        self, identity: Identity, request: Request, inbox_id: str, after: int
+        self, identity: Identity, request: Request, inbox_id: str, after: int, token: str
     ) -> IResource | bytes:
         self.auth_results["valid"] += 1
         if not may_watch(identity, inbox_id):
@@ -254,6 +256,7 @@ class MonitWeb:
             self._clock,
             self._max_pending,
             identity.expires,
+            self._recheck(identity, token),
         )
         try:
             stream.run(inbox_id, after)
@@ -263,6 +266,12 @@ class MonitWeb:
             return b""
         except InboxLimit as limit:
             return self._unavailable(request, str(limit))
+
+    def _recheck(self, identity: Identity, token: str) -> Recheck | None:
+        """Only an auth service's answer can be taken back: only its streams keep their token."""
+        if self.rechecker is None or not identity.revocable:
+            return None
+        return self.rechecker.for_stream(token, self._clock.seconds())
 
     def _auth_failed(self, failure: Failure, request: IRequest) -> bytes | Failure:
         if failure.check(CancelledError):

@@ -10,6 +10,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
+from monit.auth.recheck import Recheck
 from monit.inbox import Batch, Inbox
 from monit.registry import InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
@@ -38,7 +39,7 @@ class EventStream:
 
     __slots__ = (
         "_request", "_registry", "_streams", "_user", "_clock", "_max_pending", "_expires",
-        "_inbox", "_stream_id", "_started", "_paused", "_writer", "events",
+        "_inbox", "_stream_id", "_started", "_paused", "_writer", "events", "_recheck",
         "_sent_upto", "_behind", "_ending", "_unsent_at_beat",
     )
     log = Logger()
@@ -52,6 +53,7 @@ class EventStream:
         clock: IReactorTime,
         max_pending: int,
         expires: float | None = None,
+        recheck: Recheck | None = None,
     ) -> None:
         self._request = request
         self._registry = registry
@@ -60,6 +62,7 @@ class EventStream:
         self._clock = clock
         self._max_pending = max_pending
         self._expires = expires
+        self._recheck = recheck
         self._inbox: Inbox | None = None
         self._stream_id = ""
         self._started: float | None = None
@@ -132,6 +135,7 @@ class EventStream:
 
         Checking the token's exp on the heartbeat, not with a timer per stream,
         ends a stream at most one heartbeat late and saves a timer per reader.
+        A revocable token is asked about again when its recheck is due.
         """
         if self._expires is not None and self._expires <= now:
             self._expired()
@@ -139,6 +143,8 @@ class EventStream:
             self._check_progress()
         else:
             self._request.write(KEEPALIVE)
+            if self._recheck is not None and self._recheck.due <= now:
+                self._recheck.run(now, self._stream_id).addCallback(self._rechecked)
 
     def _check_progress(self) -> None:
         """Drop a reader that is behind and has taken nothing since the last heartbeat."""
@@ -167,6 +173,12 @@ class EventStream:
         """The token ran out: a revoked user must not watch forever."""
         self._request.write(encode_error("token expired"))
         self._finish("token expired")
+
+    def _rechecked(self, reason: str | None) -> None:
+        """The recheck's verdict: the same end as expiry, unless the stream ended meanwhile."""
+        if reason is not None and self._started is not None:
+            self._request.write(encode_error(reason))
+            self._finish(reason)
 
     def pauseProducing(self) -> None:
         self._paused = True
