@@ -72,6 +72,21 @@ class CacheFigures(Protocol):
     misses: int
 
 
+class RemoteFigures(Protocol):
+    """The auth service's checks: those in flight, and those refused at the bound."""
+
+    in_flight: int
+    refused: int
+
+
+class RecheckFigures(Protocol):
+    """The open streams' tokens, asked about again."""
+
+    checks: int
+    revoked: int
+    unavailable: int
+
+
 class MonitCollector:
     """A prometheus_client collector over the objects that keep monit's figures."""
 
@@ -82,12 +97,16 @@ class MonitCollector:
         web: WebFigures,
         nats: NATSFigures,
         auth_cache: CacheFigures,
+        remote: RemoteFigures | None = None,
+        rechecks: RecheckFigures | None = None,
     ) -> None:
         self._inboxes = inboxes
         self._router = router
         self._web = web
         self._nats = nats
         self._auth_cache = auth_cache
+        self._remote = remote
+        self._rechecks = rechecks
 
     def collect(self) -> Iterator[Metric]:
         yield from self._streams()
@@ -168,6 +187,19 @@ class MonitCollector:
                                   value=cache.hits)
         yield CounterMetricFamily("monit_auth_cache_misses", "Token checks that asked a verifier",
                                   value=cache.misses)
+        if self._remote is not None:
+            yield GaugeMetricFamily("monit_auth_checks_in_flight", "Token checks waiting for the auth service",
+                                    value=self._remote.in_flight)
+            yield CounterMetricFamily("monit_auth_checks_refused", "Token checks refused at --auth-concurrency",
+                                      value=self._remote.refused)
+        if self._rechecks is not None:
+            rechecks = CounterMetricFamily(
+                "monit_auth_rechecks", "Open streams' tokens asked about again, by outcome", labels=["outcome"]
+            )
+            rechecks.add_metric(["revoked"], self._rechecks.revoked)
+            rechecks.add_metric(["unavailable"], self._rechecks.unavailable)
+            rechecks.add_metric(["valid"], self._rechecks.checks - self._rechecks.revoked - self._rechecks.unavailable)
+            yield rechecks
 
 
 def exposition(collector: MonitCollector) -> bytes:

@@ -80,7 +80,7 @@ class MonitService(MultiService):
             metrics=self._metrics if settings.metrics else None,
         )
         self._figures = MonitCollector(
-            self.registry, self.router, self.web, self.nats, self.auth.verifier
+            self.registry, self.router, self.web, self.nats, self.auth.verifier, self.auth.remote, self.web.rechecker
         )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None

@@ -104,7 +104,8 @@ def test_the_collector_reads_the_figures_it_is_given():
     web = Figures(streams=streams, refusals={401: 2}, auth_results={"valid": 4})
     router = Figures(received={Action.DELIVER: 6}, malformed=1, refused=0)  # and 1 unusable frame
     collector = MonitCollector(inboxes, router, web, Figures(connected=True, reconnects=2, unusable=1),
-                               Figures(hits=7, misses=3))
+                               Figures(hits=7, misses=3), Figures(in_flight=2, refused=5),
+                               Figures(checks=10, revoked=1, unavailable=2))
     samples = {
         sample.name + "".join(f"{{{k}={v}}}" for k, v in sorted(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(exposition(collector).decode())
@@ -120,6 +121,9 @@ def test_the_collector_reads_the_figures_it_is_given():
     assert samples["monit_auth_cache_hits_total"] == 7 and samples["monit_nats_reconnects_total"] == 2
     assert samples["monit_nats_malformed_total"] == 2  # the router's and the protocol's
     assert samples["monit_history_bytes"] == 4096 and samples["monit_inboxes_evicted_total"] == 3
+    assert samples["monit_auth_checks_in_flight"] == 2 and samples["monit_auth_checks_refused_total"] == 5
+    assert samples["monit_auth_rechecks_total{outcome=revoked}"] == 1
+    assert samples["monit_auth_rechecks_total{outcome=valid}"] == 7
 
 
 class Figures(SimpleNamespace):

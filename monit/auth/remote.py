@@ -52,11 +52,11 @@ from monit.auth.interface import (
     ITokenVerifier,
 )
 from monit.settings import redacted_url
+from monit.tally import Tally
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PERSISTENT_PER_HOST = 10
 DEFAULT_CONCURRENCY = 100
-WARN_INTERVAL = 1.0  # seconds between warnings about checks refused at the bound
 
 
 class MalformedReply(AuthUnavailable):
@@ -102,7 +102,7 @@ class RemoteVerifier:
         self._concurrency = concurrency
         self.in_flight = 0
         self.refused = 0  # checks refused at once: ``concurrency`` were in flight
-        self._warned = (float("-inf"), 0)  # when refusals were last logged; how many since
+        self.refusals = Tally(clock, self.log, "refused token checks at the concurrency bound")
 
     def verify(self, token: str) -> Deferred[Identity]:
         """One GET to the service, answered within the timeout (body included)."""
@@ -136,21 +136,9 @@ class RemoteVerifier:
         return outcome
 
     def _refuse(self) -> AuthUnavailable:
-        """Count a check refused at the bound; log it at most once a second."""
+        """Count a check refused at the bound; say so once, then how many more, every ten seconds."""
         self.refused += 1
-        now = self._clock.seconds()
-        last, unlogged = self._warned
-        if now - last < WARN_INTERVAL:
-            self._warned = (last, unlogged + 1)
-        else:
-            self._warned = (now, 0)
-            self.log.warn(
-                "refused a token check: {limit} are in flight to {url} "
-                "({unlogged} more refused unlogged before it)",
-                limit=self._concurrency,
-                url=self._shown_url,
-                unlogged=unlogged,
-            )
+        self.refusals.add(self._shown_url, f"{self._concurrency} checks are in flight")
         return AuthUnavailable("too many token checks in flight")
 
     def _unavailable(self, failure: Failure) -> Failure:
