@@ -49,9 +49,12 @@ def encode_gap(first_missing: int, last_missing: int) -> bytes:
     return encode_event(None, compact_json({"from": first_missing, "to": last_missing}), "gap")
 
 
+ERROR_EVENT = "monit.error"  # not "error": EventSource fires its own "error" on every reconnect
+
+
 def encode_error(message: str) -> bytes:
-    """An ``error`` event: why the server is ending (or refusing) this stream."""
-    return encode_event(None, compact_json({"error": message}), "error")
+    """A ``monit.error`` event: why the server is ending (or refusing) this stream."""
+    return encode_event(None, compact_json({"error": message}), ERROR_EVENT)
 
 
 def encode_retry(milliseconds: int) -> bytes:

@@ -214,7 +214,7 @@ async def test_a_revoked_tokens_open_stream_ends(rechecking_monit, auth_service,
     await wait_for(lambda: revoked.data() and kept.data(), what="the event on both streams")
     auth_service.revoke("slow-revoked-soon")
     await within(revoked.done, timeout=10)
-    assert revoked.events[-1].event == "error"
+    assert revoked.events[-1].event == "monit.error"
     assert json.loads(revoked.events[-1].data) == {"error": "token revoked"}
     assert rechecking_monit.web.rechecker.revoked == 1
     publisher.publish("monitor.user", job_message("r1", "after"))
@@ -283,7 +283,7 @@ async def test_auth_service_down_new_clients_503_existing_streams_flow(
                         {"X-Auth-Token": "never-seen-either", "Accept": "text/event-stream"})
     assert browser.code == 200
     body = await within(treq.content(browser))
-    assert body.startswith(b"retry: ") and b'event: error\ndata: {"error":' in body
+    assert body.startswith(b"retry: ") and b'event: monit.error\ndata: {"error":' in body
     publisher.publish("monitor.user", job_message("d1", "still flowing"))
     await wait_for(lambda: existing.data(), what="an event on the existing stream")
     assert existing.data() == [{"body": "still flowing", "level": "INFO"}]
@@ -339,7 +339,7 @@ async def test_a_stream_ends_when_its_token_expires(browser_monit):
     assert response.code == 200
     reader = Reader(response)
     await within(reader.done, timeout=5)
-    assert reader.events[-1].event == "error"
+    assert reader.events[-1].event == "monit.error"
     assert json.loads(reader.events[-1].data) == {"error": "token expired"}
 
 

@@ -21,12 +21,13 @@ from deferreds import result_of
 
 SECRET = "test-secret"
 URL = "http://monit.example/events"
+NOW = 1_700_000_000
 
 
 @pytest.fixture
 def clock():
     clock = Clock()
-    clock.advance(1_700_000_000)
+    clock.advance(NOW)
     return clock
 
 
@@ -75,20 +76,49 @@ def test_bad_stream_is_400(stub, token, query):
     assert json_body(stub, response)["error"]
 
 
-def test_missing_token_is_401(stub):
+def test_missing_token_is_401_with_a_bearer_challenge(stub):
     response = get(stub, URL + "?stream=job")
     assert response.code == 401
-    assert "token" in json_body(stub, response)["error"]
+    assert json_body(stub, response) == {"error": "missing token: send X-Auth-Token or Authorization: Bearer"}
+    assert response.headers.getRawHeaders("www-authenticate") == ['Bearer realm="monit"']
 
 
-@pytest.mark.parametrize("header", ["X-Auth-Token", "Authorization"])
-def test_invalid_token_is_401(stub, clock, header):
-    bad = mint("wrong-secret", "mallory", 3600, now=clock.seconds())
-    value = bad if header == "X-Auth-Token" else "Bearer " + bad
-    response = get(stub, URL + "?stream=job", {header: value})
+def test_a_query_token_that_is_not_read_is_named(stub, token):
+    response = get(stub, URL + "?stream=job&token=" + token)
     assert response.code == 401
-    body = json_body(stub, response)
-    assert body == {"error": "invalid token"}
+    assert "(?token= is read only with --allow-query-token)" in json_body(stub, response)["error"]
+
+
+def test_where_tokens_go_names_the_query_when_it_is_allowed(clock, registry):
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(allow_query_token=True))
+    stub = StubTreq(web.resource())
+    response = get(stub, URL + "?stream=job")
+    assert json_body(stub, response)["error"].endswith(", or ?token= or the monit_token cookie")
+
+
+@pytest.mark.parametrize(
+    "claims, algorithm, secret, why",
+    [
+        ({"exp": NOW - 1}, "HS256", SECRET, "token expired"),
+        ({"nbf": NOW + 60}, "HS256", SECRET, "token not valid yet"),
+        ({}, "HS256", "wrong-secret-that-is-long-enough-for-hs256", "bad signature"),
+        ({}, "HS512", SECRET, "algorithm not allowed"),
+    ],
+)
+def test_a_refused_token_is_401_saying_why(stub, claims, algorithm, secret, why, events):
+    with quiet_key_length():
+        refused = jwt.encode({"username": "mallory", **claims}, secret, algorithm=algorithm)
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": refused})
+    assert response.code == 401
+    assert json_body(stub, response) == {"error": f"invalid token: {why}"}
+    assert response.headers.getRawHeaders("www-authenticate") == [
+        f'Bearer realm="monit", error="invalid_token", error_description="invalid token: {why}"']
+    assert any(event.get("reason") == f"invalid token: {why}" for event in events)
+
+
+def test_a_malformed_token_is_401_saying_so(stub):
+    response = get(stub, URL + "?stream=job", {"Authorization": "Bearer not-a-jwt"})
+    assert json_body(stub, response) == {"error": "invalid token: malformed token"}
 
 
 @pytest.mark.parametrize("exp", [10**400, float("nan"), float("inf"), 1e308], ids=["400-digits", "nan", "inf", "1e308"])
@@ -97,7 +127,7 @@ def test_an_exp_past_any_date_is_401_not_503_nor_never_expiring(stub, clock, exp
         odd = jwt.encode({"username": "mallory", "exp": exp}, SECRET, algorithm="HS256")
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": odd})
     assert response.code == 401
-    assert json_body(stub, response) == {"error": "invalid token"}
+    assert json_body(stub, response)["error"].startswith("invalid token: ")
     assert not [event for event in events if "log_failure" in event]
 
 
@@ -194,7 +224,7 @@ def test_limits_are_a_retryable_stream_for_event_source(clock, token):
     chunks, done = read_stream(stub, response)
     result_of(done)
     assert b"".join(chunks) == (
-        b'retry: 5000\n\nevent: error\ndata: {"error":"too many inboxes"}\n\n'
+        b'retry: 5000\n\nevent: monit.error\ndata: {"error":"too many inboxes"}\n\n'
     )
 
 
@@ -284,7 +314,7 @@ def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, re
         clock.advance(15)
         stub.flush()
     result_of(done)
-    assert b"".join(chunks).endswith(b'event: error\ndata: {"error":"token revoked"}\n\n')
+    assert b"".join(chunks).endswith(b'event: monit.error\ndata: {"error":"token revoked"}\n\n')
     assert service.calls == 2 and web.rechecker.revoked == 1
     web.shutdown()
 
@@ -309,3 +339,11 @@ def test_only_revocable_identities_are_rechecked(clock, registry, token):
     clock.advance(15 * 20)
     assert len(calls) == 1 and len(web.streams) == 1
     web.shutdown()
+
+
+def test_a_403_is_logged_with_the_user_and_the_stream(stub, clock, events):
+    limited = mint(SECRET, "carol", 3600, streams=["a"], now=clock.seconds())
+    response = get(stub, URL + "?stream=b", {"X-Auth-Token": limited})
+    assert response.code == 403
+    [said] = [event for event in events if event.get("stream") == "b"]
+    assert said["user"] == "carol" and said["log_level"].name == "info"

@@ -175,7 +175,7 @@ class MonitWeb:
             return self._refuse(request, 400, str(reason))
         token = self._token(request)
         if token is None:
-            return self._refuse(request, 401, "missing token: send X-Auth-Token or Authorization: Bearer")
+            return self._no_token(request)
         verified = self._verifier.verify(token)
         return verified.addCallbacks(
             self._stream,
@@ -229,7 +229,7 @@ class MonitWeb:
             return self._exposition(None, request)
         token = self._token(request)
         if token is None:
-            return self._refuse(request, 401, "missing token: send X-Auth-Token or Authorization: Bearer")
+            return self._no_token(request)
         verified = self._verifier.verify(token)
         return verified.addCallbacks(
             self._exposition, self._auth_failed, callbackArgs=(request,), errbackArgs=(request,)
@@ -245,6 +245,7 @@ class MonitWeb:
     ) -> IResource | bytes:
         self.auth_results["valid"] += 1
         if not may_watch(identity, inbox_id):
+            self.log.info("{user} may not watch stream {stream}", user=identity.user, stream=inbox_id)
             return self._refuse(request, 403, "not allowed to watch this stream")
         if len(self.streams) >= self._max_streams:
             return self._unavailable(request, "too many streams")
@@ -278,11 +279,28 @@ class MonitWeb:
             return failure
         if failure.check(InvalidToken):
             self.auth_results["invalid"] += 1
-            return self._refuse(request, 401, "invalid token")
+            return self._unauthorized(request, f"invalid token: {failure.getErrorMessage()}", "invalid_token")
         self.auth_results["unavailable"] += 1
         if not failure.check(AuthUnavailable):
             self.log.failure("token check failed", failure)
         return self._unavailable(request, "token cannot be checked now")
+
+    def _no_token(self, request: IRequest) -> bytes:
+        """401 for a request without a token: say where one goes."""
+        where = "send X-Auth-Token or Authorization: Bearer"
+        if self._allow_query_token:
+            where += ", or ?token= or the monit_token cookie"
+        elif b"token" in request.args:
+            where += " (?token= is read only with --allow-query-token)"
+        return self._unauthorized(request, f"missing token: {where}")
+
+    def _unauthorized(self, request: IRequest, message: str, error: str | None = None) -> bytes:
+        """401 with the challenge RFC 6750 describes; ``error`` once a token was sent and refused."""
+        challenge = 'Bearer realm="monit"'
+        if error is not None:
+            challenge += f', error="{error}", error_description="{message.replace(chr(34), chr(39))}"'
+        request.setHeader(b"www-authenticate", challenge.encode("ascii", "replace"))
+        return self._refuse(request, 401, message)
 
     def _unavailable(self, request: IRequest, message: str) -> bytes:
         """A transient refusal: 503 for most clients, a retryable stream for EventSource."""
