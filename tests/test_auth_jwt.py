@@ -448,6 +448,12 @@ def test_short_secret_is_warned_about_once(clock: Clock, nats: FakeNATS, events:
     assert "short" not in logged_text(events)
 
 
+def test_a_short_secret_given_up_front_is_warned_about_at_once(clock: Clock, events: EventLoggingObserver) -> None:
+    JWTVerifier.with_secret("short", clock)  # made at start-up: no request has come yet
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert "the JWT secret is 5 bytes long" in formatEvent(warning)
+
+
 def test_tokens_and_secrets_never_reach_the_log(
     nats: FakeNATS, nats_verifier: JWTVerifier, events: EventLoggingObserver, clock: Clock
 ) -> None:

@@ -84,7 +84,9 @@ class JWTVerifier:
         """A verifier with a secret known up front (--jwt-secret, JWT_SECRET)."""
         if not secret:
             raise ValueError("the JWT secret is empty")
-        return cls(lambda: succeed(secret), clock, require_exp=require_exp)
+        verifier = cls(lambda: succeed(secret), clock, require_exp=require_exp)
+        verifier._fetched(secret)  # known now: a short one is warned about at start-up
+        return verifier
 
     def verify(self, token: str) -> Deferred[Identity]:
         """Check the token's shape now, then its signature and times once the secret is known."""
