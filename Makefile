@@ -31,10 +31,12 @@ test: $(VENV)/.installed chromium
 	$(BIN)/python -m pytest -q
 
 run: $(VENV)/.installed
-	@echo "monit serves $(BASE_URL), with NATS on 127.0.0.1:$(NATS_PORT)."
-	@echo "1. In a second window, watch a job:"
-	@echo "   curl -N -H 'X-Auth-Token: $$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400)' '$(BASE_URL)/events?stream=demo1'"
-	@echo "2. In a third window, play one: make demo$(if $(filter 4222,$(NATS_PORT)),, NATS_PORT=$(NATS_PORT))"
+	@token=$$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400); \
+	echo "monit serves $(BASE_URL), with NATS on 127.0.0.1:$(NATS_PORT)."; \
+	echo "1. In a second window, watch a job:"; \
+	echo "   curl -N -H 'X-Auth-Token: $$token' '$(BASE_URL)/events?stream=demo1'"; \
+	echo "   or in a browser: $(BASE_URL)/watch?stream=demo1#token=$$token"; \
+	echo "2. In a third window, play one: make demo$(if $(filter 4222,$(NATS_PORT)),, NATS_PORT=$(NATS_PORT))"
 	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n --pidfile= monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)'
 
 demo: $(VENV)/.installed

@@ -27,6 +27,7 @@ def test_make_run_prints_a_curl_line_for_its_port_and_make_demo_plays_a_job():
         said = read_until(run, b"make demo NATS_PORT=%d\n" % nats, timeout=120).decode()
         curl_line = next(line.strip() for line in said.splitlines() if line.strip().startswith("curl"))
         assert f"http://127.0.0.1:{http}/events?stream=demo1" in curl_line
+        assert f"http://127.0.0.1:{http}/watch?stream=demo1#token=ey" in said
         assert said.index("watch a job") < said.index("make demo"), "in the README's order"
         wait_until_ready(f"http://127.0.0.1:{http}", timeout=30)
         curl = subprocess.Popen(["sh", "-c", curl_line.replace("curl -N", "curl -sN --max-time 60")],

@@ -1,4 +1,6 @@
 """The web app through StubTreq: status codes, headers, JSON errors and the stream."""
+import base64
+import hashlib
 import json
 
 import jwt
@@ -347,3 +349,32 @@ def test_a_403_is_logged_with_the_user_and_the_stream(stub, clock, events):
     assert response.code == 403
     [said] = [event for event in events if event.get("stream") == "b"]
     assert said["user"] == "carol" and said["log_level"].name == "info"
+
+
+def test_the_watch_page_runs_only_its_own_script(stub):
+    response = get(stub, "http://monit.example/watch?stream=job")
+    assert response.code == 200 and response.headers.getRawHeaders("content-type") == ["text/html; charset=utf-8"]
+    page = result_of(response.content()).decode()
+    stub.flush()
+    script = page.split("<script>")[1].split("</script>")[0]
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    [policy] = response.headers.getRawHeaders("content-security-policy")
+    assert f"script-src 'sha256-{digest}'" in policy and "default-src 'none'" in policy
+    assert '"openSubjects": ["service.create",' in page
+
+
+def test_a_session_trades_a_checked_token_for_an_http_only_cookie_for_events(stub, clock, registry):
+    token = mint(SECRET, "dana", 600, now=clock.seconds())
+    response = result_of(stub.post("http://monit.example/session", headers={"Authorization": f"Bearer {token}"}))
+    assert response.code == 204
+    [cookie] = response.headers.getRawHeaders("set-cookie")
+    assert cookie == f"monit_session={token}; Path=/events; Max-Age=600; HttpOnly; SameSite=Strict"
+    streaming = get(stub, URL + "?stream=job", {"Cookie": f"monit_session={token}"})
+    assert streaming.code == 200 and registry.get("job").subscribers
+    refused = result_of(stub.post("http://monit.example/session", headers={"X-Auth-Token": "nope"}))
+    assert refused.code == 401 and not refused.headers.getRawHeaders("set-cookie")
+
+
+def test_a_token_that_cannot_be_a_cookie_is_refused_before_it_is_checked(stub):
+    response = result_of(stub.post("http://monit.example/session", headers={"X-Auth-Token": "a;Path=/;b"}))
+    assert response.code == 400

@@ -30,6 +30,7 @@ from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.sse import encode_error, encode_retry
+from monit.web.page import SESSION_SECONDS, cookie_safe, session_cookie, session_token, watch_page
 from monit.web.stream import EventStream, StreamSet
 
 RETRY_AFTER_SECONDS = 5
@@ -141,6 +142,7 @@ class MonitWeb:
         self.refusals: Counter[int] = Counter()
         self.streams = StreamSet(clock, settings.heartbeat, settings.retry_ms)
         self.rechecker = Rechecker(verifier, settings.auth_recheck) if settings.auth_recheck else None
+        self._page, self._page_policy = watch_page(settings.open_subjects)
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -184,6 +186,38 @@ class MonitWeb:
             errbackArgs=(request,),
         )
 
+    @app.route("/watch", methods=["GET"])
+    def watch(self, request: IRequest) -> bytes:
+        """A page that follows one job live, for a person with a browser."""
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"content-security-policy", self._page_policy)
+        request.setHeader(b"cache-control", b"no-cache")
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        return self._page
+
+    @app.route("/session", methods=["POST"])
+    def session(self, request: IRequest) -> Deferred[bytes] | bytes:
+        """Trade a token (in a header) for the watch page's cookie, once it is checked."""
+        token = token_from_request(request)
+        if token is None:
+            return self._no_token(request)
+        if not cookie_safe(token):
+            return self._refuse(request, 400, "this token cannot travel in a cookie: send it in a header")
+        verified = self._verifier.verify(token)
+        return verified.addCallbacks(
+            self._session_started, self._auth_failed, callbackArgs=(request, token), errbackArgs=(request,)
+        )
+
+    def _session_started(self, identity: Identity, request: IRequest, token: str) -> bytes:
+        self.auth_results["valid"] += 1
+        lifetime: float = SESSION_SECONDS
+        if identity.expires is not None:
+            lifetime = min(lifetime, identity.expires - self._clock.seconds())
+        request.setHeader(b"set-cookie", session_cookie(request, token, lifetime))
+        request.setHeader(b"cache-control", b"no-store")
+        request.setResponseCode(204)
+        return b""
+
     @app.route("/healthz", methods=["GET"])
     def healthz(self, request: IRequest) -> bytes:
         """The process lives and its reactor turns."""
@@ -198,7 +232,7 @@ class MonitWeb:
         return json_body(request, 200 if ready else 503, document)
 
     def _token(self, request: IRequest) -> str | None:
-        token = token_from_request(request)
+        token = token_from_request(request) or session_token(request)
         if token is None and self._allow_query_token:
             token = browser_token(request)
         if token is None and not self._require_token:

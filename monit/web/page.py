@@ -1,0 +1,70 @@
+"""The page that watches a job in a browser, and the session cookie that lets it.
+
+``GET /watch?stream=ID`` serves one static, dependency-free page. It asks for
+a token once (or takes it from the ``#token=`` fragment, which never reaches a
+server), posts it to ``/session``, and monit answers with a short-lived
+``HttpOnly``, ``SameSite=Strict`` cookie for ``/events`` only. So the page's
+``EventSource`` works with the default settings: no ``?token=`` in a URL, and
+no script can read the token back.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from importlib.resources import files
+
+from twisted.web.iweb import IRequest
+
+SESSION_COOKIE = b"monit_session"
+SESSION_SECONDS = 3600  # at most; never past the token's own exp
+_CONFIG = re.compile(r"/\*CONFIG\*/.*?/\*CONFIG\*/")
+_COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]+")  # RFC 6265 cookie-octets
+_SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
+
+
+def watch_page(open_subjects: Sequence[str]) -> tuple[bytes, bytes]:
+    """The page, configured, and the Content-Security-Policy that lets only its own script run."""
+    template = files("monit.web").joinpath("watch.html").read_text(encoding="utf-8")
+    config = json.dumps({"openSubjects": list(open_subjects), "events": "events", "session": "session"})
+    page = _CONFIG.sub(lambda _: config.replace("<", "\\u003c"), template, count=1)
+    script = _SCRIPT.search(page)
+    assert script is not None, "watch.html has its script inline"
+    digest = base64.b64encode(hashlib.sha256(script.group(1).encode("utf-8")).digest()).decode("ascii")
+    policy = (
+        "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; "
+        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return page.encode("utf-8"), policy.encode("ascii")
+
+
+def session_cookie(request: IRequest, token: str, lifetime: float) -> bytes:
+    """The cookie that carries the token to ``/events`` beside this ``/session``, and nowhere else."""
+    events = request.path.rsplit(b"/", 1)[0] + b"/events"
+    attributes = [
+        SESSION_COOKIE + b"=" + token.encode("ascii"),
+        b"Path=" + events,
+        b"Max-Age=%d" % max(0, int(lifetime)),
+        b"HttpOnly",
+        b"SameSite=Strict",
+    ]
+    if request.isSecure():
+        attributes.append(b"Secure")
+    return b"; ".join(attributes)
+
+
+def cookie_safe(token: str) -> bool:
+    """Whether the token can be a cookie's value as it is (a JWT always can)."""
+    return _COOKIE_VALUE.fullmatch(token) is not None
+
+
+def session_token(request: IRequest) -> str | None:
+    raw = request.getCookie(SESSION_COOKIE)
+    if not raw:
+        return None
+    try:
+        return bytes(raw).decode("ascii")
+    except UnicodeDecodeError:
+        return None
