@@ -142,6 +142,7 @@ def test_unknown_path_is_404_json(stub):
 def test_wrong_method_is_405_json(stub):
     response = result_of(stub.post(URL + "?stream=job"))
     assert response.code == 405
+    assert response.headers.getRawHeaders("allow") == ["GET, HEAD, OPTIONS"]
     assert json_body(stub, response) == {"error": "method not allowed"}
 
 

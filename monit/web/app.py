@@ -352,6 +352,8 @@ class MonitWeb:
 
     @app.handle_errors(MethodNotAllowed)
     def method_not_allowed(self, request: IRequest, failure: Failure) -> bytes:
+        allowed = getattr(failure.value, "valid_methods", None) or []
+        request.setHeader(b"allow", ", ".join(sorted(allowed)).encode("ascii"))
         return json_error(request, 405, "method not allowed")
 
     def _refuse(self, request: IRequest, code: int, message: str) -> bytes:
