@@ -11,7 +11,7 @@ from typing import Any, NamedTuple, Protocol
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
-from monit.sse import encode_event, encode_gap
+from monit.sse import encode_event, encode_gap, frame_id
 
 _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 
@@ -59,6 +59,18 @@ def parse_data(data: str) -> Any:
         return json.loads(data)
     except ValueError:
         return data
+
+
+def _first_after(ring: deque[bytes], count: int, after: int) -> int:
+    """The index of the first of the ring's first ``count`` frames whose id is above ``after``."""
+    low, high = 0, count
+    while low < high:
+        middle = (low + high) // 2
+        if frame_id(ring[middle]) <= after:
+            low = middle + 1
+        else:
+            high = middle
+    return low
 
 
 def _slices(frames: list[bytes], limit: int) -> Iterator[tuple[int, int]]:
@@ -115,9 +127,11 @@ class Inbox:
         now: float,
         base64: bool = False,
         detached: Callable[[Inbox], None] = lambda inbox: None,
-        after: int = 0,
+        last_id: int = 0,
+        run_after: int = 0,
     ) -> None:
-        """``after``: the last id of the job's previous run, if this is a new run of it."""
+        """``last_id``: where ids go on from (core mode's epoch, or the previous run's last);
+        ``run_after``: the last id of the job's previous run, if this is a new run of it."""
         self.id = inbox_id
         self._detached = detached
         self.opened = False
@@ -129,7 +143,10 @@ class Inbox:
         self._history = history
         self._ring: deque[bytes] = _EMPTY_RING  # made on the first event: many inboxes never get one
         self._pending: list[bytes] = []
-        self._last_id = self.run_after = after
+        self._last_id = last_id
+        self.run_after = run_after
+        self._start: int | None = None  # the id before this run's first event
+        self._dropped: bytes | int = 0  # the last event that fell out of the history (or _start)
         self._base64 = base64
 
     @property
@@ -144,15 +161,24 @@ class Inbox:
             return "closing"
         return "open" if self.opened else "unopened"
 
-    def publish(self, data: str, event: str | None = None) -> bool:
-        """Encode the event once; true if readers wait for it (the inbox needs a flush)."""
-        self._last_id += 1
-        frame = encode_event(self._last_id, data, event, self._base64)
+    def publish(self, data: str, event: str | None = None, event_id: int | None = None) -> bool:
+        """Encode the event once; true if readers wait for it (the inbox needs a flush).
+
+        Its id is the next one, or ``event_id`` (from a JetStream sequence),
+        which the caller keeps above ``last_id``.
+        """
+        if event_id is None:
+            event_id = self._last_id + 1
+        if self._start is None:
+            self._start = self._dropped = event_id - 1
+        self._last_id = event_id
+        frame = encode_event(event_id, data, event, self._base64)
         ring = self._ring
         if not ring.maxlen:
             ring = self._ring = deque(maxlen=self._history)
         elif len(ring) == ring.maxlen:
-            self.bytes -= len(ring[0])  # the oldest falls out
+            self._dropped = ring[0]  # the oldest falls out
+            self.bytes -= len(ring[0])
         ring.append(frame)
         self.bytes += len(frame)
         if not self.subscribers:
@@ -168,9 +194,9 @@ class Inbox:
         """
         ring, freed = self._ring, 0
         while self.bytes > keep and len(ring) > len(self._pending):
-            size = len(ring.popleft())
-            self.bytes -= size
-            freed += size
+            self._dropped = ring.popleft()
+            self.bytes -= len(self._dropped)
+            freed += len(self._dropped)
         return freed
 
     def flush(self) -> None:
@@ -182,9 +208,8 @@ class Inbox:
         if len(data) <= BATCH_BYTES:
             self._hand_out(Batch(data, len(pending), self._last_id))
             return
-        first = self._last_id - len(pending) + 1
         for start, stop in _slices(pending, BATCH_BYTES):
-            self._hand_out(Batch(b"".join(pending[start:stop]), stop - start, first + stop - 1))
+            self._hand_out(Batch(b"".join(pending[start:stop]), stop - start, frame_id(pending[stop - 1])))
 
     def _hand_out(self, batch: Batch) -> None:
         for subscriber in tuple(self.subscribers):
@@ -209,26 +234,36 @@ class Inbox:
         """The handed-out events after ``after``, about ``limit`` bytes of them, gap notice first.
 
         None when there are none. Events not flushed yet are left to the next
-        flush, which hands them to every reader. An ``after`` beyond the last
-        id comes from an earlier life of this id (before a restart), and one
-        before this run from an earlier run: such a reader gets this run whole.
+        flush, which hands them to every reader. A new reader (``after`` 0),
+        or one from an earlier run, gets this run from its start; one that
+        missed events the history no longer holds gets the gap notice first,
+        naming them; one whose id is from no history of ours (beyond the last
+        id: the JetStream stream was made anew) gets a gap notice that cannot
+        name them, then everything.
         """
-        handed_out = self._last_id - len(self._pending)
-        if after > self._last_id or after < self.run_after:
-            after = self.run_after  # a reader from another life of this id, or new: this run from its start
-        if after >= handed_out:
+        if self._start is None:
             return None
-        first_held = self._last_id - len(self._ring) + 1
-        frames = [encode_gap(after + 1, first_held - 1)] if after + 1 < first_held else []
-        gap = len(frames)
+        frames: list[bytes] = []
+        if after > self._last_id:
+            frames.append(encode_gap(None, None))
+            after = self._start
+        elif after <= self.run_after:
+            after = self._start
+        ring, handed = self._ring, len(self._ring) - len(self._pending)
+        dropped = self._dropped if isinstance(self._dropped, int) else frame_id(self._dropped)
+        if after < dropped and not frames:
+            frames.append(encode_gap(after + 1, dropped))
+        notices = len(frames)
         size = 0
-        for frame in islice(self._ring, max(0, after - first_held + 1), handed_out - first_held + 1):
+        for frame in islice(ring, _first_after(ring, handed, after), handed):
             frames.append(frame)
             size += len(frame)
             if size >= limit:
                 break
-        events = len(frames) - gap
-        return Batch(b"".join(frames), events, max(after, first_held - 1) + events)
+        events = len(frames) - notices
+        if not frames:
+            return None
+        return Batch(b"".join(frames), events, frame_id(frames[-1]) if events else max(after, dropped))
 
     def replay(self, subscriber: Subscriber, after: int) -> int:
         """Hand the reader what it has not seen, in pieces; how many events that was."""

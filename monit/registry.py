@@ -65,6 +65,9 @@ class InboxRegistry:
         self._memory_budget = settings.memory_budget
         self._base64 = settings.base64
         self._made_by: Counter[str] = Counter()
+        # Core mode: ids go on from the start time, in thousandths of a millisecond, so that
+        # a restarted process's ids are above all of its predecessor's (JetStream: from the stream).
+        self._id_base = 0 if settings.jetstream else int(clock.seconds() * 1000) * 1000
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}
         self._detached = self._schedule_expiry  # one bound method shared by every inbox
@@ -77,6 +80,11 @@ class InboxRegistry:
         self.events = 0
         self.deliveries = 0
         self.history_bytes = 0
+
+    @property
+    def id_base(self) -> int:
+        """The id a new inbox's events go on from (0 when they come from JetStream)."""
+        return self._id_base
 
     def __len__(self) -> int:
         return len(self._inboxes)
@@ -109,7 +117,9 @@ class InboxRegistry:
         run it watched is over, and new readers see the new run only.
         """
         self._drop(old)
-        inbox = Inbox(old.id, self._history, self.clock.seconds(), self._base64, self._detached, old.last_id)
+        inbox = Inbox(
+            old.id, self._history, self.clock.seconds(), self._base64, self._detached, old.last_id, old.last_id
+        )
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
         return inbox
@@ -178,7 +188,9 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-            inbox = Inbox(inbox_id, self._history, self.clock.seconds(), self._base64, self._detached)
+            inbox = Inbox(
+                inbox_id, self._history, self.clock.seconds(), self._base64, self._detached, self._id_base
+            )
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 inbox.maker = maker

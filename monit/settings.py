@@ -274,6 +274,21 @@ class Settings:
     nats_max_pings_out: int = _amount(
         2, "PINGs left unanswered before monit drops the connection and reconnects", "N"
     )
+    jetstream: bool = _option(
+        False,
+        "keep every job's events in a JetStream stream: instances share ids and histories, "
+        "and restarts lose nothing (see Running several instances)",
+    )
+    jetstream_stream: str = _option(
+        "MONIT", "the JetStream stream monit uses (made if missing, never changed if it exists)",
+        _text, metavar="NAME",
+    )
+    jetstream_replicas: int = _amount(1, "replicas of the stream monit makes (3 in a 3-node cluster)", "N")
+    jetstream_max_age: float = _amount(
+        86_400.0,
+        "how long the stream monit makes keeps a message: at least `--retention` plus the longest "
+        "job (see Running several instances)",
+    )
     embedded_nats: bool = _option(
         False,
         "start `nats-server` (from the `embedded` extra) on loopback and use it; "
@@ -281,6 +296,10 @@ class Settings:
     )
     embedded_nats_port: int = _option(
         0, "its port", _number(int, 0, inclusive=True), metavar="N", default_text="any free port"
+    )
+    embedded_nats_store: str | None = _option(
+        None, "where the embedded nats-server keeps JetStream's files", _text, metavar="DIR",
+        default_text="a temporary folder, removed at exit",
     )
     listen: str | None = _option(
         None,

@@ -44,9 +44,18 @@ def encode_event(
     return "\n".join(lines).encode("utf-8", "replace")
 
 
-def encode_gap(first_missing: int, last_missing: int) -> bytes:
-    """Tells a reader that events it asked for have fallen out of the inbox's history."""
+def encode_gap(first_missing: int | None, last_missing: int | None) -> bytes:
+    """Tells a reader that events it asked for have fallen out of the inbox's history.
+
+    None for both: the reader's last id is not from this history at all (the
+    JetStream stream was made anew), so what it missed cannot be named.
+    """
     return encode_event(None, compact_json({"from": first_missing, "to": last_missing}), "gap")
+
+
+def frame_id(frame: bytes) -> int:
+    """The id of an event frame monit encoded (it starts ``id: N``)."""
+    return int(frame[4 : frame.index(b"\n", 4)])
 
 
 ERROR_EVENT = "monit.error"  # not "error": EventSource fires its own "error" on every reconnect

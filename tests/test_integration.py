@@ -32,7 +32,7 @@ async def test_open_messages_done_then_the_stream_ends_after_grace(monit, publis
     assert [event.event for event in reader.events] == [
         "service.create", "message", "message", "service.create.done"]
     assert reader.raw.startswith(b"retry: 3000\n\n")
-    assert [event.id for event in reader.events] == ["1", "2", "3", "4"]
+    assert [int(event.id) - monit.registry.id_base for event in reader.events] == [1, 2, 3, 4]
     assert reader.data() == [{"body": "one", "level": "INFO"}, {"body": "two", "level": "INFO"}]
     assert reader.parser.retry == 3000
 

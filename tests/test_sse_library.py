@@ -45,7 +45,7 @@ async def test_httpx_sse_reads_a_job_and_resumes_where_it_left_off(monit, nats_s
         publisher.publish("build.create", {"id": "h1"})
         for n in range(4):
             publisher.publish("monitor.user", {"id": "h1", "messages": [{"n": n, "text": "a\nb"}]})
-        await wait_for(lambda: "h1" in monit.registry and monit.registry.get("h1").last_id == 5)
+        await wait_for(lambda: "h1" in monit.registry and monit.registry.get("h1").last_id == monit.registry.id_base + 5)
         first = await within(deferToThread(read_events, url, auth(), stop_after=3))
         assert [event for event, *_ in first] == ["build.create", "message", "message"]
         assert json.loads(first[1][2]) == {"n": 0, "text": "a\nb"}
@@ -53,6 +53,6 @@ async def test_httpx_sse_reads_a_job_and_resumes_where_it_left_off(monit, nats_s
         rest = await within(deferToThread(read_events, url, {**auth(), "Last-Event-ID": first[-1][1]}))
     finally:
         publisher.close()
-    assert [sse_id for _, sse_id, _, _ in rest] == ["4", "5", "6"]
+    assert [int(sse_id) - monit.registry.id_base for _, sse_id, _, _ in rest] == [4, 5, 6]
     assert [json.loads(data)["n"] for event, _, data, _ in rest if event == "message"] == [2, 3]
     assert rest[-1][0] == "build.create.done"

@@ -43,29 +43,30 @@ async def test_reconnect_with_last_event_id_while_events_arrive(monit, publisher
     await wait_for(lambda: len(second.events) == 10, what="the missed and the new events")
     seen = [event["body"] for event in first.data() + second.data()]
     assert seen == [f"m{n}" for n in range(20)]
-    assert [int(event.id) for event in second.events] == list(range(11, 21))
+    assert [int(event.id) - monit.registry.id_base for event in second.events] == list(range(11, 21))
 
 
 @pytest_twisted.ensureDeferred
 async def test_last_event_id_as_a_query_parameter(monit, publisher):
     for n in range(3):
         publisher.publish("monitor.user", job_message("q1", f"m{n}"))
-    await wait_for(lambda: "q1" in monit.registry and monit.registry.get("q1").last_id == 3)
-    reader = await open_stream(monit, "q1", query="&lastEventId=2")
+    await wait_for(lambda: "q1" in monit.registry and monit.registry.get("q1").last_id == monit.registry.id_base + 3)
+    reader = await open_stream(monit, "q1", query=f"&lastEventId={monit.registry.id_base + 2}")
     await wait_for(lambda: reader.events)
-    assert [event.id for event in reader.events] == ["3"]
+    assert [event.id for event in reader.events] == [str(monit.registry.id_base + 3)]
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_reader_behind_the_history_gets_a_gap_frame(monit, publisher):
     for n in range(60):
         publisher.publish("monitor.user", job_message("g1", f"m{n}"))
-    await wait_for(lambda: "g1" in monit.registry and monit.registry.get("g1").last_id == 60)
-    reader = await open_stream(monit, "g1", {**auth(), "Last-Event-ID": "3"})
+    await wait_for(lambda: "g1" in monit.registry and monit.registry.get("g1").last_id == monit.registry.id_base + 60)
+    base = monit.registry.id_base
+    reader = await open_stream(monit, "g1", {**auth(), "Last-Event-ID": str(base + 3)})
     await wait_for(lambda: len(reader.events) == 51)
     gap = reader.events[0]
-    assert gap.event == "gap" and json.loads(gap.data) == {"from": 4, "to": 10}
-    assert reader.events[1].id == "11" and reader.events[-1].id == "60"
+    assert gap.event == "gap" and json.loads(gap.data) == {"from": base + 4, "to": base + 10}
+    assert reader.events[1].id == str(base + 11) and reader.events[-1].id == str(base + 60)
 
 
 @pytest_twisted.ensureDeferred
@@ -78,7 +79,7 @@ async def test_after_a_closed_inbox_ends_a_reconnect_gets_204(monit, publisher):
     response = await within(treq.get(
         f"{monit.base_url}/events?stream=c1", headers={**auth(), "Last-Event-ID": last}))
     assert response.code == 204
-    late = await open_stream(monit, "c1", {**auth(), "Last-Event-ID": "1"})
+    late = await open_stream(monit, "c1", {**auth(), "Last-Event-ID": str(monit.registry.id_base + 1)})
     await within(late.done)
     assert [event.event for event in late.events] == ["service.create.done"]
 
@@ -97,7 +98,7 @@ async def test_a_job_that_runs_again_is_a_new_run(monit, publisher):
     new = await open_stream(monit, "again")
     await wait_for(lambda: len(new.events) == 2)
     assert [event.event for event in new.events] == ["service.create", "service.create.done"]
-    assert json.loads(new.events[1].data)["run"] == 2 and new.events[0].id == "3"
+    assert json.loads(new.events[1].data)["run"] == 2 and new.events[0].id == str(monit.registry.id_base + 3)
     response = await within(treq.get(
         f"{monit.base_url}/events?stream=again", headers={**auth(), "Last-Event-ID": old.events[-1].id}))
     assert response.code == 204

@@ -65,15 +65,16 @@ def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):
     try:
         publisher.publish("build.create", {"id": "b7"})
         curl = curl_stream(f"http://127.0.0.1:{port}/events?stream=b7", mint(SECRET, "bob", 60))
-        read_until(curl, b"event: build.create\n")
+        opened = read_until(curl, b"event: build.create\n")
         publisher.publish("monitor.user", {"id": "b7", "messages": [{"body": "compiling\nlinking"}]})
         publisher.publish("build.create.done", {"id": "b7"})
-        output, _ = curl.communicate(timeout=20)
+        output = opened + curl.unread + curl.communicate(timeout=20)[0]
     finally:
         publisher.close()
     assert curl.returncode == 0, "the stream ended by itself after the grace period"
-    assert b"id: 2\ndata: {\"body\":\"compiling\\nlinking\"}\n\n" in output
-    assert output.endswith(b'id: 3\nevent: build.create.done\ndata: {"id":"b7"}\n\n')
+    base = int(re.search(rb"id: (\d+)\nevent: build.create\n", output).group(1)) - 1  # ids go on from start time
+    assert b"id: %d\ndata: {\"body\":\"compiling\\nlinking\"}\n\n" % (base + 2) in output
+    assert output.endswith(b'id: %d\nevent: build.create.done\ndata: {"id":"b7"}\n\n' % (base + 3))
 
 
 def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:

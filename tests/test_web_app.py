@@ -24,6 +24,7 @@ from deferreds import result_of
 SECRET = "test-secret"
 URL = "http://monit.example/events"
 NOW = 1_700_000_000
+BASE = NOW * 1_000_000  # core mode's ids go on from the start time
 
 
 @pytest.fixture
@@ -169,7 +170,7 @@ def test_stream_headers_history_live_events_and_end(stub, registry, clock, token
     body = b"".join(chunks)
     assert body.startswith(b"retry: 3000\n\n")
     assert body.index(b"event: service.create\n") < body.index(b'data: {"body":"live"}')
-    assert body.endswith(b'id: 3\nevent: service.create.done\ndata: {"id":"job"}\n\n')
+    assert body.endswith(b'id: %d\nevent: service.create.done\ndata: {"id":"job"}\n\n' % (BASE + 3))
     assert not done.called
     clock.advance(10)
     stub.flush()
@@ -181,21 +182,21 @@ def test_reconnect_after_the_end_is_204(stub, registry, clock, token):
     registry.open("job", "{}", "service.create")
     registry.close("job", "{}", "service.create.done")
     clock.advance(10)
-    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": "2"})
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": str(BASE + 2)})
     assert response.code == 204
-    response = get(stub, URL + "?stream=job&lastEventId=1", {"X-Auth-Token": token})
+    response = get(stub, URL + f"?stream=job&lastEventId={BASE + 1}", {"X-Auth-Token": token})
     assert response.code == 200
     chunks, done = read_stream(stub, response)
     result_of(done)
-    assert b"".join(chunks) == b"retry: 3000\n\nid: 2\nevent: service.create.done\ndata: {}\n\n"
+    assert b"".join(chunks) == b"retry: 3000\n\nid: %d\nevent: service.create.done\ndata: {}\n\n" % (BASE + 2)
 
 
 def test_last_event_id_replays_only_what_was_missed(stub, registry, token):
     for n in range(5):
         registry.deliver("job", str(n))
-    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": "3"})
+    response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": str(BASE + 3)})
     chunks, _ = read_stream(stub, response)
-    assert b"".join(chunks) == b"retry: 3000\n\nid: 4\ndata: 3\n\nid: 5\ndata: 4\n\n"
+    assert b"".join(chunks) == b"retry: 3000\n\nid: %d\ndata: 3\n\nid: %d\ndata: 4\n\n" % (BASE + 4, BASE + 5)
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "1.5", "9" * 30])
