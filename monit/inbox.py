@@ -119,6 +119,8 @@ class Inbox:
     close_event: Event | None = None  # set when the job's close event arrives
     maker: str | None = None  # the user whose request made it, until a job opens it
     bytes = 0  # what its history holds
+    ends_at = 0.0  # once the job's close event came: when its grace period is over
+    left = 0.0  # when its last reader left
 
     def __init__(
         self,

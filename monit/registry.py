@@ -98,18 +98,31 @@ class InboxRegistry:
     def get(self, inbox_id: str) -> Inbox | None:
         return self._inboxes.get(inbox_id)
 
-    def open(self, inbox_id: str, data: str, event: str) -> None:
-        """A job starts; after its close, that is a new run of it."""
+    def open(
+        self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None
+    ) -> None:
+        """A job starts; after its close, that is a new run of it.
+
+        ``event_id`` and ``at``: the event's id and time when they come from
+        JetStream (a replay judges an event by its own time, not the replay's).
+        """
         inbox = self._inboxes.get(inbox_id)
+        if self._seen(inbox, event_id):
+            return
         if inbox is not None and (inbox.closing or inbox.closed):
-            inbox = self._new_run(inbox)
+            inbox = self._new_run(inbox, at)
         else:
-            inbox = self._obtain(inbox_id)
+            inbox = self._obtain(inbox_id, at=at)
         inbox.opened = True
         self._release(inbox)
-        self._publish(inbox, data, event)
+        self._publish(inbox, data, event, event_id, at)
 
-    def _new_run(self, old: Inbox) -> Inbox:
+    @staticmethod
+    def _seen(inbox: Inbox | None, event_id: int | None) -> bool:
+        """An event this inbox already has (JetStream delivered it again)."""
+        return inbox is not None and event_id is not None and event_id <= inbox.last_id
+
+    def _new_run(self, old: Inbox, at: float | None) -> Inbox:
         """The job opens again after its close: the old run ends, a new one starts.
 
         Its readers have had the close event; they end now. Ids go on from the
@@ -117,28 +130,44 @@ class InboxRegistry:
         run it watched is over, and new readers see the new run only.
         """
         self._drop(old)
-        inbox = Inbox(
-            old.id, self._history, self.clock.seconds(), self._base64, self._detached, old.last_id, old.last_id
-        )
+        when = self.clock.seconds() if at is None else at
+        inbox = Inbox(old.id, self._history, when, self._base64, self._detached, old.last_id, old.last_id)
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
         return inbox
 
-    def deliver(self, inbox_id: str, data: str, event: str | None = None) -> None:
-        self._publish(self._obtain(inbox_id), data, event)
+    def deliver(
+        self,
+        inbox_id: str,
+        data: str,
+        event: str | None = None,
+        event_id: int | None = None,
+        at: float | None = None,
+    ) -> None:
+        if not self._seen(self._inboxes.get(inbox_id), event_id):
+            self._publish(self._obtain(inbox_id, at=at), data, event, event_id, at)
 
-    def close(self, inbox_id: str, data: str, event: str) -> None:
+    def close(
+        self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None
+    ) -> None:
         """Deliver the job's last event, then end its streams after the grace period."""
-        inbox = self._obtain(inbox_id)
-        self._publish(inbox, data, event)
+        if self._seen(self._inboxes.get(inbox_id), event_id):
+            return
+        inbox = self._obtain(inbox_id, at=at)
+        self._publish(inbox, data, event, event_id, at)
         inbox.close_event = Event(inbox.last_id, event, parse_data(data))
         closer = self._closers.pop(inbox_id, None)
         if closer is not None:
             closer.fire(inbox.close_event)
         if not inbox.closing:
             inbox.closing = True
+            inbox.ends_at = inbox.touched + self._grace
             self._cancel_timer(inbox)
-            inbox.timer = self.clock.callLater(self._grace, self._retire, inbox)
+            inbox.timer = self.clock.callLater(self._left(inbox.ends_at), self._retire, inbox)
+
+    def _left(self, until: float) -> float:
+        """Seconds from now until then; none if then has passed (as in a replay of old events)."""
+        return max(0.0, until - self.clock.seconds())
 
     def admit(self, inbox_id: str, after: int = 0, maker: str | None = None) -> None:
         """Raise what subscribing would, before the caller commits to a response.
@@ -171,6 +200,7 @@ class InboxRegistry:
 
     def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
         inbox.discard(subscriber)
+        inbox.left = self.clock.seconds()
         self._schedule_expiry(inbox)
 
     def close_all(self) -> None:
@@ -180,7 +210,9 @@ class InboxRegistry:
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
 
-    def _obtain(self, inbox_id: str, maker: str | None = None, watched: bool = False) -> Inbox:
+    def _obtain(
+        self, inbox_id: str, maker: str | None = None, watched: bool = False, at: float | None = None
+    ) -> Inbox:
         """The live inbox for this id: made if there is room, revived if closed.
 
         One made for a reader gets its expiry timer when the last reader leaves.
@@ -188,9 +220,8 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-            inbox = Inbox(
-                inbox_id, self._history, self.clock.seconds(), self._base64, self._detached, self._id_base
-            )
+            when = self.clock.seconds() if at is None else at
+            inbox = Inbox(inbox_id, self._history, when, self._base64, self._detached, self._id_base)
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 inbox.maker = maker
@@ -239,12 +270,14 @@ class InboxRegistry:
                 del self._made_by[inbox.maker]
             inbox.maker = None
 
-    def _publish(self, inbox: Inbox, data: str, event: str | None) -> None:
-        inbox.touched = self.clock.seconds()
+    def _publish(
+        self, inbox: Inbox, data: str, event: str | None, event_id: int | None = None, at: float | None = None
+    ) -> None:
+        inbox.touched = self.clock.seconds() if at is None else at
         self.events += 1
         self.deliveries += len(inbox.subscribers)
         held = inbox.bytes
-        if inbox.publish(data, event):
+        if inbox.publish(data, event, event_id):
             self._dirty.append(inbox)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
@@ -299,15 +332,20 @@ class InboxRegistry:
         return self._abandon if inbox.opened else self._expiry
 
     def _schedule_expiry(self, inbox: Inbox) -> None:
+        """Look at an unwatched inbox again once it could have been idle long enough.
+
+        Counted from its last event, or from now when its last reader just left.
+        """
         if inbox.timer is None and not inbox.closing and not inbox.closed and not inbox.subscribers:
-            inbox.timer = self.clock.callLater(self._idle_limit(inbox), self._check_expiry, inbox)
+            delay = self._left(max(inbox.touched, inbox.left) + self._idle_limit(inbox))
+            inbox.timer = self.clock.callLater(delay, self._check_expiry, inbox)
 
     def _check_expiry(self, inbox: Inbox) -> None:
         """Expire an unwatched, idle inbox; otherwise look again when it could be."""
         inbox.timer = None
         if inbox.subscribers:
             return
-        remaining = inbox.touched + self._idle_limit(inbox) - self.clock.seconds()
+        remaining = max(inbox.touched, inbox.left) + self._idle_limit(inbox) - self.clock.seconds()
         if remaining > 0:
             inbox.timer = self.clock.callLater(remaining, self._check_expiry, inbox)
             return
@@ -317,7 +355,7 @@ class InboxRegistry:
     def _retire(self, inbox: Inbox) -> None:
         """The grace period is over: end the streams, keep the record a while."""
         inbox.closing, inbox.closed = False, True
-        inbox.timer = self.clock.callLater(self._retention, self._drop, inbox)
+        inbox.timer = self.clock.callLater(self._left(inbox.ends_at + self._retention), self._drop, inbox)
         inbox.end()
 
     def _trim_histories(self) -> None:

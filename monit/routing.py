@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from monit.inbox import InboxLimit, valid_inbox_id
+from monit.nats.jetstream import Position
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.settings import Settings
@@ -20,6 +21,7 @@ from monit.sse import compact_json
 from monit.tally import Tally
 
 CLOSE_SUFFIXES = (".done", ".error")
+ID_SHIFT = 20  # room for 1,048,576 events per JetStream message in an id
 SLICE = 1000  # events delivered per reactor turn from one message; the rest wait their turn
 
 
@@ -101,7 +103,30 @@ class _Rest:
     inbox_id: str
     messages: list[Any]
     start: int
+    position: Position | None
 
+
+@attrs.frozen
+class _Waiting:
+    """A message that waits behind one still being delivered."""
+
+    msg: Msg
+    position: Position | None
+
+    @property
+    def subject(self) -> str:
+        return self.msg.subject
+
+
+def event_id(position: Position | None, index: int) -> int | None:
+    """A JetStream message's events' ids: its stream sequence, then its place in the message.
+
+    Every instance, and every restart, gives an event the same id. Core mode
+    (no position) leaves the ids to the inbox.
+    """
+    if position is None:
+        return None
+    return (position.seq << ID_SHIFT) + index
 
 class Router:
     """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
@@ -125,7 +150,7 @@ class Router:
         self.skipped = Tally(registry.clock, self.log, "skipped bad messages")
         self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
         self._max_payload = settings.max_payload
-        self._backlog: deque[Msg | _Rest] = deque()
+        self._backlog: deque[_Waiting | _Rest] = deque()
         self._draining: IDelayedCall | None = None
         self.paused: Callable[[bool], None] = lambda paused: None
         self.received: Counter[Action] = Counter()
@@ -136,23 +161,29 @@ class Router:
     def subjects(self) -> list[str]:
         return list(self._table)
 
-    def __call__(self, msg: Msg) -> None:
+    def __call__(self, msg: Msg, position: Position | None = None) -> None:
+        """Route a message; ``position``: where a JetStream message stands in its stream."""
         if self._backlog:
-            self._backlog.append(msg)  # behind a message that is still being delivered
+            self._backlog.append(_Waiting(msg, position))  # behind a message still being delivered
         else:
-            self._handle(msg)
+            self._handle(_Waiting(msg, position))
 
-    def _handle(self, item: Msg | _Rest) -> int:
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be delivered."""
+        return not self._backlog
+
+    def _handle(self, item: _Waiting | _Rest) -> int:
         """Route a message, or deliver more of one; how many events that took."""
         subject = item.subject
         try:
             if isinstance(item, _Rest):
-                return self._deliver(item.subject, item.inbox_id, item.messages, item.start)
+                return self._deliver(item.subject, item.inbox_id, item.messages, item.start, item.position)
             action = self._table.get(subject)
             if action is None:
                 return 0
             self.received[action] += 1
-            return self._route(action, item)
+            return self._route(action, item.msg, item.position)
         except Malformed as reason:
             self._skip(subject, str(reason))
         except InboxLimit:
@@ -160,35 +191,42 @@ class Router:
             self.log.warn("skipped message on {subject}: inbox limit reached", subject=subject)
         return 1
 
-    def _route(self, action: Action, msg: Msg) -> int:
+    def _route(self, action: Action, msg: Msg, position: Position | None) -> int:
         document = parse_payload(msg.payload, self._max_payload)
         inbox_id = inbox_id_of(document)
         if action is Action.DELIVER:
             messages = document.get("messages")
             if not isinstance(messages, list):
                 raise Malformed("'messages' is not a list")
-            return self._deliver(msg.subject, inbox_id, messages, 0)
+            return self._deliver(msg.subject, inbox_id, messages, 0, position)
+        at = None if position is None else position.at
         if action is Action.OPEN:
-            self._registry.open(inbox_id, compact_json(document), msg.subject)
+            self._registry.open(inbox_id, compact_json(document), msg.subject, event_id(position, 0), at)
         else:
-            self._registry.close(inbox_id, compact_json(document), msg.subject)
+            self._registry.close(inbox_id, compact_json(document), msg.subject, event_id(position, 0), at)
         return 1
 
-    def _deliver(self, subject: str, inbox_id: str, messages: list[Any], start: int) -> int:
+    def _deliver(
+        self, subject: str, inbox_id: str, messages: list[Any], start: int, position: Position | None
+    ) -> int:
         """Each element of ``messages`` is one event; a bad element is skipped alone.
 
         At most SLICE of them now; the rest wait for the next turn, first in line.
         """
-        stop = min(len(messages), start + SLICE)
+        end = len(messages) if position is None else min(len(messages), 1 << ID_SHIFT)
+        stop = min(end, start + SLICE)
+        at = None if position is None else position.at
         for index in range(start, stop):
             message = messages[index]
             if isinstance(message, dict):
-                self._registry.deliver(inbox_id, compact_json(message))
+                self._registry.deliver(inbox_id, compact_json(message), None, event_id(position, index), at)
             else:
                 self._skip(subject, "an element of 'messages' is not an object")
-        if stop < len(messages):
-            self._backlog.appendleft(_Rest(subject, inbox_id, messages, stop))
+        if stop < end:
+            self._backlog.appendleft(_Rest(subject, inbox_id, messages, stop, position))
             self._drain_soon()
+        elif stop < len(messages):
+            self._skip(subject, f"events after the first {end} of one message have no id")
         return stop - start
 
     def _drain_soon(self) -> None:

@@ -103,3 +103,43 @@ def test_dropping_an_inbox_gives_its_bytes_back():
     assert registry.history_bytes > 0
     clock.advance(5)
     assert "gone" not in registry and registry.history_bytes == 0
+
+
+def test_replayed_events_are_judged_by_their_own_time():
+    clock, registry = make(grace=10, retention=600, abandon=3600)
+    clock.advance(20_000)
+    hours_ago = clock.seconds() - 3 * 3600
+    registry.open("old", "{}", "service.create", event_id=1 << 20, at=hours_ago)
+    registry.close("old", "{}", "service.create.done", event_id=2 << 20, at=hours_ago + 5)
+    registry.open("running", "{}", "service.create", event_id=3 << 20, at=clock.seconds() - 600)
+    clock.advance(0)
+    clock.advance(0)
+    assert "old" not in registry, "closed three hours ago: not kept for --retention again"
+    assert registry.get("running").last_id == 3 << 20
+    clock.advance(2999)
+    assert "running" in registry
+    clock.advance(1)
+    assert "running" not in registry, "abandoned an hour after its own last event"
+
+
+def test_an_event_delivered_again_is_not_taken_twice():
+    clock, registry = make()
+    registry.deliver("job", '{"n":1}', event_id=5 << 20)
+    registry.deliver("job", '{"n":1}', event_id=5 << 20)
+    registry.deliver("job", '{"n":2}', event_id=(5 << 20) + 1)
+    reader = Reader()
+    registry.subscribe("job", reader)
+    assert reader.received.count(b"data:") == 2
+
+
+def test_ids_from_the_stream_have_holes_and_readers_resume_between_them():
+    clock, registry = make(history=3)
+    for seq in (3, 9, 12, 20, 31):
+        registry.deliver("job", f'{{"seq":{seq}}}', event_id=seq << 20)
+    fresh, resumed, behind = Reader(), Reader(), Reader()
+    registry.subscribe("job", fresh)
+    registry.subscribe("job", resumed, after=12 << 20)
+    registry.subscribe("job", behind, after=3 << 20)
+    assert b"gap" not in fresh.received and fresh.received.count(b"data:") == 3
+    assert resumed.received.count(b"data:") == 2 and b"gap" not in resumed.received
+    assert b'event: gap\ndata: {"from":%d,"to":%d}' % ((3 << 20) + 1, 9 << 20) in behind.received
