@@ -6,6 +6,7 @@ state, and lives and dies with the monit process.
 from __future__ import annotations
 
 import shutil
+import tempfile
 import socket
 import sysconfig
 from collections.abc import Callable
@@ -104,7 +105,9 @@ class EmbeddedNATS(Service):
         port: int = 0,
         binary: str | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        store: str | None = None,
     ) -> None:
+        """``store``: JetStream's folder; None makes a temporary one, removed when the server stops."""
         self._reactor = reactor
         self._clock = IReactorTime(reactor)
         self._on_fatal = on_fatal
@@ -113,6 +116,8 @@ class EmbeddedNATS(Service):
             check_free(port)
         self.port = port or free_port()
         self.url = f"nats://{HOST}:{self.port}"
+        self._store = store
+        self._temporary_store: str | None = None
         self._transport: IProcessTransport | None = None
         self._exited: OneShotObserver[None] = OneShotObserver()
 
@@ -120,7 +125,10 @@ class EmbeddedNATS(Service):
         """Spawn the server; its output goes to our log."""
         super().startService()
         self._exited = OneShotObserver()
-        args = [self.binary, "-a", HOST, "-p", str(self.port)]
+        store = self._store
+        if store is None:
+            store = self._temporary_store = tempfile.mkdtemp(prefix="monit-jetstream-")
+        args = [self.binary, "-a", HOST, "-p", str(self.port), "-js", "-sd", store]
         self._transport = self._reactor.spawnProcess(
             _ServerProcess(self._ended), self.binary, args, env=None
         )
@@ -178,4 +186,7 @@ class EmbeddedNATS(Service):
                 self._on_fatal(f"monit: the embedded nats-server exited: {reason.getErrorMessage()}")
         else:
             self.log.info("nats-server stopped")
+        if self._temporary_store is not None:
+            shutil.rmtree(self._temporary_store, ignore_errors=True)
+            self._temporary_store = None
         self._exited.fire(None)

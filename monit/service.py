@@ -14,6 +14,7 @@ from monit.auth.interface import AuthUnavailable
 from monit.auth.jwt_verifier import SECRET_SUBJECT
 from monit.auth.modes import verification_for
 from monit.embedded import EmbeddedNATS
+from monit.feed import JetStreamFeed
 from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
@@ -53,7 +54,10 @@ class MonitService(MultiService):
         nats_urls = settings.nats
         if settings.embedded_nats:
             embedded = EmbeddedNATS(
-                IReactorProcess(reactor), port=settings.embedded_nats_port, on_fatal=self.on_fatal
+                IReactorProcess(reactor),
+                port=settings.embedded_nats_port,
+                store=settings.embedded_nats_store,
+                on_fatal=self.on_fatal,
             )
             embedded.setServiceParent(self)
             nats_urls = (embedded.url,)
@@ -68,8 +72,13 @@ class MonitService(MultiService):
         self.registry = InboxRegistry(reactor, settings)
         self.router = Router(self.registry, settings)
         self.router.paused = self.nats.pause_reading
-        for subject in self.router.subjects:
-            self.nats.subscribe(subject, self.router)
+        self.feed: JetStreamFeed | None = None
+        if settings.jetstream:
+            self.feed = JetStreamFeed(self.nats, self.router, settings, reactor, self.on_fatal)
+            self.feed.setServiceParent(self)
+        else:
+            for subject in self.router.subjects:
+                self.nats.subscribe(subject, self.router)
         self.auth = verification_for(settings, reactor, self.nats)
         self.web = MonitWeb(
             self.registry,
@@ -97,6 +106,10 @@ class MonitService(MultiService):
         """What /readyz reports: each check, and in words what is wrong."""
         checks = {"nats": self.nats.connected}
         problems = [] if self.nats.problem is None else [f"NATS: {self.nats.problem}"]
+        if self.feed is not None:
+            checks["jetstream"] = self.feed.caught_up
+            if self.feed.problem is not None:
+                problems.append(self.feed.problem)
         if self.listener is not None:
             checks["listening"] = self.listener.listening
             if not self.listener.listening:

@@ -420,6 +420,13 @@ class Settings:
     serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
 
+    def __attrs_post_init__(self) -> None:
+        if self.jetstream and self.jetstream_max_age < self.retention + self.abandon:
+            raise ValueError(
+                f"--jetstream-max-age ({self.jetstream_max_age:g} s) must be at least --retention plus "
+                f"--abandon ({self.retention + self.abandon:g} s): a replay must find a whole job"
+            )
+
 
 def options() -> Iterator[OptionField]:
     """The operator's options, in the order ``--help`` and the README give them."""

@@ -8,7 +8,7 @@ from natsserver import NATSServer
 from publisher import Publisher
 
 # A test that uses one of these needs a real nats-server: it is an integration test.
-NATS_FIXTURES = {"nats_server", "private_nats_server", "publisher"}
+NATS_FIXTURES = {"nats_server", "private_nats_server", "publisher", "jetstream_server"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -30,6 +30,15 @@ def nats_server():
 def private_nats_server():
     """A nats-server of the test's own, which it may stop and restart."""
     server = NATSServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def jetstream_server(tmp_path):
+    """A nats-server with JetStream of the test's own (streams may not share subjects)."""
+    server = NATSServer(store=str(tmp_path / "jetstream"))
     server.start()
     yield server
     server.stop()

@@ -39,8 +39,10 @@ def wait_for_port(port: int, up: bool, deadline: float = 10.0) -> None:
 class NATSServer:
     """Start, stop and restart (on the same port) a nats-server."""
 
-    def __init__(self, port: int | None = None):
+    def __init__(self, port: int | None = None, store: str | None = None):
+        """``store``: a folder for JetStream, which the server then runs."""
         self.port = port or free_port()
+        self.store = store
         self.process: subprocess.Popen | None = None
 
     @property
@@ -48,8 +50,9 @@ class NATSServer:
         return f"nats://127.0.0.1:{self.port}"
 
     def start(self) -> None:
+        jetstream = ["-js", "-sd", self.store] if self.store else []
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port)],
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), *jetstream],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -29,6 +29,19 @@ class Publisher:
         await self._nc.publish(subject, payload)
         await self._nc.flush()
 
+    def request(self, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
+        """A request, as the engine makes them; the first reply's payload."""
+        return self._run(self._nc.request(subject, payload, timeout=timeout)).data
+
+    def reply_to(self, subject: str, answer: bytes) -> None:
+        """Answer every request on subject, as the engine's responder would."""
+
+        async def respond(msg) -> None:
+            await msg.respond(answer)
+
+        self._run(self._nc.subscribe(subject, cb=respond))
+        self._run(self._nc.flush())
+
     def close(self) -> None:
         self._run(self._nc.close())
         self._loop.call_soon_threadsafe(self._loop.stop)

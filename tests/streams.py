@@ -17,10 +17,10 @@ from waiting import within
 SECRET = "integration-secret"
 
 
-async def start_monit(nats_url: str, **settings) -> MonitService:
+async def start_monit(nats_url: str, on_fatal=None, **settings) -> MonitService:
     options = dict(listen="tcp:0:interface=127.0.0.1", jwt_secret=SECRET, grace=0.3, heartbeat=0.2)
     options.update(settings)
-    service = MonitService(reactor, Settings(nats=[nats_url], **options))
+    service = MonitService(reactor, Settings(nats=[nats_url], **options), on_fatal=on_fatal)
     service.startService()
     await within(service.nats.when_connected())
     port = await within(service.listener.when_listening())

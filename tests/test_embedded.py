@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import error
+from twisted.internet.error import ProcessDone
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorProcess
@@ -16,7 +17,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from monit.embedded import KILL_AFTER, EmbeddedNATS, find_nats_server
+from monit.embedded import KILL_AFTER, EmbeddedNATS, find_nats_server, free_port
 
 
 def messages(events: EventLoggingObserver, level: LogLevel | None = None) -> list[str]:
@@ -139,14 +140,20 @@ def fake() -> FakeReactor:
 
 @pytest.fixture
 def started(fake: FakeReactor) -> EmbeddedNATS:
-    nats = EmbeddedNATS(fake, port=4999, binary="/opt/nats-server")
+    nats = EmbeddedNATS(fake, port=free_port(), binary="/opt/nats-server")
     nats.startService()
     return nats
 
 
-def test_spawns_on_loopback(fake: FakeReactor, started: EmbeddedNATS) -> None:
-    assert fake.spawned == [("/opt/nats-server", ["/opt/nats-server", "-a", "127.0.0.1", "-p", "4999"], None)]
-    assert started.url == "nats://127.0.0.1:4999"
+def test_spawns_on_loopback_with_jetstream_in_a_folder_it_removes(fake: FakeReactor, started: EmbeddedNATS) -> None:
+    [(binary, args, env)] = fake.spawned
+    port = str(started.port)
+    assert args[:7] == ["/opt/nats-server", "-a", "127.0.0.1", "-p", port, "-js", "-sd"]
+    store = args[7]
+    assert os.path.isdir(store) and started.url == f"nats://127.0.0.1:{port}"
+    started.stopService()
+    fake.exit(ProcessDone(0))
+    assert not os.path.exists(store)
 
 
 def test_stop_terms_and_fires_on_exit(fake: FakeReactor, started: EmbeddedNATS, events: EventLoggingObserver) -> None:
