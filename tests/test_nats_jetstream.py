@@ -1,0 +1,169 @@
+"""The JetStream pieces alone: subject matching, ack subjects, and the ordered consumer's recoveries."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import attrs
+import pytest
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+
+from deferreds import result_of
+from monit.nats.jetstream import (
+    JetStreamAPI,
+    JetStreamError,
+    OrderedConsumer,
+    Position,
+    StreamMismatch,
+    ensure_stream,
+    missing_subjects,
+    position_of,
+    subject_matches,
+)
+from monit.nats.protocol import Msg, NoResponders
+
+
+@pytest.mark.parametrize(
+    "pattern, subject, matches",
+    [
+        ("service.create", "service.create", True),
+        ("service.*", "service.create", True),
+        ("service.*", "service.create.done", False),
+        ("service.>", "service.create.done", True),
+        (">", "monitor.user", True),
+        ("service.>", "service", False),
+        ("monitor.*", "monitor.user.x", False),
+    ],
+)
+def test_subject_matching(pattern, subject, matches):
+    assert subject_matches(pattern, subject) is matches
+
+
+def test_missing_subjects():
+    assert missing_subjects(["service.>", "build.*"], ["service.create.done", "build.create", "monitor.user"]) == [
+        "monitor.user"]
+
+
+def test_positions_from_ack_subjects_old_and_new():
+    assert position_of("$JS.ACK.MONIT.c1.1.42.7.1700000000500000000.3") == (Position(42, 1700000000.5), 7)
+    assert position_of("$JS.ACK.dom.acc.MONIT.c1.1.42.7.1700000000500000000.3.rnd") == (Position(42, 1700000000.5), 7)
+
+
+@attrs.define
+class Subscription:
+    subject: str
+    callback: Any
+    client: FakeNATS
+
+    def unsubscribe(self) -> None:
+        self.client.subscriptions.pop(self.subject, None)
+
+
+@attrs.define
+class FakeNATS:
+    """Records what the consumer asks of NATS; the test plays the server."""
+
+    answers: dict[str, list[Any]] = attrs.Factory(dict)
+    requests: list[tuple[str, dict | None]] = attrs.Factory(list)
+    subscriptions: dict[str, Subscription] = attrs.Factory(dict)
+    published: list[tuple[str, bytes]] = attrs.Factory(list)
+    reconnects: int = 0
+
+    def request(self, subject: str, payload: bytes = b"", timeout: float | None = None) -> Deferred[Msg]:
+        self.requests.append((subject, json.loads(payload) if payload else None))
+        answer = self.answers.get(subject.split(".")[2] + "." + subject.split(".")[3], [{}]).pop(0)
+        if isinstance(answer, Exception):
+            return fail(answer)
+        return succeed(Msg(subject, json.dumps(answer).encode()))
+
+    def subscribe(self, subject: str, callback: Any) -> Subscription:
+        self.subscriptions[subject] = Subscription(subject, callback, self)
+        return self.subscriptions[subject]
+
+    def publish(self, subject: str, payload: bytes, reply: str | None = None) -> None:
+        self.published.append((subject, payload))
+
+    def deliver(self, stream_seq: int, consumer_seq: int, payload: bytes = b"{}") -> None:
+        [subscription] = self.subscriptions.values()
+        reply = f"$JS.ACK.S.c.1.{stream_seq}.{consumer_seq}.{stream_seq * 10**9}.0"
+        subscription.callback(Msg("monitor.user", payload, reply))
+
+    def control(self, description: str, reply: str | None = None, **headers: str) -> None:
+        [subscription] = self.subscriptions.values()
+        subscription.callback(Msg(subscription.subject, b"", reply, headers, 100, description))
+
+    def consumers(self) -> list[dict]:
+        return [body["config"] for subject, body in self.requests if "CONSUMER.CREATE" in subject]
+
+
+def make() -> tuple[FakeNATS, Clock, OrderedConsumer, list[int]]:
+    nats, clock, received = FakeNATS(), Clock(), []
+    consumer = OrderedConsumer(nats, JetStreamAPI(nats, 1.0), "S", lambda msg, at: received.append(at.seq), clock)
+    consumer.start()
+    return nats, clock, consumer, received
+
+
+def test_messages_in_order_then_a_gap_starts_again_after_the_last_seen():
+    nats, clock, consumer, received = make()
+    assert nats.consumers()[0]["deliver_policy"] == "all" and nats.consumers()[0]["ack_policy"] == "none"
+    for n in (1, 2, 3):
+        nats.deliver(stream_seq=n + 10, consumer_seq=n)
+    nats.deliver(stream_seq=15, consumer_seq=5)  # consumer sequence 4 never came
+    assert received == [11, 12, 13]
+    again = nats.consumers()[-1]
+    assert (again["deliver_policy"], again["opt_start_seq"]) == ("by_start_sequence", 14)
+    nats.deliver(stream_seq=14, consumer_seq=1)
+    assert received == [11, 12, 13, 14]
+    consumer.stop()
+
+
+def test_flow_control_is_answered_and_a_stall_unblocked():
+    nats, clock, consumer, received = make()
+    nats.control("FlowControl Request", reply="$JS.FC.S.x.1")
+    nats.control("Idle Heartbeat", **{"Nats-Consumer-Stalled": "$JS.FC.S.x.2", "Nats-Last-Consumer": "0"})
+    assert nats.published == [("$JS.FC.S.x.1", b""), ("$JS.FC.S.x.2", b"")]
+    assert len(nats.consumers()) == 1
+    consumer.stop()
+
+
+def test_a_heartbeat_that_says_something_was_missed_starts_again():
+    nats, clock, consumer, received = make()
+    nats.deliver(stream_seq=1, consumer_seq=1)
+    nats.control("Idle Heartbeat", **{"Nats-Last-Consumer": "3", "Nats-Last-Stream": "3"})
+    assert nats.consumers()[-1]["opt_start_seq"] == 2
+    consumer.stop()
+
+
+def test_silence_or_a_reconnection_starts_again_after_the_last_seen():
+    nats, clock, consumer, received = make()
+    nats.deliver(stream_seq=7, consumer_seq=1)
+    clock.advance(5)
+    assert len(nats.consumers()) == 1, "one beat of silence is fine"
+    clock.advance(6)
+    assert len(nats.consumers()) == 2 and nats.consumers()[-1]["opt_start_seq"] == 8
+    nats.reconnects += 1
+    clock.advance(5)
+    assert len(nats.consumers()) == 3
+    assert len(nats.subscriptions) == 1, "the old subjects were let go"
+    consumer.stop()
+
+
+def test_a_missing_stream_is_made_and_a_mismatched_one_refused():
+    nats = FakeNATS(answers={
+        "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
+        "STREAM.CREATE": [{"config": {"subjects": ["a", "b"]}, "state": {}}],
+    })
+    info = result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a", "b"], 3, 60.0)))
+    assert info["config"]["subjects"] == ["a", "b"]
+    created = nats.requests[-1][1]
+    assert created["no_ack"] is True and created["num_replicas"] == 3 and created["max_age"] == 60 * 10**9
+    nats = FakeNATS(answers={"STREAM.INFO": [{"config": {"subjects": ["a"]}, "state": {}}]})
+    with pytest.raises(StreamMismatch, match="does not capture b"):
+        result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a", "b"], 1, 60.0)))
+
+
+def test_no_jetstream_on_the_server_says_so():
+    nats = FakeNATS(answers={"STREAM.INFO": [NoResponders("no responders")]})
+    with pytest.raises(JetStreamError, match="JetStream is not enabled"):
+        result_of(JetStreamAPI(nats, 1.0).stream_info("S"))
