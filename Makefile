@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SOURCES := setup.cfg pyproject.toml $(shell find monit twisted -name '*.py')
 LISTEN ?= tcp:8080:interface=127.0.0.1
+SECOND_LISTEN ?= tcp:8081:interface=127.0.0.1
+FLAGS ?=
 NATS_PORT ?= 4222
 DEV_SECRET ?= monit-development-secret-not-for-production
 # Where LISTEN serves, as a URL: http(s)://INTERFACE:PORT (127.0.0.1 when no interface= is given).
@@ -11,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test run demo bench clean chromium
+.PHONY: test run run-second demo bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +39,11 @@ run: $(VENV)/.installed
 	echo "   curl -N -H 'X-Auth-Token: $$token' '$(BASE_URL)/events?stream=demo1'"; \
 	echo "   or in a browser: $(BASE_URL)/watch?stream=demo1#token=$$token"; \
 	echo "2. In a third window, play one: make demo$(if $(filter 4222,$(NATS_PORT)),, NATS_PORT=$(NATS_PORT))"
-	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n --pidfile= monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)'
+	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n --pidfile= monit --embedded-nats --embedded-nats-port $(NATS_PORT) --listen '$(LISTEN)' $(FLAGS)
+
+# A second instance on the same NATS (start `make run FLAGS=--jetstream` first): both serve every job.
+run-second: $(VENV)/.installed
+	JWT_SECRET=$(DEV_SECRET) $(BIN)/twistd -n --pidfile= monit --jetstream --nats nats://127.0.0.1:$(NATS_PORT) --listen '$(SECOND_LISTEN)' $(FLAGS)
 
 demo: $(VENV)/.installed
 	$(BIN)/python examples/demo_job.py --nats nats://127.0.0.1:$(NATS_PORT) --job demo1
