@@ -315,3 +315,14 @@ def test_a_lone_broken_reader_leaves_an_inbox_that_still_expires(events):
     assert not registry.get("job1").subscribers
     clock.advance(300)
     assert "job1" not in registry
+
+
+def test_a_reader_whose_id_is_from_no_history_of_ours_is_told_then_gets_everything():
+    """As after the JetStream stream was made anew: its sequences started again."""
+    clock, registry = make_registry()
+    for n in range(3):
+        registry.deliver("job", f'{{"n":{n}}}')
+    reader = Reader()
+    registry.subscribe("job", reader, after=10**12)
+    assert reader.received.startswith(b'event: gap\ndata: {"from":null,"to":null}\n\n')
+    assert reader.ids() == [1, 2, 3]
