@@ -39,10 +39,11 @@ def wait_for_port(port: int, up: bool, deadline: float = 10.0) -> None:
 class NATSServer:
     """Start, stop and restart (on the same port) a nats-server."""
 
-    def __init__(self, port: int | None = None, store: str | None = None):
-        """``store``: a folder for JetStream, which the server then runs."""
+    def __init__(self, port: int | None = None, store: str | None = None, extra: list[str] | None = None):
+        """``store``: a folder for JetStream, which the server then runs; ``extra``: more flags."""
         self.port = port or free_port()
         self.store = store
+        self.extra = extra or []
         self.process: subprocess.Popen | None = None
 
     @property
@@ -52,7 +53,7 @@ class NATSServer:
     def start(self) -> None:
         jetstream = ["-js", "-sd", self.store] if self.store else []
         self.process = subprocess.Popen(
-            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), *jetstream],
+            [nats_server_binary(), "-a", "127.0.0.1", "-p", str(self.port), *jetstream, *self.extra],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -64,3 +65,39 @@ class NATSServer:
             self.process.wait(timeout=10)
             self.process = None
             wait_for_port(self.port, up=False)
+
+    def kill(self) -> None:
+        """SIGKILL: the node is lost, as a crashed machine is."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+            wait_for_port(self.port, up=False)
+
+
+class NATSCluster:
+    """N nats-servers routed to each other on loopback, each with JetStream in a folder of its own."""
+
+    def __init__(self, store: str, size: int = 3) -> None:
+        routes = [free_port() for _ in range(size)]
+        solicit = ",".join(f"nats://127.0.0.1:{port}" for port in routes)
+        self.nodes = [
+            NATSServer(
+                store=f"{store}/node{n}",
+                extra=["-n", f"node{n}", "--cluster_name", "monit", "--cluster", f"nats://127.0.0.1:{routes[n]}",
+                       "--routes", solicit],
+            )
+            for n in range(size)
+        ]
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

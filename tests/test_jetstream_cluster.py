@@ -1,0 +1,141 @@
+"""--jetstream on a 3-node nats-server cluster, with two monit processes: kill what you like, lose nothing.
+
+Real parts only: three nats-servers routed on loopback with JetStream, monit as
+``twistd monit`` processes, curl as the reader, nats-py as the engine.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from monit.token import mint
+from natsserver import NATSCluster, free_port
+from processes import curl_stream, read_until, script, stop, wait_until_ready
+from publisher import Publisher
+
+pytestmark = pytest.mark.integration  # a nats-server cluster, twistd, curl
+SECRET = "jetstream-cluster-secret-of-a-good-length-0123"
+TOKEN = mint(SECRET, "carol", 3600)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    cluster = NATSCluster(str(tmp_path / "cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+def jetstream_ready(url: str, timeout: float = 30.0) -> None:
+    """Wait until the cluster's JetStream has a meta leader and answers."""
+    publisher = Publisher(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if "error" not in json.loads(publisher.request("$JS.API.INFO", b"", timeout=2.0)):
+                    return
+            except Exception:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("JetStream did not come up")
+            time.sleep(0.1)
+    finally:
+        publisher.close()
+
+
+class Monit:
+    """``twistd monit --jetstream`` on a port of its own."""
+
+    def __init__(self, tmp_path: Path, nats_urls: list[str]) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [script("twistd"), "-n", "--pidfile=", "monit", "--jetstream", "--jetstream-replicas", "3",
+             "--nats", ",".join(nats_urls), "--listen", f"tcp:{self.port}:interface=127.0.0.1",
+             "--jwt-secret", SECRET, "--grace", "0.5", "--nats-ping-interval", "0.5"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        )
+        wait_until_ready(self.base_url, timeout=60)
+
+    def read(self, stream: str, last_event_id: str | None = None) -> subprocess.Popen:
+        headers = ["-H", f"Last-Event-ID: {last_event_id}"] if last_event_id else []
+        return curl_stream(f"{self.base_url}/events?stream={stream}", TOKEN, *headers)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        stop(self.process)
+
+
+def frames(output: bytes) -> list[tuple[str, dict]]:
+    """(id, data) of each event frame."""
+    found = []
+    for frame in output.split(b"\n\n"):
+        lines = dict(line.split(b": ", 1) for line in frame.split(b"\n") if b": " in line)
+        if b"id" in lines:
+            found.append((lines[b"id"].decode(), json.loads(lines[b"data"])))
+    return found
+
+
+def step(publisher: Publisher, job: str, n: int) -> None:
+    publisher.publish("monitor.user", {"id": job, "messages": [{"n": n}]})
+
+
+def test_a_reader_on_a_killed_instance_resumes_on_the_other_with_exactly_the_rest(tmp_path, cluster):
+    jetstream_ready(cluster.urls[0])
+    one, two = Monit(tmp_path, cluster.urls), Monit(tmp_path, cluster.urls[::-1])
+    publisher = Publisher(cluster.urls[1])
+    try:
+        reader = one.read("k1")
+        read_until(reader, b"retry: ")
+        for n in range(5):
+            step(publisher, "k1", n)
+        seen = read_until(reader, b'data: {"n":4}\n\n')
+        one.kill()
+        stop(reader)
+        for n in range(5, 10):
+            step(publisher, "k1", n)
+        last_id = frames(seen)[-1][0]
+        resumed = two.read("k1", last_id)
+        rest = read_until(resumed, b'data: {"n":9}\n\n', timeout=30)
+        stop(resumed)
+        assert [data["n"] for _, data in frames(seen) + frames(rest)] == list(range(10))
+    finally:
+        publisher.close()
+        one.stop()
+        two.stop()
+
+
+def test_every_instance_restarted_mid_job_and_a_node_lost_lose_nothing(tmp_path, cluster):
+    jetstream_ready(cluster.urls[0])
+    monit = Monit(tmp_path, cluster.urls)
+    publisher = Publisher(cluster.urls[2])
+    try:
+        publisher.publish("service.create", {"id": "r1"})
+        for n in range(3):
+            step(publisher, "r1", n)
+        monit.stop()  # every instance down: the engine goes on
+        for n in range(3, 6):
+            step(publisher, "r1", n)
+        monit = Monit(tmp_path, cluster.urls)
+        cluster.nodes[0].kill()  # the node monit connects to first
+        for n in range(6, 9):
+            step(publisher, "r1", n)
+        publisher.publish("service.create.done", {"id": "r1"})
+        reader = monit.read("r1")
+        output = read_until(reader, b"event: service.create.done\n", timeout=60) + read_until(reader, b"\n\n")
+        stop(reader)
+        events = frames(output)
+        assert [data.get("n") for _, data in events] == [None, *range(9), None]
+        ids = [int(event_id) for event_id, _ in events]
+        assert ids == sorted(set(ids)), "increasing, none twice"
+    finally:
+        publisher.close()
+        monit.stop()
