@@ -21,6 +21,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
@@ -193,16 +194,33 @@ def ensure_node_modules() -> None:
 # ------------------------------------------------------------------- running
 
 
-def start_target(procs: Processes, target: str, scenario: str, nats_url: str, port: int, log) -> subprocess.Popen:
+def start_target(
+    procs: Processes, target: str, scenario: str, nats_url: str, port: int, log, monit_args: list[str]
+) -> subprocess.Popen:
     if target == "monit":
         argv = [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
-                "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15"]
+                "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15",
+                *monit_args]
     else:
         argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
                 *REFERENCE_ARGS.get(scenario, [])]
     proc = procs.start(argv, core="server_core", stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port, proc, target)
+    if target == "monit":
+        wait_ready(port, proc)
     return proc
+
+
+def wait_ready(port: int, proc: subprocess.Popen, deadline: float = 30.0) -> None:
+    """Until /readyz says 200: subscribed (or, with JetStream, caught up with the stream)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"monit exited with {proc.returncode} before it was ready")
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"monit was not ready within {deadline} s")
 
 
 def run_loadgen(procs: Processes, env: dict) -> dict:
@@ -220,14 +238,16 @@ def run_loadgen(procs: Processes, env: dict) -> dict:
     return results[-1]
 
 
-def run_scenario(procs: Processes, name: str, params: dict, nats, token: str, smoke: bool, outdir: Path) -> dict:
+def run_scenario(
+    procs: Processes, name: str, params: dict, nats, token: str, smoke: bool, outdir: Path, monit_args: list[str]
+) -> dict:
     entry: dict = {}
     for target in TARGETS:
         port = free_port()
         log_path = outdir / "logs" / f"{name}-{target}.log"
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
         with open(log_path, "wb") as log:
-            server = start_target(procs, target, name, nats["url"], port, log)
+            server = start_target(procs, target, name, nats["url"], port, log, monit_args)
             env = {
                 "scenario": name, "target": target, "params": params,
                 "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
@@ -282,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)")
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
+    parser.add_argument("--jetstream", action="store_true",
+                        help="monit with --jetstream, on a nats-server with JetStream made anew for each scenario")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally below runs
 
@@ -300,18 +322,20 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes(pins)
     ok = True
     started = time.monotonic()
+    results["jetstream"] = args.jetstream
+    monit_args = ["--jetstream"] if args.jetstream else []
     try:
-        nats_port = free_port()
-        nats_proc = procs.start([nats_binary, "-a", "127.0.0.1", "-p", str(nats_port)], core="nats_core",
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(nats_port, nats_proc, "nats-server")
-        nats = {"url": f"nats://127.0.0.1:{nats_port}", "pid": nats_proc.pid}
+        nats_proc, nats = None, {}
         for name in args.scenario or list(SCENARIOS):
+            if nats_proc is None or args.jetstream:  # JetStream: a fresh stream, nothing to replay
+                if nats_proc is not None:
+                    procs.stop(nats_proc)
+                nats_proc, nats = start_nats(procs, nats_binary, args.jetstream, outdir)
             params, notes = fit_to_fd_limit(SCENARIOS[name]["smoke" if args.smoke else "full"], fd_limit)
             if name == "flood-fanout":
                 params = flood_fanout_rate(params, results["scenarios"])
             entry = {"params": params, "notes": notes}
-            entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir))
+            entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir, monit_args))
             ok = ok and all("error" not in entry[target] for target in TARGETS)
             results["scenarios"][name] = entry
             write_results(results, outdir)
@@ -326,6 +350,17 @@ def main(argv: list[str] | None = None) -> int:
             print(f"benchmarks: wrote {path}", file=sys.stderr)
     print(f"benchmarks: wrote {outdir / 'results.json'} in {results['seconds']} s", file=sys.stderr)
     return 0 if ok else 1
+
+
+def start_nats(procs: Processes, binary: str, jetstream: bool, outdir: Path) -> tuple[subprocess.Popen, dict]:
+    port = free_port()
+    store = outdir / "jetstream"
+    shutil.rmtree(store, ignore_errors=True)
+    extra = ["-js", "-sd", str(store)] if jetstream else []
+    proc = procs.start([binary, "-a", "127.0.0.1", "-p", str(port), *extra], core="nats_core",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc, "nats-server")
+    return proc, {"url": f"nats://127.0.0.1:{port}", "pid": proc.pid}
 
 
 def write_results(results: dict, outdir: Path) -> None:
