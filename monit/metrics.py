@@ -49,6 +49,16 @@ class WebFigures(Protocol):
     def auth_results(self) -> Mapping[str, int]: ...
 
 
+class SiteFigures(Protocol):
+    """The HTTP site: requests it answered itself, and connections it turned away."""
+
+    @property
+    def refused(self) -> Mapping[int, int]: ...
+
+    @property
+    def refused_connections(self) -> Mapping[str, int]: ...
+
+
 class RouterFigures(Protocol):
     """The router: NATS messages by action, and those skipped."""
 
@@ -99,6 +109,7 @@ class MonitCollector:
         auth_cache: CacheFigures,
         remote: RemoteFigures | None = None,
         rechecks: RecheckFigures | None = None,
+        site: SiteFigures | None = None,
     ) -> None:
         self._inboxes = inboxes
         self._router = router
@@ -107,6 +118,7 @@ class MonitCollector:
         self._auth_cache = auth_cache
         self._remote = remote
         self._rechecks = rechecks
+        self._site = site
 
     def collect(self) -> Iterator[Metric]:
         yield from self._streams()
@@ -128,9 +140,19 @@ class MonitCollector:
         refused = CounterMetricFamily(
             "monit_requests_refused", "HTTP requests refused, by status code", labels=["code"]
         )
-        for code, count in sorted(self._web.refusals.items()):
+        codes = Counter(self._web.refusals)
+        if self._site is not None:
+            codes.update(self._site.refused)
+        for code, count in sorted(codes.items()):
             refused.add_metric([str(code)], count)
         yield refused
+        if self._site is not None:
+            turned_away = CounterMetricFamily(
+                "monit_connections_refused", "Connections turned away at a cap", labels=["reason"]
+            )
+            for reason in ("max-connections", "max-connections-per-ip"):
+                turned_away.add_metric([reason], self._site.refused_connections.get(reason, 0))
+            yield turned_away
 
     def _inbox_figures(self) -> Iterator[Metric]:
         inboxes = GaugeMetricFamily("monit_inboxes", "Inboxes held, by state", labels=["state"])

@@ -88,16 +88,23 @@ class MonitService(MultiService):
             readiness=self.readiness,
             metrics=self._metrics if settings.metrics else None,
         )
-        self._figures = MonitCollector(
-            self.registry, self.router, self.web, self.nats, self.auth.verifier, self.auth.remote, self.web.rechecker
-        )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
         if settings.serve:
-            site = MonitSite(self.resource, reactor, idle_timeout=settings.auth_timeout)
+            site = MonitSite(
+                self.resource,
+                reactor,
+                head_timeout=settings.auth_timeout,
+                max_connections=settings.max_connections,
+                max_per_address=settings.max_connections_per_ip,
+            )
             ask = endpoint_from_nats(self.nats, settings.request_timeout)
             self.listener = WebListener(reactor, site, settings.listen, ask, self.on_fatal)
             self.listener.setServiceParent(self)
+        self._figures = MonitCollector(
+            self.registry, self.router, self.web, self.nats, self.auth.verifier, self.auth.remote, self.web.rechecker,
+            self.listener.site if self.listener is not None else None,
+        )
 
     def _metrics(self) -> bytes:
         return exposition(self._figures)

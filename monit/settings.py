@@ -390,6 +390,15 @@ class Settings:
         "when all are watched is it counted and skipped",
         "N",
     )
+    max_connections: int = _amount(
+        60_000, "HTTP connections open at once; past it, a new one gets `503` and is closed", "N"
+    )
+    max_connections_per_ip: int = _option(
+        0,
+        "HTTP connections from one client address; past it, `503`. Off (0) by default: thousands of "
+        "users can share one address behind NAT or a proxy; set it where monit faces the internet",
+        _number(int, 0, inclusive=True), metavar="N", default_text="off",
+    )
     max_inboxes_per_user: int = _amount(
         1000,
         "inboxes one user's requests may make that no job has opened; past it, refused",

@@ -50,7 +50,7 @@ async def serve() -> Served:
     registry = InboxRegistry(reactor, settings)
     web = MonitWeb(registry, NoAuth(), reactor, settings)
     web.start()
-    site = MonitSite(web.resource(), reactor, idle_timeout=5)
+    site = MonitSite(web.resource(), reactor, head_timeout=5, max_connections=100)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
     return Served(registry, web, site, port)
 

@@ -89,7 +89,7 @@ def last_event_id_of(request: IRequest) -> int:
     if value is None or value.strip() == "":
         return 0
     value = value.strip()
-    if not value.isdigit() or len(value) > 18:
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # str.isdigit takes "²" too
         raise BadRequest("'Last-Event-ID' must be an event id monit sent")
     return int(value)
 
@@ -169,6 +169,9 @@ class MonitWeb:
 
     @app.route("/events", methods=["GET"])
     def events(self, request: Request) -> Deferred[IResource | bytes] | bytes:
+        if request.method == b"HEAD":  # Klein takes HEAD for a GET route; a stream has no head alone
+            request.setHeader(b"allow", b"GET, OPTIONS")
+            return self._refuse(request, 405, "a stream is read with GET")
         self._cors(request)
         try:
             inbox_id = stream_id_of(request)

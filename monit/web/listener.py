@@ -18,6 +18,7 @@ from monit.web.site import MonitSite
 DEFAULT_LISTEN = "tcp:8080"
 LISTEN_SUBJECT = "config.get.monitor"
 SHUTDOWN_DRAIN_SECONDS = 3.0
+BACKLOG = 4096
 
 
 class _Requester(Protocol):
@@ -42,6 +43,17 @@ def _endpoint_from_reply(payload: bytes) -> str:
     if host:
         return f"tcp:{port}:interface={host.replace(':', chr(92) + ':')}"
     return f"tcp:{port}"
+
+
+def with_backlog(description: str) -> str:
+    """A TCP or TLS endpoint with a listen backlog for thousands of clients connecting at once.
+
+    Twisted's default of 50 overflows when a few thousand readers reconnect
+    together; an operator's own ``backlog=`` is kept.
+    """
+    if description.split(":", 1)[0] in ("tcp", "ssl") and "backlog=" not in description:
+        return f"{description}:backlog={BACKLOG}"
+    return description
 
 
 class WebListener(Service):
@@ -103,7 +115,7 @@ class WebListener(Service):
         return DEFAULT_LISTEN
 
     def _listen(self, description: str) -> Deferred[IListeningPort]:
-        endpoint = serverFromString(self._reactor, description)
+        endpoint = serverFromString(self._reactor, with_backlog(description))
         listening: Deferred[IListeningPort] = endpoint.listen(self.site)
         return listening.addCallback(self._listened, description)
 

@@ -1,53 +1,206 @@
-"""The HTTP site: keeps track of its connections so a shutdown can close them all."""
+"""The HTTP site: bounded connections and request heads, and what it needs to close them all.
+
+No endpoint takes a body, so a request that announces one (a length or
+chunks) is answered 413 before a byte of it is read. The whole request head
+(request line and headers) must arrive within ``head_timeout`` of the
+connection or of the previous response: the idle timeout alone resets on
+every byte, so a client trickling one byte a second would hold a connection
+for ever. An overlong request line gets 414, overlong headers 431, an
+HTTP/1.1 request without ``Host`` 400. Connections are capped overall and,
+if asked, per client address.
+"""
 from __future__ import annotations
 
+import json
+from collections import Counter
+
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import connectionDone
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.resource import IResource
+from twisted.web.server import Request as ServerRequest
 from twisted.web.server import Site
 
 from monit.oneshot import OneShotObserver
 
+_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
+            431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
-class _TrackedChannel(HTTPChannel):
-    """HTTP/1.1 only (no HTTP/2 negotiation layer); tells its site when it opens and closes."""
+
+def refusal(code: int, message: str) -> bytes:
+    """A whole HTTP/1.1 response: a short JSON error, then the connection closes."""
+    body = json.dumps({"error": message}).encode()
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+    return head % (code, _REASONS[code], len(body)) + body
+
+
+class MonitRequest(ServerRequest):
+    """A request; HTTP/1.1 without ``Host`` is refused before any resource sees it."""
+
+    def process(self) -> None:
+        if self.clientproto == b"HTTP/1.1" and not self.requestHeaders.hasHeader(b"host"):
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"connection", b"close")
+            self.write(json.dumps({"error": "an HTTP/1.1 request needs a Host header"}).encode())
+            self.finish()
+            return
+        super().process()
+
+
+class MonitChannel(HTTPChannel):
+    """HTTP/1.1 (no HTTP/2 negotiation layer), with the bounds in the module docstring."""
 
     site: MonitSite  # set by the site that builds it
+    _log = Logger(observer=LogPublisher())  # its "Timing out client" line for every idle connection
+    _refused = False
+    _head_bytes = 0
+    _head_lines = 0
+    _deadline: IDelayedCall | None = None
+    address = ""  # the client's, for the cap per address
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.site.channels.add(self)
+        peer = self.transport.getPeer() if self.transport is not None else None
+        self.address = str(getattr(peer, "host", ""))
+        self.site.opened(self)
+        self._start_head()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._stop_head()
         super().connectionLost(reason)
         self.site.channel_closed(self)
 
+    def _start_head(self) -> None:
+        """A request head begins: it has until the deadline."""
+        self._head_bytes = self._head_lines = 0
+        self._stop_head()
+        self._deadline = self.site.clock.callLater(self.site.head_timeout, self._head_too_slow)
+
+    def _stop_head(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._deadline = None
+        self._refuse(408, "the request head took too long")
+
+    def lineReceived(self, line: bytes) -> None:
+        if self._refused:
+            return
+        self._head_bytes += len(line) + 2
+        self._head_lines += 1
+        if self._head_bytes > self.totalHeadersSize or self._head_lines > self.maxHeaders:
+            self._refuse(431, "the request head is too large")
+            return
+        super().lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        if self._head_bytes:
+            self._refuse(431, "a request header is too long")
+        else:
+            self._refuse(414, "the request line is too long")
+
+    def allHeadersReceived(self) -> None:
+        self._stop_head()
+        if self.length != 0:  # a length, or chunks (None): no endpoint takes a body
+            self._refuse(413, "monit takes no request bodies")
+            self.length = None  # raw mode from here on, and rawDataReceived drops it all
+            return
+        super().allHeadersReceived()
+
+    def rawDataReceived(self, data: bytes) -> None:
+        if not self._refused:
+            super().rawDataReceived(data)
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        if not self._refused:
+            self._start_head()  # the next request on this connection
+
+    def _refuse(self, code: int, message: str) -> None:
+        """Answer with a short JSON error, read nothing more, and close once it is written."""
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        self._stop_head()
+        self.site.refused[code] += 1
+        self.transport.write(refusal(code, message))
+        self.transport.loseConnection()
+
+
+class _Refuser(Protocol):
+    """A connection past a cap: one 503, then closed."""
+
+    def __init__(self, message: str) -> None:
+        self._message = message
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(refusal(503, self._message))
+        self.transport.loseConnection()
+
 
 class MonitSite(Site):
-    """A Site whose open connections can be counted, closed and waited for.
+    """A Site whose connections are capped, and can be counted, closed and waited for.
 
     Stopping a listening port leaves its connections open; at shutdown monit
     ends its streams, then closes every connection once its last bytes are
     written, and waits (boundedly) for that before NATS goes away.
     """
 
-    protocol = _TrackedChannel  # type: ignore[assignment]
+    protocol = MonitChannel  # type: ignore[assignment]
+    requestFactory = MonitRequest
     displayTracebacks = False
     noisy = False
 
-    def __init__(self, resource: IResource, clock: IReactorTime, idle_timeout: float) -> None:
-        super().__init__(resource, timeout=idle_timeout, reactor=clock)
+    def __init__(
+        self,
+        resource: IResource,
+        clock: IReactorTime,
+        head_timeout: float,
+        max_connections: int,
+        max_per_address: int = 0,
+    ) -> None:
+        super().__init__(resource, timeout=head_timeout, reactor=clock)
+        self.clock = clock
+        self.head_timeout = head_timeout
+        self._max_connections = max_connections
+        self._max_per_address = max_per_address
         self.channels: set[HTTPChannel] = set()
+        self._per_address: Counter[str] = Counter()
+        self.refused: Counter[int] = Counter()  # requests answered here, by status code
+        self.refused_connections: Counter[str] = Counter()  # connections turned away, by cap
         self._emptied: OneShotObserver[None] | None = None
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
+        if len(self.channels) >= self._max_connections:
+            self.refused_connections["max-connections"] += 1
+            return _Refuser("too many connections")
+        host = getattr(addr, "host", "")
+        if self._max_per_address and self._per_address[host] >= self._max_per_address:
+            self.refused_connections["max-connections-per-ip"] += 1
+            return _Refuser("too many connections from this address")
+        channel: Protocol | None = super().buildProtocol(addr)
+        return channel
 
     def log(self, request: Request) -> None:
         """No access log: monit logs streams and refusals itself, without tokens."""
 
-    def channel_closed(self, channel: HTTPChannel) -> None:
-        self.channels.discard(channel)
+    def opened(self, channel: MonitChannel) -> None:
+        self.channels.add(channel)
+        self._per_address[channel.address] += 1
+
+    def channel_closed(self, channel: MonitChannel) -> None:
+        if channel in self.channels:
+            self.channels.discard(channel)
+            self._per_address[channel.address] -= 1
+            if not self._per_address[channel.address]:
+                del self._per_address[channel.address]
         if not self.channels and self._emptied is not None:
             emptied, self._emptied = self._emptied, None
             emptied.fire(None)
@@ -64,3 +217,4 @@ class MonitSite(Site):
                 channel.transport.loseConnection()
         waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda *_: None)
         return waiter
+
