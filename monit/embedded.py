@@ -6,9 +6,9 @@ state, and lives and dies with the monit process.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import socket
 import sysconfig
+import tempfile
 from collections.abc import Callable
 
 from twisted.application.service import Service

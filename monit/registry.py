@@ -9,7 +9,15 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from monit.inbox import Event, Inbox, InboxClosed, InboxLimit, Subscriber, UserInboxLimit, parse_data
+from monit.inbox import (
+    Event,
+    Inbox,
+    InboxClosed,
+    InboxLimit,
+    Subscriber,
+    UserInboxLimit,
+    parse_data,
+)
 from monit.oneshot import OneShotObserver
 from monit.settings import Settings
 from monit.tally import Tally

@@ -18,7 +18,9 @@ from monit.feed import JetStreamFeed
 from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
+from monit.nats.nkeys import Identity, creds_file, seed_file
 from monit.nats.protocol import NoResponders
+from monit.nats.tls import ClientTLS
 from monit.registry import InboxRegistry
 from monit.routing import Router
 from monit.settings import Settings
@@ -67,6 +69,8 @@ class MonitService(MultiService):
             request_timeout=settings.request_timeout,
             ping_interval=settings.nats_ping_interval,
             max_pings_out=settings.nats_max_pings_out,
+            tls=_nats_tls(settings),
+            identity=_nats_identity(settings),
         )
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(reactor, settings)
@@ -180,3 +184,19 @@ class MonitService(MultiService):
         if self.auth.pool is not None:
             await self.auth.pool.closeCachedConnections()
         await super().stopService()
+
+
+def _nats_tls(settings: Settings) -> ClientTLS | None:
+    """The TLS files given for NATS, read; None when none were."""
+    if settings.nats_tls_ca is None and settings.nats_tls_cert is None:
+        return None
+    return ClientTLS.from_files(settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key)
+
+
+def _nats_identity(settings: Settings) -> Identity | None:
+    """The NKey or .creds user monit is to NATS, if one was given."""
+    if settings.nats_creds is not None:
+        return creds_file(settings.nats_creds)
+    if settings.nats_nkey is not None:
+        return seed_file(settings.nats_nkey)
+    return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -135,6 +136,33 @@ def _nats_urls(text: str) -> tuple[str, ...]:
     for url in urls:
         check_url(url)
     return urls
+
+
+def _nkey_file(text: str) -> str:
+    from monit.nats.nkeys import seed_file
+
+    seed_file(text)
+    return text
+
+
+def _creds_file(text: str) -> str:
+    from monit.nats.nkeys import creds_file
+
+    creds_file(text)
+    return text
+
+
+def _pem_file(text: str) -> str:
+    path = Path(text)
+    if not path.is_file():
+        raise ValueError(f"{text} is not a file")
+    try:
+        head = path.read_bytes()
+    except OSError as error:
+        raise ValueError(f"cannot read {text}: {error.strerror}") from None
+    if b"-----BEGIN " not in head:
+        raise ValueError(f"{text} is not PEM (no -----BEGIN line)")
+    return text
 
 
 def _subjects(text: str) -> tuple[str, ...]:
@@ -261,9 +289,9 @@ class Settings:
 
     nats: tuple[str, ...] = _option(
         ("nats://127.0.0.1:4222",),
-        "NATS servers, tried in turn; credentials in the URL (`nats://user:pass@host:4222`, "
-        "`nats://token@host:4222`). monit reconnects with exponential backoff and jitter, "
-        "and re-subscribes.",
+        "NATS servers, tried in turn, and those a server says its cluster has; credentials in "
+        "the URL (`nats://user:pass@host:4222`, `nats://token@host:4222`); `tls://` for TLS. "
+        "monit reconnects with exponential backoff and jitter, and re-subscribes.",
         _nats_urls, metavar="URL[,URL…]", legacy_env=("NATS_URI",), converter=tuple,
     )
     nats_ping_interval: float = _amount(
@@ -273,6 +301,22 @@ class Settings:
     )
     nats_max_pings_out: int = _amount(
         2, "PINGs left unanswered before monit drops the connection and reconnects", "N"
+    )
+    nats_tls_ca: str | None = _option(
+        None, "the CA (PEM) a NATS server's certificate must be signed by; implies TLS",
+        _pem_file, metavar="FILE", default_text="the system's CAs, for `tls://`",
+    )
+    nats_tls_cert: str | None = _option(
+        None, "the client certificate (PEM) monit shows NATS, with `--nats-tls-key`; implies TLS",
+        _pem_file, metavar="FILE",
+    )
+    nats_tls_key: str | None = _option(None, "its private key (PEM)", _pem_file, metavar="FILE")
+    nats_nkey: str | None = _option(
+        None, "a file holding the NKey seed (`SU…`) of the NATS user monit is", _nkey_file, metavar="SEED_FILE",
+    )
+    nats_creds: str | None = _option(
+        None, "a `.creds` file (user JWT and seed, as `nsc` writes it) for a NATS server in operator mode",
+        _creds_file, metavar="FILE",
     )
     jetstream: bool = _option(
         False,
@@ -430,6 +474,10 @@ class Settings:
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
 
     def __attrs_post_init__(self) -> None:
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("--nats-tls-cert and --nats-tls-key go together: give both, or neither")
+        if self.nats_nkey is not None and self.nats_creds is not None:
+            raise ValueError("--nats-nkey and --nats-creds are two ways to say who monit is: give one")
         if self.jetstream and self.jetstream_max_age < self.retention + self.abandon:
             raise ValueError(
                 f"--jetstream-max-age ({self.jetstream_max_age:g} s) must be at least --retention plus "

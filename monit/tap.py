@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import twisted
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
+import twisted
 from monit import __version__
 from monit import settings as settings_table
 from monit.service import MonitService
@@ -133,5 +133,5 @@ def makeService(options: Options) -> IService:
     reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)
     try:
         return MonitService(reactor, options.settings, on_fatal=fatal)
-    except RuntimeError as error:  # --embedded-nats: no nats-server, or its port is taken
+    except (RuntimeError, ValueError) as error:  # no nats-server or its port taken; NATS TLS files
         sys.exit(f"monit: {error}")

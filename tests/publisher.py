@@ -10,11 +10,12 @@ import nats
 
 
 class Publisher:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **options: Any) -> None:
+        """``options`` go to ``nats.connect`` as they are (``tls=``, ``user=``, …)."""
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self._nc = self._run(nats.connect(url, allow_reconnect=True, max_reconnect_attempts=-1))
+        self._nc = self._run(nats.connect(url, allow_reconnect=True, max_reconnect_attempts=-1, **options))
 
     def _run(self, coroutine) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)

@@ -16,7 +16,12 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface.verify import verifyObject
 
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
-from monit.auth.jwt_verifier import MAX_NUMERIC_DATE, JWTVerifier, quiet_key_length, secret_from_nats
+from monit.auth.jwt_verifier import (
+    MAX_NUMERIC_DATE,
+    JWTVerifier,
+    quiet_key_length,
+    secret_from_nats,
+)
 from monit.auth.request import token_from_request
 
 from deferreds import result_of

@@ -9,6 +9,7 @@ from typing import Any
 
 import attrs
 import pytest
+from test_web_stream import StreamingRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
@@ -24,7 +25,6 @@ from monit.sse import KEEPALIVE, encode_error
 from monit.web.stream import EventStream, StreamSet
 
 from deferreds import result_of
-from test_web_stream import StreamingRequest
 
 TOKEN = "revocable-token-that-must-never-be-shown-0123456789"
 GRACE = Identity(user="grace", claims={"username": "grace"}, expires=None, revocable=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import error
-from twisted.internet.error import ProcessDone
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.error import ProcessDone
 from twisted.internet.interfaces import IReactorProcess
 from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent

@@ -17,6 +17,7 @@ from monit.settings import Settings
 from monit.web.app import MonitWeb
 from monit.web.listener import with_backlog
 from monit.web.site import MonitSite
+
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration  # a real listening socket and raw clients

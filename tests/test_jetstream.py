@@ -1,7 +1,6 @@
 """--jetstream against a real nats-server with JetStream: ids from the stream, nothing lost across restarts."""
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 
@@ -9,6 +8,7 @@ import pytest_twisted
 import treq
 
 from monit.routing import ID_SHIFT
+
 from publisher import Publisher
 from streams import auth, job_message, open_stream, start_monit
 from waiting import wait_for, within

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from monit.token import mint
+
 from natsserver import NATSCluster, free_port
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher

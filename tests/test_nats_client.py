@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -273,7 +275,7 @@ def test_token_goes_into_connect(
     assert client.url == "nats://***@127.0.0.1:4222"
 
 
-@pytest.mark.parametrize("url", ["tls://127.0.0.1:4222", "127.0.0.1:4222", "nats://:4222"])
+@pytest.mark.parametrize("url", ["http://127.0.0.1:4222", "127.0.0.1:4222", "nats://:4222"])
 def test_unsupported_urls_are_refused(url: str, servers: FakeServers) -> None:
     with pytest.raises(ValueError):
         NATSClient([url], servers.reactor, request_timeout=2.0)
@@ -547,3 +549,44 @@ async def test_subscription_survives_a_server_restart(
     assert client.reconnects == 1
     client.publish("after.restart", b"still here")
     assert (await within(queue.get())).payload == b"still here"
+
+
+def test_servers_learnt_from_info_take_the_credentials_and_are_tried_next(
+    servers: FakeServers, make_client: Callable[..., NATSClient]
+) -> None:
+    client = make_client("nats://u:pw@seed.example:4222")
+    connection = servers.accept()
+    connection.feed(
+        b'INFO {"server_id":"S","connect_urls":["10.0.0.2:4222","[::1]:4223","seed.example:4222",7,":x"]}\r\n'
+    )
+    assert client.servers == [
+        "nats://u:***@seed.example:4222", "nats://u:***@10.0.0.2:4222", "nats://u:***@[::1]:4223",
+    ]
+    assert b'"user":"u","pass":"pw"' in connection.sent()
+    connection.lose()
+    servers.next_attempt()
+    assert b'"user":"u","pass":"pw"' in servers.accept().handshake()
+    assert client.url == "nats://u:***@10.0.0.2:4222"
+
+
+def test_a_signer_answers_the_nonce_and_no_nonce_is_a_clear_refusal(
+    servers: FakeServers, make_client: Callable[..., NATSClient]
+) -> None:
+    from monit.nats.nkeys import Identity, NKey
+
+    from pki import USER, KeyPair
+
+    key = KeyPair(USER)
+    client = make_client(identity=Identity(NKey.from_seed(key.seed)))
+    connection = servers.accept()
+    connection.feed(b'INFO {"server_id":"S","nonce":"abc"}\r\n')
+    connect = json.loads(connection.sent().split(b"\r\n")[0].partition(b" ")[2])
+    assert connect["nkey"] == key.public
+    signature = base64.urlsafe_b64decode(connect["sig"] + "==")
+    key.private.public_key().verify(signature, b"abc")  # raises if it is not the nonce's signature
+    connection.lose()
+    servers.next_attempt()
+    unsigned = servers.accept()
+    unsigned.feed(INFO)
+    assert unsigned.transport.disconnecting and b"CONNECT" not in unsigned.sent()
+    assert "no nonce" in (client.problem or "")

@@ -9,7 +9,6 @@ import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 
-from deferreds import result_of
 from monit.nats.jetstream import (
     JetStreamAPI,
     JetStreamError,
@@ -22,6 +21,8 @@ from monit.nats.jetstream import (
     subject_matches,
 )
 from monit.nats.protocol import Msg, NoResponders
+
+from deferreds import result_of
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
     [
         (["--listen", "nonsense:1"], "monit: --listen 'nonsense:1' is not an endpoint"),
         (["--nats", "http://x"], "monit: --nats 'http://x' is not a NATS URL"),
-        (["--nats", "tls://x:4222"], "no TLS yet"),
+        (["--nats-nkey", "/nonexistent/seed"], "monit: --nats-nkey cannot read /nonexistent/seed"),
         (["--grace", "soon"], "monit: --grace must be a number, not 'soon'"),
         (["--bogus"], "monit: option --bogus not recognized"),
     ],

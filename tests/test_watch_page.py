@@ -5,8 +5,9 @@ import subprocess
 
 import pytest
 
-from devtools import Browser
 from monit.token import mint
+
+from devtools import Browser
 from natsserver import free_port
 from processes import script, stop, wait_until_ready
 

@@ -20,7 +20,13 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, may_watch
+from monit.auth.interface import (
+    AuthUnavailable,
+    Identity,
+    InvalidToken,
+    ITokenVerifier,
+    may_watch,
+)
 
 REVOKED = "token revoked"
 ACCESS_REVOKED = "access revoked"

@@ -6,6 +6,7 @@ connection subscribes them all again before anyone may use it.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import random
 import secrets
@@ -19,6 +20,7 @@ from twisted.application.internet import ClientService, backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -28,13 +30,13 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.error import ConnectingCancelledError, ConnectionDone
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger, LogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from monit.nats.nkeys import Identity
 from monit.nats.protocol import (
     Msg,
     NATSProtocol,
@@ -43,6 +45,7 @@ from monit.nats.protocol import (
     RequestTimeout,
     check_subject,
 )
+from monit.nats.tls import ClientTLS
 from monit.oneshot import OneShotObserver
 from monit.tally import Tally
 
@@ -62,19 +65,21 @@ def check_url(url: str) -> None:
 
 @attrs.frozen
 class _Server:
-    """One nats:// URL, parsed; its repr never shows the credentials."""
+    """One nats:// or tls:// URL, parsed; its repr never shows the credentials."""
 
     host: str
     port: int
     user: str | None = attrs.field(default=None, repr=False)
     password: str | None = attrs.field(default=None, repr=False)
     token: str | None = attrs.field(default=None, repr=False)
+    tls: bool = False  # tls://: upgrade to TLS even if the server does not require it
+    tls_name: str = ""  # the name its certificate must carry; the host's unless learnt from a server
 
     @classmethod
     def parse(cls, url: str) -> _Server:
         parts = urlsplit(url)
-        if parts.scheme != "nats":
-            raise ValueError(f"scheme {parts.scheme!r}: only nats://host:port is supported (no TLS yet)")
+        if parts.scheme not in ("nats", "tls"):
+            raise ValueError(f"scheme {parts.scheme!r}: nats://host:port or tls://host:port")
         if not parts.hostname:
             raise ValueError("no host")
         try:
@@ -83,9 +88,36 @@ class _Server:
             raise ValueError("the port is not a number from 1 to 65535") from None
         user = unquote(parts.username) if parts.username else None
         password = unquote(parts.password) if parts.password is not None else None
+        where = dict(host=parts.hostname, port=parts.port or DEFAULT_PORT, tls=parts.scheme == "tls")
         if password is None:
-            return cls(parts.hostname, parts.port or DEFAULT_PORT, token=user)
-        return cls(parts.hostname, parts.port or DEFAULT_PORT, user, password)
+            return cls(**where, token=user)  # type: ignore[arg-type]
+        return cls(**where, user=user, password=password)  # type: ignore[arg-type]
+
+    def learnt(self, address: object) -> _Server | None:
+        """A server of the same cluster from INFO's ``connect_urls`` ("host:port"), or None.
+
+        It takes this server's credentials and TLS; when it is given by IP
+        address, its certificate is checked against the name this one has.
+        """
+        if not isinstance(address, str):
+            return None
+        try:
+            parts = urlsplit(f"//{address}")
+            host, port = parts.hostname, parts.port or DEFAULT_PORT
+        except ValueError:
+            return None
+        if not host:
+            return None
+        return attrs.evolve(self, host=host, port=port, tls_name=self.name if _is_ip(host) else host)
+
+    @property
+    def name(self) -> str:
+        """The name the server's TLS certificate must carry."""
+        return self.tls_name or self.host
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.host, self.port
 
     @property
     def redacted(self) -> str:
@@ -97,7 +129,7 @@ class _Server:
             credentials = f"{self.user}:***@"
         else:
             credentials = ""
-        return f"nats://{credentials}{host}:{self.port}"
+        return f"{'tls' if self.tls else 'nats'}://{credentials}{host}:{self.port}"
 
     def credentials(self) -> dict[str, str]:
         """The CONNECT fields that authenticate us."""
@@ -131,15 +163,23 @@ class _SurviveEarlyDisconnectFactory(WrappingFactory):
     noisy = False
 
 
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 @implementer(IStreamClientEndpoint)
 class _RoundRobinEndpoint:
-    """Connect to the next server of the list on each attempt."""
+    """Connect to the next server of the list on each attempt; the list grows with the cluster."""
 
     def __init__(
         self, reactor: IReactorTime, servers: Sequence[_Server], failed: Callable[[str], None]
     ) -> None:
         self._reactor = reactor
-        self._servers = servers
+        self._servers = list(servers)
         self._failed = failed
         self._attempts = 0
         self.current = servers[0]
@@ -150,6 +190,17 @@ class _RoundRobinEndpoint:
         endpoint = HostnameEndpoint(self._reactor, self.current.host, self.current.port)
         connecting = endpoint.connect(_SurviveEarlyDisconnectFactory(factory))
         return connecting.addCallbacks(_unwrapped, self._attempt_failed)
+
+    @property
+    def servers(self) -> tuple[_Server, ...]:
+        return tuple(self._servers)
+
+    def learn(self, server: _Server) -> bool:
+        """Add a server not yet in the list; say whether it was new."""
+        if any(known.address == server.address for known in self._servers):
+            return False
+        self._servers.append(server)
+        return True
 
     def _attempt_failed(self, failure: Failure) -> Failure:
         if failure.check(CancelledError, ConnectingCancelledError):
@@ -247,7 +298,11 @@ class NATSClient(Service):
         max_pings_out: int = 2,
         initial_delay: float = 0.1,
         max_delay: float = 5.0,
+        tls: ClientTLS | None = None,
+        identity: Identity | None = None,
     ) -> None:
+        """``tls``: the CA and client certificate for TLS (the system's CAs if None);
+        ``identity``: an NKey or ``.creds`` user to sign the server's nonce with."""
         if not urls:
             raise ValueError("no NATS server URL given")
         self._reactor = reactor
@@ -255,6 +310,9 @@ class NATSClient(Service):
         self._request_timeout = request_timeout
         self._ping_interval = ping_interval
         self._max_pings_out = max_pings_out
+        self._tls = tls
+        self._want_tls = tls is not None  # TLS options given: every server, tls:// or not
+        self._identity = identity
         self._why_not = "not connected yet"
         servers = [_Server.parse(url) for url in urls]
         self._endpoint = _RoundRobinEndpoint(reactor, servers, self._not_connected)
@@ -323,8 +381,14 @@ class NATSClient(Service):
 
     # Connections
 
+    @property
+    def servers(self) -> list[str]:
+        """The servers monit tries in turn: those given, then those the cluster told of."""
+        return [server.redacted for server in self._endpoint.servers]
+
     def _build_protocol(self) -> NATSProtocol:
-        options = {"name": self._name, **self._endpoint.current.credentials()}
+        server = self._endpoint.current
+        options = {"name": self._name, **server.credentials()}
         return NATSProtocol(
             self._reactor,
             self._deliver,
@@ -332,7 +396,27 @@ class NATSClient(Service):
             ping_interval=self._ping_interval,
             max_outstanding_pings=self._max_pings_out,
             on_unusable=self._unusable,
+            on_info=lambda info: self._learn(info, server),
+            tls=lambda: self._client_tls().for_server(server.name),
+            want_tls=server.tls or self._want_tls,
+            sign=self._identity.connect_fields if self._identity is not None else None,
         )
+
+    def _client_tls(self) -> ClientTLS:
+        """The TLS options given, else the system's CAs (for a server that requires TLS)."""
+        if self._tls is None:
+            self._tls = ClientTLS.from_files()
+        return self._tls
+
+    def _learn(self, info: dict[str, object], via: _Server) -> None:
+        """Add the servers a server says its cluster has, so losing the one given is survivable."""
+        addresses = info.get("connect_urls")
+        if not isinstance(addresses, list):
+            return
+        for address in addresses:
+            server = via.learnt(address)
+            if server is not None and self._endpoint.learn(server):
+                self.log.info("NATS server {via} told of {server}", via=via.redacted, server=server.redacted)
 
     def _unusable(self, subject: str, reason: str) -> None:
         """A message the server relayed that cannot be read: counted and skipped, the connection kept."""

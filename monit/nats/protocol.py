@@ -15,7 +15,12 @@ from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, cast
 
 from twisted.internet.defer import Deferred, fail
-from twisted.internet.interfaces import IReactorTime, ITCPTransport
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+    ITCPTransport,
+    ITLSTransport,
+)
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -79,6 +84,10 @@ class RequestTimeout(Exception):
 
 class _ProtocolViolation(ValueError):
     """The peer sent bytes that are not the NATS protocol: the framing is lost."""
+
+
+class _Refused(Exception):
+    """The handshake cannot go on with this server: the reason is the message."""
 
 
 class _UnusableMessage(ValueError):
@@ -186,11 +195,21 @@ class NATSProtocol(Protocol):
         ping_interval: float = 30.0,
         max_outstanding_pings: int = 2,
         on_unusable: Callable[[str, str], None] | None = None,
+        on_info: Callable[[dict[str, Any]], None] | None = None,
+        tls: Callable[[], IOpenSSLClientConnectionCreator] | None = None,
+        want_tls: bool = False,
+        sign: Callable[[str], dict[str, str]] | None = None,
     ) -> None:
+        """``tls`` makes the options to upgrade with, when ``want_tls`` or the server requires it;
+        ``sign`` answers the server's nonce with CONNECT fields (an NKey's, a JWT's)."""
         self._clock = clock
         self._on_message = on_message
         self._on_unusable = on_unusable or self._log_unusable
         self._connect_options = {**_CONNECT_DEFAULTS, **connect_options}
+        self._on_info = on_info
+        self._tls = tls
+        self._want_tls = want_tls
+        self._sign = sign
         self._ping_interval = ping_interval
         self._max_outstanding_pings = max_outstanding_pings
         self.server_info: dict[str, Any] = {}
@@ -316,12 +335,39 @@ class NATSProtocol(Protocol):
         self._send(b"PING\r\n")
         return pong
 
-    def _send_connect(self) -> None:
+    def _send_connect(self, info: dict[str, Any]) -> None:
         """Answer the first INFO; the PONG to the PING after it ends the handshake."""
-        options = json.dumps(self._connect_options, separators=(",", ":")).encode()
-        self._send(b"CONNECT " + options + _CRLF)
+        options = dict(self._connect_options)
+        if self._upgrade(info):
+            options["tls_required"] = True
+        if self._sign is not None:
+            nonce = info.get("nonce")
+            if not isinstance(nonce, str):
+                raise _Refused("the server sent no nonce to sign: is the NKey or .creds user configured there?")
+            options.update(self._sign(nonce))
+        self._send(b"CONNECT " + json.dumps(options, separators=(",", ":")).encode() + _CRLF)
         self._connect_sent = True
         self.ping().addCallbacks(self._handshake_done, lambda _: None)
+
+    def _upgrade(self, info: dict[str, Any]) -> bool:
+        """Start TLS if we want it or the server requires it; say whether we did."""
+        required = bool(info.get("tls_required"))
+        if not (self._want_tls or required):
+            return False
+        if not (required or info.get("tls_available")):
+            raise _Refused("the server does not offer TLS")
+        if self._tls is None:
+            raise _Refused("the server requires TLS")
+        cast(ITLSTransport, self.transport).startTLS(self._tls())
+        return True
+
+    def _refuse(self, why: str) -> None:
+        """End the handshake with ``why``: the owner says it (once), so it is not logged here."""
+        self._handshake.fire(Failure(NATSError(why)))
+        self._closing = True
+        self._dropped_because = NATSError(why)
+        self._buffer.clear()
+        self._connection().loseConnection()
 
     def _handshake_done(self, _: None) -> None:
         self._keepalive = LoopingCall(self._send_keepalive)
@@ -419,8 +465,13 @@ class NATSProtocol(Protocol):
             raise _ProtocolViolation("INFO is not a JSON object")
         self.server_info = info
         self.max_payload = int(info.get("max_payload", SERVER_MAX_PAYLOAD))
+        if self._on_info is not None:
+            self._on_info(info)
         if not self._connect_sent:
-            self._send_connect()
+            try:
+                self._send_connect(info)
+            except _Refused as refusal:
+                self._refuse(str(refusal))
 
     def _error(self, text: str) -> None:
         """Log -ERR; drop the connection unless the server keeps it open."""

@@ -30,7 +30,13 @@ from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.sse import encode_error, encode_retry
-from monit.web.page import SESSION_SECONDS, cookie_safe, session_cookie, session_token, watch_page
+from monit.web.page import (
+    SESSION_SECONDS,
+    cookie_safe,
+    session_cookie,
+    session_token,
+    watch_page,
+)
 from monit.web.stream import EventStream, StreamSet
 
 RETRY_AFTER_SECONDS = 5
