@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
-from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
 from monit.sse import encode_event, encode_gap, frame_id
@@ -116,11 +115,12 @@ class Inbox:
     """
 
     log = Logger()
-    close_event: Event | None = None  # set when the job's close event arrives
-    maker: str | None = None  # the user whose request made it, until a job opens it
-    bytes = 0  # what its history holds
-    ends_at = 0.0  # once the job's close event came: when its grace period is over
-    left = 0.0  # when its last reader left
+    # Slots: a flood of new jobs makes inboxes by the thousand, and each is smaller without a dict.
+    __slots__ = (
+        "id", "_detached", "opened", "closing", "closed", "touched", "subscribers", "_history", "_ring",
+        "_pending", "_last_id", "run_after", "_start", "_dropped", "_base64", "close_event", "maker",
+        "bytes", "ends_at", "left",
+    )
 
     def __init__(
         self,
@@ -140,16 +140,20 @@ class Inbox:
         self.closing = False
         self.closed = False
         self.touched = now
-        self.timer: IDelayedCall | None = None
         self.subscribers: dict[Subscriber, None] = {}
         self._history = history
         self._ring: deque[bytes] = _EMPTY_RING  # made on the first event: many inboxes never get one
-        self._pending: list[bytes] = []
+        self._pending: list[bytes] | None = None  # made when a reader waits for an event
         self._last_id = last_id
         self.run_after = run_after
         self._start: int | None = None  # the id before this run's first event
         self._dropped: bytes | int = 0  # the last event that fell out of the history (or _start)
         self._base64 = base64
+        self.close_event: Event | None = None  # set when the job's close event arrives
+        self.maker: str | None = None  # the user whose request made it, until a job opens it
+        self.bytes = 0  # what its history holds
+        self.ends_at = 0.0  # once the job's close event came: when its grace period is over
+        self.left = 0.0  # when its last reader left
 
     @property
     def last_id(self) -> int:
@@ -185,8 +189,11 @@ class Inbox:
         self.bytes += len(frame)
         if not self.subscribers:
             return False
+        if self._pending is None:
+            self._pending = [frame]
+            return True
         self._pending.append(frame)
-        return len(self._pending) == 1
+        return False
 
     def trim(self, keep: int) -> int:
         """Drop the oldest events until the history holds at most ``keep`` bytes; the bytes freed.
@@ -195,7 +202,7 @@ class Inbox:
         event gets the gap notice, as for one that fell out of the history.
         """
         ring, freed = self._ring, 0
-        while self.bytes > keep and len(ring) > len(self._pending):
+        while self.bytes > keep and len(ring) > len(self._pending or ()):
             self._dropped = ring.popleft()
             self.bytes -= len(self._dropped)
             freed += len(self._dropped)
@@ -205,7 +212,7 @@ class Inbox:
         """Hand what was published since the last flush to every reader, as one batch."""
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
+        pending, self._pending = self._pending, None
         data = b"".join(pending)
         if len(data) <= BATCH_BYTES:
             self._hand_out(Batch(data, len(pending), self._last_id))
@@ -251,7 +258,7 @@ class Inbox:
             after = self._start
         elif after <= self.run_after:
             after = self._start
-        ring, handed = self._ring, len(self._ring) - len(self._pending)
+        ring, handed = self._ring, len(self._ring) - len(self._pending or ())
         dropped = self._dropped if isinstance(self._dropped, int) else frame_id(self._dropped)
         if after < dropped and not frames:
             frames.append(encode_gap(after + 1, dropped))

@@ -18,6 +18,7 @@ from monit.inbox import (
     UserInboxLimit,
     parse_data,
 )
+from monit.deadlines import EARLY, Deadlines
 from monit.oneshot import OneShotObserver
 from monit.settings import Settings
 from monit.tally import Tally
@@ -78,7 +79,12 @@ class InboxRegistry:
         self._id_base = 0 if settings.jetstream else int(clock.seconds() * 1000) * 1000
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}
-        self._detached = self._schedule_expiry  # one bound method shared by every inbox
+        # Bound methods made once and shared by every inbox (see monit.deadlines).
+        self._detached = self._schedule_expiry
+        self._on_idle = self._check_expiry
+        self._on_grace_over = self._retire
+        self._on_retention_over = self._drop
+        self._deadlines: Deadlines[Inbox] = Deadlines(clock)
         self._followers: list[Callable[[str, Event], None]] = []
         self._closers: dict[str, OneShotObserver[Event]] = {}
         self._dirty: list[Inbox] = []
@@ -170,12 +176,7 @@ class InboxRegistry:
         if not inbox.closing:
             inbox.closing = True
             inbox.ends_at = inbox.touched + self._grace
-            self._cancel_timer(inbox)
-            inbox.timer = self.clock.callLater(self._left(inbox.ends_at), self._retire, inbox)
-
-    def _left(self, until: float) -> float:
-        """Seconds from now until then; none if then has passed (as in a replay of old events)."""
-        return max(0.0, until - self.clock.seconds())
+            self._deadlines.set(inbox, inbox.ends_at, self._on_grace_over)
 
     def admit(self, inbox_id: str, after: int = 0, maker: str | None = None) -> None:
         """Raise what subscribing would, before the caller commits to a response.
@@ -217,6 +218,7 @@ class InboxRegistry:
         self.flush()
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
+        self._deadlines.stop()
 
     def _obtain(
         self, inbox_id: str, maker: str | None = None, watched: bool = False, at: float | None = None
@@ -238,7 +240,7 @@ class InboxRegistry:
                 self._schedule_expiry(inbox)
         elif inbox.closed:
             inbox.closed = inbox.opened = False
-            self._cancel_timer(inbox)
+            self._deadlines.cancel(inbox)
             self._schedule_expiry(inbox)
         return inbox
 
@@ -344,18 +346,19 @@ class InboxRegistry:
 
         Counted from its last event, or from now when its last reader just left.
         """
-        if inbox.timer is None and not inbox.closing and not inbox.closed and not inbox.subscribers:
-            delay = self._left(max(inbox.touched, inbox.left) + self._idle_limit(inbox))
-            inbox.timer = self.clock.callLater(delay, self._check_expiry, inbox)
+        if inbox not in self._deadlines and not inbox.closing and not inbox.closed and not inbox.subscribers:
+            self._deadlines.set(inbox, self._idle_until(inbox), self._on_idle)
+
+    def _idle_until(self, inbox: Inbox) -> float:
+        return max(inbox.touched, inbox.left) + self._idle_limit(inbox)
 
     def _check_expiry(self, inbox: Inbox) -> None:
         """Expire an unwatched, idle inbox; otherwise look again when it could be."""
-        inbox.timer = None
         if inbox.subscribers:
             return
-        remaining = max(inbox.touched, inbox.left) + self._idle_limit(inbox) - self.clock.seconds()
-        if remaining > 0:
-            inbox.timer = self.clock.callLater(remaining, self._check_expiry, inbox)
+        until = self._idle_until(inbox)
+        if until - self.clock.seconds() > EARLY:
+            self._deadlines.set(inbox, until, self._on_idle)
             return
         self.log.info("inbox {inbox} expired", inbox=inbox.id)
         self._drop(inbox)
@@ -363,7 +366,7 @@ class InboxRegistry:
     def _retire(self, inbox: Inbox) -> None:
         """The grace period is over: end the streams, keep the record a while."""
         inbox.closing, inbox.closed = False, True
-        inbox.timer = self.clock.callLater(self._left(inbox.ends_at + self._retention), self._drop, inbox)
+        self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
         inbox.end()
 
     def _trim_histories(self) -> None:
@@ -375,15 +378,9 @@ class InboxRegistry:
                 break
 
     def _drop(self, inbox: Inbox) -> None:
-        self._cancel_timer(inbox)
+        self._deadlines.cancel(inbox)
         if self._inboxes.get(inbox.id) is inbox:
             del self._inboxes[inbox.id]
             self.history_bytes -= inbox.bytes
             self._release(inbox)
         inbox.end()
-
-    @staticmethod
-    def _cancel_timer(inbox: Inbox) -> None:
-        if inbox.timer is not None and inbox.timer.active():
-            inbox.timer.cancel()
-        inbox.timer = None
