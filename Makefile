@@ -7,7 +7,7 @@ LISTEN ?= tcp:8080:interface=127.0.0.1
 NATS_PORT ?= 4222
 DEV_SECRET ?= monit-development-secret-not-for-production
 
-.PHONY: test run demo bench clean chromium
+.PHONY: test run demo bench soak clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ demo: $(VENV)/.installed
 # The benchmark suite (benchmarks/README.md); BENCH_ARGS=--smoke for a quick pass.
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# The soak test (benchmarks/README.md): 1 min baseline, 10 min attack; SOAK_ARGS=--smoke or --minutes 1.
+soak: $(VENV)/.installed
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
