@@ -83,7 +83,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="one more argument for twistd monit, after the soak's limits (repeatable; "
                              "--monit-arg=--max-inboxes=5000 overrides)")
     for key, value in PARAMS["full"].items():
-        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), metavar="N",
+        fractional = isinstance(value, float) or key.endswith(("_s", "_rate", "_ms"))  # counts are whole
+        parser.add_argument(f"--{key.replace('_', '-')}", type=float if fractional else int, metavar="N",
                             help=f"default {value} ({PARAMS['smoke'][key]} with --smoke)")
     return parser.parse_args(argv)
 

@@ -25,7 +25,6 @@ const net = require('net');
 const { performance } = require('perf_hooks');
 const { connect } = require('nats');
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const log = (msg) => process.stderr.write(`attack: ${msg}\n`);
 const encoder = new TextEncoder();
 const BATCH = 1000; // at most this many sends per turn of the event loop: timers stay on time
@@ -329,7 +328,6 @@ async function main() {
     await nc.close().catch(() => null);
     process.send({ type: 'stats', stats }, () => process.exit(0));
   });
-  await sleep(0);
 }
 
 main().catch((err) => {
