@@ -256,7 +256,7 @@ class InboxRegistry:
             raise InboxLimit("too many inboxes")
 
     def _make_room(self, for_reader: bool) -> None:
-        """Drop a hundredth of the inboxes at once (the scan is the cost), unwatched ones only.
+        """Drop a twentieth of the inboxes at once (the scan is the cost), unwatched ones only.
 
         First those readers made and no job opened, then closed records, then
         the least recently active. A reader only displaces what readers made.
@@ -265,7 +265,7 @@ class InboxRegistry:
             inbox for inbox in self._inboxes.values()
             if not inbox.subscribers and (not for_reader or (inbox.maker is not None and not inbox.opened))
         ]
-        chosen = heapq.nsmallest(max(1, self._max_inboxes // 100), candidates, key=_eviction_order)
+        chosen = heapq.nsmallest(max(1, self._max_inboxes // 20), candidates, key=_eviction_order)
         for inbox in chosen:
             self._drop(inbox)
         self.evicted += len(chosen)
