@@ -203,9 +203,14 @@ def find_nats_server() -> str:
 
 
 def monit_argv(nats_url: str, port: int, *extra: str) -> list[str]:
-    """twistd monit in the foreground on 127.0.0.1:port; ``extra`` options come last (and win)."""
+    """twistd monit in the foreground on 127.0.0.1:port; ``extra`` options come last (and win).
+
+    The generator's readers share one token, standing in for thousands of users: the cap on
+    what one user's requests may open (``--max-inboxes-per-user``) is lifted for them.
+    """
     return [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15", *extra]
+            "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15",
+            "--max-inboxes-per-user", "1000000", *extra]
 
 
 def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str, nats: dict,

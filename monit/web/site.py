@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
@@ -24,6 +25,7 @@ from twisted.web.resource import IResource
 from twisted.web.server import Request as ServerRequest
 from twisted.web.server import Site
 
+from monit.deadlines import Deadlines
 from monit.oneshot import OneShotObserver
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
@@ -39,6 +41,15 @@ def refusal(code: int, message: str) -> bytes:
 
 class MonitRequest(ServerRequest):
     """A request; HTTP/1.1 without ``Host`` is refused before any resource sees it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Every request gets the attributes a stream sets when it registers as a producer, in
+        # the same order: instances then share their dict's keys. Otherwise, if the process's
+        # first request was not a stream (a health check), each stream's request dict is
+        # rebuilt unshared when it registers, at 1.5 KiB a stream.
+        self.producer = None
+        self.streamingProducer = False
 
     def process(self) -> None:
         if self.clientproto == b"HTTP/1.1" and not self.requestHeaders.hasHeader(b"host"):
@@ -56,16 +67,13 @@ class MonitChannel(HTTPChannel):
 
     site: MonitSite  # set by the site that builds it
     _log = Logger(observer=LogPublisher())  # its "Timing out client" line for every idle connection
+    # Few attributes of its own: a channel's dict is sized by how many there are, and a
+    # thousand idle streams are a thousand channels. The head's size and lines are counted
+    # by HTTPChannel itself (_receivedHeaderSize, _receivedHeaderCount).
     _refused = False
-    _head_bytes = 0
-    _head_lines = 0
-    _deadline: IDelayedCall | None = None
-    address = ""  # the client's, for the cap per address
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        peer = self.transport.getPeer() if self.transport is not None else None
-        self.address = str(getattr(peer, "host", ""))
         self.site.opened(self)
         self._start_head()
 
@@ -75,32 +83,26 @@ class MonitChannel(HTTPChannel):
         self.site.channel_closed(self)
 
     def _start_head(self) -> None:
-        """A request head begins: it has until the deadline."""
-        self._head_bytes = self._head_lines = 0
-        self._stop_head()
-        self._deadline = self.site.clock.callLater(self.site.head_timeout, self._head_too_slow)
+        """A request head begins: it has until the deadline (one the site keeps for every channel)."""
+        site = self.site
+        site.heads.set(self, site.clock.seconds() + site.head_timeout, _head_too_slow)
 
     def _stop_head(self) -> None:
-        if self._deadline is not None and self._deadline.active():
-            self._deadline.cancel()
-        self._deadline = None
-
-    def _head_too_slow(self) -> None:
-        self._deadline = None
-        self._refuse(408, "the request head took too long")
+        self.site.heads.cancel(self)
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return
-        self._head_bytes += len(line) + 2
-        self._head_lines += 1
-        if self._head_bytes > self.totalHeadersSize or self._head_lines > self.maxHeaders:
+        if (
+            self._receivedHeaderSize + len(line) > self.totalHeadersSize
+            or self._receivedHeaderCount >= self.maxHeaders
+        ):
             self._refuse(431, "the request head is too large")
             return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        if self._head_bytes:
+        if self._receivedHeaderSize:
             self._refuse(431, "a request header is too long")
         else:
             self._refuse(414, "the request line is too long")
@@ -131,6 +133,10 @@ class MonitChannel(HTTPChannel):
         self.site.refused[code] += 1
         self.transport.write(refusal(code, message))
         self.transport.loseConnection()
+
+
+def _head_too_slow(channel: MonitChannel) -> None:
+    channel._refuse(408, "the request head took too long")
 
 
 class _Refuser(Protocol):
@@ -171,11 +177,12 @@ class MonitSite(Site):
         self.head_timeout = head_timeout
         self._max_connections = max_connections
         self._max_per_address = max_per_address
-        self.channels: set[HTTPChannel] = set()
+        self.channels: dict[HTTPChannel, str] = {}  # each open one, with its client's address
         self._per_address: Counter[str] = Counter()
         self.refused: Counter[int] = Counter()  # requests answered here, by status code
         self.refused_connections: Counter[str] = Counter()  # connections turned away, by cap
         self._emptied: OneShotObserver[None] | None = None
+        self.heads: Deadlines[MonitChannel] = Deadlines(clock)  # each channel's, while its request head comes
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         if len(self.channels) >= self._max_connections:
@@ -192,15 +199,16 @@ class MonitSite(Site):
         """No access log: monit logs streams and refusals itself, without tokens."""
 
     def opened(self, channel: MonitChannel) -> None:
-        self.channels.add(channel)
-        self._per_address[channel.address] += 1
+        peer = channel.transport.getPeer() if channel.transport is not None else None
+        address = self.channels[channel] = str(getattr(peer, "host", ""))
+        self._per_address[address] += 1
 
     def channel_closed(self, channel: MonitChannel) -> None:
-        if channel in self.channels:
-            self.channels.discard(channel)
-            self._per_address[channel.address] -= 1
-            if not self._per_address[channel.address]:
-                del self._per_address[channel.address]
+        address = self.channels.pop(channel, None)
+        if address is not None:
+            self._per_address[address] -= 1
+            if not self._per_address[address]:
+                del self._per_address[address]
         if not self.channels and self._emptied is not None:
             emptied, self._emptied = self._emptied, None
             emptied.fire(None)
