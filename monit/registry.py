@@ -158,8 +158,12 @@ class InboxRegistry:
         event_id: int | None = None,
         at: float | None = None,
     ) -> None:
-        if not self._seen(self._inboxes.get(inbox_id), event_id):
-            self._publish(self._obtain(inbox_id, at=at), data, event, event_id, at)
+        inbox = self._inboxes.get(inbox_id)
+        if self._seen(inbox, event_id):
+            return
+        if inbox is None or inbox.closed:  # the usual case, a live inbox, needs no more looking up
+            inbox = self._obtain(inbox_id, at=at)
+        self._publish(inbox, data, event, event_id, at)
 
     def close(
         self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None

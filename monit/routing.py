@@ -166,7 +166,7 @@ class Router:
         if self._backlog:
             self._backlog.append(_Waiting(msg, position))  # behind a message still being delivered
         else:
-            self._handle(_Waiting(msg, position))
+            self._handle_message(msg, position)
 
     @property
     def idle(self) -> bool:
@@ -174,21 +174,31 @@ class Router:
         return not self._backlog
 
     def _handle(self, item: _Waiting | _Rest) -> int:
-        """Route a message, or deliver more of one; how many events that took."""
-        subject = item.subject
+        """Route a message that waited, or deliver more of one; how many events that took."""
+        if isinstance(item, _Waiting):
+            return self._handle_message(item.msg, item.position)
         try:
-            if isinstance(item, _Rest):
-                return self._deliver(item.subject, item.inbox_id, item.messages, item.start, item.position)
-            action = self._table.get(subject)
-            if action is None:
-                return 0
-            self.received[action] += 1
-            return self._route(action, item.msg, item.position)
-        except Malformed as reason:
-            self._skip(subject, str(reason))
+            return self._deliver(item.subject, item.inbox_id, item.messages, item.start, item.position)
         except InboxLimit:
-            self.refused += 1
-            self.log.warn("skipped message on {subject}: inbox limit reached", subject=subject)
+            return self._refuse(item.subject)
+
+    def _handle_message(self, msg: Msg, position: Position | None) -> int:
+        """Route a message; how many events that took."""
+        action = self._table.get(msg.subject)
+        if action is None:
+            return 0
+        self.received[action] += 1
+        try:
+            return self._route(action, msg, position)
+        except Malformed as reason:
+            self._skip(msg.subject, str(reason))
+        except InboxLimit:
+            self._refuse(msg.subject)
+        return 1
+
+    def _refuse(self, subject: str) -> int:
+        self.refused += 1
+        self.log.warn("skipped message on {subject}: inbox limit reached", subject=subject)
         return 1
 
     def _route(self, action: Action, msg: Msg, position: Position | None) -> int:
