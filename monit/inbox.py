@@ -170,8 +170,8 @@ class Inbox:
     def publish(self, data: str, event: str | None = None, event_id: int | None = None) -> bool:
         """Encode the event once; true if readers wait for it (the inbox needs a flush).
 
-        Its id is the next one, or ``event_id`` (from a JetStream sequence),
-        which the caller keeps above ``last_id``.
+        Its id is the next one, or ``event_id`` (the registry's process-wide
+        id, or a JetStream sequence), which the caller keeps above ``last_id``.
         """
         if event_id is None:
             event_id = self._last_id + 1
@@ -250,29 +250,44 @@ class Inbox:
         id: the JetStream stream was made anew) gets a gap notice that cannot
         name them, then everything.
         """
-        if self._start is None:
+        notices, frames, reached = self.frames_since(after, limit)
+        if not notices and not frames:
             return None
-        frames: list[bytes] = []
+        return Batch(b"".join(notices + frames), len(frames), frame_id(frames[-1]) if frames else reached)
+
+    def frames_since(self, after: int, limit: int = BATCH_BYTES) -> tuple[list[bytes], list[bytes], int]:
+        """What ``frames_after`` joins: the gap notices, the event frames, and where a
+        reader that took only the notices stands."""
+        if self._start is None:
+            return [], [], after
+        notices: list[bytes] = []
         if after > self._last_id:
-            frames.append(encode_gap(None, None))
+            notices.append(encode_gap(None, None))
             after = self._start
         elif after <= self.run_after:
             after = self._start
         ring, handed = self._ring, len(self._ring) - len(self._pending or ())
         dropped = self._dropped if isinstance(self._dropped, int) else frame_id(self._dropped)
-        if after < dropped and not frames:
-            frames.append(encode_gap(after + 1, dropped))
-        notices = len(frames)
+        if after < dropped and not notices:
+            notices.append(encode_gap(after + 1, dropped))
+        frames: list[bytes] = []
         size = 0
         for frame in islice(ring, _first_after(ring, handed, after), handed):
             frames.append(frame)
             size += len(frame)
             if size >= limit:
                 break
-        events = len(frames) - notices
-        if not frames:
-            return None
-        return Batch(b"".join(frames), events, frame_id(frames[-1]) if events else max(after, dropped))
+        return notices, frames, max(after, dropped)
+
+    @property
+    def start(self) -> int | None:
+        """The id before this run's first event; None until it has one."""
+        return self._start
+
+    @property
+    def pending_from(self) -> int | None:
+        """The id of the first event not handed out yet, if any waits for the flush."""
+        return frame_id(self._pending[0]) if self._pending else None
 
     def replay(self, subscriber: Subscriber, after: int) -> int:
         """Hand the reader what it has not seen, in pieces; how many events that was."""

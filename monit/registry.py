@@ -72,11 +72,12 @@ class InboxRegistry:
         self._max_inboxes = settings.max_inboxes
         self._per_user = settings.max_inboxes_per_user
         self._memory_budget = settings.memory_budget
-        self._base64 = settings.base64
+        self.base64 = settings.base64  # how payloads go out: many-job streams need to know
         self._made_by: Counter[str] = Counter()
         # Core mode: ids go on from the start time, in thousandths of a millisecond, so that
         # a restarted process's ids are above all of its predecessor's (JetStream: from the stream).
         self._id_base = 0 if settings.jetstream else int(clock.seconds() * 1000) * 1000
+        self._last_id = self._id_base
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}
         # Bound methods made once and shared by every inbox (see monit.deadlines).
@@ -97,8 +98,13 @@ class InboxRegistry:
 
     @property
     def id_base(self) -> int:
-        """The id a new inbox's events go on from (0 when they come from JetStream)."""
+        """The id this process's events go on from (0 when they come from JetStream)."""
         return self._id_base
+
+    @property
+    def last_id(self) -> int:
+        """The id of the latest event of any job: ids are global, so one id places a reader in every job."""
+        return self._last_id
 
     def __len__(self) -> int:
         return len(self._inboxes)
@@ -145,7 +151,7 @@ class InboxRegistry:
         """
         self._drop(old)
         when = self.clock.seconds() if at is None else at
-        inbox = Inbox(old.id, self._history, when, self._base64, self._detached, old.last_id, old.last_id)
+        inbox = Inbox(old.id, self._history, when, self.base64, self._detached, old.last_id, old.last_id)
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
         return inbox
@@ -195,6 +201,24 @@ class InboxRegistry:
         elif 0 < after <= inbox.run_after or (inbox.closed and 0 < after >= inbox.last_id):
             raise InboxClosed(inbox_id)  # it has seen all of this run, or a run before it
 
+    def admit_many(self, inbox_ids: list[str], maker: str) -> None:
+        """Raise InboxLimit unless there is room for every inbox in the list that does not exist yet."""
+        new = sum(1 for inbox_id in inbox_ids if inbox_id not in self._inboxes)
+        if new:
+            self._check_room(maker, new)
+
+    def watch(self, inbox_id: str, subscriber: Subscriber, maker: str) -> Inbox:
+        """Attach a reader that reads the history itself (it is only told that events came).
+
+        A closed inbox is returned without it: its reader takes what is left.
+        """
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and inbox.closed:
+            return inbox
+        inbox = self._obtain(inbox_id, maker=maker, watched=True)
+        inbox.subscribers[subscriber] = None
+        return inbox
+
     def subscribe(
         self, inbox_id: str, subscriber: Subscriber, after: int = 0, maker: str | None = None
     ) -> Inbox:
@@ -235,7 +259,7 @@ class InboxRegistry:
         if inbox is None:
             self._check_room(maker)
             when = self.clock.seconds() if at is None else at
-            inbox = Inbox(inbox_id, self._history, when, self._base64, self._detached, self._id_base)
+            inbox = Inbox(inbox_id, self._history, when, self.base64, self._detached, self._id_base)
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 inbox.maker = maker
@@ -248,14 +272,14 @@ class InboxRegistry:
             self._schedule_expiry(inbox)
         return inbox
 
-    def _check_room(self, maker: str | None) -> None:
-        """Room for one more inbox, made by a job (``maker`` None) or by a reader."""
-        if maker is not None and self._made_by[maker] >= self._per_user:
+    def _check_room(self, maker: str | None, count: int = 1) -> None:
+        """Room for ``count`` more inboxes, made by a job (``maker`` None) or by a reader."""
+        if maker is not None and self._made_by[maker] + count > self._per_user:
             self.refused += 1
             raise UserInboxLimit("too many inboxes that no job opened for this user")
-        if len(self._inboxes) >= self._max_inboxes:
+        if len(self._inboxes) + count > self._max_inboxes:
             self._make_room(for_reader=maker is not None)
-        if len(self._inboxes) >= self._max_inboxes:
+        if len(self._inboxes) + count > self._max_inboxes:
             self.refused += 1
             raise InboxLimit("too many inboxes")
 
@@ -288,6 +312,9 @@ class InboxRegistry:
         self, inbox: Inbox, data: str, event: str | None, event_id: int | None = None, at: float | None = None
     ) -> None:
         inbox.touched = self.clock.seconds() if at is None else at
+        if event_id is None:
+            event_id = self._last_id + 1
+        self._last_id = event_id
         self.events += 1
         self.deliveries += len(inbox.subscribers)
         held = inbox.bytes

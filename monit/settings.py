@@ -427,6 +427,9 @@ class Settings:
         "BYTES",
     )
     max_streams: int = _amount(50_000, "concurrent SSE responses; past it, refused (below)", "N")
+    max_jobs_per_stream: int = _amount(
+        100, "jobs one `/events` request may name (`?stream=a&stream=b…`); past it, `400`", "N"
+    )
     max_inboxes: int = _amount(
         100_000,
         "inboxes held, including those readers created; at it, a new job takes the place of "

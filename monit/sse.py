@@ -58,6 +58,21 @@ def frame_id(frame: bytes) -> int:
     return int(frame[4 : frame.index(b"\n", 4)])
 
 
+def tag_frame(frame: bytes, stream: bytes, base64: bool = False) -> bytes:
+    """The frame as a many-job response sends it: its data becomes ``{"stream": …, "data": …}``.
+
+    The id and event name stay, so EventSource handlers work as for one job
+    and read the job from ``data``. ``stream`` is an inbox id, which needs no
+    JSON escaping. The data is one line: monit's payloads are compact JSON
+    (or base64, which an event's, not a notice's, may be: it becomes a JSON
+    string).
+    """
+    head, _, data = frame[:-2].partition(b"data: ")
+    if base64 and head.startswith(b"id: "):
+        data = b'"' + data + b'"'
+    return b"%sdata: {\"stream\":\"%s\",\"data\":%s}\n\n" % (head, stream, data)
+
+
 ERROR_EVENT = "monit.error"  # not "error": EventSource fires its own "error" on every reconnect
 
 

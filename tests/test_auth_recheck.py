@@ -72,7 +72,7 @@ def rechecker(verifier: HandVerifier) -> Rechecker:
 
 def verdict(rechecker: Rechecker, verifier: HandVerifier, answer: Identity | Exception, stream: str = "s1") -> Any:
     recheck = rechecker.for_stream(TOKEN, 0.0)
-    d = recheck.run(100.0, stream)
+    d = recheck.run(100.0, (stream,))
     assert verifier.calls[-1][0] == TOKEN
     verifier.answer(answer)
     assert recheck.due == 100.0 + PERIOD
@@ -117,7 +117,7 @@ def test_a_verifier_raising_keeps_the_stream(events: EventLoggingObserver) -> No
         def verify(self, token: str) -> Deferred[Identity]:
             raise AuthUnavailable("not connected")
 
-    assert result_of(Rechecker(Raising(), PERIOD).for_stream(TOKEN, 0.0).run(1.0, "s1")) is None
+    assert result_of(Rechecker(Raising(), PERIOD).for_stream(TOKEN, 0.0).run(1.0, ("s1",))) is None
 
 
 def test_the_first_recheck_is_spread_over_a_period() -> None:

@@ -107,6 +107,36 @@ async def test_two_instances_agree_and_a_reader_moves_between_them(jetstream_ser
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_reader_of_several_jobs_moves_between_instances_with_one_id(jetstream_server):
+    stream = fresh_stream()
+    one, two = await jetstream_monit(jetstream_server, stream), await jetstream_monit(jetstream_server, stream)
+    publisher = Publisher(jetstream_server.url)
+    try:
+        reader = await open_stream(one, "left", query="&stream=right")
+        for n in range(4):
+            publisher.publish("monitor.user", job_message("left", f"l{n}"))
+            publisher.publish("monitor.user", job_message("right", f"r{n}"))
+        await wait_for(lambda: len(reader.events) == 8)
+        reader.close()
+        for n in range(4, 6):
+            publisher.publish("monitor.user", job_message("right", f"r{n}"))
+            publisher.publish("monitor.user", job_message("left", f"l{n}"))
+        moved = await open_stream(
+            two, "left", {**auth(), "Last-Event-ID": reader.events[-1].id}, query="&stream=right")
+        await wait_for(lambda: len(moved.events) == 4)
+        seen = [(json.loads(e.data)["stream"], json.loads(e.data)["data"]["body"])
+                for e in reader.events + moved.events]
+        assert sorted(seen) == sorted([("left", f"l{n}") for n in range(6)] + [("right", f"r{n}") for n in range(6)])
+        ids = [int(e.id) for e in reader.events + moved.events]
+        assert ids == sorted(set(ids)) and all(i >> ID_SHIFT for i in ids)
+        moved.close()
+    finally:
+        publisher.close()
+        await one.stopService()
+        await two.stopService()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_job_published_while_no_monit_runs_is_served_after(jetstream_server):
     stream = fresh_stream()
     (await jetstream_monit(jetstream_server, stream)).stopService()  # makes the stream, then goes

@@ -146,3 +146,43 @@ def test_ids_from_the_stream_have_holes_and_readers_resume_between_them():
     assert fresh.received.startswith(fell_out) and fresh.received.count(b"data:") == 4
     assert resumed.received.count(b"data:") == 2 and b"gap" not in resumed.received
     assert b'event: gap\ndata: {"from":%d,"to":%d}' % ((3 << 20) + 1, 9 << 20) in behind.received
+
+
+# ids shared by every job: one id places a reader in all of them
+
+
+def test_core_mode_ids_are_one_counter_for_every_job():
+    clock, registry = make()
+    registry.open("a", "{}", "service.create")
+    registry.deliver("b", "{}")
+    registry.deliver("a", "{}")
+    base = registry.id_base
+    assert (registry.get("a").last_id, registry.get("b").last_id, registry.last_id) == (base + 3, base + 2, base + 3)
+
+
+def test_jetstream_ids_come_from_the_stream_and_the_latest_is_known():
+    clock, registry = make(jetstream=True)
+    registry.deliver("a", "{}", event_id=7 << 20)
+    registry.deliver("b", "{}", event_id=9 << 20)
+    assert registry.last_id == 9 << 20 and registry.get("a").last_id == 7 << 20
+
+
+def test_room_for_several_inboxes_is_checked_at_once():
+    clock, registry = make(max_inboxes_per_user=5)
+    registry.watch("old", Reader(), "mallory")
+    registry.admit_many(["old", "n1", "n2", "n3", "n4"], "mallory")  # four new: five in all
+    with pytest.raises(UserInboxLimit):
+        registry.admit_many(["n1", "n2", "n3", "n4", "n5"], "mallory")
+    assert len(registry) == 1
+
+
+def test_watching_adds_a_reader_without_a_replay_and_a_closed_inbox_keeps_none():
+    clock, registry = make(grace=1)
+    registry.deliver("a", "{}")
+    reader = Reader()
+    inbox = registry.watch("a", reader, "alice")
+    assert reader in inbox.subscribers and reader.received == b""
+    registry.close("c", "{}", "service.create.done")
+    clock.advance(2)
+    closed = registry.watch("c", Reader(), "alice")
+    assert closed.closed and not closed.subscribers

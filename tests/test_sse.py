@@ -2,7 +2,7 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monit.sse import compact_json, encode_event, encode_retry
+from monit.sse import compact_json, encode_event, encode_gap, encode_retry, tag_frame
 
 from sseclient import SSEParser
 
@@ -74,3 +74,16 @@ def test_frames_split_anywhere_parse_the_same(payloads, split_every):
     for start in range(0, len(stream), split_every):
         parser.feed(stream[start:start + split_every])
     assert [event.id for event in parser.events] == [str(n) for n in range(1, len(payloads) + 1)]
+
+
+def test_a_tagged_frame_keeps_id_and_event_and_wraps_the_data():
+    frame = encode_event(7, '{"body":"x"}', "service.create")
+    tagged = tag_frame(frame, b"job-1")
+    assert tagged == b'id: 7\nevent: service.create\ndata: {"stream":"job-1","data":{"body":"x"}}\n\n'
+
+
+def test_a_tagged_base64_event_carries_a_string_and_a_notice_stays_json():
+    event = encode_event(8, '{"body":"x"}', None, base64=True)
+    assert tag_frame(event, b"j", base64=True) == b'id: 8\ndata: {"stream":"j","data":"eyJib2R5IjoieCJ9"}\n\n'
+    notice = encode_gap(3, 5)
+    assert tag_frame(notice, b"j", base64=True) == b'event: gap\ndata: {"stream":"j","data":{"from":3,"to":5}}\n\n'

@@ -136,7 +136,7 @@ def test_follow_sees_every_job_and_one_failing_follower_does_not_stop_it(events)
         registry.deliver(job, f'{{"n":{n}}}')
     stop()
     registry.deliver("a", '{"n":4}')
-    assert seen == [("b", Event(1, "message", {"n": 2})), ("a", Event(2, "message", {"n": 3}))]
+    assert seen == [("b", Event(2, "message", {"n": 2})), ("a", Event(3, "message", {"n": 3}))]
     assert len([e for e in events if "log_failure" in e]) == 1
 
 

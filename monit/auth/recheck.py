@@ -14,7 +14,7 @@ service blips would turn its outage into everyone's.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -52,8 +52,8 @@ class Rechecker:
         from now: streams opened together (a reconnect storm) spread out."""
         return Recheck(self, token, now + self.period * (0.5 + self._jitter()))
 
-    def _judge(self, identity: Identity, stream: str) -> str | None:
-        if may_watch(identity, stream):
+    def _judge(self, identity: Identity, streams: Sequence[str]) -> str | None:
+        if all(may_watch(identity, stream) for stream in streams):
             return None
         self.revoked += 1
         return ACCESS_REVOKED
@@ -81,10 +81,10 @@ class Recheck:
     def __repr__(self) -> str:
         return f"<Recheck due={self.due:.1f}>"
 
-    def run(self, now: float, stream: str) -> Deferred[str | None]:
+    def run(self, now: float, streams: Sequence[str]) -> Deferred[str | None]:
         """Ask again; fire with why the stream must end, or None to keep it."""
         rechecker = self._rechecker
         self.due = now + rechecker.period
         rechecker.checks += 1
         checked = maybeDeferred(rechecker.verifier.verify, self._token)
-        return checked.addCallbacks(rechecker._judge, rechecker._judge_failure, callbackArgs=(stream,))
+        return checked.addCallbacks(rechecker._judge, rechecker._judge_failure, callbackArgs=(streams,))

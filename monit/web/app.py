@@ -37,6 +37,7 @@ from monit.web.page import (
     session_token,
     watch_page,
 )
+from monit.web.jobs import JobsStream
 from monit.web.stream import EventStream, StreamSet
 
 RETRY_AFTER_SECONDS = 5
@@ -78,14 +79,23 @@ def _one_parameter(request: IRequest, name: bytes) -> str | None:
         raise BadRequest(f"'{name.decode()}' is not UTF-8") from None
 
 
-def stream_id_of(request: IRequest) -> str:
-    """The one ``stream`` query parameter, validated as an inbox id."""
-    inbox_id = _one_parameter(request, b"stream")
-    if not inbox_id:
+def stream_ids_of(request: IRequest, most: int) -> list[str]:
+    """The ``stream`` query parameters, each validated as an inbox id, without repeats."""
+    values = request.args.get(b"stream", [])
+    if not values:
         raise BadRequest("missing 'stream' parameter")
-    if not valid_inbox_id(inbox_id):
-        raise BadRequest("'stream' must be 1 to 128 letters, digits or . _ : ~ -")
-    return inbox_id
+    if len(values) > most:
+        raise BadRequest(f"at most {most} 'stream' parameters in one request")
+    inbox_ids: dict[str, None] = {}
+    for value in values:
+        try:
+            inbox_id = bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("'stream' is not UTF-8") from None
+        if not valid_inbox_id(inbox_id):
+            raise BadRequest("'stream' must be 1 to 128 letters, digits or . _ : ~ -")
+        inbox_ids[inbox_id] = None
+    return list(inbox_ids)
 
 
 def last_event_id_of(request: IRequest) -> int:
@@ -137,6 +147,7 @@ class MonitWeb:
         self._verifier = verifier
         self._clock = clock
         self._max_streams = settings.max_streams
+        self._max_jobs = settings.max_jobs_per_stream
         self._max_pending = settings.max_pending
         self._readiness = readiness
         self._require_token = not settings.insecure_no_auth
@@ -180,7 +191,7 @@ class MonitWeb:
             return self._refuse(request, 405, "a stream is read with GET")
         self._cors(request)
         try:
-            inbox_id = stream_id_of(request)
+            inbox_ids = stream_ids_of(request, self._max_jobs)
             after = last_event_id_of(request)
         except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
@@ -191,7 +202,7 @@ class MonitWeb:
         return verified.addCallbacks(
             self._stream,
             self._auth_failed,
-            callbackArgs=(request, inbox_id, after, token),
+            callbackArgs=(request, inbox_ids, after, token),
             errbackArgs=(request,),
         )
 
@@ -284,26 +295,23 @@ class MonitWeb:
         return self._metrics()
 
     def _stream(
-        self, identity: Identity, request: Request, inbox_id: str, after: int, token: str
+        self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
     ) -> IResource | bytes:
         self.auth_results["valid"] += 1
-        if not may_watch(identity, inbox_id):
-            self.log.info("{user} may not watch stream {stream}", user=identity.user, stream=inbox_id)
-            return self._refuse(request, 403, "not allowed to watch this stream")
+        for inbox_id in inbox_ids:
+            if not may_watch(identity, inbox_id):
+                self.log.info("{user} may not watch stream {stream}", user=identity.user, stream=inbox_id)
+                named = "this stream" if len(inbox_ids) == 1 else f"stream {inbox_id!r}"
+                return self._refuse(request, 403, f"not allowed to watch {named}")
         if len(self.streams) >= self._max_streams:
             return self._unavailable(request, "too many streams")
-        stream = EventStream(
-            request,
-            self._registry,
-            self.streams,
-            identity.user,
-            self._clock,
-            self._max_pending,
-            identity.expires,
-            self._recheck(identity, token),
-        )
+        recheck = self._recheck(identity, token)
+        args = (request, self._registry, self.streams, identity.user, self._clock, self._max_pending)
         try:
-            stream.run(inbox_id, after)
+            if len(inbox_ids) == 1:  # one job: frames exactly as the seed sent them
+                EventStream(*args, identity.expires, recheck).run(inbox_ids[0], after)
+            else:
+                JobsStream(*args, identity.expires, recheck).run_jobs(inbox_ids, after)
             return STREAMING
         except InboxClosed:
             request.setResponseCode(204)

@@ -144,7 +144,11 @@ class EventStream:
         else:
             self._request.write(KEEPALIVE)
             if self._recheck is not None and self._recheck.due <= now:
-                self._recheck.run(now, self._stream_id).addCallback(self._rechecked)
+                self._recheck.run(now, self.watching()).addCallback(self._rechecked)
+
+    def watching(self) -> tuple[str, ...]:
+        """The jobs this response shows: what a recheck asks access to."""
+        return (self._stream_id,)
 
     def _check_progress(self) -> None:
         """Drop a reader that is behind and has taken nothing since the last heartbeat."""

@@ -1,0 +1,183 @@
+"""Many jobs on one SSE response: what a dashboard watches over one connection.
+
+A browser on HTTP/1.1 holds at most six connections to one origin, so a
+page that watches a seventh job with its own EventSource stalls. One
+response for many jobs avoids that. Its frames go out in the order of their
+ids, which are global (the JetStream sequence, or the process-wide counter
+in core mode), so the last id a reader saw places it in every job at once:
+a reconnect with ``Last-Event-ID`` gets, of each job, what it has not seen.
+
+Unlike a one-job stream, it does not write the batches its inboxes hand
+out: those are in the order of inboxes, not of ids. It is only told that
+events came, and after the flush reads each job's history from where its
+reader stands, merges the frames by id and writes about a batch's worth at
+a time, at the pace the socket takes it. So slow readers cost nothing
+more, and a frame is never written before one with a lower id that is
+still to come.
+"""
+from __future__ import annotations
+
+from twisted.internet.interfaces import IDelayedCall
+
+from monit.inbox import BATCH_BYTES, Batch, Inbox, InboxClosed
+from monit.sse import encode_gap, frame_id, tag_frame
+from monit.web.stream import EventStream
+
+_SMALLEST_SHARE = 4096  # bytes read from one job at a time, however many jobs share a batch
+
+
+class _Job:
+    """One job of a many-job response: its inbox, and how far the reader has got in it."""
+
+    __slots__ = ("id", "tag", "inbox", "cursor", "ended", "_stream")
+
+    def __init__(self, job_id: str, stream: JobsStream) -> None:
+        self.id = job_id
+        self.tag = job_id.encode("ascii")
+        self.inbox: Inbox | None = None
+        self.cursor = 0  # the id of the last of its events the reader has
+        self.ended = False
+        self._stream = stream
+
+    def deliver(self, batch: Batch) -> None:
+        """The inbox flushed: the stream reads the history itself, in id order."""
+        self._stream.wake()
+
+    def end(self) -> None:
+        """The job's run is over; the reader still gets what is left of it."""
+        self.ended = True
+        self._stream.wake()
+
+
+class JobsStream(EventStream):
+    """An EventStream for several jobs: each frame's data names its job.
+
+    A job that ends does not end the response; the last one to end does.
+    """
+
+    __slots__ = ("_jobs", "_wake")
+
+    def run_jobs(self, job_ids: list[str], after: int = 0) -> None:
+        """Start the response and follow every job that has more for the reader.
+
+        Raises InboxClosed (before anything is written) if no job has, and
+        InboxLimit if the jobs' new inboxes would be too many.
+        """
+        self._wake: IDelayedCall | None = None
+        self._jobs: list[_Job] = []
+        registry = self._registry
+        live = [job_id for job_id in job_ids if not self._seen_all(job_id, after)]
+        if not live:
+            raise InboxClosed(",".join(job_ids))
+        registry.admit_many(live, self._user)
+        self._stream_id = ",".join(job_ids)
+        self._start()
+        self._request.notifyFinish().addErrback(self._gone)
+        unknown = after > registry.last_id  # an id from no history of ours: the stream was made anew
+        self._jobs = [self._follow(job_id, 0 if unknown else after) for job_id in live]
+        if unknown:
+            self._request.write(b"".join(tag_frame(encode_gap(None, None), job.tag) for job in self._jobs))
+        self.log.info("stream {stream} opened for {user}", stream=self._stream_id, user=self._user)
+        self._streams.add(self)
+        self._pull()
+
+    def _seen_all(self, job_id: str, after: int) -> bool:
+        """The job has ended and the reader has all of it."""
+        inbox = self._registry.get(job_id)
+        return inbox is not None and inbox.closed and 0 < after >= inbox.last_id
+
+    def _follow(self, job_id: str, after: int) -> _Job:
+        job = _Job(job_id, self)
+        inbox = job.inbox = self._registry.watch(job_id, job, self._user)
+        job.ended = inbox.closed
+        # A reader past the job's last event has all of it so far; the job's next events
+        # come after every id the reader has.
+        job.cursor = inbox.last_id if inbox.start is not None and after >= inbox.last_id else after
+        return job
+
+    def watching(self) -> tuple[str, ...]:
+        return tuple(job.id for job in self._jobs)
+
+    def wake(self) -> None:
+        """Events came (or a job ended): read them once the flush is over."""
+        self._behind = True
+        if self._wake is None and self._started is not None:
+            self._wake = self._clock.callLater(0, self._pull)
+
+    def _catch_up(self) -> None:
+        self._pull()
+
+    def _pull(self) -> None:
+        """Write what the reader has not seen, a batch at a time, while the socket takes it."""
+        if self._wake is not None:
+            if self._wake.active():
+                self._wake.cancel()
+            self._wake = None
+        self._behind = True  # until caught up: a pause leaves the rest to resumeProducing
+        while not self._paused and self._started is not None:
+            batch = self._next_batch()
+            if batch is None:
+                self._behind = False
+                self._unsent_at_beat = -1
+                if all(job.ended for job in self._jobs):
+                    self._finish("every job ended")
+                return
+            self.events += batch.events
+            self._writer.write(batch)
+
+    def _next_batch(self) -> Batch | None:
+        """About a batch's worth of the jobs' unseen frames, in id order, notices first.
+
+        Frames go out only up to the *horizon*: below any event not handed out
+        yet, and below the last frame read of a job whose read was cut short,
+        so no frame with a lower id can come after them.
+        """
+        share = max(_SMALLEST_SHARE, BATCH_BYTES // len(self._jobs))
+        horizon: float = float("inf")
+        notices: list[bytes] = []
+        frames: list[tuple[int, _Job, bytes]] = []
+        for job in self._jobs:
+            inbox = job.inbox
+            assert inbox is not None, "jobs are followed until the stream detaches"
+            if inbox.pending_from is not None:
+                horizon = min(horizon, inbox.pending_from - 1)
+            if job.cursor >= inbox.last_id:
+                continue
+            start = inbox.start
+            after = 0 if start is not None and job.cursor < start else job.cursor  # its run, from the start
+            job_notices, job_frames, reached = inbox.frames_since(after, share)
+            if job_notices:
+                notices.extend(tag_frame(notice, job.tag) for notice in job_notices)
+                job.cursor = reached
+            if sum(map(len, job_frames)) >= share:
+                horizon = min(horizon, frame_id(job_frames[-1]))
+            frames.extend((frame_id(frame), job, frame) for frame in job_frames)
+        return self._merge(notices, frames, horizon)
+
+    def _merge(self, notices: list[bytes], frames: list[tuple[int, _Job, bytes]], horizon: float) -> Batch | None:
+        """The notices, then the frames up to the horizon in id order, about a batch's worth."""
+        frames.sort(key=lambda entry: entry[0])
+        out = notices
+        size = sum(map(len, notices))
+        events = last = 0
+        base64 = self._registry.base64
+        for event_id, job, frame in frames:
+            if event_id > horizon or size >= BATCH_BYTES:
+                break
+            tagged = tag_frame(frame, job.tag, base64)
+            out.append(tagged)
+            size += len(tagged)
+            job.cursor = last = event_id
+            events += 1
+        if not out:
+            return None
+        return Batch(b"".join(out), events, last)
+
+    def _detach(self, reason: str) -> None:
+        if self._wake is not None and self._wake.active():
+            self._wake.cancel()
+        self._wake = None
+        for job in self._jobs:
+            if job.inbox is not None and not job.ended:
+                self._registry.unsubscribe(job.inbox, job)
+        super()._detach(reason)
