@@ -217,3 +217,15 @@ def test_settings_with_a_secret_hold_hmac_tokens_to_audience_and_issuer(clock: C
     verifier = verification_for(settings, clock, NoNATS()).verifier
     assert result_of(verifier.verify(hs256()))
     assert refusal(verifier, hs256(iss="other")) == "unexpected issuer"
+
+
+def test_keys_and_an_auth_url_together_accept_a_good_jwt_locally(
+    tmp_path: Path, signers: dict[str, Signer], clock: Clock
+) -> None:
+    signer = signers["RS256"]
+    settings = Settings(jwt_public_key=signer.write_pem(tmp_path), jwt_audience=AUDIENCE,
+                        auth_url="https://auth.example/check")
+    verification = verification_for(settings, clock, NoNATS())
+    assert verification.remote is not None
+    assert result_of(verification.verifier.verify(signer.token(now=NOW))).user == "alice"
+    assert verification.remote.in_flight == 0, "no round trip for a valid JWT"

@@ -6,7 +6,9 @@ in), but at most once every L{MIN_REFETCH_INTERVAL} (both can be changed): a flo
 made-up kids must not become a flood of fetches.  A fetch that fails keeps
 the keys we have, so tokens of known keys still pass while the provider is
 unreachable; a token of an unknown key is then L{AuthUnavailable} (fail
-closed: it may be good), and after a good fetch that lacks it, L{InvalidToken}.
+closed: it may be good), as is every token before the first good fetch, and
+after a good fetch that lacks it, L{InvalidToken}.  The trouble is logged
+when it starts or changes, not at every fetch.
 """
 from __future__ import annotations
 
