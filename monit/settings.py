@@ -532,7 +532,7 @@ class Settings:
     # For embedding only.
     serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
-    jwks_min_refetch: float = 10.0  # seconds between JWKS fetches that tokens of unknown kids cause
+    jwks_min_refetch: float = 10.0  # seconds between JWKS fetches that tokens of unknown kids may cause
     jwks_refresh: float = 600.0  # seconds between JWKS fetches nobody asked for
 
     def __attrs_post_init__(self) -> None:
@@ -549,44 +549,43 @@ class Settings:
 
     def _check_jwt(self) -> None:
         """The JWT options make one way of checking JWTs, or say what clashes."""
-        from monit.auth.keys import HMAC_ALGORITHMS, algorithms_for, check_algorithms, describe, load_public_key
-
+        with_keys = self.jwt_jwks_url is not None or self.jwt_public_key is not None
         if self.jwt_jwks_url is not None and self.jwt_public_key is not None:
             raise ValueError("--jwt-jwks-url and --jwt-public-key are two ways to give the keys: give one")
-        with_keys = self.jwt_jwks_url is not None or self.jwt_public_key is not None
         if with_keys and self.jwt_secret:
             raise ValueError(
                 "--jwt-secret (or JWT_SECRET) cannot go with --jwt-jwks-url or --jwt-public-key: "
                 "tokens of either kind would look alike; give one"
             )
         if not (with_keys or self.jwt_secret or self.auth_url is None):
-            given = [name for name, value in (("--jwt-algorithms", self.jwt_algorithms),
-                     ("--jwt-audience", self.jwt_audience), ("--jwt-issuer", self.jwt_issuer)) if value]
-            if given:
-                raise ValueError(f"{given[0]} is for JWTs, and with only --auth-url no JWT is checked here")
-        if self.jwt_algorithms is None:
-            return
+            for name, value in (("algorithms", self.jwt_algorithms), ("audience", self.jwt_audience),
+                                ("issuer", self.jwt_issuer)):
+                if value is not None:
+                    raise ValueError(f"--jwt-{name} is for JWTs, and with only --auth-url no JWT is checked here")
+        if self.jwt_algorithms is not None:
+            self._check_jwt_algorithms(self.jwt_algorithms, with_keys)
+
+    def _check_jwt_algorithms(self, names: tuple[str, ...], with_keys: bool) -> None:
+        """Known names, never none; HMAC ones with a secret only, the others with keys only."""
+        from monit.auth.keys import HMAC_ALGORITHMS, algorithms_for, check_algorithms, describe, load_public_key
+
         try:
-            check_algorithms(self.jwt_algorithms)
+            check_algorithms(names)
         except ValueError as error:
             raise ValueError(f"--jwt-algorithms {error}") from None
-        if not with_keys:
-            wrong = [name for name in self.jwt_algorithms if name not in HMAC_ALGORITHMS]
-            if wrong:
-                raise ValueError(f"--jwt-algorithms {wrong[0]} needs --jwt-public-key or --jwt-jwks-url")
-            return
-        wrong = [name for name in self.jwt_algorithms if name in HMAC_ALGORITHMS]
-        if wrong:
-            raise ValueError(f"--jwt-algorithms {wrong[0]} needs --jwt-secret: a public key is never an HMAC secret")
+        for name in names:
+            if with_keys and name in HMAC_ALGORITHMS:
+                raise ValueError(f"--jwt-algorithms {name} needs --jwt-secret: a public key is never an HMAC secret")
+            if not with_keys and name not in HMAC_ALGORITHMS:
+                raise ValueError(f"--jwt-algorithms {name} needs --jwt-public-key or --jwt-jwks-url")
         if self.jwt_public_key is not None:
             key = load_public_key(self.jwt_public_key)
-            unsuited = [name for name in self.jwt_algorithms if name not in algorithms_for(key)]
-            if unsuited:
-                raise ValueError(
-                    f"--jwt-algorithms {unsuited[0]} does not suit --jwt-public-key "
-                    f"{self.jwt_public_key} ({describe(key)})"
-                )
-
+            for name in names:
+                if name not in algorithms_for(key):
+                    raise ValueError(
+                        f"--jwt-algorithms {name} does not suit --jwt-public-key {self.jwt_public_key} "
+                        f"({describe(key)})"
+                    )
 
 def options() -> Iterator[OptionField]:
     """The operator's options, in the order ``--help`` and the README give them."""

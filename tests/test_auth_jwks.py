@@ -65,10 +65,14 @@ def clock() -> Clock:
     return Clock()
 
 
+def make_keys(http: Any, clock: Clock, url: str = URL) -> JWKS:
+    return JWKS(http, url, clock, timeout=2.0, min_refetch=MIN_REFETCH, refresh=REFRESH)
+
+
 @pytest.fixture
 def keys(provider: Provider, clock: Clock) -> Any:
     stub = StubTreq(provider)
-    keys = JWKS(stub, URL, clock, timeout=2.0, min_refetch=MIN_REFETCH, refresh=REFRESH)
+    keys = make_keys(stub, clock)
     keys.stub = stub
     keys.startService()
     yield keys
@@ -244,7 +248,7 @@ def test_while_the_jwks_cannot_be_fetched_known_keys_work_and_unknown_ones_are_u
 
 def test_no_keys_yet_means_unavailable_not_refused(provider: Provider, clock: Clock, rsa: Signer) -> None:
     provider.code = 500
-    keys = JWKS(StubTreq(provider), URL, clock, timeout=2.0)
+    keys = make_keys(StubTreq(provider), clock)
     keys.startService()
     with pytest.raises(AuthUnavailable):
         result_of(keys.key_for(rsa.kid))
@@ -258,7 +262,7 @@ def test_a_connection_error_is_unavailable(clock: Clock, events: EventLoggingObs
         def get(self, url: str, **kwargs: Any) -> defer.Deferred:
             return defer.fail(ConnectionRefusedError("Connection refused"))
 
-    keys = JWKS(Refusing(), URL, clock, timeout=2.0)
+    keys = make_keys(Refusing(), clock)
     keys.startService()
     with pytest.raises(AuthUnavailable):
         result_of(keys.key_for("any"))
@@ -271,7 +275,7 @@ def test_a_connection_error_is_unavailable(clock: Clock, events: EventLoggingObs
 
 def test_stopping_abandons_the_fetch_and_its_timers(provider: Provider, clock: Clock) -> None:
     provider.hang = True
-    keys = JWKS(StubTreq(provider), URL, clock, timeout=2.0)
+    keys = make_keys(StubTreq(provider), clock)
     keys.startService()
     waiting = keys.key_for("any")
     keys.stopService()
@@ -281,7 +285,7 @@ def test_stopping_abandons_the_fetch_and_its_timers(provider: Provider, clock: C
 
 
 def test_a_plain_http_url_is_warned_about(provider: Provider, clock: Clock, events: EventLoggingObserver) -> None:
-    keys = JWKS(StubTreq(provider), "http://id.example/certs?key=secret", clock, timeout=2.0)
+    keys = make_keys(StubTreq(provider), clock, "http://id.example/certs?key=secret")
     keys.startService()
     keys.stopService()
     assert warnings(events) == [

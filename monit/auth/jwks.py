@@ -1,8 +1,9 @@
 """An identity provider's signing keys, fetched from its JWKS URL with treq and kept.
 
-Keys are fetched at start, again every L{REFRESH_INTERVAL}, and again when a
+Keys are fetched at start, again every ``refresh`` seconds, and again when a
 token names a ``kid`` we do not know (a key the provider has just rotated
-in), but at most once every L{MIN_REFETCH_INTERVAL} (both can be changed): a flood of tokens with
+in), but at most once every ``min_refetch`` seconds (the defaults are in
+L{monit.settings.Settings}): a flood of tokens with
 made-up kids must not become a flood of fetches.  A fetch that fails keeps
 the keys we have, so tokens of known keys still pass while the provider is
 unreachable; a token of an unknown key is then L{AuthUnavailable} (fail
@@ -33,8 +34,6 @@ from monit.auth.keys import PUBLIC_KEY_TYPES, SigningKey
 from monit.oneshot import OneShotObserver
 from monit.settings import redacted_url
 
-MIN_REFETCH_INTERVAL = 10.0  # seconds between fetches asked for by unknown kids
-REFRESH_INTERVAL = 600.0  # seconds between fetches nobody asked for
 MAX_JWKS_BYTES = 256 * 1024
 
 
@@ -107,8 +106,8 @@ class JWKS(Service):
         url: str,
         clock: IReactorTime,
         timeout: float,
-        min_refetch: float = MIN_REFETCH_INTERVAL,
-        refresh: float = REFRESH_INTERVAL,
+        min_refetch: float,
+        refresh: float,
     ) -> None:
         self._http = http
         self._url = url
@@ -118,7 +117,6 @@ class JWKS(Service):
         self._min_refetch = min_refetch
         self._refresh_interval = refresh
         self.keys = KeySet([])
-        self.fetches = 0  # fetches started, for tests and curious operators
         self._last_fetch: float | None = None  # when the newest fetch started
         self._problem: str | None = None  # why the newest fetch failed; None after a good one
         self._fetching: OneShotObserver[None] | None = None
@@ -189,7 +187,6 @@ class JWKS(Service):
         self._fetching = OneShotObserver()
         fetched = self._fetching.when_fired()
         self._last_fetch = self._clock.seconds()
-        self.fetches += 1
         d: Deferred[Any] = maybeDeferred(
             self._http.get, self._url, headers={"Accept": "application/json"}, unbuffered=True
         )
