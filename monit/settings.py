@@ -190,6 +190,42 @@ def _http_url(text: str) -> str:
     return text
 
 
+def _jwks_url(text: str) -> str:
+    """A JWKS URL: http(s), with a host, and no credentials (a JWKS is public)."""
+    if not text.startswith(("http://", "https://")):
+        raise ValueError(f"{redacted_url(text)!r} must be an http:// or https:// URL")
+    try:
+        parts = urlsplit(text)
+        port_is_a_number = parts.port is None or parts.port >= 0
+    except ValueError:
+        port_is_a_number = False
+    if not port_is_a_number:
+        raise ValueError(f"{redacted_url(text)!r} is not a URL")
+    if not parts.hostname:
+        raise ValueError(f"{redacted_url(text)!r} has no host")
+    if "@" in parts.netloc:
+        raise ValueError(f"{redacted_url(text)!r} must not carry a user or password: a JWKS is public")
+    return text
+
+
+def _valid_jwks_url(instance: object, attribute: object, value: str | None) -> None:
+    if value is not None:
+        _jwks_url(value)
+
+
+def _public_key_file(text: str) -> str:
+    from monit.auth.keys import load_public_key
+
+    load_public_key(text)
+    return text
+
+
+def _algorithms(text: str) -> tuple[str, ...]:
+    from monit.auth.keys import parse_algorithms
+
+    return parse_algorithms(text)
+
+
 def _valid_auth_url(instance: object, attribute: object, value: str | None) -> None:
     """Settings made in Python are held to what --auth-url accepts."""
     if value is not None:
@@ -353,10 +389,34 @@ class Settings:
         default_text='ask NATS `config.get.monitor` (reply `{"host": …, "port": …}`), else `tcp:8080`',
     )
     jwt_secret: str | None = _option(
-        None, "the HS256 secret tokens are checked with", _text, metavar="S",
+        None, "the HMAC secret (HS256) tokens are checked with", _text, metavar="S",
         legacy_env=("JWT_SECRET",), secret=True,
-        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` is given)",
+        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` or keys are given)",
     )
+    jwt_jwks_url: str | None = _option(
+        None,
+        "check JWTs signed by an identity provider with the public keys at its JWKS URL (below); "
+        "fetched at start, every 10 minutes, and when a token names an unknown `kid` (at most "
+        "every 10 s)",
+        _jwks_url, metavar="URL", validator=_valid_jwks_url, shown=_shown_url,
+    )
+    jwt_public_key: str | None = _option(
+        None, "check JWTs with this public key: a PEM file holding an RSA, EC or Ed25519 public key "
+        "or a certificate", _public_key_file, metavar="FILE",
+    )
+    jwt_algorithms: tuple[str, ...] | None = _option(
+        None,
+        "the JWT algorithms accepted, of `HS256`, `HS384`, `HS512` (with a secret) or `RS256`…`RS512`, "
+        "`PS256`…`PS512`, `ES256`, `ES384`, `ES512`, `EdDSA` (with keys); never `none`",
+        _algorithms, metavar="ALG,…", converter=attrs.converters.optional(tuple),
+        default_text="`HS256` with a secret; with keys, all those the key's kind suits",
+    )
+    jwt_audience: str | None = _option(
+        None,
+        "a JWT's `aud` must name this; without it, a JWT that has an `aud` is refused (RFC 7519)",
+        _text, metavar="AUD",
+    )
+    jwt_issuer: str | None = _option(None, "a JWT's `iss` must be this", _text, metavar="ISS")
     auth_url: str | None = _option(
         None,
         "ask this URL about each token (below); no `user:password@` (refused at start), "
@@ -475,18 +535,60 @@ class Settings:
     # For embedding only.
     serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
+    jwks_min_refetch: float = 10.0  # seconds between JWKS fetches that tokens of unknown kids may cause
+    jwks_refresh: float = 600.0  # seconds between JWKS fetches nobody asked for
 
     def __attrs_post_init__(self) -> None:
         if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
             raise ValueError("--nats-tls-cert and --nats-tls-key go together: give both, or neither")
         if self.nats_nkey is not None and self.nats_creds is not None:
             raise ValueError("--nats-nkey and --nats-creds are two ways to say who monit is: give one")
+        self._check_jwt()
         if self.jetstream and self.jetstream_max_age < self.retention + self.abandon:
             raise ValueError(
                 f"--jetstream-max-age ({self.jetstream_max_age:g} s) must be at least --retention plus "
                 f"--abandon ({self.retention + self.abandon:g} s): a replay must find a whole job"
             )
 
+    def _check_jwt(self) -> None:
+        """The JWT options make one way of checking JWTs, or say what clashes."""
+        with_keys = self.jwt_jwks_url is not None or self.jwt_public_key is not None
+        if self.jwt_jwks_url is not None and self.jwt_public_key is not None:
+            raise ValueError("--jwt-jwks-url and --jwt-public-key are two ways to give the keys: give one")
+        if with_keys and self.jwt_secret:
+            raise ValueError(
+                "--jwt-secret (or JWT_SECRET) cannot go with --jwt-jwks-url or --jwt-public-key: "
+                "tokens of either kind would look alike; give one"
+            )
+        if not (with_keys or self.jwt_secret or self.auth_url is None):
+            for name, value in (("algorithms", self.jwt_algorithms), ("audience", self.jwt_audience),
+                                ("issuer", self.jwt_issuer)):
+                if value is not None:
+                    raise ValueError(f"--jwt-{name} is for JWTs, and with only --auth-url no JWT is checked here")
+        if self.jwt_algorithms is not None:
+            self._check_jwt_algorithms(self.jwt_algorithms, with_keys)
+
+    def _check_jwt_algorithms(self, names: tuple[str, ...], with_keys: bool) -> None:
+        """Known names, never none; HMAC ones with a secret only, the others with keys only."""
+        from monit.auth.keys import HMAC_ALGORITHMS, algorithms_for, check_algorithms, describe, load_public_key
+
+        try:
+            check_algorithms(names)
+        except ValueError as error:
+            raise ValueError(f"--jwt-algorithms {error}") from None
+        for name in names:
+            if with_keys and name in HMAC_ALGORITHMS:
+                raise ValueError(f"--jwt-algorithms {name} needs --jwt-secret: a public key is never an HMAC secret")
+            if not with_keys and name not in HMAC_ALGORITHMS:
+                raise ValueError(f"--jwt-algorithms {name} needs --jwt-public-key or --jwt-jwks-url")
+        if self.jwt_public_key is not None:
+            key = load_public_key(self.jwt_public_key)
+            for name in names:
+                if name not in algorithms_for(key):
+                    raise ValueError(
+                        f"--jwt-algorithms {name} does not suit --jwt-public-key {self.jwt_public_key} "
+                        f"({describe(key)})"
+                    )
 
 def options() -> Iterator[OptionField]:
     """The operator's options, in the order ``--help`` and the README give them."""

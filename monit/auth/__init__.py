@@ -3,7 +3,11 @@
 - ``interface``: what every verifier promises (``ITokenVerifier``), the
   ``Identity`` it yields, and the two ways it refuses;
 - ``request``: where a request carries its token;
-- ``jwt_verifier``: HS256 JWTs, with a secret given or fetched from NATS;
+- ``jwt_verifier``: HMAC JWTs (HS256), with a secret given or fetched from NATS,
+  and the claim checks every JWT goes through;
+- ``signed``: JWTs signed by an identity provider, checked with its public key;
+- ``keys``: public keys, the algorithms each suits, and reading one from PEM;
+- ``jwks``: an identity provider's keys, fetched from its JWKS URL and kept;
 - ``remote``: an auth service asked over HTTP with treq;
 - ``cache``: remembered answers, one check in flight per token;
 - ``modes``: the verifier an operator's settings call for;

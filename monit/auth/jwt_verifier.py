@@ -1,17 +1,20 @@
-"""HS256 JWTs, checked with PyJWT against a secret that is given or fetched from NATS.
+"""HMAC-signed JWTs (HS256), checked with PyJWT against a secret given or fetched from NATS.
 
 The secret may have to be fetched first, so verification is asynchronous;
 while it cannot be fetched, tokens are refused with L{AuthUnavailable}.
+What a token's claims must say (times, audience, issuer) is L{ClaimChecks},
+shared with the verifier of tokens signed with public keys (``signed``).
 """
 from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, Protocol
 
+import attrs
 import jwt
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -47,6 +50,7 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidAlgorithmError, "algorithm not allowed"),
     (jwt.DecodeError, "malformed token"),
     (jwt.InvalidAudienceError, "unexpected audience"),
+    (jwt.InvalidIssuerError, "unexpected issuer"),
     (jwt.exceptions.InvalidSubjectError, "invalid subject"),
 )
 
@@ -57,6 +61,45 @@ def quiet_key_length() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)
         yield
+
+
+@attrs.frozen
+class ClaimChecks:
+    """What a JWT's claims must say, whoever signed it."""
+
+    leeway: float = 0
+    require_exp: bool = False
+    audience: str | None = None  # when given, ``aud`` must name it
+    issuer: str | None = None  # when given, ``iss`` must be it
+
+    def identity(self, claims: dict[str, Any], now: float) -> Identity:
+        """The identity the claims name, once their times are checked against ``now``."""
+        expires = _time_claim(claims, "exp")
+        not_before = _time_claim(claims, "nbf")
+        if expires is None and self.require_exp:
+            raise InvalidToken("token has no exp")
+        if expires is not None and expires <= now - self.leeway:
+            raise InvalidToken("token expired")
+        if not_before is not None and not_before > now + self.leeway:
+            raise InvalidToken("token not valid yet")
+        return Identity(user=_user(claims), claims=MappingProxyType(claims), expires=expires)
+
+
+def decode(token: str, key: Any, algorithms: Sequence[str], checks: ClaimChecks, now: float) -> Identity:
+    """The token's identity if ``key`` signed it with one of ``algorithms``; else InvalidToken."""
+    try:
+        with quiet_key_length():
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=list(algorithms),
+                audience=checks.audience,
+                issuer=checks.issuer,
+                options=_DECODE_OPTIONS,
+            )
+    except jwt.PyJWTError as e:  # InvalidKeyError is not an InvalidTokenError
+        raise InvalidToken(_reason(e)) from None
+    return checks.identity(claims, now)
 
 
 @implementer(ITokenVerifier)
@@ -71,47 +114,47 @@ class JWTVerifier:
         clock: IReactorTime,
         leeway: float = 0,
         require_exp: bool = False,
+        audience: str | None = None,
+        issuer: str | None = None,
+        algorithms: Sequence[str] = (ALGORITHM,),
     ) -> None:
         self._fetcher = secret
         self._clock = clock
-        self._leeway = leeway
-        self._require_exp = require_exp
+        self._checks = ClaimChecks(leeway, require_exp, audience, issuer)
+        self._algorithms = tuple(algorithms)
         self._secret: str | None = None
         self._fetching: OneShotObserver[str] | None = None
 
     @classmethod
-    def with_secret(cls, secret: str, clock: IReactorTime, require_exp: bool = False) -> JWTVerifier:
+    def with_secret(
+        cls,
+        secret: str,
+        clock: IReactorTime,
+        require_exp: bool = False,
+        audience: str | None = None,
+        issuer: str | None = None,
+        algorithms: Sequence[str] = (ALGORITHM,),
+    ) -> JWTVerifier:
         """A verifier with a secret known up front (--jwt-secret, JWT_SECRET)."""
         if not secret:
             raise ValueError("the JWT secret is empty")
-        verifier = cls(lambda: succeed(secret), clock, require_exp=require_exp)
+        verifier = cls(
+            lambda: succeed(secret), clock, require_exp=require_exp,
+            audience=audience, issuer=issuer, algorithms=algorithms,
+        )
         verifier._fetched(secret)  # known now: a short one is warned about at start-up
         return verifier
 
     def verify(self, token: str) -> Deferred[Identity]:
         """Check the token's shape now, then its signature and times once the secret is known."""
         try:
-            _check_shape(token)
+            check_shape(token, self._algorithms)
         except InvalidToken as e:
             return fail(e)
         return self.secret().addCallback(self._decode, token)
 
     def _decode(self, secret: str, token: str) -> Identity:
-        try:
-            with quiet_key_length():
-                claims = jwt.decode(token, secret, algorithms=[ALGORITHM], options=_DECODE_OPTIONS)
-        except jwt.InvalidTokenError as e:
-            raise InvalidToken(_reason(e)) from None
-        expires = _time_claim(claims, "exp")
-        not_before = _time_claim(claims, "nbf")
-        if expires is None and self._require_exp:
-            raise InvalidToken("token has no exp")
-        now = self._clock.seconds()
-        if expires is not None and expires <= now - self._leeway:
-            raise InvalidToken("token expired")
-        if not_before is not None and not_before > now + self._leeway:
-            raise InvalidToken("token not valid yet")
-        return Identity(user=_user(claims), claims=MappingProxyType(claims), expires=expires)
+        return decode(token, secret, self._algorithms, self._checks, self._clock.seconds())
 
     def secret(self) -> Deferred[str]:
         """The cached secret, or a place in the queue for the one fetch in flight.
@@ -166,21 +209,25 @@ def _require_secret(secret: object) -> str:
     return secret
 
 
-def _check_shape(token: object) -> None:
-    """Refuse what cannot be an HS256 JWT before spending a secret fetch on it."""
+def check_shape(token: object, algorithms: Sequence[str]) -> dict[str, Any]:
+    """The header of what may be a JWT of one of ``algorithms``: refuse the rest before
+    spending a secret or key fetch on it."""
     if not isinstance(token, str) or not token:
         raise InvalidToken("no token")
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken("token too long")
     try:
-        alg = jwt.get_unverified_header(token).get("alg")
+        header = jwt.get_unverified_header(token)
     except jwt.InvalidTokenError as e:
         raise InvalidToken(_reason(e)) from None
-    if alg != ALGORITHM:
+    if header.get("alg") not in algorithms:
         raise InvalidToken("algorithm not allowed")
+    return header
 
 
 def _reason(error: Exception) -> str:
+    if isinstance(error, jwt.MissingRequiredClaimError) and error.claim in ("aud", "iss"):
+        return f"token has no {error.claim}"
     for kind, reason in _REASONS:
         if isinstance(error, kind):
             return reason

@@ -11,8 +11,11 @@ from zope.interface import implementer
 
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
-from monit.auth.jwt_verifier import JWTVerifier, NATSRequester, secret_from_nats
+from monit.auth.jwks import JWKS, jwks_http_client
+from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats
+from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
+from monit.auth.signed import SignedJWTVerifier, fixed_key
 from monit.settings import Settings
 
 log = Logger()
@@ -26,29 +29,31 @@ class Verification:
     jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
     remote: RemoteVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
+    jwks: JWKS | None = None  # a service of its own: fetches at start, and now and then
 
 
 def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
-    """JWTs with the given secret, and/or the auth URL; with neither, NATS's secret.
+    """JWTs (with a secret or with public keys) and/or the auth URL; with neither, NATS's secret.
 
     Every mode sits behind one cache of answers.
     """
     jwt: JWTVerifier | None = None
+    jwks: JWKS | None = None
     pool: HTTPConnectionPool | None = None
     remote: RemoteVerifier | None = None
+    local: ITokenVerifier | None = None
     inner: ITokenVerifier
     if settings.insecure_no_auth:
         log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
         inner = NoAuth()
     else:
-        if settings.jwt_secret:
-            jwt = JWTVerifier.with_secret(settings.jwt_secret, reactor, settings.require_exp)
-        elif settings.auth_url is None:
-            fetch = secret_from_nats(nats, settings.request_timeout)
-            jwt = JWTVerifier(fetch, reactor, require_exp=settings.require_exp)
+        if settings.jwt_jwks_url is not None or settings.jwt_public_key is not None:
+            local, jwks = _signed(settings, reactor)
+        elif settings.jwt_secret or settings.auth_url is None:
+            local = jwt = _hmac(settings, reactor, nats)
         if settings.auth_url is None:
-            assert jwt is not None
-            inner = jwt
+            assert local is not None
+            inner = local
         else:
             pool = remote_pool(reactor)
             remote = RemoteVerifier(
@@ -58,9 +63,49 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
                 settings.auth_timeout,
                 settings.auth_concurrency,
             )
-            inner = remote if jwt is None else FirstValid(jwt, remote)
+            inner = remote if local is None else FirstValid(local, remote)
     cache = CachingVerifier(inner, reactor, ttl=cache_ttl(settings))
-    return Verification(cache, jwt, pool, remote)
+    return Verification(cache, jwt, pool, remote, jwks)
+
+
+def _checks(settings: Settings) -> ClaimChecks:
+    return ClaimChecks(
+        require_exp=settings.require_exp, audience=settings.jwt_audience, issuer=settings.jwt_issuer
+    )
+
+
+def _hmac(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> JWTVerifier:
+    """HMAC JWTs, with the secret given, else the one NATS has."""
+    checks = _checks(settings)
+    algorithms = settings.jwt_algorithms or (ALGORITHM,)
+    if settings.jwt_secret:
+        return JWTVerifier.with_secret(
+            settings.jwt_secret, reactor, checks.require_exp, checks.audience, checks.issuer, algorithms
+        )
+    fetch = secret_from_nats(nats, settings.request_timeout)
+    return JWTVerifier(
+        fetch, reactor, require_exp=checks.require_exp, audience=checks.audience,
+        issuer=checks.issuer, algorithms=algorithms,
+    )
+
+
+def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifier, JWKS | None]:
+    """JWTs signed with a private key: checked with the PEM public key, or the JWKS's."""
+    if settings.jwt_public_key is not None:
+        key = load_public_key(settings.jwt_public_key)
+        algorithms = settings.jwt_algorithms or algorithms_for(key)
+        return SignedJWTVerifier(fixed_key(SigningKey(key)), algorithms, reactor, _checks(settings)), None
+    assert settings.jwt_jwks_url is not None
+    jwks = JWKS(
+        jwks_http_client(reactor),
+        settings.jwt_jwks_url,
+        reactor,
+        settings.auth_timeout,
+        min_refetch=settings.jwks_min_refetch,
+        refresh=settings.jwks_refresh,
+    )
+    algorithms = settings.jwt_algorithms or ASYMMETRIC_ALGORITHMS
+    return SignedJWTVerifier(jwks.key_for, algorithms, reactor, _checks(settings)), jwks
 
 
 def cache_ttl(settings: Settings) -> float:

@@ -1,0 +1,335 @@
+"""Tokens of an identity provider, end to end: a JWKS served on loopback, monit in process and
+as ``twistd monit``, real HTTP readers, a real nats-server."""
+from __future__ import annotations
+
+import http.server
+import json
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred, maybeDeferred
+from twisted.internet.task import deferLater
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent
+from twisted.web.resource import Resource
+from twisted.web.server import Request as WebRequest
+from twisted.web.server import Site
+
+from natsserver import free_port
+from processes import curl_stream, read_until, script, stop, wait_until_ready
+from publisher import Publisher
+from signing import AUDIENCE, ISSUER, Signer, hmac_with_public_key, jwks
+from streams import job_message, open_stream, start_monit
+from waiting import wait_for, within
+
+MIN_REFETCH = 0.5  # seconds; the default, 10, would make the rotation tests slow
+
+
+class Provider(Resource):
+    """An identity provider's JWKS endpoint on loopback, whose keys the test rotates."""
+
+    isLeaf = True
+
+    def __init__(self, *signers: Signer) -> None:
+        super().__init__()
+        self.body = jwks(*signers)
+        self.requests = 0
+
+    def render_GET(self, request: WebRequest) -> bytes:
+        self.requests += 1
+        request.setHeader(b"content-type", b"application/json")
+        return self.body
+
+
+@pytest.fixture(scope="module")
+def rsa() -> Signer:
+    return Signer.make("RS256")
+
+
+@pytest.fixture(scope="module")
+def ec() -> Signer:
+    return Signer.make("ES256")
+
+
+@pytest.fixture(scope="module")
+def ed() -> Signer:
+    return Signer.make("EdDSA")
+
+
+@pytest.fixture
+def provider(rsa: Signer, ec: Signer, ed: Signer) -> Iterator[Provider]:
+    provider = Provider(rsa, ec, ed)
+    port = reactor.listenTCP(0, Site(provider), interface="127.0.0.1")
+    provider.url = f"http://127.0.0.1:{port.getHost().port}/realms/ops/protocol/openid-connect/certs"
+    provider.port = port
+    yield provider
+    pytest_twisted.blockon(maybeDeferred(port.stopListening))  # a test may have stopped it
+
+
+@pytest.fixture
+def monit(nats_server, provider: Provider):
+    service = pytest_twisted.blockon(ensureDeferred(start_monit(
+        nats_server.url, jwt_secret=None, jwt_jwks_url=provider.url, jwt_audience=AUDIENCE,
+        jwt_issuer=ISSUER, jwks_min_refetch=MIN_REFETCH,
+    )))
+    pytest_twisted.blockon(ensureDeferred(wait_for(lambda: provider.requests == 1, what="keys fetched at start")))
+    yield service
+    pytest_twisted.blockon(service.stopService())
+
+
+async def answer(monit, token: str, stream: str = "job") -> tuple[int, dict]:
+    """The status and JSON body of a request that is refused."""
+    response = await within(treq.get(f"{monit.base_url}/events?stream={stream}", headers={"X-Auth-Token": token}))
+    assert response.code != 200, "expected a refusal"
+    return response.code, await within(response.json())
+
+
+async def first_status(monit, token: str) -> int:
+    response = await within(
+        treq.get(f"{monit.base_url}/events?stream=probe", headers={"X-Auth-Token": token}, unbuffered=True)
+    )
+    response.original._transport.loseConnection()  # a 200 is a stream: hang up
+    return response.code
+
+
+@pytest_twisted.ensureDeferred
+async def test_rs256_es256_and_eddsa_tokens_stream(monit, publisher, rsa: Signer, ec: Signer, ed: Signer) -> None:
+    readers = [await open_stream(monit, "idp1", headers={"X-Auth-Token": signer.token()}) for signer in (rsa, ec, ed)]
+    publisher.publish("monitor.user", job_message("idp1", "hello"))
+    await wait_for(lambda: all(reader.data() for reader in readers), what="the message on every stream")
+    assert [reader.data() for reader in readers] == [[{"body": "hello", "level": "INFO"}]] * 3
+    for reader in readers:
+        reader.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_refusals_say_why(monit, rsa: Signer, ec: Signer) -> None:
+    forged = hmac_with_public_key(rsa)
+    for token, code, error in [
+        (ec.token(aud="another-app"), 401, "invalid token: unexpected audience"),
+        (ec.token(aud=None), 401, "invalid token: token has no aud"),
+        (rsa.token(iss="https://evil.example"), 401, "invalid token: unexpected issuer"),
+        (forged, 401, "invalid token: algorithm not allowed"),
+        (Signer.make("RS256").token(kid=rsa.kid), 401, "invalid token: bad signature"),
+        (ec.token(streams=["elsewhere"]), 403, None),
+    ]:
+        status, body = await answer(monit, token)
+        assert status == code, body
+        assert error is None or body == {"error": error}
+
+
+@pytest_twisted.ensureDeferred
+async def test_rotated_keys_are_fetched_on_demand_without_a_storm(monit, provider: Provider, rsa: Signer) -> None:
+    started = time.monotonic()
+    new = Signer.make("RS256")
+    provider.body = jwks(new)
+    statuses: list[int] = []
+
+    async def new_key_works() -> bool:
+        statuses.append(await first_status(monit, new.token()))  # a fresh token each time: no cached answer
+        return statuses[-1] == 200
+
+    deadline = time.monotonic() + 10
+    while not await new_key_works():
+        assert time.monotonic() < deadline, statuses
+    assert set(statuses[:-1]) <= {401}  # before the refetch the kid was unknown, and said so
+    elapsed = time.monotonic() - started
+    assert 2 <= provider.requests <= 2 + elapsed / MIN_REFETCH, "refetched, within the rate limit"
+
+    fetched, started = provider.requests, time.monotonic()
+    tokens = [rsa.token(kid=f"bogus-{n}") for n in range(50)] + [rsa.token()]  # the last: rotated out
+    storm = [ensureDeferred(answer(monit, token)) for token in tokens]
+    for check in storm:
+        assert await within(check) == (401, {"error": "invalid token: unknown signing key"})
+    allowed = 1 + (time.monotonic() - started) / MIN_REFETCH
+    assert provider.requests - fetched <= allowed, "fifty-one unknown kids, no more fetches than the limit allows"
+
+
+async def ask_until(monit, token_of, done) -> tuple[int, dict]:
+    """Ask with fresh tokens (no cached answers) until ``done(answer)``; return that answer.
+
+    Tokens of a kid monit does not know make it fetch the keys again, but no
+    more often than every MIN_REFETCH seconds: this polls past that limit.
+    """
+    deadline = time.monotonic() + 10
+    while not done(outcome := await answer(monit, token_of())):
+        assert time.monotonic() < deadline, outcome
+        await deferLater(reactor, 0.05, lambda: None)
+    return outcome
+
+
+@pytest_twisted.ensureDeferred
+async def test_while_the_jwks_is_down_known_keys_stream_and_unknown_ones_get_503(
+    monit, provider: Provider, publisher, ec: Signer
+) -> None:
+    await provider.port.stopListening()
+    known = await open_stream(monit, "down1", headers={"X-Auth-Token": ec.token()})
+    publisher.publish("monitor.user", job_message("down1", "still here"))
+    await wait_for(lambda: known.data(), what="the message")
+    assert known.data() == [{"body": "still here", "level": "INFO"}]
+    stranger = Signer.make("ES256")
+    assert await ask_until(monit, stranger.token, lambda outcome: outcome[0] != 401) == (
+        503, {"error": "token cannot be checked now"})
+    assert (await open_stream(monit, "down2", headers={"X-Auth-Token": ec.token()})).response.code == 200
+    known.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_jwks_answering_garbage_is_said_once_and_fails_closed(
+    monit, provider: Provider, ec: Signer, events: EventLoggingObserver
+) -> None:
+    provider.body = b"<html><body>Service Unavailable</body></html>"
+    stranger = Signer.make("ES256")
+    for _ in range(3):  # three fetches, each asked for by a kid monit does not know
+        before = provider.requests
+        assert await ask_until(monit, stranger.token, lambda _: provider.requests > before) == (
+            503, {"error": "token cannot be checked now"})
+    reader = await open_stream(monit, "garbage1", headers={"X-Auth-Token": ec.token()})
+    reader.close()
+    said = [formatEvent(e) for e in events if e["log_level"] >= LogLevel.warn and "signing keys" in formatEvent(e)]
+    assert said == [
+        f"could not fetch the signing keys from {provider.url}: not JSON; keeping the 3 we have "
+        "(tokens naming other keys get 503 until a fetch succeeds)"
+    ]
+
+
+# twistd monit, as an operator runs it
+
+
+def twistd(tmp_path: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+
+
+def refused(url: str, token: str) -> tuple[int, dict]:
+    request = urllib.request.Request(url, headers={"X-Auth-Token": token})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=10)
+    return caught.value.code, json.loads(caught.value.read())
+
+
+class ThreadedJWKS(http.server.BaseHTTPRequestHandler):
+    """The JWKS endpoint for a twistd test: http.server in a thread of its own."""
+
+    body = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def threaded_provider(rsa: Signer, ec: Signer) -> Iterator[str]:
+    ThreadedJWKS.body = jwks(rsa, ec)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ThreadedJWKS)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+def watch_one_message(base: str, token: str, nats_url: str, job: str) -> bytes:
+    """curl a job's stream with the token, publish one message, and read it off the stream."""
+    curl = curl_stream(f"{base}/events?stream={job}", token)
+    publisher = Publisher(nats_url)
+    try:
+        read_until(curl, b"retry: 3000\n")  # the stream is open: the token was taken
+        publisher.publish("monitor.user", job_message(job, "from twistd"))
+        return read_until(curl, b'"level":"INFO"}\n')
+    finally:
+        publisher.close()
+        stop(curl)
+
+
+def test_twistd_with_a_jwks_url(tmp_path: Path, nats_server, threaded_provider: str, rsa: Signer, ec: Signer) -> None:
+    port = free_port()
+    process = twistd(
+        tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-jwks-url", threaded_provider, "--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER,
+        "--jwt-algorithms", "RS256,ES256",
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base)
+        for signer, job in ((rsa, "tw1"), (ec, "tw2")):
+            assert b'data: {"body":"from twistd","level":"INFO"}\n' in watch_one_message(
+                base, signer.token(), nats_server.url, job)
+        assert refused(f"{base}/events?stream=tw1", rsa.token(iss="https://evil.example")) == (
+            401, {"error": "invalid token: unexpected issuer"})
+        assert refused(f"{base}/events?stream=tw1", hmac_with_public_key(rsa)) == (
+            401, {"error": "invalid token: algorithm not allowed"})
+    finally:
+        assert stop(process) == 0
+
+
+def test_twistd_with_a_public_key(tmp_path: Path, nats_server, ec: Signer) -> None:
+    port = free_port()
+    process = twistd(
+        tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-public-key", ec.write_pem(tmp_path),
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(base)
+        assert b"from twistd" in watch_one_message(base, ec.token(kid=None, aud=None), nats_server.url, "pk1")
+        assert refused(f"{base}/events?stream=pk1", hmac_with_public_key(ec, aud=None)) == (
+            401, {"error": "invalid token: algorithm not allowed"})
+        assert refused(f"{base}/events?stream=pk1", Signer.make("ES256").token(aud=None)) == (
+            401, {"error": "invalid token: bad signature"})
+    finally:
+        assert stop(process) == 0
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "none"],
+         "monit: --jwt-algorithms must not allow 'none': an unsigned token proves nothing"),
+        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "RS256,none"],
+         "monit: --jwt-algorithms must not allow 'none'"),
+        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "RS257"],
+         "monit: --jwt-algorithms 'RS257' is not an algorithm monit knows"),
+        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "HS256"],
+         "monit: --jwt-algorithms HS256 needs --jwt-secret: a public key is never an HMAC secret"),
+        (["--jwt-jwks-url", "id.example/certs"], "monit: --jwt-jwks-url 'id.example/certs' must be an http"),
+        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-secret", "s"],
+         "monit: --jwt-secret (or JWT_SECRET) cannot go with --jwt-jwks-url or --jwt-public-key"),
+        (["--jwt-public-key", "/nonexistent/key.pem"],
+         "monit: --jwt-public-key cannot read /nonexistent/key.pem: No such file or directory"),
+        (["--jwt-public-key", "KEY", "--jwt-algorithms", "ES256"],
+         "monit: --jwt-algorithms ES256 does not suit --jwt-public-key"),
+        (["--jwt-public-key", "GARBAGE"], "is not a PEM public key or certificate"),
+    ],
+)
+def test_jwt_options_that_cannot_work_stop_twistd_with_one_line(
+    tmp_path: Path, rsa: Signer, args: list[str], said: str
+) -> None:
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    args = [{"KEY": rsa.write_pem(tmp_path), "GARBAGE": str(garbage)}.get(arg, arg) for arg in args]
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path, capture_output=True, text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and said in lines[0], result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
