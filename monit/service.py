@@ -84,6 +84,8 @@ class MonitService(MultiService):
             for subject in self.router.subjects:
                 self.nats.subscribe(subject, self.router)
         self.auth = verification_for(settings, reactor, self.nats)
+        if self.auth.redis is not None:
+            self.auth.redis.setServiceParent(self)
         self.web = MonitWeb(
             self.registry,
             self.auth.verifier,

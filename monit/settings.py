@@ -196,6 +196,19 @@ def _valid_auth_url(instance: object, attribute: object, value: str | None) -> N
         _http_url(value)
 
 
+def _redis_url(text: str) -> str:
+    from monit.auth.redis_verifier import RedisTarget
+
+    RedisTarget.from_url(text)
+    return text
+
+
+def _valid_auth_redis(instance: object, attribute: object, value: str | None) -> None:
+    """Settings made in Python are held to what --auth-redis accepts."""
+    if value is not None:
+        _redis_url(value)
+
+
 def redacted_url(url: str) -> str:
     """The URL as a log line may show it: no password, no query value.
 
@@ -355,13 +368,19 @@ class Settings:
     jwt_secret: str | None = _option(
         None, "the HS256 secret tokens are checked with", _text, metavar="S",
         legacy_env=("JWT_SECRET",), secret=True,
-        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` is given)",
+        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` or `--auth-redis` is given)",
     )
     auth_url: str | None = _option(
         None,
         "ask this URL about each token (below); no `user:password@` (refused at start), "
         "and its query values are never logged",
         _http_url, metavar="URL", validator=_valid_auth_url, shown=_shown_url,
+    )
+    auth_redis: str | None = _option(
+        None,
+        "look each token up in this Redis, as the Go service did: `GET token` gives the user "
+        "(below); `redis://:password@host:port/db` for a password, which is never logged",
+        _redis_url, metavar="URL", validator=_valid_auth_redis, shown=_shown_url,
     )
     auth_timeout: float = _amount(
         2.0,
@@ -375,13 +394,13 @@ class Settings:
     )
     auth_concurrency: int = _amount(
         100,
-        "token checks in flight to the auth service at once; past it, a new check is a `503` "
+        "token checks in flight to the auth service (or Redis) at once; past it, a new check is a `503` "
         "at once (a cached answer, or a token already being checked, is not a new check)",
         "N",
     )
     auth_recheck: float = _option(
         300.0,
-        "ask the auth service again about an open stream's token this often, and end the "
+        "ask the auth service (or Redis) again about an open stream's token this often, and end the "
         "stream if the token is now refused (below); `0`: never",
         _number(float, 0, inclusive=True), metavar="SECONDS", validator=attrs.validators.ge(0),
     )
@@ -483,6 +502,10 @@ class Settings:
                 f"--jetstream-max-age ({self.jetstream_max_age:g} s) must be at least --retention plus "
                 f"--abandon ({self.retention + self.abandon:g} s): a replay must find a whole job"
             )
+        if self.auth_redis is not None and self.auth_url is not None:
+            raise ValueError("--auth-redis and --auth-url are two places to ask about a token: give one")
+        if self.auth_redis is not None and self.insecure_no_auth:
+            raise ValueError("--insecure-no-auth checks no token: it does not go with --auth-redis")
 
 
 def options() -> Iterator[OptionField]:

@@ -5,6 +5,7 @@
 - ``request``: where a request carries its token;
 - ``jwt_verifier``: HS256 JWTs, with a secret given or fetched from NATS;
 - ``remote``: an auth service asked over HTTP with treq;
+- ``redis_verifier``: a session store asked with ``GET token``, as the Go service did;
 - ``cache``: remembered answers, one check in flight per token;
 - ``modes``: the verifier an operator's settings call for;
 - ``recheck``: open streams' tokens asked about again, so a revoked one ends.
