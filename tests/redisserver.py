@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 
@@ -50,10 +51,20 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server cannot end
             self.process.terminate()
             self.process.wait(timeout=10)
             self.process = None
             wait_for_port(self.port, up=False)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and new ones are queued, but nothing answers."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
 
     def cli(self, *args: str | bytes, db: int = 0) -> str:
         """One command with redis-cli (an independent client); its reply as text."""

@@ -116,6 +116,23 @@ async def test_redis_stopped_is_503_and_back_to_200_when_it_returns(redis_monit,
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_redis_that_does_not_answer_is_503_within_the_auth_timeout(redis_monit, redis_server):
+    redis_server.cli("SET", "sess-a", "alice")
+    assert (await get(redis_monit, "r1", "sess-a")).code == 200
+    redis_server.pause()
+    try:
+        started = time.monotonic()
+        response = await get(redis_monit, "r1", "sess-p")
+        assert response.code == 503
+        assert time.monotonic() - started < 5, "answered at --auth-timeout (1 s), not left hanging"
+    finally:
+        redis_server.resume()
+    codes = await codes_until_200(redis_monit, "sess-a", timeout=30)
+    assert set(codes[:-1]) <= {503}, codes
+    await wait_for(lambda: redis_monit.auth.redis.in_flight == 0, what="every lookup's slot freed")
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_del_ends_an_open_stream_at_its_recheck(redis_monit, redis_server, publisher):
     redis_server.cli("SET", "sess-gone", "grace")
     redis_server.cli("SET", "sess-kept", "heidi")
