@@ -3,6 +3,7 @@ and the log, with a fake store and a fake clock."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import attrs
 import pytest
@@ -11,6 +12,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent
+from twisted.python.failure import Failure
 from txredisapi import ConnectionError as RedisConnectionError
 from txredisapi import ResponseError
 from zope.interface.verify import verifyObject
@@ -19,6 +21,7 @@ from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, IToken
 from monit.auth.modes import FirstValid, cache_ttl, verification_for
 from monit.auth.redis_verifier import (
     MAX_USER_LENGTH,
+    RETRY_REFUSED,
     RedisTarget,
     RedisVerifier,
     UnusableValue,
@@ -41,6 +44,8 @@ class Store:
         self.hold = False
         self.down: Exception | None = None
         self.disconnected = False
+        self.connects = 0
+        self.refuse: Callable[[Failure], None] | None = None
 
     def get(self, key: bytes) -> Deferred:
         self.asked.append(key)
@@ -57,6 +62,13 @@ class Store:
         self.disconnected = True
         return succeed(None)
 
+    def connect(self, target: RedisTarget, timeout: float, refused: Callable[[Failure], None]) -> Store:
+        """What RedisVerifier calls to connect: this store, which may then be refused."""
+        self.connects += 1
+        self.disconnected = False
+        self.refuse = refused
+        return self
+
 
 @pytest.fixture
 def clock() -> Clock:
@@ -70,7 +82,7 @@ def store() -> Store:
 
 def started(store: Store, clock: Clock, concurrency: int = 100) -> RedisVerifier:
     verifier = RedisVerifier(RedisTarget.from_url(URL), clock, timeout=2.0, concurrency=concurrency,
-                             connect=lambda target, timeout: store)
+                             connect=store.connect)
     verifier.startService()
     return verifier
 
@@ -247,7 +259,7 @@ def test_tokens_that_cannot_travel_are_refused_without_asking(
 
 
 def test_before_start_and_after_stop_it_is_unavailable(store: Store, clock: Clock) -> None:
-    verifier = RedisVerifier(RedisTarget.from_url(URL), clock, timeout=2.0, connect=lambda target, timeout: store)
+    verifier = RedisVerifier(RedisTarget.from_url(URL), clock, timeout=2.0, connect=lambda target, timeout, refused: store)
     assert isinstance(failure_of(verifier.verify("tok-alice")), AuthUnavailable)
     verifier.startService()
     assert result_of(verifier.verify("tok-alice")).user == "alice"
@@ -354,10 +366,34 @@ def test_unusable_values_are_said_once_then_counted(
 def test_neither_token_nor_password_is_logged(clock: Clock, events: EventLoggingObserver) -> None:
     store = Store({b"tok-sekrit-odd": b"\x00"})
     verifier = RedisVerifier(RedisTarget.from_url("redis://:pw-sekrit@127.0.0.1:6379/0"), clock, timeout=2.0,
-                             connect=lambda target, timeout: store)
+                             connect=lambda target, timeout, refused: store)
     verifier.startService()
     failure_of(verifier.verify("tok-sekrit-odd"))
     store.down = RedisConnectionError("Lost connection")
     failure_of(verifier.verify("tok-sekrit-2"))
     assert len(warnings(events)) == 2
     assert not [event for event in events if "sekrit" in repr(event)]
+
+
+def test_a_refused_password_is_said_once_and_tried_again_until_redis_takes_it(
+        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    refusal = "Redis error: could not auth: WRONGPASS invalid username-password pair"
+    for attempt in range(3):
+        assert store.connects == attempt + 1
+        store.refuse(Failure(ValueError(refusal)))
+        assert store.disconnected
+        error = failure_of(verifier.verify("tok-alice"))
+        assert type(error) is AuthUnavailable and store.asked == []
+        clock.advance(RETRY_REFUSED)
+    assert result_of(verifier.verify("tok-alice")).user == "alice"
+    assert warnings(events) == [
+        f"Redis at redis://127.0.0.1:6379/0 refused monit: {refusal}; token checks answer 503, "
+        "and monit tries again every 30 s",
+        "Redis at redis://127.0.0.1:6379/0 answers again",
+    ]
+
+
+def test_stopping_while_refused_tries_no_more(store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    store.refuse(Failure(ValueError("Redis error: could not set dbid=9: ERR DB index is out of range")))
+    result_of(verifier.stopService())
+    assert not clock.getDelayedCalls() and store.connects == 1

@@ -212,7 +212,8 @@ async def test_a_wrong_password_fails_closed_and_is_said(nats_server, tmp_path, 
         server.stop()
     assert refusals(events) == [
         f"Redis at redis://127.0.0.1:{server.port}/0 refused monit: Redis error: could not auth: WRONGPASS "
-        "invalid username-password pair or user is disabled.; token checks answer 503 until monit is restarted"]
+        "invalid username-password pair or user is disabled.; token checks answer 503, and monit tries again "
+        "every 30 s"]
     assert not [event for event in events if "wrong-password" in repr(event)]
 
 

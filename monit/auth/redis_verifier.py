@@ -11,7 +11,8 @@ is the user's name.  The answers:
 - any other value (blank, not UTF-8, control characters, too long, a key that
   holds a list or a hash): L{UnusableValue}, an L{AuthUnavailable}; a yes we
   cannot read is not a yes;
-- Redis unreachable, or no answer within the timeout: L{AuthUnavailable}.
+- Redis unreachable, refusing monit's password or database, or no answer
+  within the timeout: L{AuthUnavailable}.
 
 Failures are logged once per change: Redis going away is said once, its coming
 back once; unusable values once, then how many more every ten seconds.
@@ -36,7 +37,7 @@ import attrs
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -54,6 +55,7 @@ from monit.tally import Tally
 DEFAULT_PORT = 6379
 DEFAULT_CONCURRENCY = 100
 MAX_USER_LENGTH = 256
+RETRY_REFUSED = 30.0  # seconds before a connection Redis refused is made again
 T = TypeVar("T")
 
 
@@ -114,12 +116,14 @@ class _Store(Protocol):
     def disconnect(self) -> Deferred[object]: ...
 
 
-def connect(target: RedisTarget, timeout: float) -> _Store:
+def connect(target: RedisTarget, timeout: float, refused: Callable[[Failure], None]) -> _Store:
     """A txredisapi connection that connects, and reconnects, by itself.
 
     Values come back as bytes, never turned into numbers or text: telling a
     user name from anything else is ours to do.  A connection that leaves a
-    command unanswered for ``timeout`` is dropped and made again.
+    command unanswered for ``timeout`` is dropped and made again.  If Redis
+    refuses the password or the database, txredisapi stops trying and calls
+    ``refused``.
     """
     import txredisapi  # here, not at the top: importing it installs the global reactor
 
@@ -133,20 +137,11 @@ def connect(target: RedisTarget, timeout: float) -> _Store:
         connectTimeout=timeout,
         replyTimeout=timeout,
     )
-    # A password or a database that Redis refuses is told only through this Deferred of
-    # the lazy handler (left alone, it is an unhandled error); txredisapi then stops trying.
-    refused = getattr(store, "_connected", None)
-    if isinstance(refused, Deferred):
-        refused.addErrback(_refused, target)
+    # The lazy handler tells of a refusal only through this Deferred (left alone, an unhandled error).
+    connected = getattr(store, "_connected", None)
+    if isinstance(connected, Deferred):
+        connected.addErrback(refused)
     return store
-
-
-def _refused(failure: Failure, target: RedisTarget) -> None:
-    RedisVerifier.log.error(
-        "Redis at {url} refused monit: {reason}; token checks answer 503 until monit is restarted",
-        url=str(target),
-        reason=str(failure.value),
-    )
 
 
 @implementer(ITokenVerifier)
@@ -154,6 +149,8 @@ class RedisVerifier(Service):
     """Tokens looked up in Redis; see the module docstring for the answers.
 
     A service: the connection is made when it starts and closed when it stops.
+    A connection whose password or database Redis refused is made again every
+    L{RETRY_REFUSED} seconds, so fixing Redis needs no restart of monit.
     """
 
     log = Logger()
@@ -164,7 +161,7 @@ class RedisVerifier(Service):
         clock: IReactorTime,
         timeout: float,
         concurrency: int = DEFAULT_CONCURRENCY,
-        connect: Callable[[RedisTarget, float], _Store] = connect,
+        connect: Callable[[RedisTarget, float, Callable[[Failure], None]], _Store] = connect,
     ) -> None:
         self._target = target
         self._shown = str(target)
@@ -173,7 +170,9 @@ class RedisVerifier(Service):
         self._concurrency = concurrency
         self._connect = connect
         self._store: _Store | None = None
+        self._retry: IDelayedCall | None = None
         self._reachable: bool | None = None  # None until Redis has answered or failed once
+        self._refusal: str | None = None  # why Redis refused the connection, until it answers
         self.in_flight = 0
         self.refused = 0  # lookups refused at once: ``concurrency`` were in flight
         self.refusals = Tally(clock, self.log, "refused token lookups at the concurrency bound")
@@ -181,16 +180,43 @@ class RedisVerifier(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._store = self._connect(self._target, self._timeout)
+        self._open()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.refusals.stop()
         self.unusable.stop()
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
+        return self._close()
+
+    def _open(self) -> None:
+        self._retry = None
+        self._store = self._connect(self._target, self._timeout, self._refused)
+
+    def _close(self) -> Deferred[None]:
         store, self._store = self._store, None
         if store is None:
             return succeed(None)
-        return store.disconnect().addCallback(lambda _: None)
+        closed = store.disconnect().addCallback(lambda _: None)
+        return closed.addErrback(lambda failure: self.log.failure("closing the Redis connection failed", failure))
+
+    def _refused(self, failure: Failure) -> None:
+        """Redis refused the password or the database: say so once, and try again later."""
+        reason = str(failure.value)
+        if reason != self._refusal:
+            self.log.error(
+                "Redis at {url} refused monit: {reason}; token checks answer 503, and monit tries "
+                "again every {every:g} s",
+                url=self._shown,
+                reason=reason,
+                every=RETRY_REFUSED,
+            )
+        self._refusal = reason
+        self._reachable = False
+        self._close()
+        if self.running:
+            self._retry = self._clock.callLater(RETRY_REFUSED, self._open)
 
     def verify(self, token: str) -> Deferred[Identity]:
         """``GET token``, answered within the timeout."""
@@ -232,7 +258,7 @@ class RedisVerifier(Service):
     def _back(self) -> None:
         if self._reachable is False:
             self.log.info("Redis at {url} answers again", url=self._shown)
-        self._reachable = True
+        self._reachable, self._refusal = True, None
 
     def _identity(self, value: object) -> Identity:
         if value is None:
