@@ -215,6 +215,7 @@ async def test_a_wrong_password_fails_closed_and_is_said(nats_server, tmp_path, 
         "invalid username-password pair or user is disabled.; token checks answer 503, and monit tries again "
         "every 30 s"]
     assert not [event for event in events if "wrong-password" in repr(event)]
+    assert not [event for event in events if "log_failure" in event], "closed without an error"
 
 
 def refusals(events) -> list[str]:
