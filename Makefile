@@ -13,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test run run-second demo bench soak clean chromium
+.PHONY: test run run-second demo bench soak clean chromium redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,11 @@ $(VENV)/.installed: $(BIN)/python $(SOURCES)
 chromium:
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
-test: $(VENV)/.installed chromium
+# The --auth-redis tests start Debian's redis-server; install it when it is missing.
+redis:
+	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
+
+test: $(VENV)/.installed chromium redis
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 

@@ -86,6 +86,8 @@ class MonitService(MultiService):
         self.auth = verification_for(settings, reactor, self.nats)
         if self.auth.jwks is not None:
             self.auth.jwks.setServiceParent(self)
+        if self.auth.redis is not None:
+            self.auth.redis.setServiceParent(self)
         self.web = MonitWeb(
             self.registry,
             self.auth.verifier,

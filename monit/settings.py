@@ -232,6 +232,19 @@ def _valid_auth_url(instance: object, attribute: object, value: str | None) -> N
         _http_url(value)
 
 
+def _redis_url(text: str) -> str:
+    from monit.auth.redis_verifier import RedisTarget
+
+    RedisTarget.from_url(text)
+    return text
+
+
+def _valid_auth_redis(instance: object, attribute: object, value: str | None) -> None:
+    """Settings made in Python are held to what --auth-redis accepts."""
+    if value is not None:
+        _redis_url(value)
+
+
 def redacted_url(url: str) -> str:
     """The URL as a log line may show it: no password, no query value.
 
@@ -391,7 +404,7 @@ class Settings:
     jwt_secret: str | None = _option(
         None, "the HMAC secret (HS256) tokens are checked with", _text, metavar="S",
         legacy_env=("JWT_SECRET",), secret=True,
-        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url` or keys are given)",
+        default_text="ask NATS `config.get.jwt_token` (unless `--auth-url`, `--auth-redis` or keys are given)",
     )
     jwt_jwks_url: str | None = _option(
         None,
@@ -423,6 +436,12 @@ class Settings:
         "and its query values are never logged",
         _http_url, metavar="URL", validator=_valid_auth_url, shown=_shown_url,
     )
+    auth_redis: str | None = _option(
+        None,
+        "look each token up in this Redis, as the Go service did: `GET token` gives the user "
+        "(below); `redis://:password@host:port/db` for a password, which is never logged",
+        _redis_url, metavar="URL", validator=_valid_auth_redis, shown=_shown_url,
+    )
     auth_timeout: float = _amount(
         2.0,
         "how long a token check may take; also how long a connection may take to send its "
@@ -435,13 +454,13 @@ class Settings:
     )
     auth_concurrency: int = _amount(
         100,
-        "token checks in flight to the auth service at once; past it, a new check is a `503` "
+        "token checks in flight to the auth service (or Redis) at once; past it, a new check is a `503` "
         "at once (a cached answer, or a token already being checked, is not a new check)",
         "N",
     )
     auth_recheck: float = _option(
         300.0,
-        "ask the auth service again about an open stream's token this often, and end the "
+        "ask the auth service (or Redis) again about an open stream's token this often, and end the "
         "stream if the token is now refused (below); `0`: never",
         _number(float, 0, inclusive=True), metavar="SECONDS", validator=attrs.validators.ge(0),
     )
@@ -549,6 +568,10 @@ class Settings:
                 f"--jetstream-max-age ({self.jetstream_max_age:g} s) must be at least --retention plus "
                 f"--abandon ({self.retention + self.abandon:g} s): a replay must find a whole job"
             )
+        if self.auth_redis is not None and self.auth_url is not None:
+            raise ValueError("--auth-redis and --auth-url are two places to ask about a token: give one")
+        if self.auth_redis is not None and self.insecure_no_auth:
+            raise ValueError("--insecure-no-auth checks no token: it does not go with --auth-redis")
 
     def _check_jwt(self) -> None:
         """The JWT options make one way of checking JWTs, or say what clashes."""
@@ -560,11 +583,12 @@ class Settings:
                 "--jwt-secret (or JWT_SECRET) cannot go with --jwt-jwks-url or --jwt-public-key: "
                 "tokens of either kind would look alike; give one"
             )
-        if not (with_keys or self.jwt_secret or self.auth_url is None):
+        service = "--auth-url" if self.auth_url is not None else "--auth-redis" if self.auth_redis else None
+        if service is not None and not (with_keys or self.jwt_secret):
             for name, value in (("algorithms", self.jwt_algorithms), ("audience", self.jwt_audience),
                                 ("issuer", self.jwt_issuer)):
                 if value is not None:
-                    raise ValueError(f"--jwt-{name} is for JWTs, and with only --auth-url no JWT is checked here")
+                    raise ValueError(f"--jwt-{name} is for JWTs, and with only {service} no JWT is checked here")
         if self.jwt_algorithms is not None:
             self._check_jwt_algorithms(self.jwt_algorithms, with_keys)
 

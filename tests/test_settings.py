@@ -155,3 +155,8 @@ def test_new_auth_options():
         parse("--auth-recheck", "-1")
     with pytest.raises(ValueError):
         Settings(auth_recheck=-1)
+
+
+def test_jwt_options_with_only_redis_are_refused():
+    with pytest.raises(ValueError, match="with only --auth-redis no JWT is checked here"):
+        Settings(auth_redis="redis://127.0.0.1:6379/0", jwt_audience="monit")

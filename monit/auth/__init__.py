@@ -9,6 +9,7 @@
 - ``keys``: public keys, the algorithms each suits, and reading one from PEM;
 - ``jwks``: an identity provider's keys, fetched from its JWKS URL and kept;
 - ``remote``: an auth service asked over HTTP with treq;
+- ``redis_verifier``: a session store asked with ``GET token``, as the Go service did;
 - ``cache``: remembered answers, one check in flight per token;
 - ``modes``: the verifier an operator's settings call for;
 - ``recheck``: open streams' tokens asked about again, so a revoked one ends.

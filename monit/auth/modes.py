@@ -14,6 +14,7 @@ from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, IToken
 from monit.auth.jwks import JWKS, jwks_http_client
 from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
+from monit.auth.redis_verifier import RedisTarget, RedisVerifier
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
 from monit.auth.signed import SignedJWTVerifier, fixed_key
 from monit.settings import Settings
@@ -28,12 +29,13 @@ class Verification:
     verifier: CachingVerifier
     jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
-    remote: RemoteVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
+    remote: RemoteVerifier | RedisVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
     jwks: JWKS | None = None  # a service of its own: fetches at start, and now and then
+    redis: RedisVerifier | None = None  # a service: connects to Redis at start, closes at stop
 
 
 def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
-    """JWTs (with a secret or with public keys) and/or the auth URL; with neither, NATS's secret.
+    """JWTs (with a secret or with public keys) and/or the auth URL or Redis; with none, NATS's secret.
 
     Every mode sits behind one cache of answers.
     """
@@ -42,6 +44,7 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
     pool: HTTPConnectionPool | None = None
     remote: RemoteVerifier | None = None
     local: ITokenVerifier | None = None
+    redis: RedisVerifier | None = None
     inner: ITokenVerifier
     if settings.insecure_no_auth:
         log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
@@ -49,23 +52,37 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
     else:
         if settings.jwt_jwks_url is not None or settings.jwt_public_key is not None:
             local, jwks = _signed(settings, reactor)
-        elif settings.jwt_secret or settings.auth_url is None:
+        elif settings.jwt_secret or not asks_a_service(settings):
             local = jwt = _hmac(settings, reactor, nats)
-        if settings.auth_url is None:
-            assert local is not None
-            inner = local
-        else:
+        service: ITokenVerifier | None = None
+        if settings.auth_url is not None:
             pool = remote_pool(reactor)
-            remote = RemoteVerifier(
+            service = remote = RemoteVerifier(
                 remote_http_client(reactor, pool),
                 settings.auth_url,
                 reactor,
                 settings.auth_timeout,
                 settings.auth_concurrency,
             )
-            inner = remote if local is None else FirstValid(local, remote)
+        elif settings.auth_redis is not None:
+            service = redis = RedisVerifier(
+                RedisTarget.from_url(settings.auth_redis),
+                reactor,
+                settings.auth_timeout,
+                settings.auth_concurrency,
+            )
+        if service is None:
+            assert local is not None
+            inner = local
+        else:
+            inner = service if local is None else FirstValid(local, service)
     cache = CachingVerifier(inner, reactor, ttl=cache_ttl(settings))
-    return Verification(cache, jwt, pool, remote, jwks)
+    return Verification(cache, jwt, pool, remote if remote is not None else redis, jwks, redis)
+
+
+def asks_a_service(settings: Settings) -> bool:
+    """Whether tokens are checked by something that may take its yes back: --auth-url, --auth-redis."""
+    return settings.auth_url is not None or settings.auth_redis is not None
 
 
 def _checks(settings: Settings) -> ClaimChecks:
@@ -109,13 +126,13 @@ def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifie
 
 
 def cache_ttl(settings: Settings) -> float:
-    """--auth-cache-ttl, but never longer than --auth-recheck when an auth service answers.
+    """--auth-cache-ttl, but never longer than --auth-recheck when an auth service or Redis answers.
 
     Rechecks go through the cache (streams of one token then share one call);
     an answer kept longer than the recheck period would only be read back, and
     a revoked token's streams would run on for the whole ttl.
     """
-    if settings.auth_url is None or not settings.auth_recheck:
+    if not asks_a_service(settings) or not settings.auth_recheck:
         return settings.auth_cache_ttl
     return min(settings.auth_cache_ttl, settings.auth_recheck)
 

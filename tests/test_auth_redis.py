@@ -1,0 +1,399 @@
+"""Tokens looked up in Redis (--auth-redis): the URL, the answers, the bound, the deadline
+and the log, with a fake store and a fake clock."""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import attrs
+import pytest
+from twisted.internet import defer
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import EventLoggingObserver
+from twisted.logger import LogLevel, formatEvent
+from twisted.python.failure import Failure
+from txredisapi import ConnectionError as RedisConnectionError
+from txredisapi import ResponseError
+from zope.interface.verify import verifyObject
+
+from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, may_watch
+from monit.auth.modes import FirstValid, cache_ttl, verification_for
+from monit.auth.redis_verifier import (
+    MAX_USER_LENGTH,
+    RETRY_REFUSED,
+    RedisTarget,
+    RedisVerifier,
+    UnusableValue,
+)
+from monit.settings import Settings
+from monit.tap import Options
+
+from deferreds import result_of
+
+URL = "redis://127.0.0.1:6379/0"
+
+
+class Store:
+    """A fake txredisapi connection: answers from a dict, or holds every GET with ``hold``."""
+
+    def __init__(self, values: dict[bytes, object] | None = None) -> None:
+        self.values = values or {}
+        self.asked: list[bytes] = []
+        self.held: list[Deferred] = []
+        self.hold = False
+        self.down: Exception | None = None
+        self.disconnected = False
+        self.connects = 0
+        self.refuse: Callable[[Failure], None] | None = None
+
+    def get(self, key: bytes) -> Deferred:
+        self.asked.append(key)
+        if self.down is not None:
+            return fail(self.down)
+        if self.hold:
+            d: Deferred = Deferred()
+            self.held.append(d)
+            return d
+        value = self.values.get(key)
+        return fail(value) if isinstance(value, Exception) else succeed(value)
+
+    def disconnect(self) -> Deferred:
+        self.disconnected = True
+        return succeed(None)
+
+    def connect(self, target: RedisTarget, timeout: float, refused: Callable[[Failure], None]) -> Store:
+        """What RedisVerifier calls to connect: this store, which may then be refused."""
+        self.connects += 1
+        self.disconnected = False
+        self.refuse = refused
+        return self
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store({b"tok-alice": b"alice"})
+
+
+def started(store: Store, clock: Clock, concurrency: int = 100) -> RedisVerifier:
+    verifier = RedisVerifier(RedisTarget.from_url(URL), clock, timeout=2.0, concurrency=concurrency,
+                             connect=store.connect)
+    verifier.startService()
+    return verifier
+
+
+@pytest.fixture
+def verifier(store: Store, clock: Clock) -> RedisVerifier:
+    return started(store, clock)
+
+
+def failure_of(d: Deferred) -> BaseException:
+    with pytest.raises(Exception) as error:
+        result_of(d)
+    return error.value
+
+
+# The URL
+
+
+@pytest.mark.parametrize("url, target", [
+    ("redis://127.0.0.1:6390/2", RedisTarget("127.0.0.1", 6390, 2)),
+    ("redis://cache.internal", RedisTarget("cache.internal", 6379, 0)),
+    ("redis://cache.internal/", RedisTarget("cache.internal", 6379, 0)),
+    ("redis://:s3cr%2Ft@[::1]:7000/15", RedisTarget("::1", 7000, 15, "s3cr/t")),
+])
+def test_the_url_names_host_port_db_and_password(url: str, target: RedisTarget) -> None:
+    assert RedisTarget.from_url(url) == target
+
+
+def test_the_password_is_in_no_repr_nor_str() -> None:
+    target = RedisTarget.from_url("redis://:pw-sekrit@cache.internal:6380/3")
+    assert target.password == "pw-sekrit"
+    assert str(target) == "redis://cache.internal:6380/3"
+    assert "pw-sekrit" not in repr(target)
+
+
+@pytest.mark.parametrize("url, said", [
+    ("http://cache.internal/0", "must be a redis:// URL"),
+    ("rediss://:pw-sekrit@cache.internal/0", "'rediss://:***@cache.internal/0' must be a redis:// URL"),
+    ("redis:///0", "names no host"),
+    ("redis://admin:pw-sekrit@cache.internal/0", "names a user: only a password goes before the host"),
+    ("redis://pw-sekrit@cache.internal/0", "'redis://***@cache.internal/0' names a user"),
+    ("redis://cache.internal:port/0", "is not a URL"),
+    ("redis://cache.internal:0/0", "has port 0"),
+    ("redis://cache.internal/zero", "the path must be a database number"),
+    ("redis://cache.internal/-1", "the path must be a database number"),
+    ("redis://cache.internal/0?password=pw-sekrit", "must not have a query or a fragment"),
+])
+def test_a_url_that_names_no_redis_is_refused_without_its_password(url: str, said: str) -> None:
+    with pytest.raises(ValueError, match=said.replace("*", r"\*").replace("(", r"\(")) as error:
+        RedisTarget.from_url(url)
+    assert "pw-sekrit" not in str(error.value)
+
+
+# The option
+
+
+def parse(*args: str) -> Settings:
+    options = Options()
+    options.parseOptions(list(args))
+    return options.settings
+
+
+@pytest.fixture(autouse=True)
+def no_monit_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("MONIT_") or name in ("JWT_SECRET", "NATS_URI"):
+            monkeypatch.delenv(name)
+
+
+def test_the_option_and_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse("--auth-redis", "redis://:pw@cache:6380/1").auth_redis == "redis://:pw@cache:6380/1"
+    monkeypatch.setenv("MONIT_AUTH_REDIS", "redis://cache/2")
+    assert parse().auth_redis == "redis://cache/2"
+    assert Settings().auth_redis is None
+
+
+def test_its_password_is_not_in_the_settings_repr() -> None:
+    settings = Settings(auth_redis="redis://:pw-sekrit@cache:6380/1")
+    assert "pw-sekrit" not in repr(settings)
+    assert "auth_redis='redis://:***@cache:6380/1'" in repr(settings)
+
+
+def test_a_bad_url_is_one_line_naming_the_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(SystemExit) as flag:
+        parse("--auth-redis", "http://:pw-sekrit@cache/0")
+    monkeypatch.setenv("MONIT_AUTH_REDIS", "redis://cache/x")
+    with pytest.raises(SystemExit) as variable:
+        parse()
+    with pytest.raises(ValueError, match="names no host"):
+        Settings(auth_redis="redis:///0")
+    assert str(flag.value) == "monit: --auth-redis 'http://:***@cache/0' must be a redis:// URL (redis://host:port/db)"
+    assert str(variable.value).startswith("monit: MONIT_AUTH_REDIS 'redis://cache/x': the path must be")
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--auth-url", "http://auth.example/check"], "--auth-redis and --auth-url are two places to ask"),
+    (["--insecure-no-auth"], "--insecure-no-auth checks no token: it does not go with --auth-redis"),
+])
+def test_conflicting_auth_options_are_refused(args: list[str], said: str) -> None:
+    with pytest.raises(SystemExit, match=said):
+        parse("--auth-redis", URL, *args)
+
+
+# What the settings make
+
+
+def test_redis_alone_fetches_no_jwt_secret_and_caps_the_cache_at_the_recheck_period(clock: Clock) -> None:
+    settings = Settings(auth_redis="redis://:pw@cache:6380/1", auth_concurrency=3, auth_timeout=1.5,
+                        auth_recheck=10, auth_cache_ttl=30)
+    made = verification_for(settings, clock, nats=None)  # type: ignore[arg-type]
+    assert made.jwt is None and made.pool is None
+    assert made.redis is not None and made.remote is made.redis
+    assert made.redis._target == RedisTarget("cache", 6380, 1, "pw")
+    assert (made.redis._concurrency, made.redis._timeout) == (3, 1.5)
+    assert made.verifier._inner is made.redis
+    assert made.verifier._ttl == 10
+    assert cache_ttl(attrs.evolve(settings, auth_recheck=0)) == 30
+
+
+def test_with_a_jwt_secret_a_valid_jwt_is_taken_and_the_rest_looked_up(clock: Clock) -> None:
+    made = verification_for(Settings(auth_redis=URL, jwt_secret="s" * 32), clock, nats=None)  # type: ignore[arg-type]
+    inner = made.verifier._inner
+    assert isinstance(inner, FirstValid) and inner.remote is made.redis and inner.local is made.jwt
+
+
+# The answers
+
+
+def test_provides_the_interface(verifier: RedisVerifier) -> None:
+    assert verifyObject(ITokenVerifier, verifier)
+
+
+def test_a_known_token_is_its_user_who_may_watch_any_stream(verifier: RedisVerifier, store: Store) -> None:
+    identity = result_of(verifier.verify("tok-alice"))
+    assert identity == Identity(user="alice", claims={"username": "alice"}, expires=None, revocable=True)
+    assert may_watch(identity, "any-job")
+    assert store.asked == [b"tok-alice"]
+    with pytest.raises(TypeError):
+        identity.claims["streams"] = ["x"]  # type: ignore[index]
+
+
+def test_an_unknown_token_is_invalid(verifier: RedisVerifier) -> None:
+    error = failure_of(verifier.verify("tok-nobody"))
+    assert isinstance(error, InvalidToken) and str(error) == "unknown token"
+
+
+@pytest.mark.parametrize("value, why", [
+    (b"", "blank"),
+    (b"  ", "blank"),
+    (b"\xff\xfe", "not UTF-8"),
+    (b"alice\nINFO forged log line", "not printable"),
+    (b"a" * (MAX_USER_LENGTH + 1), f"longer than {MAX_USER_LENGTH} characters"),
+    (ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), "the key holds no string"),
+])
+def test_a_value_that_is_no_user_name_is_unavailable(
+        store: Store, verifier: RedisVerifier, value: object, why: str) -> None:
+    store.values[b"tok-odd"] = value
+    error = failure_of(verifier.verify("tok-odd"))
+    assert isinstance(error, UnusableValue) and str(error) == f"unusable value: {why}"
+
+
+def test_a_user_name_may_be_any_printable_text(store: Store, verifier: RedisVerifier) -> None:
+    store.values[b"tok-zoe"] = "Zoë O'Brien".encode()
+    store.values[b"tok-long"] = b"b" * MAX_USER_LENGTH
+    assert result_of(verifier.verify("tok-zoe")).user == "Zoë O'Brien"
+    assert result_of(verifier.verify("tok-long")).user == "b" * MAX_USER_LENGTH
+
+
+@pytest.mark.parametrize("token", ["", "tok\nen", "tök", "x" * 9000, None])
+def test_tokens_that_cannot_travel_are_refused_without_asking(
+        store: Store, verifier: RedisVerifier, token: object) -> None:
+    assert isinstance(failure_of(verifier.verify(token)), InvalidToken)  # type: ignore[arg-type]
+    assert store.asked == []
+
+
+def test_before_start_and_after_stop_it_is_unavailable(store: Store, clock: Clock) -> None:
+    verifier = RedisVerifier(RedisTarget.from_url(URL), clock, timeout=2.0, connect=lambda target, timeout, refused: store)
+    assert isinstance(failure_of(verifier.verify("tok-alice")), AuthUnavailable)
+    verifier.startService()
+    assert result_of(verifier.verify("tok-alice")).user == "alice"
+    result_of(verifier.stopService())
+    assert store.disconnected
+    assert isinstance(failure_of(verifier.verify("tok-alice")), AuthUnavailable)
+
+
+@pytest.mark.parametrize("error", [
+    RedisConnectionError("Lost connection"), ResponseError("NOAUTH Authentication required."), OSError(),
+])
+def test_redis_failing_is_unavailable(store: Store, verifier: RedisVerifier, error: Exception) -> None:
+    store.down = error
+    failure = failure_of(verifier.verify("tok-alice"))
+    assert type(failure) is AuthUnavailable and failure.__cause__ is error
+
+
+# The deadline and the bound
+
+
+def test_no_answer_in_time_is_unavailable_and_the_slot_is_kept_until_redis_answers(
+        store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    store.hold = True
+    answer = verifier.verify("tok-alice")
+    clock.advance(1.9)
+    assert not answer.called
+    clock.advance(0.1)
+    assert isinstance(failure_of(answer), AuthUnavailable)
+    assert verifier.in_flight == 1, "the GET is still on the connection"
+    store.held[0].callback(b"alice")
+    assert verifier.in_flight == 0
+    assert not clock.getDelayedCalls()
+
+
+def test_a_caller_cancelling_gets_cancelled_and_the_slot_is_freed_by_the_answer(
+        store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    store.hold = True
+    answer = verifier.verify("tok-alice")
+    answer.cancel()
+    assert isinstance(failure_of(answer), CancelledError)
+    assert not clock.getDelayedCalls()
+    store.held[0].errback(RedisConnectionError("Lost connection"))
+    assert verifier.in_flight == 0
+
+
+def test_lookups_in_flight_are_bounded_and_refusals_counted(store: Store, clock: Clock) -> None:
+    verifier = started(store, clock, concurrency=2)
+    store.hold = True
+    waiting = [verifier.verify(f"tok-{n}") for n in range(2)]
+    refused = verifier.verify("tok-2")
+    assert isinstance(failure_of(refused), AuthUnavailable) and str(failure_of(verifier.verify("tok-3"))) == (
+        "too many token checks in flight")
+    assert (verifier.in_flight, verifier.refused, len(store.asked)) == (2, 2, 2)
+    store.held[0].callback(None)
+    assert isinstance(failure_of(waiting[0]), InvalidToken)
+    store.hold = False
+    assert result_of(verifier.verify("tok-alice")).user == "alice"
+
+
+# The log
+
+
+def warnings(events: EventLoggingObserver) -> list[str]:
+    return [formatEvent(event) for event in events if event["log_level"] >= LogLevel.info
+            and event.get("log_namespace", "").startswith("monit.auth.redis_verifier")]
+
+
+def test_redis_going_and_coming_back_is_said_once_each(
+        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    store.down = RedisConnectionError("Not connected")
+    for _ in range(5):
+        failure_of(verifier.verify("tok-alice"))
+    store.down, store.hold = None, True
+    for _ in range(3):
+        answer = verifier.verify("tok-alice")
+        clock.advance(2)
+        failure_of(answer)
+    for held in store.held:
+        held.callback(b"alice")
+    store.hold = False
+    for _ in range(5):
+        result_of(verifier.verify("tok-alice"))
+    assert warnings(events) == [
+        "cannot look tokens up in Redis at redis://127.0.0.1:6379/0: Not connected; "
+        "token checks answer 503 until it answers",
+        "Redis at redis://127.0.0.1:6379/0 answers again",
+    ]
+
+
+def test_unusable_values_are_said_once_then_counted(
+        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    store.values[b"tok-odd"] = b""
+    for _ in range(4):
+        failure_of(verifier.verify("tok-odd"))
+    clock.advance(10)
+    assert warnings(events) == [
+        "Redis values that are no user name on redis://127.0.0.1:6379/0: unusable value: blank",
+        "Redis values that are no user name: 3 more in the last 10 s (redis://127.0.0.1:6379/0: 3)",
+    ]
+    result_of(verifier.stopService())
+    assert not clock.getDelayedCalls()
+
+
+def test_neither_token_nor_password_is_logged(clock: Clock, events: EventLoggingObserver) -> None:
+    store = Store({b"tok-sekrit-odd": b"\x00"})
+    verifier = RedisVerifier(RedisTarget.from_url("redis://:pw-sekrit@127.0.0.1:6379/0"), clock, timeout=2.0,
+                             connect=lambda target, timeout, refused: store)
+    verifier.startService()
+    failure_of(verifier.verify("tok-sekrit-odd"))
+    store.down = RedisConnectionError("Lost connection")
+    failure_of(verifier.verify("tok-sekrit-2"))
+    assert len(warnings(events)) == 2
+    assert not [event for event in events if "sekrit" in repr(event)]
+
+
+def test_a_refused_password_is_said_once_and_tried_again_until_redis_takes_it(
+        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    refusal = "Redis error: could not auth: WRONGPASS invalid username-password pair"
+    for attempt in range(3):
+        assert store.connects == attempt + 1
+        store.refuse(Failure(ValueError(refusal)))
+        assert store.disconnected
+        error = failure_of(verifier.verify("tok-alice"))
+        assert type(error) is AuthUnavailable and store.asked == []
+        clock.advance(RETRY_REFUSED)
+    assert result_of(verifier.verify("tok-alice")).user == "alice"
+    assert warnings(events) == [
+        f"Redis at redis://127.0.0.1:6379/0 refused monit: {refusal}; token checks answer 503, "
+        "and monit tries again every 30 s",
+        "Redis at redis://127.0.0.1:6379/0 answers again",
+    ]
+
+
+def test_stopping_while_refused_tries_no_more(store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    store.refuse(Failure(ValueError("Redis error: could not set dbid=9: ERR DB index is out of range")))
+    result_of(verifier.stopService())
+    assert not clock.getDelayedCalls() and store.connects == 1
