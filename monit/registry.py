@@ -9,6 +9,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
+from monit.deadlines import EARLY, Deadlines
 from monit.inbox import (
     Event,
     Inbox,
@@ -18,7 +19,6 @@ from monit.inbox import (
     UserInboxLimit,
     parse_data,
 )
-from monit.deadlines import EARLY, Deadlines
 from monit.oneshot import OneShotObserver
 from monit.settings import Settings
 from monit.tally import Tally

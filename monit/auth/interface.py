@@ -65,3 +65,14 @@ class ITokenVerifier(Interface):
         Fire with the token's identity; fail with L{InvalidToken} or
         L{AuthUnavailable}.
         """
+
+
+def check_header_token(token: object) -> str:
+    """The token, if it can travel in a header; else InvalidToken, before anyone is asked."""
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("no token")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise InvalidToken("token too long")
+    if not (token.isascii() and token.isprintable()):
+        raise InvalidToken("malformed token")
+    return token

@@ -43,11 +43,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from monit.auth.interface import (
-    MAX_TOKEN_LENGTH,
     AuthUnavailable,
     Identity,
     InvalidToken,
     ITokenVerifier,
+    check_header_token,
 )
 from monit.settings import redacted_url
 from monit.tally import Tally
@@ -221,7 +221,7 @@ class RedisVerifier(Service):
     def verify(self, token: str) -> Deferred[Identity]:
         """``GET token``, answered within the timeout."""
         try:
-            key = _key(token)
+            key = check_header_token(token).encode("ascii")
         except InvalidToken as e:
             return fail(e)
         store = self._store
@@ -313,17 +313,6 @@ def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime, on_time
     timer = clock.callLater(timeout, expire)
     work.addBoth(relay)
     return result
-
-
-def _key(token: object) -> bytes:
-    """The token as a key; what cannot travel in a header is refused without asking."""
-    if not isinstance(token, str) or not token:
-        raise InvalidToken("no token")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token too long")
-    if not (token.isascii() and token.isprintable()):
-        raise InvalidToken("malformed token")
-    return token.encode("ascii")
 
 
 def _user_name(value: object) -> str:

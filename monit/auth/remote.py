@@ -45,11 +45,11 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from monit.auth.interface import (
-    MAX_TOKEN_LENGTH,
     AuthUnavailable,
     Identity,
     InvalidToken,
     ITokenVerifier,
+    check_header_token,
 )
 from monit.settings import redacted_url
 from monit.tally import Tally
@@ -107,7 +107,7 @@ class RemoteVerifier:
     def verify(self, token: str) -> Deferred[Identity]:
         """One GET to the service, answered within the timeout (body included)."""
         try:
-            _check_token(token)
+            check_header_token(token)
         except InvalidToken as e:
             return fail(e)
         if self.in_flight >= self._concurrency:
@@ -199,16 +199,6 @@ def remote_http_client(reactor: IReactorTime, pool: HTTPConnectionPool | None = 
     agent = Agent(reactor, pool=pool if pool is not None else remote_pool(reactor))
     no_cookies = IndexableCookieJar(DefaultCookiePolicy(allowed_domains=[]))
     return HTTPClient(agent, cookiejar=no_cookies)
-
-
-def _check_token(token: object) -> None:
-    """Refuse, without a round trip, what cannot travel in a header."""
-    if not isinstance(token, str) or not token:
-        raise InvalidToken("no token")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken("token too long")
-    if not (token.isascii() and token.isprintable()):
-        raise InvalidToken("malformed token")
 
 
 def _answer(response: IResponse) -> Deferred[Identity]:

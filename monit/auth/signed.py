@@ -10,6 +10,7 @@ Claims are read as for HMAC tokens (L{ClaimChecks}).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer

@@ -30,6 +30,7 @@ from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.settings import Settings
 from monit.sse import encode_error, encode_retry
+from monit.web.jobs import JobsStream
 from monit.web.page import (
     SESSION_SECONDS,
     cookie_safe,
@@ -37,7 +38,6 @@ from monit.web.page import (
     session_token,
     watch_page,
 )
-from monit.web.jobs import JobsStream
 from monit.web.stream import EventStream, StreamSet
 
 RETRY_AFTER_SECONDS = 5
