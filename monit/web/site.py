@@ -62,6 +62,27 @@ class MonitRequest(ServerRequest):
         super().process()
 
 
+# What Twisted sets on a channel, and on its TCP transport, only once a request comes or a
+# stream registers. CPython keeps one table of attribute names for all the instances of a
+# class, and stops adding names to it once a few dozen instances exist; a name first set
+# after that gives that instance a whole dict of its own. Connections are made by the
+# thousand before any has a request, so each would have two such dicts (1.5 KiB an idle
+# stream), unless every connection sets these names at once, to the values they have.
+_CHANNEL_SETS_LATER = (
+    "_busyReceiving", "_buffer", "_receivedHeaderSize", "_HTTPChannel__first_line", "_HTTPChannel__header",
+    "_receivedHeaderCount", "persistent", "length", "_savedTimeOut", "line_mode", "_requestProducer",
+    "_requestProducerStreaming",
+    "_command", "_path", "_version",  # the request line, held while its head is read: None till then
+)
+_TRANSPORT_SETS_LATER = ("producer", "streamingProducer", "dataBuffer", "offset")
+
+
+def _set_early(instance: object, names: tuple[str, ...]) -> None:
+    """Give the instance its own copy of each name now, with the value it already has (or None)."""
+    for name in names:
+        setattr(instance, name, getattr(instance, name, None))
+
+
 class MonitChannel(HTTPChannel):
     """HTTP/1.1 (no HTTP/2 negotiation layer), with the bounds in the module docstring."""
 
@@ -74,6 +95,8 @@ class MonitChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
+        _set_early(self, _CHANNEL_SETS_LATER)
+        _set_early(self.transport, _TRANSPORT_SETS_LATER)
         self.site.opened(self)
         self._start_head()
 
