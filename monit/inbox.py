@@ -61,8 +61,15 @@ def parse_data(data: str) -> Any:
 
 
 def _first_after(ring: deque[bytes], count: int, after: int) -> int:
-    """The index of the first of the ring's first ``count`` frames whose id is above ``after``."""
-    low, high = 0, count
+    """The index of the first of the ring's first ``count`` frames whose id is above ``after``.
+
+    A live reader is at most a frame or two behind: look there before searching.
+    """
+    if not count or frame_id(ring[count - 1]) <= after:
+        return count
+    if count == 1 or frame_id(ring[count - 2]) <= after:
+        return count - 1
+    low, high = 0, count - 2
     while low < high:
         middle = (low + high) // 2
         if frame_id(ring[middle]) <= after:

@@ -90,6 +90,8 @@ class InboxRegistry:
         self._closers: dict[str, OneShotObserver[Event]] = {}
         self._dirty: list[Inbox] = []
         self._flush_call: IDelayedCall | None = None
+        self._flushing = False
+        self._after_flush: dict[Callable[[], None], None] = {}
         self.refused = 0
         self.evicted = 0
         self.events = 0
@@ -361,13 +363,40 @@ class InboxRegistry:
         return closer.when_fired()
 
     def flush(self) -> None:
-        """Send every inbox's pending frames: once per reactor turn, one write per reader."""
+        """Send every inbox's pending frames: once per reactor turn, one write per reader.
+
+        Then call what asked to run once they are all out (``after_flush``).
+        """
         if self._flush_call is not None and self._flush_call.active():
             self._flush_call.cancel()
         self._flush_call = None
-        dirty, self._dirty = self._dirty, []
-        for inbox in dirty:
-            inbox.flush()
+        self._flushing = True
+        try:
+            dirty, self._dirty = self._dirty, []
+            for inbox in dirty:
+                inbox.flush()
+            while self._after_flush:
+                callbacks, self._after_flush = self._after_flush, {}
+                for callback in callbacks:
+                    self._call_after_flush(callback)
+        finally:
+            self._flushing = False
+
+    def after_flush(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once, when every inbox has handed out what is pending.
+
+        For readers that read several inboxes' histories themselves (many-job
+        streams): all of one turn's events are out before they read.
+        """
+        self._after_flush[callback] = None
+        if not self._flushing and self._flush_call is None:
+            self._flush_call = self.clock.callLater(0, self.flush)
+
+    def _call_after_flush(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            self.log.failure("a reader called after the flush failed")
 
     def _idle_limit(self, inbox: Inbox) -> float:
         return self._abandon if inbox.opened else self._expiry

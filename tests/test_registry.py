@@ -186,3 +186,19 @@ def test_watching_adds_a_reader_without_a_replay_and_a_closed_inbox_keeps_none()
     clock.advance(2)
     closed = registry.watch("c", Reader(), "alice")
     assert closed.closed and not closed.subscribers
+
+
+def test_after_flush_runs_once_every_inbox_has_handed_out_its_events():
+    clock, registry = make()
+    seen: list[int] = []
+    reader = Reader()
+    registry.subscribe("a", reader)
+    registry.deliver("a", "{}")
+    registry.after_flush(lambda: seen.append(len(reader.received)))
+    registry.after_flush(lambda: 1 / 0)  # a failing one is logged; the others still run
+    assert seen == []
+    clock.advance(0)
+    assert seen and seen[0] > 0, "called after a's events went out"
+    registry.after_flush(lambda: seen.append(-1))  # with nothing pending, still called
+    clock.advance(0)
+    assert seen[-1] == -1

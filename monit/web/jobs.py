@@ -9,15 +9,13 @@ a reconnect with ``Last-Event-ID`` gets, of each job, what it has not seen.
 
 Unlike a one-job stream, it does not write the batches its inboxes hand
 out: those are in the order of inboxes, not of ids. It is only told that
-events came, and after the flush reads each job's history from where its
-reader stands, merges the frames by id and writes about a batch's worth at
-a time, at the pace the socket takes it. So slow readers cost nothing
+events came, and once the registry's flush is over reads each job's history
+from where its reader stands, merges the frames by id and writes about a
+batch's worth at a time, at the pace the socket takes it. So slow readers cost nothing
 more, and a frame is never written before one with a lower id that is
 still to come.
 """
 from __future__ import annotations
-
-from twisted.internet.interfaces import IDelayedCall
 
 from monit.inbox import BATCH_BYTES, Batch, Inbox, InboxClosed
 from monit.sse import encode_gap, frame_id, tag_frame
@@ -55,7 +53,7 @@ class JobsStream(EventStream):
     A job that ends does not end the response; the last one to end does.
     """
 
-    __slots__ = ("_jobs", "_wake")
+    __slots__ = ("_jobs",)
 
     def run_jobs(self, job_ids: list[str], after: int = 0) -> None:
         """Start the response and follow every job that has more for the reader.
@@ -63,7 +61,6 @@ class JobsStream(EventStream):
         Raises InboxClosed (before anything is written) if no job has, and
         InboxLimit if the jobs' new inboxes would be too many.
         """
-        self._wake: IDelayedCall | None = None
         self._jobs: list[_Job] = []
         registry = self._registry
         live = [job_id for job_id in job_ids if not self._seen_all(job_id, after)]
@@ -101,18 +98,14 @@ class JobsStream(EventStream):
     def wake(self) -> None:
         """Events came (or a job ended): read them once the flush is over."""
         self._behind = True
-        if self._wake is None and self._started is not None:
-            self._wake = self._clock.callLater(0, self._pull)
+        if self._started is not None:
+            self._registry.after_flush(self._pull)
 
     def _catch_up(self) -> None:
         self._pull()
 
     def _pull(self) -> None:
         """Write what the reader has not seen, a batch at a time, while the socket takes it."""
-        if self._wake is not None:
-            if self._wake.active():
-                self._wake.cancel()
-            self._wake = None
         self._behind = True  # until caught up: a pause leaves the rest to resumeProducing
         while not self._paused and self._started is not None:
             batch = self._next_batch()
@@ -174,9 +167,6 @@ class JobsStream(EventStream):
         return Batch(b"".join(out), events, last)
 
     def _detach(self, reason: str) -> None:
-        if self._wake is not None and self._wake.active():
-            self._wake.cancel()
-        self._wake = None
         for job in self._jobs:
             if job.inbox is not None and not job.ended:
                 self._registry.unsubscribe(job.inbox, job)
