@@ -136,13 +136,15 @@ def test_a_full_socket_pauses_every_streams_producer_and_a_drained_one_resumes_t
 
 def test_a_request_that_announces_a_body_is_refused_on_its_stream_alone():
     pair = Pair()
-    refused = pair.request(b"POST", extra=[(b"content-length", b"10")], end_stream=False)
-    pair.client.send_data(refused, b"0123456789", end_stream=True)
+    refused = pair.client.get_next_available_stream_id()
+    head = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/x")]
+    pair.client.send_headers(refused, head + [(b"content-length", b"10")])
+    pair.client.send_data(refused, b"0123456789", end_stream=True)  # in the same read as the headers
     pair.exchange()
     response = next(e for e in pair.events if isinstance(e, h2.events.ResponseReceived))
     assert dict(response.headers)[b":status"] == b"413"
     assert json.loads(pair.body(refused)) == {"error": "monit takes no request bodies"}
-    assert any(isinstance(e, h2.events.StreamReset) and e.stream_id == refused for e in pair.events)
+    assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == refused for e in pair.events)
     assert pair.resource.requests == [] and pair.site.refused[413] == 1
     pair.request()
     assert len(pair.resource.requests) == 1, "the connection goes on"

@@ -25,6 +25,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import h2.settings
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
@@ -89,6 +90,22 @@ class MonitH2Connection(H2Connection):
         for stream in tuple(self.streams.values()):
             stream.windowUpdated()  # resumes those whose window has room
 
+    def _sendPrioritisedData(self, *args: object) -> None:
+        """Twisted's send loop, which would pick a stream whose window is spent again and again,
+        sending nothing, a reactor turn each (a core's worth of CPU for one reader that stopped
+        reading): such a stream is left out until a WINDOW_UPDATE gives it room."""
+        for stream_id, queue in self._outboundStreamQueues.items():
+            if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(stream_id) <= 0:
+                self.priority.block(stream_id)
+        super()._sendPrioritisedData(*args)
+
+    def _handleWindowUpdate(self, event: h2.events.WindowUpdated) -> None:
+        super()._handleWindowUpdate(event)
+        waiting = self._sendingDeferred
+        if waiting is not None and any(self._outboundStreamQueues.values()):
+            self._sendingDeferred = None  # the send loop waits for work: there is some now
+            waiting.callback(None)
+
     def _requestReceived(self, event: h2.events.RequestReceived) -> None:
         if _announces_body(event):
             self._refuse_stream(event.stream_id, 413, "monit takes no request bodies")
@@ -140,7 +157,10 @@ class MonitH2Connection(H2Connection):
         self.conn.send_headers(stream_id, headers, end_stream=not fits)
         if fits:
             self.conn.send_data(stream_id, body, end_stream=True)
-        self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        try:
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.NO_ERROR)
+        except h2.exceptions.StreamClosedError:
+            pass  # its body had all come already: the stream is over
         self.site.refused[code] += 1
         self._tryToWriteControlData()
 
