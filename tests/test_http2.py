@@ -33,8 +33,9 @@ async def until(condition, timeout: float = 20.0, what: str = "") -> None:
             await asyncio.sleep(0.01)
 
 
-async def first_event(response: httpx.Response) -> dict:
-    async for line in response.aiter_lines():
+async def first_event(response: httpx.Response, lines=None) -> dict:
+    """The next event's data, from the response's lines (or from ``lines``, an iterator over them already begun)."""
+    async for line in lines or response.aiter_lines():
         if line.startswith("data: "):
             return json.loads(line[6:])
     raise EOFError("the stream ended without an event")
@@ -95,7 +96,8 @@ def test_a_stalled_stream_is_dropped_alone_while_another_connection_keeps_receiv
                         await asyncio.to_thread(
                             publisher.publish, "monitor.user", {"id": "stall", "messages": [{"n": n, "pad": padding}]}
                         )
-                    async for line in response.aiter_lines():
+                    lines = response.aiter_lines()
+                    async for line in lines:
                         if line.startswith("data: "):
                             seen = json.loads(line[6:])["n"]
                             if seen == 199:
@@ -107,7 +109,7 @@ def test_a_stalled_stream_is_dropped_alone_while_another_connection_keeps_receiv
                                            for e in events),
                     )
                     await asyncio.to_thread(publisher.publish, "monitor.user", {"id": "stall", "messages": [{"n": 200}]})
-                    return int((await first_event(response))["n"])
+                    return int((await first_event(response, lines))["n"])
 
         assert asyncio.run(keep_reading()) == 200
         assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in stalled.events), "the connection lives"
@@ -151,12 +153,13 @@ def test_kept_alive_streams_outlive_the_head_deadline_and_the_idle_timeout(tmp_p
         async with client(monit) as http:
             async with http.stream("GET", "/events?stream=idle", headers={"X-Auth-Token": monit.token()}) as response:
                 keepalives = 0
-                async for line in response.aiter_lines():
+                lines = response.aiter_lines()
+                async for line in lines:
                     keepalives += line == ": keep-alive"
                     if keepalives == 10:  # 3 s: twice the idle timeout, six head deadlines
                         break
                 await asyncio.to_thread(publisher.publish, "monitor.user", {"id": "idle", "messages": [{"n": 1}]})
-                return keepalives, await first_event(response)
+                return keepalives, await first_event(response, lines)
 
     try:
         assert asyncio.run(watch()) == (10, {"n": 1})
