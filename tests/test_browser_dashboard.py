@@ -41,11 +41,12 @@ class Dashboard:
     def __init__(self, monit: TLSMonit, *flags: str) -> None:
         self.monit = monit
         self.browser = Browser(f"{monit.base}/healthz", "--ignore-certificate-errors", *flags)
-        self.browser.wait_for("document.readyState === 'complete'")
+        self.browser.wait_for("location.protocol === 'https:' && document.readyState === 'complete'")
         self.browser.evaluate(DASHBOARD)
 
     def protocol(self) -> str:
-        """The protocol the page itself came over (ALPN's choice): ``h2`` or ``http/1.1``."""
+        """What the page's navigation entry says it came over: ``http/1.1``, or (over HTTP/2 with a
+        certificate Chromium was told to ignore) an empty string: Chromium leaves it out there."""
         return str(self.browser.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol"))
 
     def open(self, urls: list[str]) -> None:
@@ -84,8 +85,9 @@ def monit(tmp_path, nats_server):
 def test_over_http2_ten_event_sources_to_one_origin_all_get_live_events(monit, publisher):
     dashboard = Dashboard(monit)
     try:
-        assert dashboard.protocol() == "h2"
+        assert dashboard.protocol() in ("h2", ""), "not HTTP/1.1"
         dashboard.open(job_urls(monit, SOURCES))
+        # all ten open at once: over HTTP/1.1 only six can (the test below)
         dashboard.wait_for(f"r.filter((s) => s.readyState === {OPEN}).length === {SOURCES}")
         publish_to_each(publisher, SOURCES, 1)
         report = dashboard.wait_for("r.every((s) => s.events.length === 1)")
