@@ -17,6 +17,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import sysconfig
@@ -35,6 +36,7 @@ REFERENCE_ARGS = {"ingest": ["--count-only"]}  # the ingest baseline only counts
 MAX_LOADGEN_CPU = 0.9  # a phase in which the generator used more of its core is invalid
 MAX_OTHER_CPU = 0.25  # a phase in which other processes used more (in cores) is flagged noisy
 FD_SPARE = 256  # descriptors a process needs besides its readers
+HTTP2_SCENARIOS = ("idle-memory", "cpu-per-delivery")  # those --http2 runs monit's side of over HTTP/2
 
 # Every scenario's sizes, full and --smoke. The generator reads them as they are.
 SCENARIOS: dict[str, dict[str, dict]] = {
@@ -202,22 +204,54 @@ def find_nats_server() -> str:
     return binary
 
 
-def monit_argv(nats_url: str, port: int, *extra: str) -> list[str]:
-    """twistd monit in the foreground on 127.0.0.1:port; ``extra`` options come last (and win).
+def monit_argv(nats_url: str, port: int, *extra: str, tls: Certificate | None = None) -> list[str]:
+    """twistd monit in the foreground on 127.0.0.1:port (TLS with ``tls``); ``extra`` options come last (and win).
 
     The generator's readers share one token, standing in for thousands of users: the cap on
     what one user's requests may open (``--max-inboxes-per-user``) is lifted for them.
     """
+    listen = f"tcp:{port}:interface=127.0.0.1"
+    if tls is not None:
+        listen = f"ssl:{port}:interface=127.0.0.1:privateKey={tls.key}:certKey={tls.cert}"
     return [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--heartbeat", "15",
+            "--listen", listen, "--jwt-secret", SECRET, "--heartbeat", "15",
             "--max-inboxes-per-user", "1000000", *extra]
 
 
+class Certificate:
+    """A self-signed certificate for 127.0.0.1, made for the run: monit's TLS for --http2."""
+
+    def __init__(self, folder: Path) -> None:
+        import datetime
+        import ipaddress
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "monit benchmark")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        self.cert, self.key = folder / "monit-cert.pem", folder / "monit-key.pem"
+        self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        self.key.write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+
 def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str, nats: dict,
-                server_pid: int, deadline_s: float) -> dict:
+                server_pid: int, deadline_s: float, http2: bool = False) -> dict:
     """What the generator is told: where the server is, what to run, the limits of a valid phase."""
     return {
-        "scenario": scenario, "target": target, "params": params,
+        "scenario": scenario, "target": target, "params": params, "http2": http2 and target == "monit",
         "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
         "serverPid": server_pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
         "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": deadline_s,
@@ -225,27 +259,34 @@ def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str,
 
 
 def start_target(
-    procs: Processes, target: str, scenario: str, nats_url: str, port: int, log, monit_args: list[str]
+    procs: Processes, target: str, scenario: str, nats_url: str, port: int, log, monit_args: list[str],
+    tls: Certificate | None = None,
 ) -> subprocess.Popen:
     if target == "monit":
-        argv = monit_argv(nats_url, port, *monit_args)
+        argv = monit_argv(nats_url, port, *monit_args, tls=tls)
     else:
         argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
                 *REFERENCE_ARGS.get(scenario, [])]
     proc = procs.start(argv, core="server_core", stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port, proc, target)
     if target == "monit":
-        wait_ready(port, proc)
+        wait_ready(port, proc, tls=tls is not None)
     return proc
 
 
-def wait_ready(port: int, proc: subprocess.Popen, deadline: float = 30.0) -> None:
+def wait_ready(port: int, proc: subprocess.Popen, deadline: float = 30.0, tls: bool = False) -> None:
     """Until /readyz says 200: subscribed (or, with JetStream, caught up with the stream)."""
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/readyz"
+    unverified = None
+    if tls:  # our own self-signed certificate
+        unverified = ssl.create_default_context()
+        unverified.check_hostname = False
+        unverified.verify_mode = ssl.CERT_NONE
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         if proc.poll() is not None:
             raise RuntimeError(f"monit exited with {proc.returncode} before it was ready")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1, context=unverified):
             return
         time.sleep(0.05)
     raise TimeoutError(f"monit was not ready within {deadline} s")
@@ -267,7 +308,8 @@ def run_loadgen(procs: Processes, env: dict) -> dict:
 
 
 def run_scenario(
-    procs: Processes, name: str, params: dict, nats, token: str, smoke: bool, outdir: Path, monit_args: list[str]
+    procs: Processes, name: str, params: dict, nats, token: str, smoke: bool, outdir: Path, monit_args: list[str],
+    tls: Certificate | None = None,
 ) -> dict:
     entry: dict = {}
     for target in TARGETS:
@@ -275,8 +317,9 @@ def run_scenario(
         log_path = outdir / "logs" / f"{name}-{target}.log"
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
         with open(log_path, "wb") as log:
-            server = start_target(procs, target, name, nats["url"], port, log, monit_args)
-            env = loadgen_env(name, target, params, port, token, nats, server.pid, 120 if smoke else 1200)
+            server = start_target(procs, target, name, nats["url"], port, log, monit_args, tls)
+            env = loadgen_env(name, target, params, port, token, nats, server.pid, 120 if smoke else 1200,
+                              http2=tls is not None)
             try:
                 entry[target] = run_loadgen(procs, env)
             except Exception as error:  # noqa: BLE001 - recorded, and the run exits non-zero
@@ -327,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
     parser.add_argument("--jetstream", action="store_true",
                         help="monit with --jetstream, on a nats-server with JetStream made anew for each scenario")
+    parser.add_argument("--http2", action="store_true",
+                        help=f"monit over HTTP/2 (TLS, ALPN h2, a self-signed certificate made for the run); "
+                             f"only {', '.join(HTTP2_SCENARIOS)}; the reference stays HTTP/1.1 over plain TCP")
     args = parser.parse_args(argv)
+    if args.http2 and not set(args.scenario or HTTP2_SCENARIOS) <= set(HTTP2_SCENARIOS):
+        parser.error(f"--http2 runs only {', '.join(HTTP2_SCENARIOS)}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that the finally below runs
 
     from monit.token import mint
@@ -344,10 +392,12 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     started = time.monotonic()
     results["jetstream"] = args.jetstream
+    results["http2"] = args.http2
     monit_args = ["--jetstream"] if args.jetstream else []
+    tls = Certificate(outdir) if args.http2 else None
     try:
         nats_proc, nats = None, {}
-        for name in args.scenario or list(SCENARIOS):
+        for name in args.scenario or list(HTTP2_SCENARIOS if args.http2 else SCENARIOS):
             if nats_proc is None or args.jetstream:  # JetStream: a fresh stream, nothing to replay
                 if nats_proc is not None:
                     procs.stop(nats_proc)
@@ -356,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             if name == "flood-fanout":
                 params = flood_fanout_rate(params, results["scenarios"])
             entry = {"params": params, "notes": notes}
-            entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir, monit_args))
+            entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir, monit_args, tls))
             ok = ok and all("error" not in entry[target] for target in TARGETS)
             results["scenarios"][name] = entry
             write_results(results, outdir)

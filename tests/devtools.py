@@ -29,13 +29,16 @@ def chromium_binary() -> str:
 
 
 class Browser:
-    """One headless Chromium showing one URL; ``evaluate`` runs an expression in that page."""
+    """One headless Chromium showing one URL; ``evaluate`` runs an expression in that page.
 
-    def __init__(self, url: str) -> None:
+    ``flags`` are Chromium's own, added to ours (``--ignore-certificate-errors``, ``--disable-http2``).
+    """
+
+    def __init__(self, url: str, *flags: str) -> None:
         self.profile = tempfile.mkdtemp(prefix="monit-devtools-")
         commands_read, self._commands = os.pipe()
         self._answers, answers_write = os.pipe()
-        argv = " ".join([chromium_binary(), *FLAGS, f"--user-data-dir={self.profile}", f"'{url}'"])
+        argv = " ".join([chromium_binary(), *FLAGS, *flags, f"--user-data-dir={self.profile}", f"'{url}'"])
         self.log_path = os.path.join(self.profile, "chromium.log")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -48,6 +48,29 @@ def test_smoke_run_writes_results_for_every_scenario(tmp_path):
     assert list(tmp_path.glob("*.png")), "no plots written"
 
 
+def test_http2_smoke_run_measures_idle_memory_and_cpu_per_delivery_over_http2(tmp_path):
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--http2", "--smoke", "--no-plots", "--results", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["http2"] is True
+    assert set(results["scenarios"]) == {"idle-memory", "cpu-per-delivery"}
+    for name, scenario in results["scenarios"].items():
+        for target in ("monit", "reference"):
+            assert "error" not in scenario[target], (name, target, scenario[target])
+            assert all(math.isfinite(v) for v in numbers(scenario[target]["summary"])), (name, target)
+    memory = results["scenarios"]["idle-memory"]["monit"]["summary"]
+    assert memory["rss_per_stream_kb@200"] > 0
+    assert results["scenarios"]["cpu-per-delivery"]["monit"]["summary"]["lost"] == 0
+    assert "monit listening on ssl:" in (tmp_path / "logs" / "idle-memory-monit.log").read_text()
+
+
 def test_soak_smoke_run_measures_the_control_stream_through_every_attack(tmp_path):
     done = subprocess.run(
         [sys.executable, str(SOAK), "--smoke", "--results", str(tmp_path)],

@@ -4,6 +4,7 @@
 
 const fs = require('fs');
 const http = require('http');
+const http2 = require('http2');
 const net = require('net');
 const { performance } = require('perf_hooks');
 
@@ -218,9 +219,26 @@ class FrameParser {
   }
 }
 
-// An SSE reader: monit over HTTP (GET /events), the reference over plain TCP
-// (it sends the stream id as one line, the reference's stand-in for the URL).
-// open() resolves once the server has sent the `retry:` greeting.
+// HTTP/2 sessions to monit over TLS (env.http2), shared by readers: each
+// carries up to H2_STREAMS streams (monit's limit per connection), as a
+// browser's one connection to an origin would.
+const H2_STREAMS = 100;
+const h2Sessions = [];
+function h2Session(env) {
+  let session = h2Sessions.find((s) => s.streams < H2_STREAMS && !s.client.destroyed && !s.client.closed);
+  if (!session) {
+    const client = http2.connect(`https://${env.host}:${env.port}`, { rejectUnauthorized: false });
+    client.on('error', () => {}); // each stream on it reports its own failure
+    session = { client, streams: 0 };
+    h2Sessions.push(session);
+  }
+  session.streams++;
+  return session;
+}
+
+// An SSE reader: monit over HTTP (GET /events; over HTTP/2 with env.http2), the
+// reference over plain TCP (it sends the stream id as one line, the reference's
+// stand-in for the URL). open() resolves once the server has sent the `retry:` greeting.
 class Reader {
   constructor(env, stream, onEvent, onForeign = null) {
     this.env = env;
@@ -251,7 +269,23 @@ class Reader {
       const ended = () => {
         if (!this.closing) this.ended = true;
       };
-      if (this.env.target === 'monit') {
+      if (this.env.target === 'monit' && this.env.http2) {
+        const session = h2Session(this.env);
+        const req = session.client.request({
+          ':path': `/events?stream=${encodeURIComponent(this.stream)}`,
+          'x-auth-token': this.env.token,
+        });
+        req.on('response', (headers) => {
+          if (headers[':status'] !== 200) fail(new Error(`HTTP ${headers[':status']}`));
+        });
+        req.on('data', (chunk) => parser.feed(chunk));
+        req.on('close', () => {
+          session.streams--;
+          ended();
+        });
+        req.on('error', fail);
+        this.closer = () => req.close();
+      } else if (this.env.target === 'monit') {
         const req = http.get({
           host: this.env.host,
           port: this.env.port,

@@ -12,10 +12,18 @@ All of that relies on private fields of ``twisted.internet.tcp.Connection``
 not what this module expects, monit says so once and every stream goes
 through ``Request.write``, judging slowness by what it wrote while the
 transport asked it to pause: slower and coarser, never blind.
+
+HTTP/2 streams always write through ``Request.write`` (Twisted frames them
+and shares the connection between them). What such a reader has not taken is
+what waits in its stream's queue on the connection (``_outboundStreamQueues``
+of ``twisted.web._http2.H2Connection``): bytes its flow-control window, or
+the full socket under the connection, keeps back. If that queue is not where
+it is expected, the stream judges as ``Request.write`` does.
 """
 from __future__ import annotations
 
 import socket
+from collections import deque
 from typing import Protocol
 
 from twisted.internet import tcp
@@ -140,6 +148,28 @@ class RequestWriter:
         self._since_pause = 0
 
 
+class StreamQueueWriter:
+    """HTTP/2: ``Request.write``, and unsent bytes from the stream's queue on its connection."""
+
+    __slots__ = ("_request", "_queue")
+
+    def __init__(self, request: Request, queue: deque[object]) -> None:
+        self._request = request
+        self._queue = queue
+
+    def write(self, batch: Batch) -> None:
+        self._request.write(batch.data)
+
+    def unsent(self) -> int:
+        return sum(len(chunk) for chunk in self._queue if isinstance(chunk, bytes))
+
+    def pause(self) -> None:
+        """The queue is read directly: pausing changes nothing here."""
+
+    def resume(self) -> None:
+        """As for pause."""
+
+
 def writer_for(request: Request, fast: bool) -> Writer:
     """The fastest writer that is safe for this response, once its headers are out."""
     if fast and getattr(request, "chunked", False):
@@ -149,7 +179,18 @@ def writer_for(request: Request, fast: bool) -> Writer:
         below = _tcp_below(transport)
         if transport is not None and below is not None:
             return ChunkWriter(transport, below)
+    elif fast and request.clientproto == b"HTTP/2":
+        queue = stream_queue(request.channel)
+        if queue is not None:
+            return StreamQueueWriter(request, queue)
     return RequestWriter(request)
+
+
+def stream_queue(stream: object) -> deque[object] | None:
+    """What an HTTP/2 stream has written and its connection has not sent yet, if it is where Twisted keeps it."""
+    queues = getattr(getattr(stream, "_conn", None), "_outboundStreamQueues", None)
+    queue = queues.get(getattr(stream, "streamID", None)) if isinstance(queues, dict) else None
+    return queue if isinstance(queue, deque) else None
 
 
 def _tcp_below(transport: object) -> tcp.Connection | None:

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from monit.oneshot import OneShotObserver
-from monit.web.site import MonitSite
+from monit.web.site import HTTP2_OFF, MonitSite
 
 DEFAULT_LISTEN = "tcp:8080"
 LISTEN_SUBJECT = "config.get.monitor"
@@ -116,6 +116,8 @@ class WebListener(Service):
 
     def _listen(self, description: str) -> Deferred[IListeningPort]:
         endpoint = serverFromString(self._reactor, with_backlog(description))
+        if HTTP2_OFF is not None and description.startswith("ssl:"):
+            self.log.warn("HTTP/2 is off, TLS serves HTTP/1.1 only: {why}", why=HTTP2_OFF)
         listening: Deferred[IListeningPort] = endpoint.listen(self.site)
         return listening.addCallback(self._listened, description)
 

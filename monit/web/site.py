@@ -8,15 +8,22 @@ every byte, so a client trickling one byte a second would hold a connection
 for ever. An overlong request line gets 414, overlong headers 431, an
 HTTP/1.1 request without ``Host`` 400. Connections are capped overall and,
 if asked, per client address.
+
+Over TLS the site offers ``h2`` and ``http/1.1`` by ALPN (``h2`` only when the
+``h2`` package is installed); a connection that chose ``h2`` is handed to
+``monit.web.http2`` once its handshake is done, and keeps its place in the
+counts.
 """
 from __future__ import annotations
 
 import json
+import typing
 from collections import Counter
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
@@ -24,9 +31,20 @@ from twisted.web.http import HTTPChannel, Request
 from twisted.web.resource import IResource
 from twisted.web.server import Request as ServerRequest
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from monit.deadlines import Deadlines
 from monit.oneshot import OneShotObserver
+
+try:
+    from monit.web import http2
+except ImportError as missing:
+    http2 = None  # type: ignore[assignment]
+    HTTP2_OFF: str | None = f"the h2 package is not installed ({missing}); pip install 'txmonit[http2]'"
+else:
+    HTTP2_OFF = None
+
+KEEPALIVES_PER_IDLE_TIMEOUT = 4  # an HTTP/2 connection is timed out after this many keep-alive intervals of silence
 
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
@@ -83,8 +101,9 @@ def _set_early(instance: object, names: tuple[str, ...]) -> None:
         setattr(instance, name, getattr(instance, name, None))
 
 
+@implementer(IHandshakeListener)
 class MonitChannel(HTTPChannel):
-    """HTTP/1.1 (no HTTP/2 negotiation layer), with the bounds in the module docstring."""
+    """HTTP/1.1 with the bounds in the module docstring; over TLS, HTTP/2 takes over if ALPN chose it."""
 
     site: MonitSite  # set by the site that builds it
     _log = Logger(observer=LogPublisher())  # its "Timing out client" line for every idle connection
@@ -96,7 +115,8 @@ class MonitChannel(HTTPChannel):
     def connectionMade(self) -> None:
         super().connectionMade()
         _set_early(self, _CHANNEL_SETS_LATER)
-        _set_early(self.transport, _TRANSPORT_SETS_LATER)
+        if isinstance(self.transport, tcp.Connection):  # not over TLS: its transport is TLS's protocol
+            _set_early(self.transport, _TRANSPORT_SETS_LATER)
         self.site.opened(self)
         self._start_head()
 
@@ -105,13 +125,23 @@ class MonitChannel(HTTPChannel):
         super().connectionLost(reason)
         self.site.channel_closed(self)
 
+    def handshakeCompleted(self) -> None:
+        """TLS is up, and nothing read yet: if ALPN chose h2, HTTP/2 takes this connection over."""
+        if self._refused:
+            return
+        if http2 is not None and getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            http2.take_over(self, self.site)
+
+    def close_when_done(self) -> None:
+        """Shutdown: close once the pending writes are out."""
+        if self.transport is not None:
+            self.transport.loseConnection()
+
     def _start_head(self) -> None:
-        """A request head begins: it has until the deadline (one the site keeps for every channel)."""
-        site = self.site
-        site.heads.set(self, site.clock.seconds() + site.head_timeout, _head_too_slow)
+        self.site.start_head_deadline(self)
 
     def _stop_head(self) -> None:
-        self.site.heads.cancel(self)
+        self.site.stop_head_deadline(self)
 
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
@@ -158,19 +188,54 @@ class MonitChannel(HTTPChannel):
         self.transport.loseConnection()
 
 
-def _head_too_slow(channel: MonitChannel) -> None:
+class _Connection(typing.Protocol):
+    """An open connection of the site's, whichever HTTP it speaks (MonitChannel or MonitH2Connection)."""
+
+    def __hash__(self) -> int: ...
+
+    def close_when_done(self) -> None: ...
+
+    def _refuse(self, code: int, message: str) -> None: ...
+
+
+def _head_too_slow(channel: _Connection) -> None:
     channel._refuse(408, "the request head took too long")
 
 
+@implementer(IHandshakeListener)
 class _Refuser(Protocol):
-    """A connection past a cap: one 503, then closed."""
+    """A connection past a cap: one 503, then closed.
 
-    def __init__(self, message: str) -> None:
+    Over TLS the answer waits for the handshake, which says in which HTTP to
+    give it; a handshake that does not end by the head deadline is aborted.
+    """
+
+    def __init__(self, message: str, clock: IReactorTime, timeout: float) -> None:
         self._message = message
+        self._clock = clock
+        self._timeout = timeout
+        self._handshake: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         assert self.transport is not None
-        self.transport.write(refusal(503, self._message))
+        if ISSLTransport.providedBy(self.transport):
+            self._handshake = self._clock.callLater(self._timeout, self.transport.abortConnection)
+        else:
+            self._answer(refusal(503, self._message))
+
+    def handshakeCompleted(self) -> None:
+        if http2 is not None and getattr(self.transport, "negotiatedProtocol", None) == b"h2":
+            self._answer(http2.refusal(self._message))
+        else:
+            self._answer(refusal(503, self._message))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._handshake is not None and self._handshake.active():
+            self._handshake.cancel()
+
+    def _answer(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
         self.transport.loseConnection()
 
 
@@ -194,39 +259,56 @@ class MonitSite(Site):
         head_timeout: float,
         max_connections: int,
         max_per_address: int = 0,
+        keepalive: float = 15.0,
     ) -> None:
         super().__init__(resource, timeout=head_timeout, reactor=clock)
         self.clock = clock
         self.head_timeout = head_timeout
+        self.idle_timeout = KEEPALIVES_PER_IDLE_TIMEOUT * keepalive  # HTTP/2's: never while streams are kept alive
         self._max_connections = max_connections
         self._max_per_address = max_per_address
-        self.channels: dict[HTTPChannel, str] = {}  # each open one, with its client's address
+        self.channels: dict[_Connection, str] = {}  # each open connection's protocol, with its client's address
         self._per_address: Counter[str] = Counter()
         self.refused: Counter[int] = Counter()  # requests answered here, by status code
         self.refused_connections: Counter[str] = Counter()  # connections turned away, by cap
         self._emptied: OneShotObserver[None] | None = None
-        self.heads: Deadlines[MonitChannel] = Deadlines(clock)  # each channel's, while its request head comes
+        self.heads: Deadlines[_Connection] = Deadlines(clock)  # each connection's, while its request head comes
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         if len(self.channels) >= self._max_connections:
             self.refused_connections["max-connections"] += 1
-            return _Refuser("too many connections")
+            return _Refuser("too many connections", self.clock, self.head_timeout)
         host = getattr(addr, "host", "")
         if self._max_per_address and self._per_address[host] >= self._max_per_address:
             self.refused_connections["max-connections-per-ip"] += 1
-            return _Refuser("too many connections from this address")
+            return _Refuser("too many connections from this address", self.clock, self.head_timeout)
         channel: Protocol | None = super().buildProtocol(addr)
         return channel
 
+    def acceptableProtocols(self) -> list[bytes]:
+        """What TLS offers by ALPN: HTTP/2 first when it can be spoken."""
+        return [b"http/1.1"] if http2 is None else [b"h2", b"http/1.1"]
+
     def log(self, request: Request) -> None:
         """No access log: monit logs streams and refusals itself, without tokens."""
+
+    def start_head_deadline(self, channel: _Connection) -> None:
+        """A request head is awaited: it has until the deadline (one the site keeps for every connection)."""
+        self.heads.set(channel, self.clock.seconds() + self.head_timeout, _head_too_slow)
+
+    def stop_head_deadline(self, channel: _Connection) -> None:
+        self.heads.cancel(channel)
 
     def opened(self, channel: MonitChannel) -> None:
         peer = channel.transport.getPeer() if channel.transport is not None else None
         address = self.channels[channel] = str(getattr(peer, "host", ""))
         self._per_address[address] += 1
 
-    def channel_closed(self, channel: MonitChannel) -> None:
+    def replaced(self, old: _Connection, new: _Connection) -> None:
+        """The connection speaks HTTP/2 now: the same connection, counted once."""
+        self.channels[new] = self.channels.pop(old)
+
+    def channel_closed(self, channel: _Connection) -> None:
         address = self.channels.pop(channel, None)
         if address is not None:
             self._per_address[address] -= 1
@@ -244,8 +326,7 @@ class MonitSite(Site):
             self._emptied = OneShotObserver()
         waiter = self._emptied.when_fired()
         for channel in tuple(self.channels):
-            if channel.transport is not None:
-                channel.transport.loseConnection()
+            channel.close_when_done()
         waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda *_: None)
         return waiter
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+from typing import Protocol, cast
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.task import LoopingCall
@@ -15,6 +16,12 @@ from monit.inbox import Batch, Inbox
 from monit.registry import InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
+
+
+class _Abortable(Protocol):
+    """An HTTP/2 stream (``twisted.web._http2.H2Stream``), its request's channel."""
+
+    def abortConnection(self) -> None: ...
 
 
 @implementer(IPushProducer)
@@ -205,6 +212,8 @@ class EventStream:
             transport.abortConnection()
         elif transport is not None:
             transport.loseConnection()
+        else:  # HTTP/2: reset this stream alone; the connection's other streams go on
+            cast(_Abortable, self._request.channel).abortConnection()
 
     def _finish(self, reason: str) -> None:
         """End the response; only ever called while the connection is up."""

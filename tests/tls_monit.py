@@ -1,0 +1,135 @@
+"""``twistd monit`` listening with TLS (``ssl:``) on a certificate of a test CA, and clients that trust it."""
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.events
+
+from monit.token import mint
+
+from natsserver import free_port
+from pki import CA
+from processes import script
+
+SECRET = "tls-monit-secret-of-a-good-length-0123456789"
+
+
+class TLSMonit:
+    """monit as a child process on ``ssl:PORT`` with a certificate for 127.0.0.1 and localhost."""
+
+    def __init__(self, folder: Path, nats_url: str, *options: str) -> None:
+        ca = CA(folder)
+        cert, key = ca.issue("monit-web", server=True)
+        self.ca = ca.path
+        self.port = free_port()
+        self.base = f"https://127.0.0.1:{self.port}"
+        listen = f"ssl:{self.port}:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        self.log = folder / "monit.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(
+                [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url, "--listen", listen,
+                 "--jwt-secret", SECRET, *options],
+                cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.wait_until_ready()
+
+    def context(self, *protocols: str) -> ssl.SSLContext:
+        """A client TLS context that trusts the test CA and offers these protocols by ALPN."""
+        context = ssl.create_default_context(cafile=self.ca)
+        if protocols:
+            context.set_alpn_protocols(list(protocols))
+        return context
+
+    def token(self, user: str = "tess") -> str:
+        return mint(SECRET, user, 600)
+
+    def wait_until_ready(self, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.base}/readyz", timeout=1, context=self.context()) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"monit not ready within {timeout}s: {self.log.read_text()[-2000:]}")
+            time.sleep(0.02)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+        return self.process.wait(timeout=timeout)
+
+
+class RawH2:
+    """An HTTP/2 client that does only what it is told: it never acknowledges data unless asked."""
+
+    def __init__(self, monit: TLSMonit) -> None:
+        raw = socket.create_connection(("127.0.0.1", monit.port), timeout=10)
+        self.socket = monit.context("h2").wrap_socket(raw, server_hostname="localhost")
+        assert self.socket.selected_alpn_protocol() == "h2"
+        self.connection = h2.connection.H2Connection(h2.config.H2Configuration(header_encoding=None))
+        self.connection.initiate_connection()
+        self.flush()
+        self.events: list[h2.events.Event] = []
+        self.closed = False
+
+    def flush(self) -> None:
+        self.socket.sendall(self.connection.data_to_send())
+
+    def get(self, path: str, token: str) -> int:
+        """Open a GET stream; its id."""
+        return self.request(b"GET", path, [(b"x-auth-token", token.encode())])
+
+    def request(self, method: bytes, path: str, headers: list[tuple[bytes, bytes]], end_stream: bool = True) -> int:
+        """Send a request's headers (and END_STREAM, unless a body is to follow); its stream id."""
+        stream_id: int = self.connection.get_next_available_stream_id()
+        pseudo = [(b":method", method), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", path.encode())]
+        self.connection.send_headers(stream_id, pseudo + headers, end_stream=end_stream)
+        self.flush()
+        return stream_id
+
+    def ended(self, stream_id: int):
+        """A condition for read_until: the stream has ended or was reset."""
+        return lambda events: any(
+            isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream_id for e in events
+        )
+
+    def status(self, stream_id: int) -> int:
+        response = next(e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
+        return int(dict(response.headers)[b":status"])
+
+    def read_until(self, condition, timeout: float = 15.0) -> None:
+        """Read frames (acknowledging none) until ``condition(self.events)`` or the connection ends."""
+        deadline = time.monotonic() + timeout
+        while not condition(self.events):
+            if self.closed:
+                raise EOFError(f"connection closed; events: {self.events[-10:]}")
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"not seen within {timeout}s; events: {self.events[-10:]}")
+            self.socket.settimeout(remaining)
+            try:
+                data = self.socket.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                self.closed = True
+                continue
+            self.events.extend(self.connection.receive_data(data))
+            self.flush()
+
+    def body(self, stream_id: int) -> bytes:
+        return b"".join(e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id)
+
+    def close(self) -> None:
+        self.socket.close()
