@@ -27,17 +27,14 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-import priority
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import connectionDone
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
-from twisted.web._http2 import _END_STREAM_SENTINEL, H2Connection
+from twisted.web._http2 import H2Connection
 from twisted.web.http import HTTPChannel
 
 MAX_STREAMS = 100  # streams one connection may have open at once (Chromium opens up to 100 before it waits)
-FRAMES_PER_WRITE = 1000  # frames the send loop puts in one write before it lets the reactor turn
 
 
 class Host(Protocol):
@@ -94,61 +91,13 @@ class MonitH2Connection(H2Connection):
             stream.windowUpdated()  # resumes those whose window has room
 
     def _sendPrioritisedData(self, *args: object) -> None:
-        """Twisted's send loop, with every frame that can go now sent in one write.
-
-        Twisted's sends one frame per reactor turn, each in a write (a TLS
-        record) of its own: a hundred streams given a batch each cost a hundred
-        turns and records. And it picks a stream whose window is spent again
-        and again, sending nothing (a core's worth of CPU for one reader that
-        stopped reading): such a stream is left out until a WINDOW_UPDATE.
-        """
-        if not self._stillProducing:
-            return
-        if self._consumerBlocked is not None:
-            self._consumerBlocked.addCallback(self._sendPrioritisedData)
-            return
-        self.resetTimeout()
-        for _ in range(FRAMES_PER_WRITE):
-            try:
-                stream_id = next(self.priority)
-            except priority.DeadlockError:  # nothing can go: wait for a stream that has something
-                self._write_out()
-                assert self._sendingDeferred is None
-                self._sendingDeferred = Deferred()
-                self._sendingDeferred.addCallback(self._sendPrioritisedData)
-                return
-            self._send_frame(stream_id)
-        self._write_out()
-        self._reactor.callLater(0, self._sendPrioritisedData)
-
-    def _send_frame(self, stream_id: int) -> None:
-        """One frame of the stream's queue (or its end) into h2's buffer, as Twisted's loop does."""
-        queue = self._outboundStreamQueues[stream_id]
-        window = self.conn.local_flow_control_window(stream_id)
-        if queue[0] is _END_STREAM_SENTINEL:
-            queue.popleft()
-            self.conn.end_stream(stream_id)
-            self._write_out()
-            self._requestDone(stream_id)
-            return
-        if window <= 0:
-            self.priority.block(stream_id)  # until a WINDOW_UPDATE unblocks it
-            return
-        data = queue.popleft()
-        room = min(self.conn.max_outbound_frame_size, window)
-        if len(data) > room:
-            queue.appendleft(data[room:])
-            data = data[:room]
-        self.conn.send_data(stream_id, data)
-        if not queue:
-            self.priority.block(stream_id)
-        if self.remainingOutboundWindow(stream_id) <= 0:
-            self.streams[stream_id].flowControlBlocked()
-
-    def _write_out(self) -> None:
-        data = self.conn.data_to_send()
-        if data and self.transport is not None:
-            self.transport.write(data)
+        """Twisted's send loop, which would pick a stream whose window is spent again and again,
+        sending nothing, a reactor turn each (a core's worth of CPU for one reader that stopped
+        reading): such a stream is left out until a WINDOW_UPDATE gives it room."""
+        for stream_id, queue in self._outboundStreamQueues.items():
+            if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(stream_id) <= 0:
+                self.priority.block(stream_id)
+        super()._sendPrioritisedData(*args)
 
     def _handleWindowUpdate(self, event: h2.events.WindowUpdated) -> None:
         super()._handleWindowUpdate(event)
