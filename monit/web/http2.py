@@ -90,14 +90,15 @@ class MonitH2Connection(H2Connection):
         for stream in tuple(self.streams.values()):
             stream.windowUpdated()  # resumes those whose window has room
 
-    def _sendPrioritisedData(self, *args: object) -> None:
-        """Twisted's send loop, which would pick a stream whose window is spent again and again,
-        sending nothing, a reactor turn each (a core's worth of CPU for one reader that stopped
-        reading): such a stream is left out until a WINDOW_UPDATE gives it room."""
-        for stream_id, queue in self._outboundStreamQueues.items():
-            if queue and isinstance(queue[0], bytes) and self.conn.local_flow_control_window(stream_id) <= 0:
-                self.priority.block(stream_id)
-        super()._sendPrioritisedData(*args)
+    def remainingOutboundWindow(self, streamID: int) -> int:
+        """Twisted's, which its send loop asks after each frame: a stream whose window is now
+        spent also leaves the loop until a WINDOW_UPDATE gives it room. Twisted's loop would
+        pick it again and again, sending nothing, a reactor turn each: a core's worth of CPU
+        for one reader that stopped reading."""
+        remaining: int = super().remainingOutboundWindow(streamID)
+        if remaining <= 0 and self.conn.local_flow_control_window(streamID) <= 0:
+            self.priority.block(streamID)
+        return remaining
 
     def _handleWindowUpdate(self, event: h2.events.WindowUpdated) -> None:
         super()._handleWindowUpdate(event)
