@@ -6,6 +6,7 @@ from twisted.logger import globalLogPublisher
 
 from natsserver import NATSServer
 from publisher import Publisher
+from signing import Signer
 
 # A test that uses one of these needs a real nats-server: it is an integration test.
 NATS_FIXTURES = {"nats_server", "private_nats_server", "publisher", "jetstream_server"}
@@ -59,3 +60,21 @@ def events() -> Iterator[EventLoggingObserver]:
     globalLogPublisher.addObserver(observer)
     yield observer
     globalLogPublisher.removeObserver(observer)
+
+
+# Signing keys for JWTs from an identity provider: made once per test module (RSA is slow to make).
+
+
+@pytest.fixture(scope="module")
+def rsa() -> Signer:
+    return Signer.make("RS256")
+
+
+@pytest.fixture(scope="module")
+def ec() -> Signer:
+    return Signer.make("ES256")
+
+
+@pytest.fixture(scope="module")
+def ed() -> Signer:
+    return Signer.make("EdDSA")

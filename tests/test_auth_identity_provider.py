@@ -50,21 +50,6 @@ class Provider(Resource):
         return self.body
 
 
-@pytest.fixture(scope="module")
-def rsa() -> Signer:
-    return Signer.make("RS256")
-
-
-@pytest.fixture(scope="module")
-def ec() -> Signer:
-    return Signer.make("ES256")
-
-
-@pytest.fixture(scope="module")
-def ed() -> Signer:
-    return Signer.make("EdDSA")
-
-
 @pytest.fixture
 def provider(rsa: Signer, ec: Signer, ed: Signer) -> Iterator[Provider]:
     provider = Provider(rsa, ec, ed)

@@ -45,16 +45,6 @@ class Provider(Resource):
         return self.body
 
 
-@pytest.fixture(scope="module")
-def rsa() -> Signer:
-    return Signer.make("RS256")
-
-
-@pytest.fixture(scope="module")
-def ec() -> Signer:
-    return Signer.make("ES256")
-
-
 @pytest.fixture
 def provider(rsa: Signer, ec: Signer) -> Provider:
     return Provider(jwks(rsa, ec))

@@ -23,33 +23,18 @@ from monit.settings import SettingError, Settings, from_sources
 from signing import Signer
 
 
-@pytest.fixture(scope="module")
-def rsa() -> Signer:
-    return Signer.make("RS256")
-
-
-@pytest.fixture(scope="module")
-def p256() -> Signer:
-    return Signer.make("ES256")
-
-
-@pytest.fixture(scope="module")
-def ed() -> Signer:
-    return Signer.make("EdDSA")
-
-
-def test_each_kind_of_key_suits_its_own_algorithms_only(rsa: Signer, p256: Signer, ed: Signer) -> None:
+def test_each_kind_of_key_suits_its_own_algorithms_only(rsa: Signer, ec: Signer, ed: Signer) -> None:
     assert algorithms_for(rsa.public) == ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-    assert algorithms_for(p256.public) == ("ES256",)
+    assert algorithms_for(ec.public) == ("ES256",)
     assert algorithms_for(ed.public) == ("EdDSA",)
     assert algorithms_for(Signer.make("ES384").public) == ("ES384",)
 
 
 @pytest.mark.parametrize("algorithm", ["HS256", "HS384", "HS512", "none", "NONE", "ES256K", "RS1", ""])
 def test_no_public_key_ever_suits_hmac_none_or_unknown_algorithms(
-    algorithm: str, rsa: Signer, p256: Signer, ed: Signer
+    algorithm: str, rsa: Signer, ec: Signer, ed: Signer
 ) -> None:
-    assert not any(suits(algorithm, signer.public) for signer in (rsa, p256, ed))
+    assert not any(suits(algorithm, signer.public) for signer in (rsa, ec, ed))
 
 
 def test_a_jwk_alg_pins_its_key(rsa: Signer) -> None:
@@ -81,18 +66,18 @@ def test_parse_algorithms_refuses(text: str, said: str) -> None:
         parse_algorithms(text)
 
 
-def test_load_a_public_key_and_a_certificates_key(tmp_path: Path, rsa: Signer, p256: Signer) -> None:
+def test_load_a_public_key_and_a_certificates_key(tmp_path: Path, rsa: Signer, ec: Signer) -> None:
     assert load_public_key(rsa.write_pem(tmp_path)).public_numbers() == rsa.public.public_numbers()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "id.example")])
     now = datetime.datetime.now(datetime.timezone.utc)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(p256.public)
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ec.public)
         .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-        .sign(p256.private, hashes.SHA256())
+        .sign(ec.private, hashes.SHA256())
     )
     path = tmp_path / "cert.pem"
     path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    assert load_public_key(str(path)).public_numbers() == p256.public.public_numbers()
+    assert load_public_key(str(path)).public_numbers() == ec.public.public_numbers()
 
 
 def test_unusable_key_files_are_one_line_naming_the_file(tmp_path: Path, rsa: Signer) -> None:
