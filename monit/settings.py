@@ -14,9 +14,11 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
+
+from monit.redact import redacted_url
 
 MIB = 1024 * 1024
 # The seed service's subjects: these open a job's inbox (and, with .done or
@@ -243,31 +245,6 @@ def _valid_auth_redis(instance: object, attribute: object, value: str | None) ->
     """Settings made in Python are held to what --auth-redis accepts."""
     if value is not None:
         _redis_url(value)
-
-
-def redacted_url(url: str) -> str:
-    """The URL as a log line may show it: no password, no query value.
-
-    ``user:pw@`` becomes ``user:***@`` and a lone ``token@`` becomes ``***@``;
-    each query value (or a bare query item) becomes ``***``. Never raises.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<a URL that does not parse>"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:***@{host}" if colon else f"***@{host}"
-    query = "&".join(_redacted_item(item) for item in parts.query.split("&")) if parts.query else ""
-    fragment = "***" if parts.fragment else ""
-    return urlunsplit((parts.scheme, netloc, parts.path, query, fragment))
-
-
-def _redacted_item(item: str) -> str:
-    name, equals, _ = item.partition("=")
-    return f"{name}=***" if equals else ("***" if item else "")
 
 
 def _shown_url(url: str | None) -> str:

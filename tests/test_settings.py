@@ -5,6 +5,7 @@ import attrs
 import pytest
 
 from monit import settings as table
+from monit.redact import redacted_url
 from monit.settings import Settings
 from monit.tap import Options
 
@@ -112,7 +113,7 @@ def test_settings_made_in_python_are_checked_too():
     ],
 )
 def test_redacted_url(url, shown):
-    assert table.redacted_url(url) == shown
+    assert redacted_url(url) == shown
 
 
 CREDENTIALED = ["http://admin:pw-sekrit@auth.example/check", "https://pw-sekrit@auth.example/",

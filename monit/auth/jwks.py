@@ -32,7 +32,7 @@ from twisted.web.client import Agent
 from monit.auth.interface import AuthUnavailable, InvalidToken
 from monit.auth.keys import PUBLIC_KEY_TYPES, SigningKey
 from monit.oneshot import OneShotObserver
-from monit.settings import redacted_url
+from monit.redact import redacted_url
 
 MAX_JWKS_BYTES = 256 * 1024
 

@@ -49,7 +49,7 @@ from monit.auth.interface import (
     ITokenVerifier,
     check_header_token,
 )
-from monit.settings import redacted_url
+from monit.redact import redacted_url
 from monit.tally import Tally
 
 DEFAULT_PORT = 6379

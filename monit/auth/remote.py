@@ -51,7 +51,7 @@ from monit.auth.interface import (
     ITokenVerifier,
     check_header_token,
 )
-from monit.settings import redacted_url
+from monit.redact import redacted_url
 from monit.tally import Tally
 
 MAX_BODY_BYTES = 64 * 1024
