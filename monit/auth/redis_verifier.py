@@ -50,6 +50,7 @@ from monit.auth.interface import (
     check_header_token,
 )
 from monit.redact import redacted_url
+from monit.relay import relayed
 from monit.tally import Tally
 
 DEFAULT_PORT = 6379
@@ -299,20 +300,14 @@ def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime, on_time
         on_timeout()
         result.errback(defer.TimeoutError(timeout, "token lookup"))
 
-    def relay(outcome: T | Failure) -> None:
+    def stop_timer(outcome: T) -> T:
         if timer.active():
             timer.cancel()
-        if result.called:
-            return
-        if isinstance(outcome, Failure):
-            result.errback(outcome)
-        else:
-            result.callback(outcome)
+        return outcome
 
-    result: Deferred[T] = Deferred(lambda _: timer.cancel() if timer.active() else None)
     timer = clock.callLater(timeout, expire)
-    work.addBoth(relay)
-    return result
+    result = relayed(work)  # cancelled, it fails with CancelledError: the timer stops as for any end
+    return result.addBoth(stop_timer)
 
 
 def _user_name(value: object) -> str:

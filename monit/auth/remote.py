@@ -52,6 +52,7 @@ from monit.auth.interface import (
     check_header_token,
 )
 from monit.redact import redacted_url
+from monit.relay import relayed
 from monit.tally import Tally
 
 MAX_BODY_BYTES = 64 * 1024
@@ -170,17 +171,7 @@ def _abandonable(work: Deferred[Identity]) -> Deferred[Identity]:
         result.errback(CancelledError())
         work.cancel()
 
-    def relay(outcome: Identity | Failure) -> None:
-        if result.called:
-            return
-        if isinstance(outcome, Failure):
-            result.errback(outcome)
-        else:
-            result.callback(outcome)
-
-    result: Deferred[Identity] = Deferred(abandon)
-    work.addBoth(relay)
-    return result
+    return relayed(work, abandon)
 
 
 def remote_pool(reactor: IReactorTime) -> HTTPConnectionPool:
