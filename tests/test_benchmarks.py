@@ -22,16 +22,21 @@ def numbers(summary: dict) -> list[float]:
     return [v for v in summary.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def test_smoke_run_writes_results_for_every_scenario(tmp_path):
+def smoke_run(script: Path, *args: str, results: Path) -> subprocess.CompletedProcess[str]:
+    """A benchmark script run to its end with ``args``, writing to ``results``; it must succeed."""
     done = subprocess.run(
-        [sys.executable, str(RUN), "--smoke", "--results", str(tmp_path)],
+        [sys.executable, str(script), *args, "--results", str(results)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
-
     assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_smoke_run_writes_results_for_every_scenario(tmp_path):
+    smoke_run(RUN, "--smoke", results=tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["smoke"] is True
     assert results["machine"]["cores"] >= 1
@@ -49,15 +54,7 @@ def test_smoke_run_writes_results_for_every_scenario(tmp_path):
 
 
 def test_http2_smoke_run_measures_idle_memory_and_cpu_per_delivery_over_http2(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(RUN), "--http2", "--smoke", "--no-plots", "--results", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    smoke_run(RUN, "--http2", "--smoke", "--no-plots", results=tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["http2"] is True
     assert set(results["scenarios"]) == {"idle-memory", "cpu-per-delivery"}
@@ -72,15 +69,7 @@ def test_http2_smoke_run_measures_idle_memory_and_cpu_per_delivery_over_http2(tm
 
 
 def test_soak_smoke_run_measures_the_control_stream_through_every_attack(tmp_path):
-    done = subprocess.run(
-        [sys.executable, str(SOAK), "--smoke", "--results", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = smoke_run(SOAK, "--smoke", results=tmp_path)
     report = json.loads((tmp_path / "soak.json").read_text())
     summary = report["summary"]
     for key in ("control_delivered_baseline", "control_delivered_attack", "control_p99_baseline_ms",

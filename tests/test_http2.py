@@ -27,7 +27,7 @@ def client(monit: TLSMonit, http2: bool = True, **options) -> httpx.AsyncClient:
     )
 
 
-async def until(condition, timeout: float = 20.0, what: str = "") -> None:
+async def until(condition, timeout: float = 20.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.01)
