@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Protocol
 
 from twisted.logger import Logger
 
-from monit.sse import encode_event, encode_gap, frame_id
+from monit.sse import encode_event, encode_gap, frame_id, tag_frame
 
 _INBOX_ID = re.compile(r"[A-Za-z0-9_.:~-]{1,128}")
 
@@ -126,7 +126,7 @@ class Inbox:
     __slots__ = (
         "id", "_detached", "opened", "closing", "closed", "touched", "subscribers", "_history", "_ring",
         "_pending", "_last_id", "run_after", "_start", "_dropped", "_base64", "close_event", "maker",
-        "bytes", "ends_at", "left",
+        "bytes", "ends_at", "left", "_tagged",
     )
 
     def __init__(
@@ -161,6 +161,7 @@ class Inbox:
         self.bytes = 0  # what its history holds
         self.ends_at = 0.0  # once the job's close event came: when its grace period is over
         self.left = 0.0  # when its last reader left
+        self._tagged: dict[int, bytes] | None = None  # frames as many-job streams send them, by id
 
     @property
     def last_id(self) -> int:
@@ -285,6 +286,22 @@ class Inbox:
             if size >= limit:
                 break
         return notices, frames, max(after, dropped)
+
+    def tagged(self, frame: bytes, event_id: int) -> bytes:
+        """The frame as many-job streams send it (its data naming this job), made once for all of them.
+
+        Tags of frames that have left the history are let go now and then.
+        """
+        tags = self._tagged
+        if tags is None:
+            tags = self._tagged = {}
+        elif len(tags) > 2 * len(self._ring) + 64:
+            oldest = frame_id(self._ring[0]) if self._ring else self._last_id + 1
+            tags = self._tagged = {kept: tag for kept, tag in tags.items() if kept >= oldest}
+        tag = tags.get(event_id)
+        if tag is None:
+            tag = tags[event_id] = tag_frame(frame, self.id.encode("ascii"), self._base64)
+        return tag
 
     @property
     def start(self) -> int | None:

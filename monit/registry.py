@@ -72,7 +72,7 @@ class InboxRegistry:
         self._max_inboxes = settings.max_inboxes
         self._per_user = settings.max_inboxes_per_user
         self._memory_budget = settings.memory_budget
-        self.base64 = settings.base64  # how payloads go out: many-job streams need to know
+        self._base64 = settings.base64
         self._made_by: Counter[str] = Counter()
         # Core mode: ids go on from the start time, in thousandths of a millisecond, so that
         # a restarted process's ids are above all of its predecessor's (JetStream: from the stream).
@@ -153,7 +153,7 @@ class InboxRegistry:
         """
         self._drop(old)
         when = self.clock.seconds() if at is None else at
-        inbox = Inbox(old.id, self._history, when, self.base64, self._detached, old.last_id, old.last_id)
+        inbox = Inbox(old.id, self._history, when, self._base64, self._detached, old.last_id, old.last_id)
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
         return inbox
@@ -261,7 +261,7 @@ class InboxRegistry:
         if inbox is None:
             self._check_room(maker)
             when = self.clock.seconds() if at is None else at
-            inbox = Inbox(inbox_id, self._history, when, self.base64, self._detached, self._id_base)
+            inbox = Inbox(inbox_id, self._history, when, self._base64, self._detached, self._id_base)
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 inbox.maker = maker

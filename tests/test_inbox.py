@@ -2,7 +2,7 @@
 import pytest
 from twisted.internet.task import Clock
 
-from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
+from monit.inbox import Inbox, InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.settings import Settings
 
@@ -326,3 +326,14 @@ def test_a_reader_whose_id_is_from_no_history_of_ours_is_told_then_gets_everythi
     registry.subscribe("job", reader, after=10**12)
     assert reader.received.startswith(b'event: gap\ndata: {"from":null,"to":null}\n\n')
     assert reader.ids() == [1, 2, 3]
+
+
+def test_a_frame_is_tagged_for_many_job_streams_once_and_old_tags_are_let_go():
+    inbox = Inbox("job", history=10, now=0.0)
+    for n in range(400):
+        inbox.publish('{"n":%d}' % n)
+        frame = inbox.frames_after(n).data
+        tag = inbox.tagged(frame, n + 1)
+        assert tag == b'id: %d\ndata: {"stream":"job","data":{"n":%d}}\n\n' % (n + 1, n)
+        assert inbox.tagged(frame, n + 1) is tag, "made once, shared by every reader"
+    assert len(inbox._tagged or ()) <= 2 * 10 + 64 + 1, "tags of frames gone from the history are let go"

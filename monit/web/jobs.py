@@ -153,11 +153,11 @@ class JobsStream(EventStream):
         out = notices
         size = sum(map(len, notices))
         events = last = 0
-        base64 = self._registry.base64
         for event_id, job, frame in frames:
             if event_id > horizon or size >= BATCH_BYTES:
                 break
-            tagged = tag_frame(frame, job.tag, base64)
+            assert job.inbox is not None, "jobs are followed until the stream detaches"
+            tagged = job.inbox.tagged(frame, event_id)
             out.append(tagged)
             size += len(tagged)
             job.cursor = last = event_id
