@@ -287,6 +287,10 @@ class Inbox:
                 break
         return notices, frames, max(after, dropped)
 
+    def over_for(self, after: int) -> bool:
+        """The inbox has closed and a reader whose last id is ``after`` has all of it."""
+        return self.closed and 0 < after >= self._last_id
+
     def tagged(self, frame: bytes, event_id: int) -> bytes:
         """The frame as many-job streams send it (its data naming this job), made once for all of them.
 

@@ -200,7 +200,7 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-        elif 0 < after <= inbox.run_after or (inbox.closed and 0 < after >= inbox.last_id):
+        elif 0 < after <= inbox.run_after or inbox.over_for(after):
             raise InboxClosed(inbox_id)  # it has seen all of this run, or a run before it
 
     def admit_many(self, inbox_ids: list[str], maker: str) -> None:

@@ -81,7 +81,7 @@ class JobsStream(EventStream):
     def _seen_all(self, job_id: str, after: int) -> bool:
         """The job has ended and the reader has all of it."""
         inbox = self._registry.get(job_id)
-        return inbox is not None and inbox.closed and 0 < after >= inbox.last_id
+        return inbox is not None and inbox.over_for(after)
 
     def _follow(self, job_id: str, after: int) -> _Job:
         job = _Job(job_id, self)
