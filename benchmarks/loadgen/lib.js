@@ -360,6 +360,16 @@ async function paced(rate, count, emit) {
   }
 }
 
+// A small deterministic PRNG, so every run picks the same "random" streams.
+function prng(seed) {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 module.exports = {
   FrameParser,
   Histogram,
@@ -367,6 +377,7 @@ module.exports = {
   Reader,
   eventElement,
   openReaders,
+  prng,
   closeReaders,
   paced,
   procCpu,

@@ -10,7 +10,7 @@
 
 const { performance } = require('perf_hooks');
 const { connect } = require('nats');
-const { Phase, eventElement, openReaders, closeReaders, paced, procRss, sleep, log } = require('./lib');
+const { Phase, eventElement, openReaders, closeReaders, paced, prng, procRss, sleep, log } = require('./lib');
 const { soak } = require('./soak');
 
 const encoder = new TextEncoder();
@@ -54,16 +54,6 @@ class Bench {
     }
     reader.close();
   }
-}
-
-// A small deterministic PRNG, so every run picks the same "random" streams.
-function prng(seed) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // ------------------------------------------------------------------ scenarios

@@ -10,7 +10,7 @@ const http = require('http');
 const path = require('path');
 const { fork } = require('child_process');
 const { performance } = require('perf_hooks');
-const { Histogram, openReaders, closeReaders, paced, procRss, sleep, log } = require('./lib');
+const { Histogram, openReaders, closeReaders, paced, prng, procRss, sleep, log } = require('./lib');
 
 const CONTROL = 'soak-control';
 const encoder = new TextEncoder();
@@ -163,15 +163,6 @@ async function measure(bench, p, name, seconds, readers, windows) {
   }));
   log(`soak ${name}: control p50 ${c.p50_ms} p99 ${c.p99_ms} ms, ${c.received}/${c.expected}, loadgen ${c.loadgen_cpu}`);
   return [c, b];
-}
-
-function prng(seed) {
-  return () => {
-    seed = (seed + 0x6d2b79f5) | 0;
-    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // Jobs opened by service.create (as the engine would), then their readers:
