@@ -104,7 +104,12 @@ class InboxClosed(Exception):
 
 
 class Subscriber(Protocol):
-    """What an inbox needs of a reader: take batches of frames, and be told the end."""
+    """What an inbox needs of a reader: take batches of frames, and be told the end.
+
+    A *follower* (a many-job response) follows the job rather than one run of
+    it: the end of a run only wakes it, and it moves on with the job to its
+    next run.
+    """
 
     def deliver(self, batch: Batch) -> None: ...
 
@@ -126,7 +131,7 @@ class Inbox:
     __slots__ = (
         "id", "_detached", "opened", "closing", "closed", "touched", "subscribers", "_history", "_ring",
         "_pending", "_last_id", "run_after", "_start", "_dropped", "_base64", "close_event", "maker",
-        "bytes", "ends_at", "left", "_tagged",
+        "bytes", "ends_at", "left", "_tagged", "successor",
     )
 
     def __init__(
@@ -147,7 +152,7 @@ class Inbox:
         self.closing = False
         self.closed = False
         self.touched = now
-        self.subscribers: dict[Subscriber, None] = {}
+        self.subscribers: dict[Subscriber, bool] = {}  # each reader: whether it follows the job (a follower)
         self._history = history
         self._ring: deque[bytes] = _EMPTY_RING  # made on the first event: many inboxes never get one
         self._pending: list[bytes] | None = None  # made when a reader waits for an event
@@ -162,6 +167,7 @@ class Inbox:
         self.ends_at = 0.0  # once the job's close event came: when its grace period is over
         self.left = 0.0  # when its last reader left
         self._tagged: dict[int, bytes] | None = None  # frames as many-job streams send them, by id
+        self.successor: Inbox | None = None  # the job's next run, once it opens again after this one's close
 
     @property
     def last_id(self) -> int:
@@ -252,11 +258,12 @@ class Inbox:
 
         None when there are none. Events not flushed yet are left to the next
         flush, which hands them to every reader. A new reader (``after`` 0),
-        or one from an earlier run, gets this run from its start; one that
-        missed events the history no longer holds gets the gap notice first,
-        naming them; one whose id is from no history of ours (beyond the last
-        id: the JetStream stream was made anew) gets a gap notice that cannot
-        name them, then everything.
+        or one with the previous run's last id, gets this run from its start;
+        one that missed events the history no longer holds gets the gap notice
+        first, naming them (so does one whose id is before this run, but not
+        the previous run's last: it missed some of the job); one whose id
+        is from no history of ours (beyond the last id: the JetStream stream
+        was made anew) gets a gap notice that cannot name them, then everything.
         """
         notices, frames, reached = self.frames_since(after, limit)
         if not notices and not frames:
@@ -272,7 +279,7 @@ class Inbox:
         if after > self._last_id:
             notices.append(encode_gap(None, None))
             after = self._start
-        elif after <= self.run_after:
+        elif after == 0 or after == self.run_after:  # a new reader, or one that has all of the previous run
             after = self._start
         ring, handed = self._ring, len(self._ring) - len(self._pending or ())
         dropped = self._dropped if isinstance(self._dropped, int) else frame_id(self._dropped)
@@ -336,16 +343,20 @@ class Inbox:
         """
         self.flush()
         count = self.replay(subscriber, after)
-        self.subscribers[subscriber] = None
+        self.subscribers[subscriber] = False
         return count
 
     def discard(self, subscriber: Subscriber) -> None:
         self.subscribers.pop(subscriber, None)
 
     def end(self) -> None:
-        """Give every reader what is pending, then tell it the inbox is closed."""
+        """Give every reader what is pending, then tell it the inbox is closed.
+
+        Followers stay: a job that ended may run again, and they follow it.
+        """
         self.flush()
-        subscribers, self.subscribers = self.subscribers, {}
+        subscribers = self.subscribers
+        self.subscribers = {subscriber: True for subscriber, follows in subscribers.items() if follows}
         for subscriber in subscribers:
             try:
                 subscriber.end()

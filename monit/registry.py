@@ -45,7 +45,10 @@ class InboxRegistry:
     A lifecycle event opens an inbox; a close event is delivered, then the
     inbox ends after ``grace`` seconds so late readers still get it, and is
     kept as a closed record for ``retention`` seconds so a reconnecting reader
-    gets the rest and the end (or learns there is nothing more). An inbox
+    gets the rest and the end (or learns there is nothing more). A job that
+    opens again after its close starts a new run; the previous run lives on
+    beside it, its grace and retention unchanged, for the readers still in
+    it. An inbox
     nothing opened (made by a reader, or by a message whose open was missed)
     expires after ``expiry`` idle seconds with nobody watching; an opened one
     whose close never comes is abandoned after ``abandon`` seconds.
@@ -79,12 +82,13 @@ class InboxRegistry:
         self._id_base = 0 if settings.jetstream else int(clock.seconds() * 1000) * 1000
         self._last_id = self._id_base
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
-        self._inboxes: dict[str, Inbox] = {}
+        self._inboxes: dict[str, Inbox] = {}  # each job's latest run
+        self._records: dict[str, list[Inbox]] = {}  # each job's earlier runs still kept, oldest first
         # Bound methods made once and shared by every inbox (see monit.deadlines).
         self._detached = self._schedule_expiry
         self._on_idle = self._check_expiry
         self._on_grace_over = self._retire
-        self._on_retention_over = self._drop
+        self._on_retention_over = self._retention_over
         self._deadlines: Deadlines[Inbox] = Deadlines(clock)
         self._followers: list[Callable[[str, Event], None]] = []
         self._closers: dict[str, OneShotObserver[Event]] = {}
@@ -145,17 +149,35 @@ class InboxRegistry:
         return inbox is not None and event_id is not None and event_id <= inbox.last_id
 
     def _new_run(self, old: Inbox, at: float | None) -> Inbox:
-        """The job opens again after its close: the old run ends, a new one starts.
+        """The job opens again after its close: a new run starts, and the old one is kept as a record.
 
-        Its readers have had the close event; they end now. Ids go on from the
-        old run's, so a reader that reconnects with one of them is told the
-        run it watched is over, and new readers see the new run only.
+        The old run keeps its grace and retention, so its readers still get
+        its end, and a reader that reconnects with one of its ids gets the
+        rest of it. New readers see the new run; followers move to it.
         """
-        self._drop(old)
+        self._release(old)
         when = self.clock.seconds() if at is None else at
         inbox = Inbox(old.id, self._history, when, self._base64, self._detached, old.last_id, old.last_id)
+        old.successor = inbox
+        for follower in [subscriber for subscriber, follows in old.subscribers.items() if follows]:
+            del old.subscribers[follower]
+            inbox.subscribers[follower] = True
+        if old not in self._deadlines:  # a record kept past its retention for its followers
+            self._deadlines.set(old, old.ends_at + self._retention, self._on_retention_over)
+        self._records.setdefault(old.id, []).append(old)
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
+        return inbox
+
+    def _run_for(self, inbox: Inbox, after: int) -> Inbox:
+        """The run a reader whose last id is ``after`` is in: the oldest kept one with events after it.
+
+        A new reader (``after`` 0) gets the latest run.
+        """
+        if after > 0:
+            for record in self._records.get(inbox.id, ()):
+                if record.last_id > after:
+                    return record
         return inbox
 
     def deliver(
@@ -200,8 +222,8 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-        elif 0 < after <= inbox.run_after or inbox.over_for(after):
-            raise InboxClosed(inbox_id)  # it has seen all of this run, or a run before it
+        elif inbox.over_for(after):
+            raise InboxClosed(inbox_id)  # it has seen all of the job's latest run, and that run is over
 
     def admit_many(self, inbox_ids: list[str], maker: str) -> None:
         """Raise InboxLimit unless there is room for every inbox in the list that does not exist yet."""
@@ -209,17 +231,24 @@ class InboxRegistry:
         if new:
             self._check_room(maker, new)
 
-    def watch(self, inbox_id: str, subscriber: Subscriber, maker: str) -> Inbox:
-        """Attach a reader that reads the history itself (it is only told that events came).
+    def watch(self, inbox_id: str, follower: Subscriber, maker: str, after: int = 0) -> Inbox:
+        """Attach a follower of the job, which reads the histories itself (it is only told that events came).
 
-        A closed inbox is returned without it: its reader takes what is left.
+        It stays with the job from run to run, until it leaves (``unfollow``);
+        a closed inbox is kept for it past its retention, in case the job runs
+        again. Returns the run a reader at ``after`` is in (see ``_run_for``).
         """
         inbox = self._inboxes.get(inbox_id)
-        if inbox is not None and inbox.closed:
-            return inbox
-        inbox = self._obtain(inbox_id, maker=maker, watched=True)
-        inbox.subscribers[subscriber] = None
-        return inbox
+        if inbox is None or not inbox.closed:
+            inbox = self._obtain(inbox_id, maker=maker, watched=True)
+        inbox.subscribers[follower] = True
+        return self._run_for(inbox, after)
+
+    def unfollow(self, inbox_id: str, follower: Subscriber) -> None:
+        """A follower leaves the job (it is always with the job's latest run)."""
+        inbox = self._inboxes.get(inbox_id)
+        if inbox is not None and follower in inbox.subscribers:
+            self.unsubscribe(inbox, follower)
 
     def subscribe(
         self, inbox_id: str, subscriber: Subscriber, after: int = 0, maker: str | None = None
@@ -230,9 +259,14 @@ class InboxRegistry:
         (the caller ends the stream).
         """
         inbox = self._inboxes.get(inbox_id)
-        if inbox is not None and inbox.closed:
-            self.deliveries += inbox.replay(subscriber, after)
-            return inbox
+        if inbox is not None:
+            run = self._run_for(inbox, after)
+            if run.closed:
+                self.deliveries += run.replay(subscriber, after)
+                return run
+            if run is not inbox:  # an earlier run, in its grace period
+                self.deliveries += run.add(subscriber, after)
+                return run
         inbox = self._obtain(inbox_id, maker=maker, watched=True)
         self.deliveries += inbox.add(subscriber, after)
         return inbox
@@ -240,6 +274,8 @@ class InboxRegistry:
     def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
         inbox.discard(subscriber)
         inbox.left = self.clock.seconds()
+        if inbox.closed and not inbox.subscribers and inbox not in self._deadlines:
+            self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
         self._schedule_expiry(inbox)
 
     def close_all(self) -> None:
@@ -429,18 +465,44 @@ class InboxRegistry:
         self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
         inbox.end()
 
+    def _retention_over(self, inbox: Inbox) -> None:
+        """Let the record go, unless followers wait on it for the job's next run."""
+        if not inbox.subscribers:
+            self._drop(inbox)
+
+    def _every_run(self) -> Iterator[Inbox]:
+        """Every inbox held: each job's latest run and its kept records."""
+        yield from self._inboxes.values()
+        for records in self._records.values():
+            yield from records
+
     def _trim_histories(self) -> None:
         """Back under nine tenths of the budget: oldest events of the least recently active first."""
         target = self._memory_budget * 9 // 10
-        for inbox in sorted(self._inboxes.values(), key=_last_active):
+        for inbox in sorted(self._every_run(), key=_last_active):
             self.history_bytes -= inbox.trim(max(0, inbox.bytes - (self.history_bytes - target)))
             if self.history_bytes <= target:
                 break
 
     def _drop(self, inbox: Inbox) -> None:
-        self._deadlines.cancel(inbox)
+        """Let an inbox go, ending its readers; with a job's latest run go its records."""
         if self._inboxes.get(inbox.id) is inbox:
             del self._inboxes[inbox.id]
-            self.history_bytes -= inbox.bytes
             self._release(inbox)
+            for record in self._records.pop(inbox.id, ()):
+                self._let_go(record)
+        else:
+            records = self._records.get(inbox.id, [])
+            if inbox not in records:
+                return  # already let go
+            records.remove(inbox)
+            if not records:
+                del self._records[inbox.id]
+        self._let_go(inbox)
+
+    def _let_go(self, inbox: Inbox) -> None:
+        self._deadlines.cancel(inbox)
+        self.history_bytes -= inbox.bytes
+        inbox.closed, inbox.closing = True, False  # over for every reader still holding it
         inbox.end()
+        inbox.subscribers.clear()

@@ -172,13 +172,69 @@ def test_a_job_that_opens_again_after_its_close_starts_a_new_run(after_grace):
     clock.advance(10 if after_grace else 1)
     registry.open("job", "{}", "service.delete")
     clock.advance(0)
+    assert old.ids() == [1, 2] and old.ended == after_grace, "a run's readers end when its grace is over"
+    clock.advance(10)
     assert old.ended and old.ids() == [1, 2]
     new = Reader()
     registry.subscribe("job", new)
     assert new.ids() == [3] and b"done" not in new.received and b"gap" not in new.received
-    with pytest.raises(InboxClosed):  # a reader of the old run, reconnecting: that run is over
-        registry.admit("job", after=2)
-    registry.admit("job", after=3)
+    registry.admit("job", after=2)  # it has all of run 1: on into run 2, from its start, with no notice
+    onward = Reader()
+    registry.subscribe("job", onward, after=2)
+    assert onward.ids() == [3] and b"gap" not in onward.received and not onward.ended
+
+
+def test_a_reader_of_a_run_before_the_latest_gets_the_rest_of_it_and_its_end():
+    clock, registry = make_registry()
+    registry.open("job", "{}", "service.create")
+    registry.deliver("job", '{"n":1}')
+    registry.close("job", "{}", "service.create.done")
+    clock.advance(1)
+    registry.open("job", "{}", "service.create")  # run 2, in run 1's grace period
+    registry.deliver("job", '{"n":2}')
+    clock.advance(0)
+    in_grace = Reader()
+    registry.subscribe("job", in_grace, after=1)
+    assert in_grace.ids() == [2, 3] and not in_grace.ended, "run 1's rest, then its end when its grace is over"
+    clock.advance(10)
+    assert in_grace.ended and in_grace.ids() == [2, 3]
+    late = Reader()
+    registry.admit("job", after=2)
+    inbox = registry.subscribe("job", late, after=2)
+    assert late.ids() == [3] and inbox.closed, "a closed run's record: the rest of it, and the caller ends"
+    assert registry.get("job").state == "open" and registry.get("job").last_id == 5
+
+
+def test_a_run_record_goes_after_its_retention_and_a_reader_of_it_is_told_of_the_gap():
+    clock, registry = make_registry()
+    registry.open("job", "{}", "service.create")
+    registry.deliver("job", '{"n":1}')
+    registry.close("job", "{}", "service.create.done")
+    clock.advance(1)
+    registry.open("job", "{}", "service.create")
+    clock.advance(0)
+    held = registry.history_bytes
+    clock.advance(10 + 600)
+    assert registry.history_bytes < held, "the record's history is let go"
+    reader = Reader()
+    registry.subscribe("job", reader, after=1)
+    text = reader.received.decode()
+    assert text.startswith('event: gap\ndata: {"from":2,"to":3}') and reader.ids() == [4]
+
+
+def test_a_job_that_runs_again_and_again_keeps_each_run_for_its_retention():
+    clock, registry = make_registry()
+    for run in range(3):
+        registry.open("job", "{}", "service.create")
+        registry.deliver("job", f'{{"run":{run}}}')
+        registry.close("job", "{}", "service.create.done")
+        clock.advance(1)
+    for after, first in ((0, 7), (1, 2), (3, 4), (5, 6), (6, 7)):
+        reader = Reader()
+        registry.subscribe("job", reader, after=after)
+        assert reader.ids()[0] == first, after
+    registry.close_all()
+    assert registry.history_bytes == 0
 
 
 def test_unwatched_unopened_inbox_expires():

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import pytest_twisted
 import treq
+from twisted.internet import threads
 from twisted.internet.defer import ensureDeferred
 
 from monit.token import mint
 
-from streams import SECRET, auth, job_message, open_stream, start_monit
+from streams import SECRET, Reader, auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
 
@@ -170,3 +172,106 @@ async def test_a_repeated_job_is_one_job_with_the_single_job_format(monit, publi
     publisher.publish("monitor.user", job_message("s1", "plain"))
     await wait_for(lambda: reader.events)
     assert reader.data() == [{"body": "plain", "level": "INFO"}]
+
+
+def run_plan(rng: random.Random, jobs: list[str]) -> list[tuple[str, dict]]:
+    """Each job runs two or three times (open, messages, done or error), the jobs' messages interleaved."""
+    queues = []
+    for job in jobs:
+        messages: list[tuple[str, dict]] = []
+        for run in range(rng.randint(2, 3)):
+            messages.append(("service.create", {"id": job, "run": run}))
+            messages.extend(("monitor.user", job_message(job, f"{job} r{run} m{n}")) for n in range(rng.randint(5, 40)))
+            messages.append((rng.choice(["service.create.done", "service.create.error"]), {"id": job, "run": run}))
+        queues.append(messages)
+    plan = []
+    while any(queues):
+        plan.append(rng.choice([queue for queue in queues if queue]).pop(0))
+    return plan
+
+
+def expected_frames(plan: list[tuple[str, dict]]) -> dict[str, list[tuple[str, object]]]:
+    """Per job, (event name, payload) of every frame a reader must get, in order."""
+    frames: dict[str, list[tuple[str, object]]] = {}
+    for subject, payload in plan:
+        if subject == "monitor.user":
+            job = payload["service"].split("-")[-1]
+            frames.setdefault(job, []).extend(("message", message) for message in payload["messages"])
+        else:
+            frames.setdefault(payload["id"], []).append((subject, payload))
+    return frames
+
+
+async def read_coming_and_going(monit, jobs: list[str], rng: random.Random) -> list:
+    """A many-job reader that hangs up at random and resumes with its last id, until it gets 204."""
+    received: list = []
+    last = None
+    while True:
+        headers = auth() if last is None else {**auth(), "Last-Event-ID": last}
+        response = await within(treq.get(
+            f"{monit.base_url}/events?{jobs_query(*jobs)[1:]}", headers=headers, unbuffered=True))
+        if response.code == 204:
+            return received
+        assert response.code == 200
+        reader = Reader(response)
+        leave_after = rng.randint(1, 150)
+        await wait_for(lambda: len(reader.events) >= leave_after or reader.ended, timeout=30, what="events or the end")
+        if not reader.ended:
+            reader.close()
+            await within(reader.done.addErrback(lambda _: None))
+        received.extend(reader.events)
+        ids_now = [event.id for event in received if event.id]
+        last = ids_now[-1] if ids_now else last
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest_twisted.ensureDeferred
+async def test_jobs_that_run_again_reach_readers_that_come_and_go_whole(nats_server, publisher, seed):
+    """14 jobs, each run two or three times (a run often opening in its predecessor's grace period),
+    read by three many-job readers that hang up at random and resume with Last-Event-ID."""
+    rng = random.Random(seed)
+    monit = await start_monit(nats_server.url, history=1000, grace=0.2)
+    try:
+        jobs = [f"rr{seed}x{n}" for n in range(14)]
+        plan = run_plan(rng, jobs)
+        readers = [ensureDeferred(read_coming_and_going(monit, jobs, random.Random(seed * 10 + n))) for n in range(3)]
+        published = threads.deferToThread(lambda: [publisher.publish(subject, payload) for subject, payload in plan])
+        await within(published, timeout=30)
+        expected = expected_frames(plan)
+        for received in [await within(reader, timeout=60) for reader in readers]:
+            assert not [event for event in received if event.event == "gap"]
+            event_ids = [int(event.id) for event in received]
+            assert event_ids == sorted(set(event_ids)), "each event once, in id order"
+            got: dict[str, list[tuple[str, object]]] = {}
+            for event in received:
+                document = json.loads(event.data)
+                got.setdefault(document["stream"], []).append((event.event, document["data"]))
+            assert got == expected
+    finally:
+        await monit.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_many_job_reader_from_before_a_restart_is_told_of_the_gap(nats_server, publisher):
+    """Core mode: the ids of a process that has gone place the reader nowhere in the new one's history."""
+    first = await start_monit(nats_server.url)
+    try:
+        reader = await open_stream(first, "rs1", query=jobs_query("rs2"))
+        publisher.publish("monitor.user", job_message("rs1", "before"))
+        await wait_for(lambda: len(reader.events) == 1)
+        reader.close()
+    finally:
+        await first.stopService()
+    second = await start_monit(nats_server.url)
+    try:
+        publisher.publish("monitor.user", job_message("rs1", "lost"))  # nobody hears this one
+        await wait_for(lambda: "rs1" in second.registry)
+        back = await open_stream(second, "rs1", {**auth(), "Last-Event-ID": reader.events[-1].id},
+                                 query=jobs_query("rs2"))
+        publisher.publish("monitor.user", job_message("rs2", "after"))
+        await wait_for(lambda: len(back.events) == 4, what="a notice for each job and both events")
+        assert [(event.event, json.loads(event.data)["stream"]) for event in back.events] == [
+            ("gap", "rs1"), ("message", "rs1"), ("gap", "rs2"), ("message", "rs2")]
+        back.close()
+    finally:
+        await second.stopService()

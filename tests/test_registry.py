@@ -176,16 +176,25 @@ def test_room_for_several_inboxes_is_checked_at_once():
     assert len(registry) == 1
 
 
-def test_watching_adds_a_reader_without_a_replay_and_a_closed_inbox_keeps_none():
-    clock, registry = make(grace=1)
+def test_watching_adds_a_follower_without_a_replay_and_a_closed_inbox_keeps_it_for_the_next_run():
+    clock, registry = make(grace=1, retention=5)
     registry.deliver("a", "{}")
     reader = Reader()
     inbox = registry.watch("a", reader, "alice")
     assert reader in inbox.subscribers and reader.received == b""
     registry.close("c", "{}", "service.create.done")
     clock.advance(2)
-    closed = registry.watch("c", Reader(), "alice")
-    assert closed.closed and not closed.subscribers
+    follower = Reader()
+    closed = registry.watch("c", follower, "alice")
+    assert closed.closed and follower in closed.subscribers
+    clock.advance(10)
+    assert registry.get("c") is closed, "kept past its retention while followed"
+    registry.open("c", "{}", "service.create")
+    assert follower in registry.get("c").subscribers and closed.successor is registry.get("c")
+    registry.unfollow("c", follower)
+    clock.advance(1)
+    assert registry.get("c").state == "open" and not registry.get("c").subscribers
+    assert registry.history_bytes == registry.get("c").bytes + inbox.bytes, "the old run's record went"
 
 
 def test_after_flush_runs_once_every_inbox_has_handed_out_its_events():

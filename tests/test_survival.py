@@ -85,22 +85,32 @@ async def test_after_a_closed_inbox_ends_a_reconnect_gets_204(monit, publisher):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_job_that_runs_again_is_a_new_run(monit, publisher):
-    """New readers see the new run only; a reader of the old one is told it is over."""
+async def test_a_job_that_runs_again_keeps_its_previous_run_for_readers_that_were_away(monit, publisher):
+    """A reader of run 1 gets its end; new readers see run 2; a reader in run 1 gets the rest of it, then run 2."""
     old = await open_stream(monit, "again")
     publisher.publish("service.create", {"id": "again"})
-    publisher.publish("service.create.done", {"id": "again", "run": 1})
+    publisher.publish("monitor.user", job_message("again", "run 1"))
     await wait_for(lambda: len(old.events) == 2)
-    publisher.publish("service.create", {"id": "again"})
-    publisher.publish("service.create.done", {"id": "again", "run": 2})
-    await within(old.done)  # the old run's stream ends when the new run starts
-    assert [json.loads(event.data).get("run") for event in old.events] == [None, 1]
+    old.close()  # away while run 1 ends and run 2 starts
+    publisher.publish("service.create.done", {"id": "again", "run": 1})
+    publisher.publish("service.create", {"id": "again", "run": 2})
+    publisher.publish("monitor.user", job_message("again", "run 2"))
+    await wait_for(lambda: monit.registry.get("again").last_id == monit.registry.id_base + 5)
     new = await open_stream(monit, "again")
     await wait_for(lambda: len(new.events) == 2)
-    assert [event.event for event in new.events] == ["service.create", "service.create.done"]
-    assert json.loads(new.events[1].data)["run"] == 2 and new.events[0].id == str(monit.registry.id_base + 3)
+    assert [event.event for event in new.events] == ["service.create", "message"]
+    assert json.loads(new.events[0].data)["run"] == 2
+    back = await open_stream(monit, "again", {**auth(), "Last-Event-ID": old.events[-1].id})
+    await within(back.done)  # run 1's rest and its end, then the response ends, as the run did
+    assert [event.event for event in back.events] == ["service.create.done"]
+    onward = await open_stream(monit, "again", {**auth(), "Last-Event-ID": back.events[-1].id})
+    await wait_for(lambda: len(onward.events) == 2, what="run 2, from its start")
+    assert [event.id for event in onward.events] == [event.id for event in new.events]
+    assert all(event.event != "gap" for event in back.events + onward.events)
+    publisher.publish("service.create.done", {"id": "again", "run": 2})
+    await within(onward.done)
     response = await within(treq.get(
-        f"{monit.base_url}/events?stream=again", headers={**auth(), "Last-Event-ID": old.events[-1].id}))
+        f"{monit.base_url}/events?stream=again", headers={**auth(), "Last-Event-ID": onward.events[-1].id}))
     assert response.code == 204
     new.close()
 

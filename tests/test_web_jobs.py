@@ -1,4 +1,7 @@
 """A many-job response, deterministically: id order across jobs, pacing, the end, the keep-alive."""
+import json
+import random
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -113,3 +116,129 @@ def test_a_reader_that_goes_away_leaves_every_inbox(registry, clock):
     stream.shutdown()
     assert len(streams) == 0 and request.finished
     assert not registry.get("a").subscribers and not registry.get("b").subscribers
+
+
+def frames(request) -> list[tuple[str, str, object]]:
+    """(event name, job, payload) of every frame written, keep-alives and retry lines left out."""
+    out = []
+    for block in b"".join(request.written).decode().split("\n\n"):
+        lines = [line for line in block.split("\n") if line and not line.startswith((":", "retry:"))]
+        if not lines:
+            continue
+        name = next((line[7:] for line in lines if line.startswith("event: ")), "message")
+        document = json.loads("".join(line[6:] for line in lines if line.startswith("data: ")))
+        out.append((name, document["stream"], document["data"]))
+    return out
+
+
+def test_a_job_that_opens_again_is_followed_into_its_new_run(registry, clock):
+    request, stream, streams = follow(registry, clock, ["a", "b"])
+    registry.open("a", '{"run":1}', "service.create")
+    registry.close("a", '{"run":1}', "service.create.done")
+    registry.deliver("b", event(0))
+    clock.advance(0.5)  # in a's grace period
+    registry.open("a", '{"run":2}', "service.create")
+    registry.deliver("a", event(1))
+    registry.deliver("b", event(2))
+    clock.advance(0)
+    assert request.ids() == list(range(1, 7))
+    clock.advance(2)  # run 1's grace is over: the response follows run 2
+    assert len(streams) == 1 and not request.finished
+    registry.close("a", '{"run":2}', "service.create.done")
+    registry.close("b", "{}", "service.create.done")
+    clock.advance(0)
+    assert request.ids() == list(range(1, 9))
+    clock.advance(2)
+    assert request.finished
+    assert [(name, job) for name, job, _ in frames(request)][:4] == [
+        ("service.create", "a"), ("service.create.done", "a"), ("message", "b"), ("service.create", "a")]
+
+
+def test_a_job_that_opens_again_after_its_record_was_kept_for_the_follower(registry, clock):
+    """Run 1 ends while another job goes on; the job runs again long after: the response still follows it."""
+    request, _, _ = follow(registry, clock, ["a", "b"])
+    registry.open("a", "{}", "service.create")
+    registry.close("a", "{}", "service.create.done")
+    clock.advance(2 + 3600)  # past a's grace and retention (b keeps the response open)
+    registry.open("a", '{"run":2}', "service.create")
+    clock.advance(0)
+    assert request.ids() == [1, 2, 3] and not request.finished
+
+
+def test_a_reader_resuming_in_a_run_before_the_latest_gets_its_rest_then_the_new_run(registry, clock):
+    registry.open("a", "{}", "service.create")
+    registry.deliver("a", event(0))
+    registry.deliver("b", event(1))
+    registry.close("a", "{}", "service.create.done")
+    clock.advance(0.5)
+    registry.open("a", "{}", "service.create")
+    registry.deliver("a", event(2))
+    registry.deliver("b", event(3))
+    clock.advance(0)
+    request, _, _ = follow(registry, clock, ["a", "b"], after=2)
+    assert request.ids() == [3, 4, 5, 6, 7]
+    assert b"gap" not in b"".join(request.written)
+
+
+def test_a_reader_from_before_a_core_mode_restart_is_told_of_the_gap_in_each_job():
+    clock = Clock()
+    clock.advance(2_000_000)
+    registry = InboxRegistry(clock, Settings(grace=1))
+    before = registry.id_base - 500  # an id the previous process gave
+    registry.deliver("a", event(0))
+    clock.advance(0)
+    request, _, _ = follow(registry, clock, ["a", "b"], after=before)
+    registry.deliver("b", event(1))
+    clock.advance(0)
+    gaps = [(job, data) for name, job, data in frames(request) if name == "gap"]
+    assert gaps == [("a", {"from": before + 1, "to": registry.id_base}),
+                    ("b", {"from": before + 1, "to": registry.id_base + 1})]
+    assert request.ids() == [registry.id_base + 1, registry.id_base + 2]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_jobs_that_run_again_and_again_reach_a_reader_that_comes_and_goes_exactly_once(seed):
+    """Random runs of several jobs, and a reader that leaves for a while and resumes with its last id."""
+    rng = random.Random(seed)
+    clock = Clock()
+    registry = InboxRegistry(clock, Settings(grace=1, retention=30, history=10_000))
+    jobs = [f"j{n}" for n in range(5)]
+    published: dict[str, list[int]] = {job: [] for job in jobs}
+    state = dict.fromkeys(jobs, "new")
+    seen: list[tuple[str, int]] = []
+    request, stream, _ = follow(registry, clock, jobs, capacity=10**9)
+    away = 0  # steps until the reader comes back
+    for step in range(400):
+        job = rng.choice(jobs)
+        if state[job] != "open" and rng.random() < 0.5:
+            registry.open(job, "{}", "service.create")
+            state[job] = "open"
+        elif state[job] == "open" and job != "j0" and rng.random() < 0.1:  # j0 keeps the response open
+            registry.close(job, "{}", "service.create.done")
+            state[job] = "closed"
+        else:
+            registry.deliver(job, event(step))
+        published[job].append(registry.last_id)
+        clock.advance(rng.choice([0, 0, 0, 0.4, 1.5]))
+        if stream is not None and rng.random() < 0.05:
+            seen.extend(received(request))
+            stream.shutdown()
+            stream, away = None, rng.randint(0, 10)
+        elif stream is None and away <= 0:
+            last = seen[-1][1] if seen else 0
+            request, stream, _ = follow(registry, clock, jobs, capacity=10**9, after=last)
+        away -= 1
+    if stream is None:
+        request, stream, _ = follow(registry, clock, jobs, capacity=10**9, after=seen[-1][1] if seen else 0)
+    clock.advance(0)
+    seen.extend(received(request))
+    for job in jobs:
+        assert [event_id for name, event_id in seen if name == job] == published[job], job
+    assert [event_id for _, event_id in seen] == sorted(event_id for _, event_id in seen)
+
+
+def received(request) -> list[tuple[str, int]]:
+    """(job, id) of every event frame written; there must be no gap notice."""
+    written = frames(request)
+    assert all(name != "gap" for name, _, _ in written)
+    return list(zip([job for _, job, _ in written], request.ids()))

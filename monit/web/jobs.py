@@ -14,6 +14,10 @@ from where its reader stands, merges the frames by id and writes about a
 batch's worth at a time, at the pace the socket takes it. So slow readers cost nothing
 more, and a frame is never written before one with a lower id that is
 still to come.
+
+It follows each job, not one run of it: a job that opens again after its
+close is followed into its new run, once the reader has all of the run
+before (whose record the registry keeps for ``--retention``).
 """
 from __future__ import annotations
 
@@ -25,16 +29,15 @@ _SMALLEST_SHARE = 4096  # bytes read from one job at a time, however many jobs s
 
 
 class _Job:
-    """One job of a many-job response: its inbox, and how far the reader has got in it."""
+    """One job of a many-job response: the run the reader is in, and how far it has got in it."""
 
-    __slots__ = ("id", "tag", "inbox", "cursor", "ended", "_stream")
+    __slots__ = ("id", "tag", "run", "cursor", "_stream")
 
     def __init__(self, job_id: str, stream: JobsStream) -> None:
         self.id = job_id
         self.tag = job_id.encode("ascii")
-        self.inbox: Inbox | None = None
+        self.run: Inbox | None = None
         self.cursor = 0  # the id of the last of its events the reader has
-        self.ended = False
         self._stream = stream
 
     def deliver(self, batch: Batch) -> None:
@@ -42,9 +45,22 @@ class _Job:
         self._stream.wake()
 
     def end(self) -> None:
-        """The job's run is over; the reader still gets what is left of it."""
-        self.ended = True
+        """A run is over; the reader still gets what is left of it, and the job may run again."""
         self._stream.wake()
+
+    def current_run(self) -> Inbox:
+        """The run to read: past those the reader has all of, into the job's later runs."""
+        run = self.run
+        assert run is not None, "jobs are followed until the stream detaches"
+        while self.cursor >= run.last_id and run.successor is not None:
+            run = self.run = run.successor
+        return run
+
+    @property
+    def over(self) -> bool:
+        """The job's latest run has ended and the reader has all of it."""
+        run = self.current_run()
+        return run.closed and run.successor is None and self.cursor >= run.last_id
 
 
 class JobsStream(EventStream):
@@ -56,22 +72,21 @@ class JobsStream(EventStream):
     __slots__ = ("_jobs",)
 
     def run_jobs(self, job_ids: list[str], after: int = 0) -> None:
-        """Start the response and follow every job that has more for the reader.
+        """Start the response and follow every job, those that are over too: they may run again.
 
-        Raises InboxClosed (before anything is written) if no job has, and
-        InboxLimit if the jobs' new inboxes would be too many.
+        Raises InboxClosed (before anything is written) if no job has more
+        for the reader, and InboxLimit if the jobs' new inboxes would be too many.
         """
         self._jobs: list[_Job] = []
         registry = self._registry
-        live = [job_id for job_id in job_ids if not self._seen_all(job_id, after)]
-        if not live:
+        if all(self._seen_all(job_id, after) for job_id in job_ids):
             raise InboxClosed(",".join(job_ids))
-        registry.admit_many(live, self._user)
+        registry.admit_many(job_ids, self._user)
         self._stream_id = ",".join(job_ids)
         self._start()
         self._request.notifyFinish().addErrback(self._gone)
         unknown = after > registry.last_id  # an id from no history of ours: the stream was made anew
-        self._jobs = [self._follow(job_id, 0 if unknown else after) for job_id in live]
+        self._jobs = [self._follow(job_id, 0 if unknown else after) for job_id in job_ids]
         if unknown:
             self._request.write(b"".join(tag_frame(encode_gap(None, None), job.tag) for job in self._jobs))
         self.log.info("stream {stream} opened for {user}", stream=self._stream_id, user=self._user)
@@ -85,11 +100,10 @@ class JobsStream(EventStream):
 
     def _follow(self, job_id: str, after: int) -> _Job:
         job = _Job(job_id, self)
-        inbox = job.inbox = self._registry.watch(job_id, job, self._user)
-        job.ended = inbox.closed
+        run = job.run = self._registry.watch(job_id, job, self._user, after)
         # A reader past the job's last event has all of it so far; the job's next events
         # come after every id the reader has.
-        job.cursor = inbox.last_id if inbox.start is not None and after >= inbox.last_id else after
+        job.cursor = run.last_id if run.start is not None and after >= run.last_id else after
         return job
 
     def watching(self) -> tuple[str, ...]:
@@ -112,7 +126,7 @@ class JobsStream(EventStream):
             if batch is None:
                 self._behind = False
                 self._unsent_at_beat = -1
-                if all(job.ended for job in self._jobs):
+                if all(job.over for job in self._jobs):
                     self._finish("every job ended")
                 return
             self.events += batch.events
@@ -122,23 +136,23 @@ class JobsStream(EventStream):
         """About a batch's worth of the jobs' unseen frames, in id order, notices first.
 
         Frames go out only up to the *horizon*: below any event not handed out
-        yet, and below the last frame read of a job whose read was cut short,
-        so no frame with a lower id can come after them.
+        yet, below the last frame read of a job whose read was cut short, and
+        to the end of a run whose job has run again, so no frame with a lower
+        id can come after them.
         """
         share = max(_SMALLEST_SHARE, BATCH_BYTES // len(self._jobs))
         horizon: float = float("inf")
         notices: list[bytes] = []
         frames: list[tuple[int, _Job, bytes]] = []
         for job in self._jobs:
-            inbox = job.inbox
-            assert inbox is not None, "jobs are followed until the stream detaches"
-            if inbox.pending_from is not None:
-                horizon = min(horizon, inbox.pending_from - 1)
-            if job.cursor >= inbox.last_id:
+            run = job.current_run()
+            if run.pending_from is not None:
+                horizon = min(horizon, run.pending_from - 1)
+            if job.cursor >= run.last_id:
                 continue
-            start = inbox.start
-            after = 0 if start is not None and job.cursor < start else job.cursor  # its run, from the start
-            job_notices, job_frames, reached = inbox.frames_since(after, share)
+            if run.successor is not None:  # the next run's frames wait for the rest of this one
+                horizon = min(horizon, run.last_id)
+            job_notices, job_frames, reached = run.frames_since(self._after(job, run), share)
             if job_notices:
                 notices.extend(tag_frame(notice, job.tag) for notice in job_notices)
                 job.cursor = reached
@@ -146,6 +160,21 @@ class JobsStream(EventStream):
                 horizon = min(horizon, frame_id(job_frames[-1]))
             frames.extend((frame_id(frame), job, frame) for frame in job_frames)
         return self._merge(notices, frames, horizon)
+
+    def _after(self, job: _Job, run: Inbox) -> int:
+        """Where the reader stands in the run, as ``Inbox.frames_since`` takes it.
+
+        An id is global, so a reader's id before the run's first event usually
+        means it has missed nothing of it: the run is read from its start (0).
+        Not when the id is older than this process's history (core mode,
+        after a restart) or than the job's previous run, whose record is gone:
+        then the reader may have missed events, and the run says so with a
+        gap notice.
+        """
+        start = run.start
+        if start is not None and self._registry.id_base <= job.cursor < start and job.cursor >= run.run_after:
+            return 0
+        return job.cursor
 
     def _merge(self, notices: list[bytes], frames: list[tuple[int, _Job, bytes]], horizon: float) -> Batch | None:
         """The notices, then the frames up to the horizon in id order, about a batch's worth."""
@@ -156,8 +185,8 @@ class JobsStream(EventStream):
         for event_id, job, frame in frames:
             if event_id > horizon or size >= BATCH_BYTES:
                 break
-            assert job.inbox is not None, "jobs are followed until the stream detaches"
-            tagged = job.inbox.tagged(frame, event_id)
+            assert job.run is not None, "jobs are followed until the stream detaches"
+            tagged = job.run.tagged(frame, event_id)
             out.append(tagged)
             size += len(tagged)
             job.cursor = last = event_id
@@ -168,6 +197,5 @@ class JobsStream(EventStream):
 
     def _detach(self, reason: str) -> None:
         for job in self._jobs:
-            if job.inbox is not None and not job.ended:
-                self._registry.unsubscribe(job.inbox, job)
+            self._registry.unfollow(job.id, job)
         super()._detach(reason)
