@@ -235,7 +235,7 @@ def _valid_auth_url(instance: object, attribute: object, value: str | None) -> N
 
 
 def _redis_url(text: str) -> str:
-    from monit.auth.redis_verifier import RedisTarget
+    from monit.auth.redis_connection import RedisTarget
 
     RedisTarget.from_url(text)
     return text
@@ -416,8 +416,13 @@ class Settings:
     auth_redis: str | None = _option(
         None,
         "look each token up in this Redis, as the Go service did: `GET token` gives the user "
-        "(below); `redis://:password@host:port/db` for a password, which is never logged",
+        "(below); `redis://:password@host:port/db` for a password, `redis://user:password@…` for an "
+        "ACL user, `rediss://` for TLS; the password is never logged",
         _redis_url, metavar="URL", validator=_valid_auth_redis, shown=_shown_url,
+    )
+    auth_redis_tls_ca: str | None = _option(
+        None, "the CA (PEM) a `rediss://` server's certificate must be signed by",
+        _pem_file, metavar="FILE", default_text="the system's CAs",
     )
     auth_timeout: float = _amount(
         2.0,
@@ -549,6 +554,8 @@ class Settings:
             raise ValueError("--auth-redis and --auth-url are two places to ask about a token: give one")
         if self.auth_redis is not None and self.insecure_no_auth:
             raise ValueError("--insecure-no-auth checks no token: it does not go with --auth-redis")
+        if self.auth_redis_tls_ca is not None and not (self.auth_redis or "").startswith("rediss://"):
+            raise ValueError("--auth-redis-tls-ca is for a rediss:// --auth-redis (Redis over TLS)")
 
     def _check_jwt(self) -> None:
         """The JWT options make one way of checking JWTs, or say what clashes."""
