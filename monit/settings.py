@@ -387,7 +387,7 @@ class Settings:
         None,
         "check JWTs signed by an identity provider with the public keys at its JWKS URL (below); "
         "fetched at start, every 10 minutes, and when a token names an unknown `kid` (at most "
-        "every 10 s)",
+        "once a second); redirects are not followed",
         _jwks_url, metavar="URL", validator=_valid_jwks_url, shown=_shown_url,
     )
     jwt_public_key: str | None = _option(
@@ -536,7 +536,7 @@ class Settings:
     # For embedding only.
     serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
-    jwks_min_refetch: float = 10.0  # seconds between JWKS fetches that tokens of unknown kids may cause
+    jwks_min_refetch: float = 1.0  # seconds between JWKS fetches that tokens of unknown kids may cause
     jwks_refresh: float = 600.0  # seconds between JWKS fetches nobody asked for
 
     def __attrs_post_init__(self) -> None:

@@ -37,7 +37,7 @@ class Verification:
 
     def problems(self) -> list[str]:
         """What keeps tokens from being checked now, in words, backend by backend (for /readyz)."""
-        backends: list[RemoteVerifier | RedisVerifier | None] = [self.remote]
+        backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.remote]
         return [problem for backend in backends if backend is not None and (problem := backend.problem)]
 
 
