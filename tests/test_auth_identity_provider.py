@@ -20,7 +20,6 @@ import treq
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, maybeDeferred
-from twisted.internet.task import deferLater
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent
 from twisted.web.resource import Resource

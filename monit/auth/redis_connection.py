@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from typing import Any, cast
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import attrs
@@ -111,9 +111,9 @@ class RedisTarget:
 
 
 def redis_endpoint(
-    reactor: Any, target: RedisTarget, timeout: float, tls: IOpenSSLClientConnectionCreator | None = None
+    reactor: IReactorTime, target: RedisTarget, timeout: float, tls: IOpenSSLClientConnectionCreator | None = None
 ) -> IStreamClientEndpoint:
-    """TCP to the target, with TLS for rediss://.
+    """TCP to the target (``reactor`` also makes connections and resolves names), with TLS for rediss://.
 
     ``tls``: the options that check the server's certificate (see
     L{monit.nats.tls.ClientTLS.for_server}); by default, that the system's CAs
