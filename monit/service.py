@@ -130,6 +130,9 @@ class MonitService(MultiService):
             checks["listening"] = self.listener.listening
             if not self.listener.listening:
                 problems.append("HTTP: not listening yet")
+        # Listed, not a failed check: every instance shares the auth backend, and taking them
+        # all out of rotation would also end what still works (README, Tokens and access).
+        problems.extend(f"auth: {problem}" for problem in self.auth.problems())
         return Readiness(checks, problems)
 
     # Jobs, in process

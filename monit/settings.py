@@ -235,7 +235,7 @@ def _valid_auth_url(instance: object, attribute: object, value: str | None) -> N
 
 
 def _redis_url(text: str) -> str:
-    from monit.auth.redis_verifier import RedisTarget
+    from monit.auth.redis_connection import RedisTarget
 
     RedisTarget.from_url(text)
     return text
@@ -387,7 +387,7 @@ class Settings:
         None,
         "check JWTs signed by an identity provider with the public keys at its JWKS URL (below); "
         "fetched at start, every 10 minutes, and when a token names an unknown `kid` (at most "
-        "every 10 s)",
+        "once a second); redirects are not followed",
         _jwks_url, metavar="URL", validator=_valid_jwks_url, shown=_shown_url,
     )
     jwt_public_key: str | None = _option(
@@ -416,8 +416,13 @@ class Settings:
     auth_redis: str | None = _option(
         None,
         "look each token up in this Redis, as the Go service did: `GET token` gives the user "
-        "(below); `redis://:password@host:port/db` for a password, which is never logged",
+        "(below); `redis://:password@host:port/db` for a password, `redis://user:password@…` for an "
+        "ACL user, `rediss://` for TLS; the password is never logged",
         _redis_url, metavar="URL", validator=_valid_auth_redis, shown=_shown_url,
+    )
+    auth_redis_tls_ca: str | None = _option(
+        None, "the CA (PEM) a `rediss://` server's certificate must be signed by",
+        _pem_file, metavar="FILE", default_text="the system's CAs",
     )
     auth_timeout: float = _amount(
         2.0,
@@ -531,7 +536,7 @@ class Settings:
     # For embedding only.
     serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
-    jwks_min_refetch: float = 10.0  # seconds between JWKS fetches that tokens of unknown kids may cause
+    jwks_min_refetch: float = 1.0  # seconds between JWKS fetches that tokens of unknown kids may cause
     jwks_refresh: float = 600.0  # seconds between JWKS fetches nobody asked for
 
     def __attrs_post_init__(self) -> None:
@@ -549,6 +554,8 @@ class Settings:
             raise ValueError("--auth-redis and --auth-url are two places to ask about a token: give one")
         if self.auth_redis is not None and self.insecure_no_auth:
             raise ValueError("--insecure-no-auth checks no token: it does not go with --auth-redis")
+        if self.auth_redis_tls_ca is not None and not (self.auth_redis or "").startswith("rediss://"):
+            raise ValueError("--auth-redis-tls-ca is for a rediss:// --auth-redis (Redis over TLS)")
 
     def _check_jwt(self) -> None:
         """The JWT options make one way of checking JWTs, or say what clashes."""

@@ -198,6 +198,16 @@ def test_refusal_kept_for_negative_ttl(cache: CachingVerifier, inner: HandVerifi
     assert len(inner.calls) == 2
 
 
+def test_a_refusal_that_may_change_any_moment_is_not_kept(cache: CachingVerifier, inner: HandVerifier) -> None:
+    class ForNow(InvalidToken):
+        lasting = False
+
+    with pytest.raises(ForNow, match="unknown signing key"):
+        verified(cache, inner, TOKEN, ForNow("unknown signing key"))
+    assert verified(cache, inner, TOKEN, ALICE) is ALICE, "asked again: the key may be published now"
+    assert len(inner.calls) == 2
+
+
 def test_unavailable_is_not_kept(cache: CachingVerifier, inner: HandVerifier) -> None:
     with pytest.raises(AuthUnavailable):
         verified(cache, inner, TOKEN, AuthUnavailable("down"))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
 from cryptography.x509.oid import NameOID
 
 from monit.auth.keys import (
@@ -95,6 +96,14 @@ def test_unusable_key_files_are_one_line_naming_the_file(tmp_path: Path, rsa: Si
         with pytest.raises(ValueError, match=said) as caught:
             load_public_key(str(path))
         assert "\n" not in str(caught.value)
+
+
+def test_an_rsa_key_under_2048_bits_is_refused(tmp_path: Path) -> None:
+    weak = Signer("weak", "RS256", rsa_keys.generate_private_key(public_exponent=65537, key_size=1024))
+    with pytest.raises(ValueError, match=r"weak.pem holds an RSA key of 1024 bits: 2048 or more are needed$"):
+        load_public_key(weak.write_pem(tmp_path))
+    with pytest.raises(SettingError, match="--jwt-public-key .*weak.pem holds an RSA key of 1024 bits"):
+        from_sources({"jwt-public-key": weak.write_pem(tmp_path)}, {})
 
 
 # The JWT options, as Settings checks them

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import base64
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.internet.defer import fail, succeed
 from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
@@ -139,12 +141,14 @@ def test_a_kid_that_is_not_a_string_is_refused(signers: dict[str, Signer], clock
     assert refusal(verifier_for(signer, clock), token) == "invalid token"  # PyJWT's check, before any lookup
 
 
-def test_the_key_lookup_gets_the_kid_and_its_failures_pass_through(signers: dict[str, Signer], clock: Clock) -> None:
+def test_the_key_lookup_gets_the_kid_and_alg_and_its_failures_pass_through(
+    signers: dict[str, Signer], clock: Clock
+) -> None:
     signer = signers["RS256"]
     asked: list[Any] = []
 
-    def lookup(kid: str | None) -> Any:
-        asked.append(kid)
+    def lookup(kid: str | None, algorithm: str) -> Any:
+        asked.append((kid, algorithm))
         return succeed(SigningKey(signer.public)) if kid == signer.kid else fail(AuthUnavailable("down"))
 
     verifier = SignedJWTVerifier(lookup, ("RS256",), clock, CHECKS)
@@ -152,7 +156,18 @@ def test_the_key_lookup_gets_the_kid_and_its_failures_pass_through(signers: dict
     with pytest.raises(AuthUnavailable):
         result_of(verifier.verify(signer.token(now=NOW, kid="other")))
     assert refusal(verifier, "not.a.token") == "malformed token"  # refused before any lookup
-    assert asked == [signer.kid, "other"]
+    assert asked == [(signer.kid, "RS256"), ("other", "RS256")]
+
+
+def test_an_rsa_key_under_2048_bits_fails_the_check_rather_than_warning(clock: Clock) -> None:
+    weak = Signer("weak", "RS256", rsa.generate_private_key(public_exponent=65537, key_size=1024))
+    verifier = SignedJWTVerifier(fixed_key(SigningKey(weak.public)), ("RS256",), clock, CHECKS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", jwt.InsecureKeyLengthWarning)  # signing with it, as a careless provider
+        token = weak.token(now=NOW)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyJWT's warning would be an error here: it must not come at all
+        assert refusal(verifier, token) == "signing key refused"
 
 
 # HMAC tokens get the same audience and issuer checks

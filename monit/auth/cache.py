@@ -2,9 +2,10 @@
 
 Answers are keyed by the token's SHA-256: the cache never holds a token.  A
 valid answer is kept for ``ttl`` seconds but never past the identity's own
-expiry; a refusal (L{InvalidToken}) for ``negative_ttl``; an L{AuthUnavailable}
-not at all, so the next request asks again.  Concurrent checks of one token
-share one call to the inner verifier.
+expiry; a refusal (L{InvalidToken}) for ``negative_ttl``, unless it may change
+any moment (not ``lasting``: a signing key not published yet); an
+L{AuthUnavailable} not at all, so the next request asks again.  Concurrent
+checks of one token share one call to the inner verifier.
 """
 from __future__ import annotations
 
@@ -108,10 +109,10 @@ class CachingVerifier:
         now = self._clock.seconds()
         if isinstance(result, Identity):
             entry = _Entry(result, "", _keep_until(now, self._ttl, result.expires))
-        elif result.check(InvalidToken):
+        elif isinstance(result.value, InvalidToken) and result.value.lasting:
             entry = _Entry(None, str(result.value), now + self._negative_ttl)
         else:
-            return  # AuthUnavailable and the unexpected: ask again next time
+            return  # AuthUnavailable, refusals that may change soon, the unexpected: ask again next time
         if entry.until <= now:
             return
         self._entries[key] = entry

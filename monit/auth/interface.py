@@ -7,7 +7,7 @@ logged, and no error message quotes one (or any part of one).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -51,6 +51,10 @@ def may_watch(identity: Identity, stream: str) -> bool:
 
 class InvalidToken(Exception):
     """The token is missing, malformed, forged or out of date (HTTP 401)."""
+
+    # Whether a cache may keep this refusal for a while. Not when the answer may change
+    # any moment without the token changing (a signing key the provider publishes next).
+    lasting: ClassVar[bool] = True
 
 
 class AuthUnavailable(Exception):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from types import MappingProxyType
 from typing import Any, Protocol
 
@@ -43,6 +43,9 @@ MAX_NUMERIC_DATE = 253_402_300_799
 # exp and nbf are checked against the injected clock, not time.time();
 # iat is informative only.
 _DECODE_OPTIONS: Any = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+# A public key under PyJWT's minimum (an RSA key under 2048 bits) fails the check rather than
+# warning: the filter meant for short HMAC secrets must not hide it.
+_PUBLIC_KEY_OPTIONS: Any = {**_DECODE_OPTIONS, "enforce_minimum_key_length": True}
 
 # Our own words for PyJWT's errors: some of its messages quote the token's header.
 _REASONS: tuple[tuple[type[Exception], str], ...] = (
@@ -52,6 +55,7 @@ _REASONS: tuple[tuple[type[Exception], str], ...] = (
     (jwt.InvalidAudienceError, "unexpected audience"),
     (jwt.InvalidIssuerError, "unexpected issuer"),
     (jwt.exceptions.InvalidSubjectError, "invalid subject"),
+    (jwt.InvalidKeyError, "signing key refused"),
 )
 
 
@@ -87,15 +91,16 @@ class ClaimChecks:
 
 def decode(token: str, key: Any, algorithms: Sequence[str], checks: ClaimChecks, now: float) -> Identity:
     """The token's identity if ``key`` signed it with one of ``algorithms``; else InvalidToken."""
+    secret = isinstance(key, (str, bytes))
     try:
-        with quiet_key_length():
+        with quiet_key_length() if secret else nullcontext():
             claims = jwt.decode(
                 token,
                 key,
                 algorithms=list(algorithms),
                 audience=checks.audience,
                 issuer=checks.issuer,
-                options=_DECODE_OPTIONS,
+                options=_DECODE_OPTIONS if secret else _PUBLIC_KEY_OPTIONS,
             )
     except jwt.PyJWTError as e:  # InvalidKeyError is not an InvalidTokenError
         raise InvalidToken(_reason(e)) from None

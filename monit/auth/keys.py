@@ -28,6 +28,8 @@ PublicKey = Union[
     rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey
 ]
 PUBLIC_KEY_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+# Shorter RSA keys can be factored by those with the means (NIST SP 800-131A): refused, not warned about.
+MIN_RSA_BITS = 2048
 
 
 def suits(algorithm: str, key: object) -> bool:
@@ -39,6 +41,13 @@ def suits(algorithm: str, key: object) -> bool:
     if algorithm == EDDSA:
         return isinstance(key, (ed25519.Ed25519PublicKey, ed448.Ed448PublicKey))
     return False  # HMAC, none, and anything unknown: never with a public key
+
+
+def weakness(key: PublicKey) -> str | None:
+    """Why a key is too weak to trust a signature of, or None."""
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        return f"an RSA key of {key.key_size} bits: {MIN_RSA_BITS} or more are needed"
+    return None
 
 
 def algorithms_for(key: PublicKey) -> tuple[str, ...]:
@@ -100,6 +109,9 @@ def load_public_key(path: str) -> PublicKey:
         raise ValueError(f"{path} is not a PEM public key or certificate") from None
     if not isinstance(key, PUBLIC_KEY_TYPES):
         raise ValueError(f"{path} holds a {type(key).__name__}: not an RSA, EC or EdDSA key")
+    weak = weakness(key)
+    if weak is not None:
+        raise ValueError(f"{path} holds {weak}")
     return key
 
 

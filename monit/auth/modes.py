@@ -14,9 +14,11 @@ from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, IToken
 from monit.auth.jwks import JWKS, jwks_http_client
 from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
-from monit.auth.redis_verifier import RedisTarget, RedisVerifier
+from monit.auth.redis_connection import RedisConnection, RedisTarget, redis_endpoint
+from monit.auth.redis_verifier import RedisVerifier
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
 from monit.auth.signed import SignedJWTVerifier, fixed_key
+from monit.nats.tls import ClientTLS
 from monit.settings import Settings
 
 log = Logger()
@@ -32,6 +34,11 @@ class Verification:
     remote: RemoteVerifier | RedisVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
     jwks: JWKS | None = None  # a service of its own: fetches at start, and now and then
     redis: RedisVerifier | None = None  # a service: connects to Redis at start, closes at stop
+
+    def problems(self) -> list[str]:
+        """What keeps tokens from being checked now, in words, backend by backend (for /readyz)."""
+        backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.remote]
+        return [problem for backend in backends if backend is not None and (problem := backend.problem)]
 
 
 def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
@@ -65,12 +72,7 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
                 settings.auth_concurrency,
             )
         elif settings.auth_redis is not None:
-            service = redis = RedisVerifier(
-                RedisTarget.from_url(settings.auth_redis),
-                reactor,
-                settings.auth_timeout,
-                settings.auth_concurrency,
-            )
+            service = redis = _redis(settings, reactor)
         if service is None:
             assert local is not None
             inner = local
@@ -123,6 +125,16 @@ def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifie
     )
     algorithms = settings.jwt_algorithms or ASYMMETRIC_ALGORITHMS
     return SignedJWTVerifier(jwks.key_for, algorithms, reactor, _checks(settings)), jwks
+
+
+def _redis(settings: Settings, reactor: IReactorTime) -> RedisVerifier:
+    """Sessions in Redis, over TLS for rediss:// (with --auth-redis-tls-ca's CA, else the system's)."""
+    assert settings.auth_redis is not None
+    target = RedisTarget.from_url(settings.auth_redis)
+    tls = ClientTLS.from_files(settings.auth_redis_tls_ca).for_server(target.host) if target.tls else None
+    endpoint = redis_endpoint(reactor, target, settings.auth_timeout, tls)
+    connection = RedisConnection(target, endpoint, reactor, settings.auth_timeout)
+    return RedisVerifier(target, connection, reactor, settings.auth_timeout, settings.auth_concurrency)
 
 
 def cache_ttl(settings: Settings) -> float:

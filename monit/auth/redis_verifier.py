@@ -11,11 +11,13 @@ is the user's name.  The answers:
 - any other value (blank, not UTF-8, control characters, too long, a key that
   holds a list or a hash): L{UnusableValue}, an L{AuthUnavailable}; a yes we
   cannot read is not a yes;
-- Redis unreachable, refusing monit's password or database, or no answer
-  within the timeout: L{AuthUnavailable}.
+- Redis unreachable, refusing monit's credentials or database, refusing the
+  lookup (``NOPERM`` for an ACL user kept to some keys), or no answer within
+  the timeout: L{AuthUnavailable}.
 
-Failures are logged once per change: Redis going away is said once, its coming
-back once; unusable values once, then how many more every ten seconds.
+The connection (L{monit.auth.redis_connection}) is made again after any
+failure and says why it is down; unusable values and refused lookups are
+said once, then how many more every ten seconds.
 
 At most ``concurrency`` lookups are in flight; past that, a lookup is refused
 at once.  A lookup that runs out of time is answered, but not abandoned: its
@@ -28,16 +30,13 @@ The password never reaches a log line: the URL is shown without it.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import MappingProxyType
 from typing import Protocol, TypeVar
-from urllib.parse import unquote, urlsplit
 
-import attrs
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -49,14 +48,13 @@ from monit.auth.interface import (
     ITokenVerifier,
     check_header_token,
 )
-from monit.redact import redacted_url
+from monit.auth.redis_connection import RedisTarget
+from monit.auth.resp import Oversized, RedisError, Reply
 from monit.relay import relayed
 from monit.tally import Tally
 
-DEFAULT_PORT = 6379
 DEFAULT_CONCURRENCY = 100
 MAX_USER_LENGTH = 256
-RETRY_REFUSED = 30.0  # seconds before a connection Redis refused is made again
 T = TypeVar("T")
 
 
@@ -67,82 +65,17 @@ class UnusableValue(AuthUnavailable):
         return f"unusable value: {super().__str__()}"
 
 
-@attrs.frozen
-class RedisTarget:
-    """Where the sessions are: ``redis://[:password@]host[:port][/db]``."""
-
-    host: str
-    port: int = DEFAULT_PORT
-    db: int = 0
-    password: str | None = attrs.field(default=None, repr=False)
-
-    @classmethod
-    def from_url(cls, url: str) -> RedisTarget:
-        """The target a URL names; ValueError (showing no password) if it names none."""
-        shown = redacted_url(url)
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"{shown!r} is not a URL") from None
-        if parts.scheme != "redis":
-            raise ValueError(f"{shown!r} must be a redis:// URL (redis://host:port/db)")
-        if not parts.hostname:
-            raise ValueError(f"{shown!r} names no host")
-        if parts.username:
-            raise ValueError(
-                f"{shown!r} names a user: only a password goes before the host (redis://:password@host:port/db)"
-            )
-        if port == 0:
-            raise ValueError(f"{shown!r} has port 0")
-        if parts.query or parts.fragment:
-            raise ValueError(f"{shown!r} must not have a query or a fragment")
-        db = parts.path.removeprefix("/") or "0"
-        if not (db.isascii() and db.isdigit()):
-            raise ValueError(f"{shown!r}: the path must be a database number (/0, /1, …)")
-        password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, DEFAULT_PORT if port is None else port, int(db), password)
-
-    def __str__(self) -> str:
-        """The URL as logs show it: never the password."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"redis://{host}:{self.port}/{self.db}"
-
-
 class _Store(Protocol):
-    """What RedisVerifier uses of a txredisapi connection (a fake in unit tests)."""
+    """What RedisVerifier uses of a RedisConnection (a fake in unit tests)."""
 
-    def get(self, key: bytes) -> Deferred[object]: ...
+    @property
+    def problem(self) -> str | None: ...
 
-    def disconnect(self) -> Deferred[object]: ...
+    def get(self, key: bytes) -> Deferred[Reply]: ...
 
+    def startService(self) -> None: ...
 
-def connect(target: RedisTarget, timeout: float, refused: Callable[[Failure], None]) -> _Store:
-    """A txredisapi connection that connects, and reconnects, by itself.
-
-    Values come back as bytes, never turned into numbers or text: telling a
-    user name from anything else is ours to do.  A connection that leaves a
-    command unanswered for ``timeout`` is dropped and made again.  If Redis
-    refuses the password or the database, txredisapi stops trying and calls
-    ``refused``.
-    """
-    import txredisapi  # here, not at the top: importing it installs the global reactor
-
-    store: _Store = txredisapi.lazyConnection(
-        target.host,
-        target.port,
-        dbid=target.db,
-        password=target.password,
-        charset=None,
-        convertNumbers=False,
-        connectTimeout=timeout,
-        replyTimeout=timeout,
-    )
-    # The lazy handler tells of a refusal only through this Deferred (left alone, an unhandled error).
-    connected = getattr(store, "_connected", None)
-    if isinstance(connected, Deferred):
-        connected.addErrback(refused)
-    return store
+    def stopService(self) -> Deferred[None]: ...
 
 
 @implementer(ITokenVerifier)
@@ -150,8 +83,6 @@ class RedisVerifier(Service):
     """Tokens looked up in Redis; see the module docstring for the answers.
 
     A service: the connection is made when it starts and closed when it stops.
-    A connection whose password or database Redis refused is made again every
-    L{RETRY_REFUSED} seconds, so fixing Redis needs no restart of monit.
     """
 
     log = Logger()
@@ -159,65 +90,38 @@ class RedisVerifier(Service):
     def __init__(
         self,
         target: RedisTarget,
+        store: _Store,
         clock: IReactorTime,
         timeout: float,
         concurrency: int = DEFAULT_CONCURRENCY,
-        connect: Callable[[RedisTarget, float, Callable[[Failure], None]], _Store] = connect,
     ) -> None:
-        self._target = target
         self._shown = str(target)
+        self._store = store
         self._clock = clock
         self._timeout = timeout
         self._concurrency = concurrency
-        self._connect = connect
-        self._store: _Store | None = None
-        self._retry: IDelayedCall | None = None
-        self._reachable: bool | None = None  # None until Redis has answered or failed once
-        self._refusal: str | None = None  # why Redis refused the connection, until it answers
         self.in_flight = 0
         self.refused = 0  # lookups refused at once: ``concurrency`` were in flight
         self.refusals = Tally(clock, self.log, "refused token lookups at the concurrency bound")
         self.unusable = Tally(clock, self.log, "Redis values that are no user name")
+        self.errors = Tally(clock, self.log, "token lookups Redis answered with an error")
+
+    @property
+    def problem(self) -> str | None:
+        """Why tokens cannot be looked up now (for /readyz); None when they can."""
+        problem = self._store.problem
+        return None if problem is None else f"Redis at {self._shown}: {problem}"
 
     def startService(self) -> None:
         super().startService()
-        self._open()
+        self._store.startService()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self.refusals.stop()
         self.unusable.stop()
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        return self._close()
-
-    def _open(self) -> None:
-        self._retry = None
-        self._store = self._connect(self._target, self._timeout, self._refused)
-
-    def _close(self) -> Deferred[None]:
-        store, self._store = self._store, None
-        if store is None:
-            return succeed(None)
-        closed = store.disconnect().addCallback(lambda _: None)
-        return closed.addErrback(lambda failure: self.log.failure("closing the Redis connection failed", failure))
-
-    def _refused(self, failure: Failure) -> None:
-        """Redis refused the password or the database: say so once, and try again later."""
-        reason = str(failure.value)
-        if reason != self._refusal:
-            self.log.error(
-                "Redis at {url} refused monit: {reason}; token checks answer 503, and monit tries "
-                "again every {every:g} s",
-                url=self._shown,
-                reason=reason,
-                every=RETRY_REFUSED,
-            )
-        self._refusal = reason
-        self._reachable = False
-        self._close()
-        if self.running:
-            self._retry = self._clock.callLater(RETRY_REFUSED, self._open)
+        self.errors.stop()
+        return self._store.stopService()
 
     def verify(self, token: str) -> Deferred[Identity]:
         """``GET token``, answered within the timeout."""
@@ -225,43 +129,20 @@ class RedisVerifier(Service):
             key = check_header_token(token).encode("ascii")
         except InvalidToken as e:
             return fail(e)
-        store = self._store
-        if store is None:
+        if not self.running:
             return fail(AuthUnavailable("not connected to Redis"))
         if self.in_flight >= self._concurrency:
             return fail(self._refuse())
         self.in_flight += 1
-        lookup = maybeDeferred(store.get, key).addBoth(self._landed)
-        answer = _by_deadline(lookup, self._timeout, self._clock, self._timed_out)
+        lookup = maybeDeferred(self._store.get, key).addBoth(self._landed)
+        answer = _by_deadline(lookup, self._timeout, self._clock)
         return answer.addCallbacks(self._identity, self._unavailable)
 
-    def _landed(self, outcome: object) -> object:
-        """Free the slot; a value, or a key of the wrong type, means Redis is there."""
+    def _landed(self, outcome: T) -> T:
         self.in_flight -= 1
-        if isinstance(outcome, Failure) and not _wrong_type(outcome):
-            self._gone(_describe(outcome))
-        else:
-            self._back()
         return outcome
 
-    def _timed_out(self) -> None:
-        self._gone(f"no answer in {self._timeout:g} s")
-
-    def _gone(self, reason: str) -> None:
-        if self._reachable is not False:
-            self.log.warn(
-                "cannot look tokens up in Redis at {url}: {reason}; token checks answer 503 until it answers",
-                url=self._shown,
-                reason=reason,
-            )
-        self._reachable = False
-
-    def _back(self) -> None:
-        if self._reachable is False:
-            self.log.info("Redis at {url} answers again", url=self._shown)
-        self._reachable, self._refusal = True, None
-
-    def _identity(self, value: object) -> Identity:
+    def _identity(self, value: Reply) -> Identity:
         if value is None:
             raise InvalidToken("unknown token")
         try:
@@ -272,12 +153,16 @@ class RedisVerifier(Service):
         return Identity(user=user, claims=MappingProxyType({"username": user}), expires=None, revocable=True)
 
     def _unavailable(self, failure: Failure) -> Failure:
-        """Any failure to answer is AuthUnavailable (its cause logged once, by _gone)."""
-        if failure.check(defer.CancelledError):
+        """Any failure to answer is AuthUnavailable (a lost connection is said by the connection)."""
+        if failure.check(defer.CancelledError, InvalidToken, AuthUnavailable):
             return failure
-        if _wrong_type(failure):
-            error: AuthUnavailable = UnusableValue("the key holds no string")
+        error: AuthUnavailable
+        if isinstance(failure.value, RedisError) and failure.value.code == "WRONGTYPE":
+            error = UnusableValue("the key holds no string")
             self.unusable.add(self._shown, str(error))
+        elif failure.check(RedisError):
+            error = AuthUnavailable("Redis refused the lookup")
+            self.errors.add(self._shown, str(failure.value))
         else:
             error = AuthUnavailable("Redis is unavailable")
         error.__cause__ = failure.value
@@ -289,7 +174,7 @@ class RedisVerifier(Service):
         return AuthUnavailable("too many token checks in flight")
 
 
-def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime, on_timeout: Callable[[], None]) -> Deferred[T]:
+def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime) -> Deferred[T]:
     """The caller's Deferred: the work's outcome, or a TimeoutError after ``timeout``.
 
     Neither the deadline nor the caller cancelling stops the work: a command
@@ -297,7 +182,6 @@ def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime, on_time
     """
 
     def expire() -> None:
-        on_timeout()
         result.errback(defer.TimeoutError(timeout, "token lookup"))
 
     def stop_timer(outcome: T) -> T:
@@ -310,8 +194,10 @@ def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime, on_time
     return result.addBoth(stop_timer)
 
 
-def _user_name(value: object) -> str:
+def _user_name(value: Reply) -> str:
     """The user a session's value names; UnusableValue if it names none."""
+    if isinstance(value, Oversized):
+        raise UnusableValue(f"longer than {MAX_USER_LENGTH} characters")
     if not isinstance(value, bytes):
         raise UnusableValue("not a string")
     try:
@@ -325,25 +211,3 @@ def _user_name(value: object) -> str:
     if not name.isprintable():
         raise UnusableValue("not printable")
     return name
-
-
-def _wrong_type(failure: Failure) -> bool:
-    """Redis answered that the key holds a list, a hash…: it is there, the value is not usable.
-
-    Its other error replies (NOAUTH, NOPERM, LOADING…) mean it cannot answer.
-    """
-    from txredisapi import ResponseError
-
-    return failure.check(ResponseError) is not None and str(failure.value).startswith("WRONGTYPE")
-
-
-def _describe(failure: Failure) -> str:
-    """Why Redis could not answer, in words that quote no token: the messages of a lost
-    connection and of Redis's refusals name no key; anything else is named by its type."""
-    from txredisapi import ConnectionError, ResponseError
-
-    if failure.check(defer.TimeoutError):
-        return "no answer in time"
-    if failure.check(ConnectionError, ResponseError) and str(failure.value):
-        return str(failure.value)
-    return type(failure.value).__name__

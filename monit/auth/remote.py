@@ -104,6 +104,12 @@ class RemoteVerifier:
         self.in_flight = 0
         self.refused = 0  # checks refused at once: ``concurrency`` were in flight
         self.refusals = Tally(clock, self.log, "refused token checks at the concurrency bound")
+        self._trouble: str | None = None  # why the newest check that settled got no answer
+
+    @property
+    def problem(self) -> str | None:
+        """Why the service could not answer the newest check (for /readyz); None once it answers."""
+        return None if self._trouble is None else f"auth service at {self._shown_url}: {self._trouble}"
 
     def verify(self, token: str) -> Deferred[Identity]:
         """One GET to the service, answered within the timeout (body included)."""
@@ -134,6 +140,8 @@ class RemoteVerifier:
 
     def _landed(self, outcome: Identity | Failure) -> Identity | Failure:
         self.in_flight -= 1
+        if not isinstance(outcome, Failure) or outcome.check(InvalidToken):
+            self._trouble = None  # it answered
         return outcome
 
     def _refuse(self) -> AuthUnavailable:
@@ -146,10 +154,11 @@ class RemoteVerifier:
         """Log why the service could not answer; turn any error into AuthUnavailable."""
         if failure.check(InvalidToken, CancelledError):
             return failure
+        self._trouble = _describe(failure.value)
         self.log.warn(
             "could not check a token with {url}: {reason}",
             url=self._shown_url,
-            reason=_describe(failure.value),
+            reason=self._trouble,
         )
         if failure.check(AuthUnavailable):
             return failure

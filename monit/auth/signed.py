@@ -19,13 +19,13 @@ from monit.auth.interface import Identity, InvalidToken, ITokenVerifier
 from monit.auth.jwt_verifier import ClaimChecks, check_shape, decode
 from monit.auth.keys import SigningKey
 
-# The key a token names by its ``kid`` (None when it names none).
-KeyLookup = Callable[[str | None], Deferred[SigningKey]]
+# The key a token names by its ``kid`` (None when it names none) for its algorithm (``alg``).
+KeyLookup = Callable[[str | None, str], Deferred[SigningKey]]
 
 
 def fixed_key(key: SigningKey) -> KeyLookup:
     """One key for every token, whatever ``kid`` it names (--jwt-public-key)."""
-    return lambda kid: succeed(key)
+    return lambda kid, algorithm: succeed(key)
 
 
 @implementer(ITokenVerifier)
@@ -50,7 +50,7 @@ class SignedJWTVerifier:
             header = check_shape(token, self._algorithms)  # PyJWT holds a kid to be a string
         except InvalidToken as e:
             return fail(e)
-        return self._keys(header.get("kid")).addCallback(self._decode, token, header["alg"])
+        return self._keys(header.get("kid"), header["alg"]).addCallback(self._decode, token, header["alg"])
 
     def _decode(self, key: SigningKey, token: str, algorithm: str) -> Identity:
         if not key.suits(algorithm):

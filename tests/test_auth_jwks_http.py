@@ -1,0 +1,157 @@
+"""Fetching a JWKS over real HTTP on loopback from servers that misbehave: a body dripped slowly
+(each fetch times out, and its connection is closed, not left open), and a browser's EventSource
+whose token names a key rotated in just after monit's last fetch."""
+from __future__ import annotations
+
+import http.server
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+
+from monit.auth.jwks import JWKS, jwks_http_client
+
+from devtools import Browser
+from natsserver import free_port
+from processes import script, stop, wait_until_ready
+from signing import AUDIENCE, ISSUER, Signer, jwks
+from waiting import wait_for, within
+
+pytestmark = pytest.mark.integration
+
+
+class Drip(Protocol):
+    """Answers any request with a JWKS that never ends: a header, then a byte every 50 ms."""
+
+    def connectionMade(self) -> None:
+        self.factory.open += 1
+        self.factory.made += 1
+        self.dripping: LoopingCall | None = None
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.dripping is None and b"\r\n\r\n" in data:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                 b"Content-Length: 100000\r\n\r\n{")
+            self.dripping = LoopingCall(self.transport.write, b" ")
+            self.dripping.start(0.05)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.factory.open -= 1
+        if self.dripping is not None and self.dripping.running:
+            self.dripping.stop()
+
+
+class DripFactory(Factory):
+    protocol = Drip
+
+    def __init__(self) -> None:
+        self.open = 0
+        self.made = 0
+
+
+@pytest.fixture
+def drip() -> Iterator[tuple[DripFactory, str]]:
+    factory = DripFactory()
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    yield factory, f"http://127.0.0.1:{port.getHost().port}/certs"
+    pytest_twisted.blockon(port.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dripped_body_times_out_and_each_attempt_closes_its_connection(drip, events) -> None:
+    factory, url = drip
+    keys = JWKS(jwks_http_client(reactor), url, reactor, timeout=0.3, min_refetch=1.0, refresh=600.0)
+    keys.startService()  # the first fetch
+    try:
+        for attempt in range(1, 4):
+            if attempt > 1:
+                await within(keys.refresh())
+            else:
+                await wait_for(lambda: keys.problem is not None and "no answer in time" in keys.problem,
+                               what="the first fetch to time out")
+            await wait_for(lambda: factory.open == 0, timeout=2, what=f"attempt {attempt}'s connection closed")
+        assert factory.made == 3
+        assert keys.problem == f"JWKS at {url}: no answer in time (keeping the 0 keys we have)"
+    finally:
+        keys.stopService()
+
+
+# A browser's EventSource gives up for good on a 401 (and on any status but 200)
+
+
+class ThreadedJWKS(http.server.BaseHTTPRequestHandler):
+    """The JWKS endpoint for twistd: http.server in a thread of its own, counting its requests."""
+
+    body = b""
+    requests = 0
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def threaded_provider(rsa: Signer) -> Iterator[str]:
+    ThreadedJWKS.body, ThreadedJWKS.requests = jwks(rsa), 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ThreadedJWKS)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
+    server.shutdown()
+    server.server_close()
+
+
+OPEN_SOURCE = """
+window.source = new EventSource(%s);
+window.opened = 0;
+source.onopen = () => { window.opened += 1; };
+0
+"""
+
+
+def test_an_eventsource_whose_key_was_rotated_in_after_the_last_fetch_opens(
+    tmp_path: Path, nats_server, threaded_provider: str, rsa: Signer
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    monit = subprocess.Popen(
+        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
+         "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-jwks-url", threaded_provider,
+         "--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER, "--allow-query-token"],
+        cwd=tmp_path)
+    browser = None
+    try:
+        wait_until_ready(base)
+        deadline = time.monotonic() + 10
+        while ThreadedJWKS.requests < 1:  # monit's start-up fetch
+            assert time.monotonic() < deadline, "monit never fetched the keys"
+            time.sleep(0.02)
+        browser = Browser(f"{base}/healthz")
+        browser.wait_for("location.pathname === '/healthz' && document.readyState === 'complete'")
+        new = Signer.make("ES256")
+        ThreadedJWKS.body = jwks(rsa, new)  # rotated in now, after monit's last fetch
+        browser.evaluate(OPEN_SOURCE % repr(f"/events?stream=rot1&token={quote(new.token())}"))
+        assert browser.wait_for("(window.opened || source.readyState === 2) && source.readyState", 10) == 1
+        assert ThreadedJWKS.requests == 2
+        # a made-up kid: the fetch lacks it, and the EventSource is closed for good by the 401
+        browser.evaluate(OPEN_SOURCE % repr(f"/events?stream=rot2&token={quote(rsa.token(kid='made-up'))}"))
+        assert browser.wait_for("source.readyState === 2 && 'closed'", 10) == "closed"
+    finally:
+        if browser is not None:
+            browser.close()
+        assert stop(monit) == 0
