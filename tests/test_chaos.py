@@ -174,6 +174,7 @@ class Engine:
         self._nc: Any = None
         self.not_sent = 0
         self.published: Counter[str] = Counter()
+        self.sent: list[tuple[float, str, str]] = []  # when, subject, payload: to say what the stream lost when
 
     async def connect(self) -> None:
         self._nc = await nats.connect(
@@ -188,12 +189,14 @@ class Engine:
 
     async def publish(self, subject: str, document: dict[str, Any]) -> None:
         """Send; whether the stream stored it is read back from the stream at the end."""
+        payload = json.dumps(document)
         try:
-            await self._nc.publish(subject, json.dumps(document).encode())
+            await self._nc.publish(subject, payload.encode())
         except nats.errors.Error:
             self.not_sent += 1
         else:
             self.published[document["id"]] += 1
+            self.sent.append((time.monotonic(), subject, payload))
 
     async def run(self, jobs: list[Job], began: float) -> None:
         await asyncio.gather(*(self._job(job, began) for job in jobs))
@@ -551,6 +554,8 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
     for job in jobs:
         chaos.say(f"{job.id}: {engine.published[job.id]} messages published, {held[job.id]} stored")
     chaos.say(f"{engine.not_sent} messages the engine could not send at all")
+    for first, last, count in losses(engine.sent, stored):
+        chaos.say(f"the stream did not store {count} messages sent from {first - began:.2f}s to {last - began:.2f}s")
     closes = {job.id: job.closes for job in jobs}
     problems = [p for p in (difference(r, expected.get(r.job, []), closes[r.job]) for r in readers) if p]
     assert not problems, (
@@ -559,6 +564,21 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
         + "\ntimeline:\n" + "\n".join(chaos.timeline) + "\n" + troubles(instances)
     )
     assert sum(len(events) for events in expected.values()) > JOBS * 20, "the chaos had something to lose"
+
+
+def losses(sent: list[tuple[float, str, str]], stored: list[Stored]) -> list[tuple[float, float, int]]:
+    """The messages sent but never stored, as spells of time: (first sent, last sent, how many)."""
+    kept = {(message.subject, json.dumps(message.document)) for message in stored}
+    spells: list[tuple[float, float, int]] = []
+    for at, subject, payload in sent:
+        if (subject, payload) in kept:
+            continue
+        if spells and at - spells[-1][1] < 1.0:
+            first, _, count = spells[-1]
+            spells[-1] = (first, at, count + 1)
+        else:
+            spells.append((at, at, 1))
+    return spells
 
 
 def troubles(instances: list[MonitInstance]) -> str:
