@@ -15,9 +15,11 @@ import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from monit.nats.client import NATSClient
 from monit.nats.protocol import Msg, NoResponders, NotConnected, RequestTimeout
@@ -268,6 +270,41 @@ def test_why_connecting_fails_is_said_once_per_reason_not_once_per_retry(
     servers.refuse()
     said = [formatEvent(e) for e in log_events if "cannot connect" in formatEvent(e)]
     assert len(said) == 2
+
+
+@implementer(IHostResolution)
+class _Lookup:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class _LookupsThatNeverEnd:
+    """A name resolver whose lookups are still going when the client stops."""
+
+    def resolveHostName(
+        self, resolutionReceiver: IResolutionReceiver, hostName: str, portNumber: int = 0,
+        addressTypes: Any = None, transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        lookup = _Lookup(hostName)
+        resolutionReceiver.resolutionBegan(lookup)
+        return lookup
+
+
+def test_stopping_while_the_host_is_looked_up_says_nothing_against_nats(
+    servers: FakeServers, log_events: list
+) -> None:
+    """Twisted's HostnameEndpoint fails a cancelled lookup with "DNS lookup failed" (twisted#9696)."""
+    servers.reactor.installNameResolver(_LookupsThatNeverEnd())
+    client = NATSClient([URL], servers.reactor, request_timeout=1.0)
+    client.startService()
+    assert results(client.stopService()) == [None]
+    said = [formatEvent(e) for e in log_events if e.get("log_namespace", "").startswith("monit")]
+    assert said == [], said
+    assert servers.reactor.getDelayedCalls() == []
 
 
 def test_token_goes_into_connect(
