@@ -13,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test run run-second demo bench soak clean chromium redis
+.PHONY: test chaos run run-second demo bench soak clean chromium redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ redis:
 test: $(VENV)/.installed chromium redis
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The chaos test alone (tests/test_chaos.py): CHAOS_SEED=N replays a failure's schedule, CHAOS_SECONDS=N changes its minute.
+chaos: $(VENV)/.installed
+	CHAOS_SEED=$(CHAOS_SEED) CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest -q tests/test_chaos.py
 
 run: $(VENV)/.installed
 	@token=$$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400); \

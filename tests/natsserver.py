@@ -1,5 +1,6 @@
 """A real nats-server child process on a free loopback port, for the tests."""
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -11,6 +12,35 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for the local ports of outgoing connections."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+            low, high = ports.read().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def steady_port() -> int:
+    """A free loopback port outside the ephemeral range, for a server killed and started again on it.
+
+    A port from ``free_port`` may become some outgoing connection's local port
+    while its server is down, and the restart would then find it taken.
+    """
+    low, _ = _ephemeral_ports()
+    choose = random.SystemRandom()
+    for _ in range(200):
+        port = choose.randrange(10000, low) if low > 11000 else choose.randrange(1025, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port outside the ephemeral range")
 
 
 def nats_server_binary() -> str:
@@ -60,9 +90,14 @@ class NATSServer:
         wait_for_port(self.port, up=True)
 
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL if that has not ended it within ten seconds: none is left behind."""
         if self.process is not None:
             self.process.terminate()
-            self.process.wait(timeout=10)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
             self.process = None
             wait_for_port(self.port, up=False)
 
@@ -79,10 +114,12 @@ class NATSCluster:
     """N nats-servers routed to each other on loopback, each with JetStream in a folder of its own."""
 
     def __init__(self, store: str, size: int = 3) -> None:
-        routes = [free_port() for _ in range(size)]
+        """Every port is a steady one: a node killed comes back on the same ports."""
+        routes = [steady_port() for _ in range(size)]
         solicit = ",".join(f"nats://127.0.0.1:{port}" for port in routes)
         self.nodes = [
             NATSServer(
+                port=steady_port(),
                 store=f"{store}/node{n}",
                 extra=["-n", f"node{n}", "--cluster_name", "monit", "--cluster", f"nats://127.0.0.1:{routes[n]}",
                        "--routes", solicit],
@@ -101,3 +138,7 @@ class NATSCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+    def node(self, name: str) -> NATSServer:
+        """The node named ``name`` (``node0``, …), as JetStream names a stream's leader."""
+        return self.nodes[int(name.removeprefix("node"))]

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from monit.token import mint
 
-from natsserver import NATSCluster, free_port
-from processes import curl_stream, read_until, script, stop, wait_until_ready
+from instances import SECRET, MonitInstance, jetstream_ready
+from natsserver import NATSCluster
+from processes import read_until, stop
 from publisher import Publisher
 
 pytestmark = pytest.mark.integration  # a nats-server cluster, twistd, curl
-SECRET = "jetstream-cluster-secret-of-a-good-length-0123"
 TOKEN = mint(SECRET, "carol", 3600)
 
 
@@ -31,52 +30,15 @@ def cluster(tmp_path):
     cluster.stop()
 
 
-def jetstream_ready(url: str, timeout: float = 30.0) -> None:
-    """Wait until the cluster's JetStream has a meta leader and answers."""
-    publisher = Publisher(url)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if "error" not in json.loads(publisher.request("$JS.API.INFO", b"", timeout=2.0)):
-                    return
-            except Exception:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("JetStream did not come up")
-            time.sleep(0.1)
-    finally:
-        publisher.close()
-
-
-class Monit:
-    """``twistd monit --jetstream`` on a port of its own."""
+class Monit(MonitInstance):
+    """An instance started at once, and ready."""
 
     def __init__(self, tmp_path: Path, nats_urls: list[str]) -> None:
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = tmp_path / f"monit-{self.port}.log"
-        self.process = subprocess.Popen(
-            [script("twistd"), "-n", "--pidfile=", "monit", "--jetstream", "--jetstream-replicas", "3",
-             "--nats", ",".join(nats_urls), "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-             "--jwt-secret", SECRET, "--grace", "0.5", "--nats-ping-interval", "0.5"],
-            cwd=tmp_path, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
-        )
-        wait_until_ready(self.base_url, timeout=60)
-
-    def log_tail(self) -> str:
-        return self.log_path.read_text(errors="replace")[-4000:]
+        super().__init__(tmp_path, nats_urls)
+        self.start()
 
     def read(self, stream: str, last_event_id: str | None = None) -> subprocess.Popen:
-        headers = ["-H", f"Last-Event-ID: {last_event_id}"] if last_event_id else []
-        return curl_stream(f"{self.base_url}/events?stream={stream}", TOKEN, *headers)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        stop(self.process)
+        return super().read(stream, TOKEN, last_event_id)
 
 
 def frames(output: bytes) -> list[tuple[str, dict]]:

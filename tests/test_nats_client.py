@@ -7,6 +7,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,12 +15,16 @@ import pytest_twisted
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred, DeferredQueue
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
+from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from monit.nats.client import NATSClient
 from monit.nats.protocol import Msg, NoResponders, NotConnected, RequestTimeout
+
+from natsserver import NATSServer
 
 URL = "nats://127.0.0.1:4222"
 INFO = b'INFO {"server_id":"S","max_payload":1048576,"headers":true}\r\n'
@@ -265,6 +270,41 @@ def test_why_connecting_fails_is_said_once_per_reason_not_once_per_retry(
     servers.refuse()
     said = [formatEvent(e) for e in log_events if "cannot connect" in formatEvent(e)]
     assert len(said) == 2
+
+
+@implementer(IHostResolution)
+class _Lookup:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class _LookupsThatNeverEnd:
+    """A name resolver whose lookups are still going when the client stops."""
+
+    def resolveHostName(
+        self, resolutionReceiver: IResolutionReceiver, hostName: str, portNumber: int = 0,
+        addressTypes: Any = None, transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        lookup = _Lookup(hostName)
+        resolutionReceiver.resolutionBegan(lookup)
+        return lookup
+
+
+def test_stopping_while_the_host_is_looked_up_says_nothing_against_nats(
+    servers: FakeServers, log_events: list
+) -> None:
+    """Twisted's HostnameEndpoint fails a cancelled lookup with "DNS lookup failed" (twisted#9696)."""
+    servers.reactor.installNameResolver(_LookupsThatNeverEnd())
+    client = NATSClient([URL], servers.reactor, request_timeout=1.0)
+    client.startService()
+    assert results(client.stopService()) == [None]
+    said = [formatEvent(e) for e in log_events if e.get("log_namespace", "").startswith("monit")]
+    assert said == [], said
+    assert servers.reactor.getDelayedCalls() == []
 
 
 def test_token_goes_into_connect(
@@ -549,6 +589,36 @@ async def test_subscription_survives_a_server_restart(
     assert client.reconnects == 1
     client.publish("after.restart", b"still here")
     assert (await within(queue.get())).payload == b"still here"
+
+
+def refusals(server_log: Path) -> int:
+    """How many connections the nats-server refused for their credentials, by its own log."""
+    if not server_log.exists():
+        return 0
+    return server_log.read_text(errors="replace").count("authentication error")
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_refused_credentials_are_said_once_however_often_the_server_refuses(
+    tmp_path: Path, real_client: Callable[[str], NATSClient], log_events: list
+) -> None:
+    """A real nats-server that knows alice by another password: five refusals, one line."""
+    server_log = tmp_path / "nats-server.log"
+    server = NATSServer(extra=["--user", "alice", "--pass", "right", "-l", str(server_log)])
+    server.start()
+    try:
+        client = real_client(f"nats://alice:wrong@127.0.0.1:{server.port}")
+        await wait_until(lambda: refusals(server_log) >= 5)
+        await wait_until(lambda: "Authorization Violation" in (client.problem or ""))
+        said = [formatEvent(e) for e in log_events if "Authorization Violation" in formatEvent(e)]
+    finally:
+        server.stop()
+    assert said == [
+        f"NATS handshake with nats://alice:***@127.0.0.1:{server.port} failed: Authorization Violation"
+        "; trying again with backoff"
+    ], said
+    assert not client.connected and client.reconnects == 0
 
 
 def test_servers_learnt_from_info_take_the_credentials_and_are_tried_next(

@@ -164,7 +164,16 @@ def test_fatal_err_fails_the_handshake_and_drops(peer: Peer, log_events: list) -
     assert waiting[0].check(NATSError)
     assert str(waiting[0].value) == "Authorization Violation"
     assert peer.transport.disconnecting
-    assert any("Authorization Violation" in str(e.get("why")) for e in log_events)
+    assert log_events == [], "a refusal is the owner's to say, once, not each attempt's"
+
+
+def test_fatal_err_after_the_handshake_is_logged_and_drops(connected: Peer, log_events: list) -> None:
+    lost = results(connected.protocol.when_lost())
+    connected.feed(b"-ERR 'Stale Connection'\r\n")
+    assert connected.transport.disconnecting
+    assert [formatEvent(e) for e in log_events] == ["dropping NATS connection: server error: Stale Connection"]
+    connected.lose(ConnectionDone())
+    assert str(lost[0]) == "server error: Stale Connection"
 
 
 def test_permissions_violation_is_not_fatal(connected: Peer, log_events: list) -> None:

@@ -351,7 +351,15 @@ class NATSClient(Service):
         return None if self.connected else self._why_not
 
     def _not_connected(self, why: str) -> None:
-        """Say why there is no connection: each reason once, until a connection is made."""
+        """Say why there is no connection: each reason once, until a connection is made.
+
+        Nothing is said once stopping: an attempt the stop cuts short is no
+        fault of NATS (and one cut short while looking up the host fails as
+        "DNS lookup failed", Twisted's HostnameEndpoint's word for any
+        cancelled lookup: twisted/twisted#9696).
+        """
+        if not self.running:
+            return
         self._why_not = why
         if why not in self._said:
             self._said.add(why)

@@ -474,9 +474,15 @@ class NATSProtocol(Protocol):
                 self._refuse(str(refusal))
 
     def _error(self, text: str) -> None:
-        """Log -ERR; drop the connection unless the server keeps it open."""
+        """Log -ERR; drop the connection unless the server keeps it open.
+
+        During the handshake it is a refusal (``Authorization Violation``):
+        the owner, which tries again, says it once, not once per attempt.
+        """
         if text.lower().startswith(_NON_FATAL_ERRORS):
             self.log.warn("NATS server error: {error}", error=text)
             return
-        self._handshake.fire(Failure(NATSError(text)))
+        if not self._handshake.fired:
+            self._refuse(text)
+            return
         self._drop(f"server error: {text}")
