@@ -340,6 +340,11 @@ class JetStreamFeed(Service):
         self.held += 1
         return waiter
 
+    @property
+    def holding(self) -> int:
+        """Readers waiting for the replay now."""
+        return len(self._held)
+
     def _passed(self, seq: int) -> bool:
         if self.caught_up:
             return True
