@@ -55,6 +55,7 @@ from twisted.logger import Logger
 
 from monit.nats.jetstream import MADE_BY, MONIT, NANOSECONDS, STREAM_NAME_IN_USE, JetStreamAPI, JetStreamError
 from monit.nats.protocol import RequestTimeout
+from monit.settings import Settings
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 DUPLICATE_WINDOW = 120 * NANOSECONDS
@@ -66,9 +67,14 @@ def bucket_for(stream: str) -> str | None:
     return name if _BUCKET.fullmatch(name) else None
 
 
-def settings_key(values: Mapping[str, Any]) -> str:
+def checkpoint_key(settings: Settings) -> str:
     """A key naming the settings that decide which inboxes are kept: instances that share it agree."""
-    text = json.dumps(values, sort_keys=True, separators=(",", ":"), default=list)
+    deciding = {
+        "open": settings.open_subjects, "deliver": settings.deliver_subjects, "grace": settings.grace,
+        "retention": settings.retention, "expiry": settings.expiry, "abandon": settings.abandon,
+        "max_inboxes": settings.max_inboxes, "max_payload": settings.max_payload,
+    }
+    text = json.dumps(deciding, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -85,6 +91,8 @@ class Checkpoint:
     @classmethod
     def decode(cls, data: bytes) -> Checkpoint:
         document = json.loads(data)
+        if not isinstance(document, dict):
+            raise ValueError("a checkpoint is a JSON object")
         horizon, created = document.get("horizon"), document.get("created")
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1 or not isinstance(created, str):
             raise ValueError("a checkpoint needs a horizon (1 or more) and a creation time")

@@ -37,7 +37,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from monit.checkpoint import Checkpoint, CheckpointStore, settings_key
+from monit.checkpoint import Checkpoint, CheckpointStore, checkpoint_key
 from monit.nats.client import NATSClient
 from monit.nats.jetstream import (
     JetStreamAPI,
@@ -91,18 +91,13 @@ class JetStreamFeed(Service):
         )
         self._checkpoints: CheckpointStore | None = None
         if settings.jetstream_checkpoint:
-            self._checkpoints = CheckpointStore(self._api, self._stream, settings_key({
-                "open": settings.open_subjects, "deliver": settings.deliver_subjects, "grace": settings.grace,
-                "retention": settings.retention, "expiry": settings.expiry, "abandon": settings.abandon,
-                "max_inboxes": settings.max_inboxes, "max_payload": settings.max_payload,
-            }))
+            self._checkpoints = CheckpointStore(self._api, self._stream, checkpoint_key(settings))
         self._target: int | None = None  # the stream's last sequence when the replay began
         self._created: str | None = None  # the creation time of the stream followed
         self._ours = False  # monit made it: monit may make it again
         self._gone: str | None = None  # why the stream is not followed: it is gone
         self._full: str | None = None  # why the stream cannot store new messages
         self._mismatch: str | None = None  # what the stream no longer captures
-        self._written: int | None = None  # the horizon last written as the checkpoint
         self._held: dict[Deferred[None], int] = {}  # readers waiting for the replay, with their sequence
         self._release_call: IDelayedCall | None = None
         self._starting: Deferred[None] | None = None
@@ -111,6 +106,7 @@ class JetStreamFeed(Service):
         self._timer = LoopingCall(self.look_soon)
         self._timer.clock = clock
         self.replayed_from = 0  # the sequence the last replay started after (0: the first message)
+        self.checkpoint: int | None = None  # the horizon this instance last wrote
         self.held = 0  # readers held until the replay passed their id, since start
 
     @property
@@ -281,7 +277,7 @@ class JetStreamFeed(Service):
         )
         self._consumer.stop()
         self._registry.reset()
-        self._written = None
+        self.checkpoint = None
         self._replay(info, 0)
 
     def _note(self, info: dict[str, Any]) -> None:
@@ -313,14 +309,14 @@ class JetStreamFeed(Service):
         routed = self._consumer.last_seq  # all routed: caught up means the router is idle
         first = self._registry.first_needed_id()
         horizon = routed + 1 if first is None else min(first >> ID_SHIFT, routed + 1)
-        if horizon == self._written:
+        if horizon == self.checkpoint:
             return
-        self._written = horizon
+        self.checkpoint = horizon
         written = self._checkpoints.write(Checkpoint(horizon, self._created), info)
         written.addErrback(self._not_written)
 
     def _not_written(self, failure: Failure) -> None:
-        self._written = None  # try again on the next look
+        self.checkpoint = None  # try again on the next look
         self.log.warn("could not write the checkpoint of JetStream stream {stream}: {why}", stream=self._stream,
                       why=failure.getErrorMessage())
 
