@@ -98,7 +98,10 @@ class JetStreamFeed(Service):
         self._gone: str | None = None  # why the stream is not followed: it is gone
         self._full: str | None = None  # why the stream cannot store new messages
         self._mismatch: str | None = None  # what the stream no longer captures
-        self._held: dict[Deferred[None], int] = {}  # readers waiting for the replay, with their sequence
+        # Readers waiting for the replay: the sequence of their id, and how many looks had begun then.
+        self._held: dict[Deferred[None], tuple[int, int]] = {}
+        self._looks_begun = 0
+        self._latest: tuple[int, int] = (0, 0)  # the last look that found the stream: its number, and last sequence
         self._release_call: IDelayedCall | None = None
         self._starting: Deferred[None] | None = None
         self._looking: Deferred[None] | None = None
@@ -220,6 +223,8 @@ class JetStreamFeed(Service):
 
     async def _look(self) -> None:
         seen = self._consumer.last_seq
+        self._looks_begun += 1
+        number = self._looks_begun
         try:
             info = await self._api.stream_info(self._stream)
             if info is not None and needs_subject_counts(info):
@@ -231,6 +236,12 @@ class JetStreamFeed(Service):
             info = await self._stream_gone()
             if info is None:
                 return
+        self._follow(info, seen)
+        self._latest = (number, _last_seq(info))
+        self._release()
+
+    def _follow(self, info: dict[str, Any], seen: int) -> None:
+        """Go on with the stream as found: made anew, back, or as it was."""
         if info.get("created") != self._created:
             self._anew(info, f"made at {info.get('created')}, not {self._created}")
         elif _last_seq(info) < seen:
@@ -325,15 +336,17 @@ class JetStreamFeed(Service):
     def hold(self, after: int) -> Deferred[None] | None:
         """None if a reader whose last id is ``after`` can be served now; else a Deferred that fires when it can.
 
-        It fires once the replay has passed ``after`` (or has caught up, for
-        an id from no history of ours). Cancelling it stops the wait.
+        It fires once the replay has passed ``after``, or, for an id from no
+        history of ours, once caught up and a look at the stream shows its
+        last sequence below the id. Cancelling it stops the wait.
         """
         seq = after >> ID_SHIFT
         if after <= 0 or self._passed(seq):
             return None
         waiter: Deferred[None] = Deferred(self._unhold)
-        self._held[waiter] = seq
+        self._held[waiter] = (seq, self._looks_begun)
         self.held += 1
+        self._release()
         return waiter
 
     @property
@@ -342,10 +355,21 @@ class JetStreamFeed(Service):
         return len(self._held)
 
     def _passed(self, seq: int) -> bool:
-        if self.caught_up:
-            return True
+        """Every message up to ``seq`` has been routed (or lies below the replay's start)."""
         return (self._target is not None and self._gone is None and self._consumer.last_seq >= seq
                 and self._router.idle)
+
+    def _may_go(self, seq: int, asked: int) -> bool:
+        """The replay has passed the id; or, caught up, a look begun after the reader came finds the
+        stream's last sequence below it: an id from no history of ours (the stream was made anew)."""
+        if self._passed(seq):
+            return True
+        number, last = self._latest
+        if self.caught_up and number > asked and last < seq:
+            self.log.info("a reader resumes on stream {stream} with an id of sequence {seq}, past its last "
+                          "sequence {last}: an id from a stream made anew", stream=self._stream, seq=seq, last=last)
+            return True
+        return False
 
     def _unhold(self, waiter: Deferred[None]) -> None:
         self._held.pop(waiter, None)
@@ -358,10 +382,15 @@ class JetStreamFeed(Service):
         if not self._router.idle:
             self._release_call = self._clock.callLater(0, self._release_later)
             return
-        for waiter, seq in list(self._held.items()):
-            if self._passed(seq):
+        look = False
+        for waiter, (seq, asked) in list(self._held.items()):
+            if self._may_go(seq, asked):
                 del self._held[waiter]
                 waiter.callback(None)
+            elif self.caught_up and self._latest[0] <= asked:
+                look = True  # caught up with where the stream was at start, and the id is past it
+        if look:
+            self.look_soon()
 
     def _release_later(self) -> None:
         self._release_call = None

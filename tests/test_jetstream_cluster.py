@@ -5,16 +5,18 @@ Real parts only: three nats-servers routed on loopback with JetStream, monit as
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import time
 from pathlib import Path
 
+import nats
 import pytest
 
 from monit.token import mint
 
-from natsserver import NATSCluster, free_port
+from natsserver import NATSCluster, free_port, wait_for_port
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher
 
@@ -52,17 +54,21 @@ def jetstream_ready(url: str, timeout: float = 30.0) -> None:
 class Monit:
     """``twistd monit --jetstream`` on a port of its own."""
 
-    def __init__(self, tmp_path: Path, nats_urls: list[str]) -> None:
-        self.port = free_port()
+    def __init__(self, tmp_path: Path, nats_urls: list[str], port: int | None = None, ready: bool = True) -> None:
+        """``ready``: wait until /readyz says 200 (else only until it listens)."""
+        self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"monit-{self.port}.log"
         self.process = subprocess.Popen(
             [script("twistd"), "-n", "--pidfile=", "monit", "--jetstream", "--jetstream-replicas", "3",
              "--nats", ",".join(nats_urls), "--listen", f"tcp:{self.port}:interface=127.0.0.1",
              "--jwt-secret", SECRET, "--grace", "0.5", "--nats-ping-interval", "0.5"],
-            cwd=tmp_path, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT,
+            cwd=tmp_path, stdout=self.log_path.open("ab"), stderr=subprocess.STDOUT,
         )
-        wait_until_ready(self.base_url, timeout=60)
+        if ready:
+            wait_until_ready(self.base_url, timeout=60)
+        else:
+            wait_for_port(self.port, up=True, deadline=60)
 
     def log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -162,3 +168,59 @@ def test_every_instance_restarted_mid_job_and_a_node_lost_lose_nothing(tmp_path,
     finally:
         publisher.close()
         monit.stop()
+
+
+def publish_many(url: str, count: int, jobs: int) -> None:
+    """Other jobs' traffic, as fast as nats-py sends it."""
+
+    async def run() -> None:
+        client = await nats.connect(url)
+        for n in range(count):
+            await client.publish("monitor.user", json.dumps({"id": f"busy{n % jobs}", "messages": [{"n": n}]}).encode())
+        await client.flush()
+        await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_reader_that_follows_its_job_across_instances_killed_and_restarted_gets_each_event_once(tmp_path, cluster):
+    """kill -9, restart, and the reader comes back to the restarted instance at once, while it replays."""
+    jetstream_ready(cluster.urls[0])
+    instances = [Monit(tmp_path, cluster.urls), Monit(tmp_path, cluster.urls[::-1])]
+    publisher = Publisher(cluster.urls[1])
+    got: list[tuple[str, dict]] = []
+    last_id: str | None = None
+    step_no = 0
+    try:
+        publisher.publish("service.create", {"id": "bounce"})
+        for round_no in range(4):
+            where = round_no % 2
+            reader = instances[where].read("bounce", last_id)
+            for _ in range(5):
+                step(publisher, "bounce", step_no)
+                step_no += 1
+            try:
+                output = read_until(reader, b'data: {"n":%d}\n\n' % (step_no - 1), timeout=60)
+            except TimeoutError as error:
+                raise AssertionError(instances[where].log_tail()) from error
+            got += frames(output)
+            last_id = got[-1][0]
+            port = instances[where].port
+            instances[where].kill()
+            stop(reader)
+            publish_many(cluster.urls[1], 20_000, 500)  # the job goes on among others while the instance is down
+            for _ in range(5):
+                step(publisher, "bounce", step_no)
+                step_no += 1
+            instances[where] = Monit(tmp_path, cluster.urls, port=port, ready=False)
+        reader = instances[0].read("bounce", last_id)
+        output = read_until(reader, b'data: {"n":%d}\n\n' % (step_no - 1), timeout=60)
+        stop(reader)
+        got += frames(output)
+        assert [data.get("n") for _, data in got] == [None, *range(step_no)], "every event once, in order"
+        ids = [int(event_id) for event_id, _ in got]
+        assert ids == sorted(set(ids))
+    finally:
+        publisher.close()
+        for instance in instances:
+            instance.stop()
