@@ -273,9 +273,11 @@ class JetStreamFeed(Service):
                 self._settings.jetstream_max_age,
             )
         except (JetStreamError, StreamMismatch, RequestTimeout) as error:
-            self._gone = f"monit could not make it again ({error})"
-            self.log.error("JetStream stream {stream} is gone, and making it again failed: {why}", stream=stream,
-                           why=error)
+            gone = f"monit could not make it again ({error})"
+            if gone != self._gone:  # said once, not at every look
+                self.log.error("JetStream stream {stream} is gone, and making it again failed: {why}; trying "
+                               "again", stream=stream, why=error)
+            self._gone = gone
             return None
         self.log.warn("JetStream stream {stream} was gone: monit made it again", stream=stream)
         return info
