@@ -16,8 +16,9 @@ import pytest
 import pytest_twisted
 import treq
 from treq.testing import StubTreq
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.threads import deferToThread
 
 from monit.auth.jwt_verifier import JWTVerifier
@@ -161,6 +162,7 @@ async def test_a_reader_resuming_on_an_instance_still_replaying_gets_only_what_f
     publisher = Publisher(jetstream_server.url)
     two = None
     try:
+        await wait_for(lambda: one.feed.caught_up, what="the stream made")
         await publish_many(jetstream_server.url, 100_000, 1000)
         publisher.publish("service.create", {"id": "mine"})
         for n in range(49):
@@ -213,3 +215,43 @@ async def test_a_held_reader_that_goes_away_is_let_go(jetstream_server):
         assert "x" not in two.registry, "no stream was started for it"
     finally:
         await two.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reader_held_longer_than_the_auth_timeout_keeps_its_connection(jetstream_server):
+    """The site's deadline is for the request's head: a held request has sent it, and is not cut."""
+    stream = f"MONIT_RESUME_{next(_names)}"
+    one = await start_monit(jetstream_server.url, jetstream=True, jetstream_stream=stream)
+    publisher = Publisher(jetstream_server.url)
+    two = None
+    try:
+        await wait_for(lambda: one.feed.caught_up, what="the stream made")
+        await publish_many(jetstream_server.url, 50_000, 100)
+        publisher.publish("service.create", {"id": "slow"})
+        publisher.publish("monitor.user", job_message("slow", "seen"))
+        await wait_for(lambda: "slow" in one.registry and one.registry.get("slow").last_id >> ID_SHIFT == 50_002,
+                       timeout=60, what="the first instance has both events")
+        last = str(one.registry.get("slow").last_id)
+        two = await start_monit(jetstream_server.url, jetstream=True, jetstream_stream=stream,
+                                jetstream_checkpoint=False, heartbeat=60, auth_timeout=0.2)
+        asked = treq.get(f"{two.base_url}/events?stream=slow", headers={**auth(), "Last-Event-ID": last},
+                         unbuffered=True)
+        response = answered(asked)
+        await wait_for(lambda: two.feed.holding == 1, what="held")
+        two.nats.pause_reading(True)  # the replay stalls for five times the auth timeout
+        try:
+            await deferLater(reactor, 1.0)
+            assert two.feed.holding == 1 and not response, "still held, not cut"
+        finally:
+            two.nats.pause_reading(False)
+        resumed = Reader(await within(asked, timeout=60))
+        assert resumed.response.code == 200
+        publisher.publish("monitor.user", job_message("slow", "after"))
+        await wait_for(lambda: resumed.events, what="the new event")
+        assert [e["body"] for e in resumed.data()] == ["after"] and len(resumed.events) == 1
+        resumed.close()
+    finally:
+        publisher.close()
+        await one.stopService()
+        if two is not None:
+            await two.stopService()

@@ -323,7 +323,8 @@ class MonitWeb:
 
         The wait is at most one ``--heartbeat``: nothing is written
         meanwhile, and a proxy that keeps an idle stream open that long keeps
-        this request too. Then the reader is told to come back (an
+        this request too (the site's own deadline, ``--auth-timeout``, is for
+        the request head, which has come). Then the reader is told to come back (an
         EventSource gets a 200 with a retry hint, as for any transient
         refusal: any other status would make it give up). A reader that goes
         away cancels the wait.
