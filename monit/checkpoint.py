@@ -37,8 +37,12 @@ instance keeps the same runs, any of their writes is a valid start, a stale
 one only a slower one. Limits: a peer that dropped an inbox to make room
 (``--max-inboxes``) or trimmed histories to ``--memory-budget`` moves its
 horizon past what it dropped; hosts' clocks must agree (deadlines are judged
-against the local clock); and a replay fires a deadline that has passed only
-between reactor turns, in a full replay as in this one.
+against the local clock); if a run had events after its close event and the
+job was then re-opened, the horizon goes back to the run's last event, not
+to its close, so a start from the checkpoint does not see that the run was
+closing and takes the re-open into it; and a replay fires
+a deadline that has passed only between reactor turns, in a full replay as
+in this one.
 """
 from __future__ import annotations
 
