@@ -506,3 +506,43 @@ class InboxRegistry:
         inbox.closed, inbox.closing = True, False  # over for every reader still holding it
         inbox.end()
         inbox.subscribers.clear()
+
+    # JetStream: a stream made anew, and where a replay may start
+
+    def reset(self) -> None:
+        """End every inbox and stream and forget the ids, as a restart would find it; keep the counters.
+
+        For a JetStream stream made anew: its sequences start again, so
+        nothing held belongs to it. Readers reconnect with ids of the old
+        stream, which the replay of the new one treats as from no history of ours.
+        """
+        self.flush()
+        for inbox in list(self._inboxes.values()):
+            self._drop(inbox)
+        self._last_id = self._id_base
+
+    def first_needed_id(self) -> int | None:
+        """The lowest event id any kept inbox was built from; None when none holds an event.
+
+        A replay from this id's stream message (``id >> 20``) rebuilds every
+        kept inbox as it is: each run, and each record of a job's earlier
+        run, from its first event, and a re-opened job also from the last
+        event of the run before (its ``run_after``).
+        """
+        needed: int | None = None
+        for inbox in self._every_run():
+            start = inbox.start
+            if start is None:
+                continue
+            first = min(start + 1, inbox.run_after) if inbox.run_after else start + 1
+            if needed is None or first < needed:
+                needed = first
+        return needed
+
+    def start_after(self, event_id: int) -> None:
+        """A replay starts past the stream's first message: ids up to ``event_id`` are of this stream.
+
+        Their runs are over, so no inbox holds them, but a reader that
+        resumes with one is no stranger from a stream made anew.
+        """
+        self._last_id = max(self._last_id, event_id)

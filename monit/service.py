@@ -78,7 +78,7 @@ class MonitService(MultiService):
         self.router.paused = self.nats.pause_reading
         self.feed: JetStreamFeed | None = None
         if settings.jetstream:
-            self.feed = JetStreamFeed(self.nats, self.router, settings, reactor, self.on_fatal)
+            self.feed = JetStreamFeed(self.nats, self.router, self.registry, settings, reactor, self.on_fatal)
             self.feed.setServiceParent(self)
         else:
             for subject in self.router.subjects:
@@ -95,6 +95,7 @@ class MonitService(MultiService):
             settings,
             readiness=self.readiness,
             metrics=self._metrics if settings.metrics else None,
+            hold=self.feed.hold if self.feed is not None else None,
         )
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
@@ -124,8 +125,7 @@ class MonitService(MultiService):
         problems = [] if self.nats.problem is None else [f"NATS: {self.nats.problem}"]
         if self.feed is not None:
             checks["jetstream"] = self.feed.caught_up
-            if self.feed.problem is not None:
-                problems.append(self.feed.problem)
+            problems.extend(self.feed.problems)
         if self.listener is not None:
             checks["listening"] = self.listener.listening
             if not self.listener.listening:

@@ -353,6 +353,11 @@ class Settings:
         "MONIT", "the JetStream stream monit uses (made if missing, never changed if it exists)",
         _text, metavar="NAME",
     )
+    jetstream_recreate: bool = _option(
+        False,
+        "make the stream again whenever it is gone, even one an operator made (without it, monit makes "
+        "it again only if monit made it; else `/readyz` says `503`, naming it, until someone does)",
+    )
     jetstream_replicas: int = _amount(1, "replicas of the stream monit makes (3 in a 3-node cluster)", "N")
     jetstream_max_age: float = _amount(
         86_400.0,
@@ -536,6 +541,8 @@ class Settings:
     # For embedding only.
     serve: bool = True  # False: the embedding program mounts monit.resource in a Site of its own
     request_timeout: float = 2.0  # seconds a NATS request (listen address, JWT secret) may take
+    jetstream_check: float = 5.0  # seconds between looks at the stream (gone, made anew, full) and checkpoints
+    jetstream_checkpoint: bool = True  # False: always replay the whole stream, ignoring peers' checkpoints
     jwks_min_refetch: float = 1.0  # seconds between JWKS fetches that tokens of unknown kids may cause
     jwks_refresh: float = 600.0  # seconds between JWKS fetches nobody asked for
 

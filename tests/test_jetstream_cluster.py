@@ -5,16 +5,18 @@ Real parts only: three nats-servers routed on loopback with JetStream, monit as
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
 
+import nats
 import pytest
 
 from monit.token import mint
 
 from instances import SECRET, MonitInstance, jetstream_ready
-from natsserver import NATSCluster
+from natsserver import NATSCluster, wait_for_port
 from processes import read_until, stop
 from publisher import Publisher
 
@@ -124,3 +126,59 @@ def test_every_instance_restarted_mid_job_and_a_node_lost_lose_nothing(tmp_path,
     finally:
         publisher.close()
         monit.stop()
+
+
+def publish_many(url: str, count: int, jobs: int) -> None:
+    """Other jobs' traffic, as fast as nats-py sends it."""
+
+    async def run() -> None:
+        client = await nats.connect(url)
+        for n in range(count):
+            await client.publish("monitor.user", json.dumps({"id": f"busy{n % jobs}", "messages": [{"n": n}]}).encode())
+        await client.flush()
+        await client.close()
+
+    asyncio.run(run())
+
+
+def test_a_reader_that_follows_its_job_across_instances_killed_and_restarted_gets_each_event_once(tmp_path, cluster):
+    """kill -9, restart, and the reader comes back to the restarted instance at once, while it replays."""
+    jetstream_ready(cluster.urls[0])
+    instances = [Monit(tmp_path, cluster.urls), Monit(tmp_path, cluster.urls[::-1])]
+    publisher = Publisher(cluster.urls[1])
+    got: list[tuple[str, dict]] = []
+    last_id: str | None = None
+    step_no = 0
+    try:
+        publisher.publish("service.create", {"id": "bounce"})
+        for round_no in range(4):
+            where = round_no % 2
+            reader = instances[where].read("bounce", last_id)
+            for _ in range(5):
+                step(publisher, "bounce", step_no)
+                step_no += 1
+            try:
+                output = read_until(reader, b'data: {"n":%d}\n\n' % (step_no - 1), timeout=60)
+            except TimeoutError as error:
+                raise AssertionError(instances[where].log_tail()) from error
+            got += frames(output)
+            last_id = got[-1][0]
+            instances[where].kill()
+            stop(reader)
+            publish_many(cluster.urls[1], 20_000, 500)  # the job goes on among others while the instance is down
+            for _ in range(5):
+                step(publisher, "bounce", step_no)
+                step_no += 1
+            instances[where].start(wait=False)  # on its port again; the reader comes back while it replays
+            wait_for_port(instances[where].port, up=True, deadline=60)
+        reader = instances[0].read("bounce", last_id)
+        output = read_until(reader, b'data: {"n":%d}\n\n' % (step_no - 1), timeout=60)
+        stop(reader)
+        got += frames(output)
+        assert [data.get("n") for _, data in got] == [None, *range(step_no)], "every event once, in order"
+        ids = [int(event_id) for event_id, _ in got]
+        assert ids == sorted(set(ids))
+    finally:
+        publisher.close()
+        for instance in instances:
+            instance.stop()

@@ -16,9 +16,12 @@ from monit.nats.jetstream import (
     Position,
     StreamMismatch,
     ensure_stream,
+    made_by_monit,
     missing_subjects,
+    needs_subject_counts,
     position_of,
     subject_matches,
+    why_it_cannot_store,
 )
 from monit.nats.protocol import Msg, NoResponders
 
@@ -159,6 +162,8 @@ def test_a_missing_stream_is_made_and_a_mismatched_one_refused():
     assert info["config"]["subjects"] == ["a", "b"]
     created = nats.requests[-1][1]
     assert created["no_ack"] is True and created["num_replicas"] == 3 and created["max_age"] == 60 * 10**9
+    assert made_by_monit({"config": created}), "marked as monit's, for when it is gone"
+    assert not made_by_monit({"config": {"metadata": {"_nats.ver": "2.15.1"}}}) and not made_by_monit({})
     nats = FakeNATS(answers={"STREAM.INFO": [{"config": {"subjects": ["a"]}, "state": {}}]})
     with pytest.raises(StreamMismatch, match="does not capture b"):
         result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a", "b"], 1, 60.0)))
@@ -168,3 +173,57 @@ def test_no_jetstream_on_the_server_says_so():
     nats = FakeNATS(answers={"STREAM.INFO": [NoResponders("no responders")]})
     with pytest.raises(JetStreamError, match="JetStream is not enabled"):
         result_of(JetStreamAPI(nats, 1.0).stream_info("S"))
+
+
+def test_a_missing_stream_is_left_missing_when_monit_may_not_make_it():
+    nats = FakeNATS(answers={
+        "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
+    })
+    assert result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a"], 1, 60.0, make=False))) \
+        is None
+    assert [subject for subject, _ in nats.requests] == ["$JS.API.STREAM.INFO.S"]
+
+
+def stream(state: dict, **config) -> dict:
+    return {"config": {"discard": "old", "max_msgs": -1, "max_bytes": -1, **config}, "state": state}
+
+
+@pytest.mark.parametrize(
+    "info, why",
+    [
+        (stream({"messages": 10, "bytes": 1000}, max_msgs=10), None),  # discard old: the oldest go
+        (stream({"messages": 10, "bytes": 1000}, discard="new", max_msgs=10), "its max_msgs"),
+        (stream({"messages": 9, "bytes": 900}, discard="new", max_msgs=10), None),
+        (stream({"messages": 10, "bytes": 1000}, discard="new", max_bytes=1050), "max_bytes 1050"),
+        (stream({"messages": 10, "bytes": 1000}, discard="new", max_bytes=1100), None),
+        (stream({"messages": 0, "bytes": 0}, discard="new", max_bytes=1000), None),
+        (stream({"messages": 1, "bytes": 10}, sealed=True), "sealed"),
+        (stream({"subjects": {"a": 3, "b": 1}}, discard="new", max_msgs_per_subject=3, discard_new_per_subject=True),
+         "a holds 3 messages"),
+        (stream({"subjects": {"a": 2}}, discard="new", max_msgs_per_subject=3, discard_new_per_subject=True), None),
+        (stream({"subjects": {"a": 3}}, discard="new", max_msgs_per_subject=3), None),  # the oldest of a go
+    ],
+)
+def test_a_stream_that_cannot_store_says_why(info, why):
+    found = why_it_cannot_store(info)
+    assert (found is None) if why is None else (why in found)
+
+
+def test_counts_per_subject_are_asked_for_only_when_they_matter():
+    assert needs_subject_counts(stream({}, discard="new", max_msgs_per_subject=3, discard_new_per_subject=True))
+    assert not needs_subject_counts(stream({}, discard="new", max_msgs_per_subject=3))
+    assert not needs_subject_counts(stream({}, max_msgs_per_subject=3, discard_new_per_subject=True))
+
+
+def test_a_consumer_that_cannot_be_made_or_starts_again_says_so():
+    troubles = []
+    nats = FakeNATS(answers={"CONSUMER.CREATE": [{}, {"error": {"code": 404, "err_code": 10059,
+                                                                "description": "stream not found"}}]})
+    clock = Clock()
+    consumer = OrderedConsumer(nats, JetStreamAPI(nats, 1.0), "S", lambda msg, at: None, clock,
+                               trouble=lambda: troubles.append(len(nats.consumers())))
+    consumer.start()
+    assert troubles == [], "starting is no trouble"
+    clock.advance(11)  # no heartbeat: started again, and the stream is not found
+    assert troubles == [2, 2]
+    consumer.stop()

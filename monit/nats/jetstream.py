@@ -24,7 +24,11 @@ from monit.nats.protocol import Msg, NoResponders
 
 STREAM_NOT_FOUND = 10059
 STREAM_NAME_IN_USE = 10058
+NO_MESSAGE_FOUND = 10037
 NANOSECONDS = 1_000_000_000
+# How monit marks the streams it makes, in their config: the mark outlives every monit process.
+MADE_BY = "made-by"
+MONIT = "monit"
 
 
 class JetStreamError(Exception):
@@ -61,9 +65,23 @@ class JetStreamAPI:
         asked = self._nats.request(f"$JS.API.{api}", payload, timeout=self._timeout)
         return asked.addCallbacks(_answer, _no_jetstream)
 
-    def stream_info(self, name: str) -> Deferred[dict[str, Any] | None]:
-        """The stream's config and state, or None if there is no such stream."""
-        return self.call(f"STREAM.INFO.{name}").addErrback(_none_if, STREAM_NOT_FOUND)
+    def stream_info(self, name: str, subjects: bool = False) -> Deferred[dict[str, Any] | None]:
+        """The stream's config and state, or None if there is no such stream.
+
+        ``subjects``: with each subject's count of messages in ``state.subjects``.
+        """
+        body = {"subjects_filter": ">"} if subjects else None
+        return self.call(f"STREAM.INFO.{name}", body).addErrback(_none_if, STREAM_NOT_FOUND)
+
+    def last_message(self, stream: str, subject: str) -> Deferred[dict[str, Any] | None]:
+        """The stream's last message on a subject (``data`` in base64), or None if it has none."""
+        got = self.call(f"STREAM.MSG.GET.{stream}", {"last_by_subj": subject})
+        return got.addCallback(lambda answer: answer.get("message")).addErrback(_none_if, NO_MESSAGE_FOUND)
+
+    def store(self, subject: str, payload: bytes) -> Deferred[dict[str, Any]]:
+        """Publish to a stream's subject and wait for the stream's acknowledgement."""
+        asked = self._nats.request(subject, payload, timeout=self._timeout)
+        return asked.addCallbacks(_answer, _no_jetstream)
 
     def create_stream(self, config: Mapping[str, Any]) -> Deferred[dict[str, Any]]:
         return self.call(f"STREAM.CREATE.{config['name']}", config)
@@ -119,18 +137,37 @@ class StreamMismatch(Exception):
     """The operator's stream does not capture what monit listens to."""
 
 
+def made_by_monit(info: Mapping[str, Any]) -> bool:
+    """Whether monit made this stream (its config carries monit's mark)."""
+    metadata = info.get("config", {}).get("metadata") or {}
+    return bool(metadata.get(MADE_BY) == MONIT)
+
+
+def check_subjects(info: Mapping[str, Any], subjects: Sequence[str]) -> None:
+    """Raise StreamMismatch unless the stream captures every subject."""
+    config = info.get("config", {})
+    missing = missing_subjects(config.get("subjects", []), subjects)
+    if missing:
+        raise StreamMismatch(f"the JetStream stream {config.get('name')} does not capture {', '.join(missing)}")
+
+
 async def ensure_stream(
-    api: JetStreamAPI, name: str, subjects: Sequence[str], replicas: int, max_age: float
-) -> dict[str, Any]:
+    api: JetStreamAPI, name: str, subjects: Sequence[str], replicas: int, max_age: float, make: bool = True
+) -> dict[str, Any] | None:
     """The stream's info: the one an operator made (checked, never changed), else one monit makes.
 
-    Instances that start together may both try to make it; the one that finds
-    it already made binds to it.
+    ``make``: whether to make it if missing (else None). The stream monit
+    makes carries monit's mark in its metadata. Instances that start
+    together may both try to make it; the one that finds it already made
+    binds to it.
     """
     info = await api.stream_info(name)
     if info is None:
+        if not make:
+            return None
         config = {
             "name": name,
+            "description": "job events for monit, made by monit (made again by monit if it goes)",
             "subjects": list(subjects),
             "retention": "limits",
             "storage": "file",
@@ -138,6 +175,7 @@ async def ensure_stream(
             "max_age": int(max_age * NANOSECONDS),
             "discard": "old",
             "no_ack": True,  # never answer the engine's requests before its responder does
+            "metadata": {MADE_BY: MONIT},
         }
         try:
             info = await api.create_stream(config)
@@ -147,10 +185,44 @@ async def ensure_stream(
             info = await api.stream_info(name)
             if info is None:
                 raise
-    missing = missing_subjects(info["config"].get("subjects", []), subjects)
-    if missing:
-        raise StreamMismatch(f"the JetStream stream {name} does not capture {', '.join(missing)}")
+    check_subjects(info, subjects)
     return info
+
+
+def why_it_cannot_store(info: Mapping[str, Any]) -> str | None:
+    """Why the stream refuses new messages (the engine's events would be lost), or None.
+
+    Sealed, or ``discard: new`` with a limit reached: ``max_msgs``,
+    ``max_bytes`` (less room left than its average message), or, with
+    ``discard_new_per_subject``, ``max_msgs_per_subject`` on some subject
+    (the counts come with ``stream_info(..., subjects=True)``).
+    """
+    config, state = info.get("config", {}), info.get("state", {})
+    if config.get("sealed"):
+        return "it is sealed: it takes no new messages"
+    if config.get("discard") != "new":
+        return None
+    messages, size = int(state.get("messages", 0)), int(state.get("bytes", 0))
+    max_msgs, max_bytes = int(config.get("max_msgs", -1)), int(config.get("max_bytes", -1))
+    if max_msgs > 0 and messages >= max_msgs:
+        return f"it holds {messages} messages, its max_msgs, and refuses new ones (discard: new)"
+    average = size // messages if messages else 1
+    if max_bytes > 0 and size + max(average, 1) > max_bytes:
+        return f"it holds {size} bytes of its max_bytes {max_bytes}, and refuses new messages (discard: new)"
+    per_subject = int(config.get("max_msgs_per_subject", -1))
+    if config.get("discard_new_per_subject") and per_subject > 0:
+        full = sorted(subject for subject, count in (state.get("subjects") or {}).items() if count >= per_subject)
+        if full:
+            return (f"{', '.join(full)} holds {per_subject} messages, its max_msgs_per_subject, "
+                    "and refuses new ones (discard: new)")
+    return None
+
+
+def needs_subject_counts(info: Mapping[str, Any]) -> bool:
+    """Whether ``why_it_cannot_store`` needs the stream's counts per subject."""
+    config = info.get("config", {})
+    return bool(config.get("discard") == "new" and config.get("discard_new_per_subject")
+                and int(config.get("max_msgs_per_subject", -1)) > 0)
 
 
 class Position(NamedTuple):
@@ -185,13 +257,17 @@ class OrderedConsumer:
         received: Callable[[Msg, Position], None],
         clock: IReactorTime,
         heartbeat: float = 5.0,
+        trouble: Callable[[], None] = lambda: None,
     ) -> None:
+        """``trouble``: called when the consumer starts again after a fault, or cannot be made
+        (its owner may want to look at the stream: gone, or made anew)."""
         self._nats = nats
         self._api = api
         self._stream = stream
         self._received = received
         self._clock = clock
         self._heartbeat = heartbeat
+        self._trouble = trouble
         self.last_seq = 0  # the last stream sequence handed on
         self._consumer_seq = 0
         self._name: str | None = None
@@ -207,6 +283,10 @@ class OrderedConsumer:
         self.last_seq = after
         self._renew("starting")
         self._watch.start(self._heartbeat, now=False)
+
+    @property
+    def running(self) -> bool:
+        return self._watch.running
 
     def stop(self) -> None:
         if self._watch.running:
@@ -240,6 +320,8 @@ class OrderedConsumer:
         )
         created = self._api.create_consumer(self._stream, config)
         created.addCallbacks(self._created, self._not_created, callbackArgs=(subject,))
+        if why != "starting":
+            self._trouble()
 
     def _created(self, answer: dict[str, Any], subject: str) -> None:
         if self._subscription is not None and self._subscription.subject == subject:
@@ -251,6 +333,7 @@ class OrderedConsumer:
             "could not make a JetStream consumer on {stream}: {why}",
             stream=self._stream, why=failure.getErrorMessage(),
         )
+        self._trouble()
 
     def _drop_consumer(self) -> None:
         if self._subscription is not None:

@@ -9,6 +9,7 @@ import attrs
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as WaitedTooLong
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -142,7 +143,10 @@ class MonitWeb:
         *,
         readiness: Callable[[], Readiness] = lambda: Readiness({}),
         metrics: Callable[[], bytes] | None = None,
+        hold: Callable[[int], Deferred[None] | None] | None = None,
     ) -> None:
+        """``hold``: given a resuming reader's last id, None if it can be served now, else a
+        Deferred that fires when it can (the JetStream replay has not reached that id yet)."""
         self._registry = registry
         self._verifier = verifier
         self._clock = clock
@@ -150,6 +154,8 @@ class MonitWeb:
         self._max_jobs = settings.max_jobs_per_stream
         self._max_pending = settings.max_pending
         self._readiness = readiness
+        self._hold = hold
+        self._hold_seconds = settings.heartbeat
         self._require_token = not settings.insecure_no_auth
         self._allow_query_token = settings.allow_query_token
         self._cors_origins = settings.cors_origins
@@ -296,7 +302,7 @@ class MonitWeb:
 
     def _stream(
         self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
-    ) -> IResource | bytes:
+    ) -> IResource | bytes | Deferred[IResource | bytes]:
         self.auth_results["valid"] += 1
         for inbox_id in inbox_ids:
             if not may_watch(identity, inbox_id):
@@ -305,6 +311,39 @@ class MonitWeb:
                 return self._refuse(request, 403, f"not allowed to watch {named}")
         if len(self.streams) >= self._max_streams:
             return self._unavailable(request, "too many streams")
+        held = self._hold(after) if self._hold is not None else None
+        if held is not None:
+            return self._held(held, identity, request, inbox_ids, after, token)
+        return self._start_stream(identity, request, inbox_ids, after, token)
+
+    def _held(
+        self, held: Deferred[None], identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
+    ) -> Deferred[IResource | bytes]:
+        """Start the stream once the replay has passed the reader's id, so it goes on exactly after it.
+
+        The wait is at most one ``--heartbeat``: nothing is written
+        meanwhile, and a proxy that keeps an idle stream open that long keeps
+        this request too (the site's own deadline, ``--auth-timeout``, is for
+        the request head, which has come). Then the reader is told to come back (an
+        EventSource gets a 200 with a retry hint, as for any transient
+        refusal: any other status would make it give up). A reader that goes
+        away cancels the wait.
+        """
+        held.addTimeout(self._hold_seconds, self._clock)
+        return held.addCallbacks(
+            lambda _: self._start_stream(identity, request, inbox_ids, after, token),
+            self._not_replayed,
+            errbackArgs=(request,),
+        )
+
+    def _not_replayed(self, failure: Failure, request: Request) -> bytes | Failure:
+        if not failure.check(WaitedTooLong):
+            return failure
+        return self._unavailable(request, "this instance is still replaying the stream: try again")
+
+    def _start_stream(
+        self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
+    ) -> IResource | bytes:
         recheck = self._recheck(identity, token)
         args = (request, self._registry, self.streams, identity.user, self._clock, self._max_pending)
         try:
