@@ -215,14 +215,17 @@ class InboxRegistry:
     def admit(self, inbox_id: str, after: int = 0, maker: str | None = None) -> None:
         """Raise what subscribing would, before the caller commits to a response.
 
-        InboxClosed: the inbox ended and the reader has seen all of it.
+        InboxClosed: the inbox ended and the reader has seen all of it: its
+        id is the job's last. (An id beyond it is from no history of ours, a
+        JetStream stream made anew: that reader gets the gap notice and the
+        job, not the end.)
         InboxLimit: the inbox does not exist and there is no room for it (or
         ``maker`` has made too many).
         """
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-        elif inbox.over_for(after):
+        elif inbox.closed and 0 < after == inbox.last_id:
             raise InboxClosed(inbox_id)  # it has seen all of the job's latest run, and that run is over
 
     def admit_many(self, inbox_ids: list[str], maker: str) -> None:

@@ -237,6 +237,20 @@ def test_a_job_that_runs_again_and_again_keeps_each_run_for_its_retention():
     assert registry.history_bytes == 0
 
 
+def test_a_reader_with_an_id_beyond_a_closed_jobs_last_is_a_stranger_not_done():
+    """Its id is from no history of ours (a JetStream stream made anew): the notice and the job, not 204."""
+    clock, registry = make_registry()
+    registry.open("job", "{}", "service.create")
+    registry.close("job", "{}", "service.create.done")
+    clock.advance(10)
+    with pytest.raises(InboxClosed):
+        registry.admit("job", after=2)
+    registry.admit("job", after=7)
+    reader = Reader()
+    registry.subscribe("job", reader, after=7)
+    assert reader.received.startswith(b'event: gap\ndata: {"from":null,"to":null}') and reader.ids() == [1, 2]
+
+
 def test_unwatched_unopened_inbox_expires():
     clock, registry = make_registry()
     reader = Reader()
