@@ -415,6 +415,35 @@ def test_stale_connection_is_dropped(log_events: list) -> None:
     assert any("stale" in e.get("log_format", "") for e in log_events)
 
 
+def test_a_server_whose_messages_keep_coming_is_not_stale_while_its_pongs_wait_behind_them() -> None:
+    """A JetStream replay: megabytes of messages queue ahead of the PONGs."""
+    peer = Peer(ping_interval=5.0, max_outstanding_pings=2)
+    peer.handshake()
+    for _ in range(10):
+        peer.feed(b"MSG x 1 2\r\nhi\r\n")
+        peer.clock.advance(5.0)
+    assert not peer.transport.disconnecting
+    peer.feed(b"PONG\r\n" * 2)
+    peer.clock.advance(5.0)
+    peer.clock.advance(5.0)
+    peer.clock.advance(5.0)
+    assert peer.transport.disconnecting, "once nothing comes, unanswered PINGs count again"
+
+
+def test_a_server_monit_is_not_reading_from_is_not_judged_by_its_pongs() -> None:
+    peer = Peer(ping_interval=5.0, max_outstanding_pings=2)
+    peer.handshake()
+    peer.clock.advance(5.0)
+    peer.protocol.pause_reading(True)
+    for _ in range(5):
+        peer.clock.advance(5.0)
+    assert not peer.transport.disconnecting
+    peer.protocol.pause_reading(False)
+    peer.clock.advance(5.0)
+    peer.clock.advance(5.0)
+    assert peer.transport.disconnecting
+
+
 def test_no_timer_is_left_after_the_connection_is_lost() -> None:
     peer = Peer(ping_interval=5.0)
     peer.handshake()

@@ -26,7 +26,6 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IProtocol,
     IProtocolFactory,
-    IPushProducer,
     IReactorTime,
     IStreamClientEndpoint,
 )
@@ -235,16 +234,6 @@ class _ConnectionFactory(Factory):
         return self._build()
 
 
-def _pause(protocol: NATSProtocol, paused: bool) -> None:
-    producer = IPushProducer(protocol.transport, None)
-    if producer is None:
-        return
-    if paused:
-        producer.pauseProducing()
-    else:
-        producer.resumeProducing()
-
-
 def _unwrapped(wrapper: IProtocol) -> IProtocol:
     """The NATS protocol inside the wrapper that shields ClientService."""
     return cast(ProtocolWrapper, wrapper).wrappedProtocol
@@ -369,7 +358,7 @@ class NATSClient(Service):
         """Stop reading from NATS (or go on): the server holds what comes meanwhile."""
         self._reading_paused = paused
         if self._protocol is not None:
-            _pause(self._protocol, paused)
+            self._protocol.pause_reading(paused)
 
     # Service
 
@@ -479,7 +468,7 @@ class NATSClient(Service):
         self._ever_connected = True
         self._protocol = protocol
         if self._reading_paused:
-            _pause(protocol, True)
+            protocol.pause_reading(True)
         self.url = server.redacted
         self.log.info("connected to NATS at {url}", url=self.url)
         self._said.clear()

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple, cast
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
+    IPushProducer,
     IReactorTime,
     ITCPTransport,
     ITLSTransport,
@@ -216,6 +217,8 @@ class NATSProtocol(Protocol):
         self.max_payload = SERVER_MAX_PAYLOAD
         self._buffer = bytearray()
         self._pongs: deque[Deferred[None]] = deque()
+        self._heard = False  # data came since the last keep-alive: the server lives
+        self._reading_paused = False
         self._handshake: OneShotObserver[dict[str, Any]] = OneShotObserver()
         self._ended: OneShotObserver[BaseException] = OneShotObserver()
         self._keepalive: LoopingCall | None = None
@@ -377,8 +380,27 @@ class NATSProtocol(Protocol):
         )
         self._handshake.fire(self.server_info)
 
+    def pause_reading(self, paused: bool) -> None:
+        """Stop (or go on) reading from the server: NATS holds what monit cannot take yet."""
+        self._reading_paused = paused
+        producer = IPushProducer(self.transport, None)
+        if producer is None:
+            return
+        if paused:
+            producer.pauseProducing()
+        else:
+            producer.resumeProducing()
+
     def _send_keepalive(self) -> None:
-        """PING the server; drop a connection whose PINGs go unanswered."""
+        """PING the server; drop a connection whose PINGs go unanswered.
+
+        A server whose data is still coming in is alive, even if the PONGs
+        wait behind megabytes of messages (a JetStream replay), and so is one
+        monit is not reading from: neither is judged by its PONGs.
+        """
+        heard, self._heard = self._heard, False
+        if self._pongs and (heard or self._reading_paused):
+            return
         if len(self._pongs) >= self._max_outstanding_pings:
             self.log.warn(
                 "NATS server did not answer {count} PINGs: dropping stale connection",
@@ -396,6 +418,7 @@ class NATSProtocol(Protocol):
         """Parse every complete frame; keep the incomplete tail for later."""
         if self._closing:
             return
+        self._heard = True
         buffer = self._buffer
         buffer += data
         try:
