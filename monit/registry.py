@@ -124,6 +124,11 @@ class InboxRegistry:
     def get(self, inbox_id: str) -> Inbox | None:
         return self._inboxes.get(inbox_id)
 
+    def runs(self, inbox_id: str) -> list[Inbox]:
+        """The job's runs still kept, oldest first: the records of earlier runs, then the latest."""
+        latest = self._inboxes.get(inbox_id)
+        return [] if latest is None else [*self._records.get(inbox_id, ()), latest]
+
     def open(
         self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None
     ) -> None:

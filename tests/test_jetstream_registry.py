@@ -64,6 +64,8 @@ def test_a_new_run_needs_the_end_of_the_run_before_it():
     registry.open("job", "{}", "service.create", at(8))  # within the grace: a new run of it
     inbox = registry.get("job")
     assert inbox.run_after == at(4) and inbox.start == at(8) - 1
+    assert registry.first_needed_id() == at(3), "the run before is kept as a record: from its start"
+    clock.advance(10 + 60 + 1)  # the record's grace and retention are over
     assert registry.first_needed_id() == at(4), "replaying from the close makes the same new run"
 
 
