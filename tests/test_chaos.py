@@ -5,7 +5,7 @@ the stream with 3 replicas), two ``twistd monit --jetstream`` instances, an
 engine publishing jobs with nats-py over plain NATS as the real one does, and
 readers (httpx with httpx-sse, sending what an EventSource sends) that bounce
 between the instances with ``Last-Event-ID``, whether or not the instance they
-reach is ready. For a minute, an instance is killed with SIGKILL every few
+reach is ready: most read one job, and a few read several on one response. For a minute, an instance is killed with SIGKILL every few
 seconds (and started again), and now and then a NATS node: the stream's leader
 first, then the leader or another. Then every reader must have had exactly the
 events the stream stored for its job (read back from the stream with nats-py),
@@ -53,6 +53,7 @@ SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1 << 
 STREAM = "MONIT"
 JOBS = 8
 READERS_PER_JOB = 3
+MANY_JOB_READERS = 3  # each reads several jobs on one response
 # Once the chaos is over: how long everything may take to settle, each step.
 SETTLE_SECONDS = 90.0
 TOKEN = mint(SECRET, "chaos", 3600 + 4 * int(SECONDS))
@@ -266,9 +267,12 @@ class Visit:
 
 @attrs.define
 class Reader:
-    """Reads one job, reconnecting to a random instance whenever its response ends or fails."""
+    """Reads its jobs, reconnecting to a random instance whenever its response ends or fails.
 
-    job: str
+    With several jobs, each event's data is ``{"stream": job, "data": payload}``.
+    """
+
+    jobs: tuple[str, ...]
     name: str
     start: float  # seconds after the chaos began
     received: list[tuple[Any, str, Any]] = attrs.Factory(list)
@@ -307,7 +311,8 @@ class Reader:
         if last is not None:
             headers["Last-Event-ID"] = last
         url = f"{instance.base_url}/events"
-        async with aconnect_sse(client, "GET", url, params={"stream": self.job}, headers=headers) as source:
+        params = [("stream", job) for job in self.jobs]
+        async with aconnect_sse(client, "GET", url, params=params, headers=headers) as source:
             status = source.response.status_code
             if status == 204:
                 self.ended = True
@@ -356,15 +361,27 @@ def expected_events(stored: list[Stored]) -> dict[str, list[tuple[Any, str, Any]
     return jobs
 
 
-def difference(reader: Reader, expected: list[tuple[Any, str, Any]], closes: str) -> str | None:
-    """What is wrong with what a reader got, in a few lines, or None."""
+def expected_by(reader: Reader, expected: dict[str, list[tuple[Any, str, Any]]]) -> list[tuple[Any, str, Any]]:
+    """What a reader of its jobs must get: one job's events, or several jobs' in id order, each naming its job."""
+    if len(reader.jobs) == 1:
+        return expected.get(reader.jobs[0], [])
+    tagged = [(event_id, name, {"stream": job, "data": data})
+              for job in reader.jobs for event_id, name, data in expected.get(job, [])]
+    return sorted(tagged, key=lambda event: event[0])
+
+
+def difference(reader: Reader, expected: list[tuple[Any, str, Any]], closes: set[str]) -> str | None:
+    """What is wrong with what a reader got, in a few lines, or None.
+
+    Its last event must be a job's close (``closes``), and a reconnection after it a 204.
+    """
     got = reader.received
-    if got == expected and reader.ended and expected and expected[-1][1] == closes:
+    if got == expected and reader.ended and expected and expected[-1][1] in closes:
         return None
     ids = [event[0] for event in got]
     stored_ids = {event[0] for event in expected}
     lines = [
-        f"{reader.name} (job {reader.job}): {len(got)} events for {len(expected)} stored; "
+        f"{reader.name} (jobs {', '.join(reader.jobs)}): {len(got)} events for {len(expected)} stored; "
         f"{len(ids) - len(set(ids))} repeated, {len(stored_ids - set(ids))} missing, "
         f"{sum(1 for i in ids if i not in stored_ids)} never stored; "
         f"{'204 at the end' if reader.ended else 'no 204 at the end'}",
@@ -525,9 +542,12 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
     jobs = plan_jobs(rng, SECONDS)
     kills = plan_kills(rng, SECONDS)
     readers = [
-        Reader(job.id, f"{job.id}-reader{n}", max(0.0, job.start + rng.uniform(-1.0, 0.8 * job.steps * job.interval)))
+        Reader((job.id,), f"{job.id}-reader{n}", max(0.0, job.start + rng.uniform(-1.0, 0.8 * job.steps * job.interval)))
         for job in jobs for n in range(READERS_PER_JOB)
     ]
+    for n in range(MANY_JOB_READERS):
+        some = sorted(rng.sample(jobs, rng.randint(2, JOBS)), key=lambda job: job.id)
+        readers.append(Reader(tuple(job.id for job in some), f"many-job-reader{n}", rng.uniform(0, SECONDS / 2)))
 
     jetstream_ready(cluster.urls[0])
     for instance in instances:
@@ -556,8 +576,8 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
     chaos.say(f"{engine.not_sent} messages the engine could not send at all")
     for first, last, count in losses(engine.sent, stored):
         chaos.say(f"the stream did not store {count} messages sent from {first - began:.2f}s to {last - began:.2f}s")
-    closes = {job.id: job.closes for job in jobs}
-    problems = [p for p in (difference(r, expected.get(r.job, []), closes[r.job]) for r in readers) if p]
+    closes = {job.closes for job in jobs}
+    problems = [p for p in (difference(r, expected_by(r, expected), closes) for r in readers) if p]
     assert not problems, (
         f"chaos seed {SEED} (CHAOS_SEED={SEED} replays it); {len(problems)} of {len(readers)} readers got "
         f"other than the stream stored; monit logs in {tmp_path}\n" + "\n".join(problems[:8])
