@@ -145,14 +145,20 @@ class JobsStream(EventStream):
         notices: list[bytes] = []
         frames: list[tuple[int, _Job, bytes]] = []
         for job in self._jobs:
-            run = job.current_run()
+            run = job.run
+            assert run is not None, "jobs are followed until the stream detaches"
+            if run.successor is not None:  # the job ran again: past the runs the reader has all of
+                run = job.current_run()
             if run.pending_from is not None:
                 horizon = min(horizon, run.pending_from - 1)
-            if job.cursor >= run.last_id:
+            cursor, last = job.cursor, run.last_id
+            if cursor >= last:
                 continue
             if run.successor is not None:  # the next run's frames wait for the rest of this one
-                horizon = min(horizon, run.last_id)
-            job_notices, job_frames, reached = run.frames_since(self._after(job, run), share)
+                horizon = min(horizon, last)
+            start = run.start
+            after = self._after(job, run, start) if start is not None and cursor < start else cursor
+            job_notices, job_frames, reached = run.frames_since(after, share)
             if job_notices:
                 notices.extend(tag_frame(notice, job.tag) for notice in job_notices)
                 job.cursor = reached
@@ -161,20 +167,20 @@ class JobsStream(EventStream):
             frames.extend((frame_id(frame), job, frame) for frame in job_frames)
         return self._merge(notices, frames, horizon)
 
-    def _after(self, job: _Job, run: Inbox) -> int:
-        """Where the reader stands in the run, as ``Inbox.frames_since`` takes it.
+    def _after(self, job: _Job, run: Inbox, start: int) -> int:
+        """Where a reader whose id is before the run's first event (``start``) stands in it,
+        as ``Inbox.frames_since`` takes it.
 
-        An id is global, so a reader's id before the run's first event usually
-        means it has missed nothing of it: the run is read from its start (0).
-        Not when the id is older than this process's history (core mode,
-        after a restart) or than the job's previous run, whose record is gone:
-        then the reader may have missed events, and the run says so with a
-        gap notice.
+        An id is global, so such a reader has usually missed nothing of the
+        run: it is read from its start (0). Not when the id is older than this
+        process's history (core mode, after a restart) or than the job's
+        previous run, whose record is gone: then the reader may have missed
+        events, and the run says so with a gap notice.
         """
-        start = run.start
-        if start is not None and self._registry.id_base <= job.cursor < start and job.cursor >= run.run_after:
+        cursor = job.cursor
+        if self._registry.id_base <= cursor < start and cursor >= run.run_after:
             return 0
-        return job.cursor
+        return cursor
 
     def _merge(self, notices: list[bytes], frames: list[tuple[int, _Job, bytes]], horizon: float) -> Batch | None:
         """The notices, then the frames up to the horizon in id order, about a batch's worth."""
