@@ -106,7 +106,6 @@ class MonitService(MultiService):
                 head_timeout=settings.auth_timeout,
                 max_connections=settings.max_connections,
                 max_per_address=settings.max_connections_per_ip,
-                keepalive=settings.heartbeat,
             )
             ask = endpoint_from_nats(self.nats, settings.request_timeout)
             self.listener = WebListener(reactor, site, settings.listen, ask, self.on_fatal)

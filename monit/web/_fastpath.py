@@ -13,17 +13,14 @@ not what this module expects, monit says so once and every stream goes
 through ``Request.write``, judging slowness by what it wrote while the
 transport asked it to pause: slower and coarser, never blind.
 
-HTTP/2 streams always write through ``Request.write`` (Twisted frames them
-and shares the connection between them). What such a reader has not taken is
-what waits in its stream's queue on the connection (``_outboundStreamQueues``
-of ``twisted.web._http2.H2Connection``): bytes its flow-control window, or
-the full socket under the connection, keeps back. If that queue is not where
-it is expected, the stream judges as ``Request.write`` does.
+An HTTP/2 stream (``monit.web.http2.ServerStream``, monit's own) takes a
+batch's bytes as they are, to be framed once per reactor turn with the rest
+of its connection's streams; what its reader has not taken is what its
+flow-control window, or the full socket under the connection, keeps back.
 """
 from __future__ import annotations
 
 import socket
-from collections import deque
 from typing import Protocol
 
 from twisted.internet import tcp
@@ -148,26 +145,33 @@ class RequestWriter:
         self._since_pause = 0
 
 
-class StreamQueueWriter:
-    """HTTP/2: ``Request.write``, and unsent bytes from the stream's queue on its connection."""
+class StreamWriter:
+    """HTTP/2: the batch's bytes to the stream, which knows what waits unsent."""
 
-    __slots__ = ("_request", "_queue")
+    __slots__ = ("_stream",)
 
-    def __init__(self, request: Request, queue: deque[object]) -> None:
-        self._request = request
-        self._queue = queue
+    def __init__(self, stream: HTTP2Stream) -> None:
+        self._stream = stream
 
     def write(self, batch: Batch) -> None:
-        self._request.write(batch.data)
+        self._stream.write(batch.data)
 
     def unsent(self) -> int:
-        return sum(len(chunk) for chunk in self._queue if isinstance(chunk, bytes))
+        return self._stream.unsent()
 
     def pause(self) -> None:
-        """The queue is read directly: pausing changes nothing here."""
+        """The stream counts what waits: pausing changes nothing here."""
 
     def resume(self) -> None:
         """As for pause."""
+
+
+class HTTP2Stream(Protocol):
+    """What ``StreamWriter`` needs of an HTTP/2 stream (``monit.web.http2.ServerStream``)."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def unsent(self) -> int: ...
 
 
 def writer_for(request: Request, fast: bool) -> Writer:
@@ -176,24 +180,17 @@ def writer_for(request: Request, fast: bool) -> Writer:
         transport = request.channel.transport
         if isinstance(transport, tcp.Connection):
             return SocketWriter(transport)
-        below = _tcp_below(transport)
+        below = tcp_below(transport)
         if transport is not None and below is not None:
             return ChunkWriter(transport, below)
     elif fast and request.clientproto == b"HTTP/2":
-        queue = stream_queue(request.channel)
-        if queue is not None:
-            return StreamQueueWriter(request, queue)
+        stream = getattr(request, "channel", None)
+        if callable(getattr(stream, "unsent", None)):
+            return StreamWriter(stream)  # type: ignore[arg-type]
     return RequestWriter(request)
 
 
-def stream_queue(stream: object) -> deque[object] | None:
-    """What an HTTP/2 stream has written and its connection has not sent yet, if it is where Twisted keeps it."""
-    queues = getattr(getattr(stream, "_conn", None), "_outboundStreamQueues", None)
-    queue = queues.get(getattr(stream, "streamID", None)) if isinstance(queues, dict) else None
-    return queue if isinstance(queue, deque) else None
-
-
-def _tcp_below(transport: object) -> tcp.Connection | None:
+def tcp_below(transport: object) -> tcp.Connection | None:
     """The TCP connection under a wrapping transport (TLS writes to it), if there is one."""
     for _ in range(4):
         transport = getattr(transport, "transport", None)

@@ -44,8 +44,6 @@ except ImportError as missing:
 else:
     HTTP2_OFF = None
 
-KEEPALIVES_PER_IDLE_TIMEOUT = 4  # an HTTP/2 connection is timed out after this many keep-alive intervals of silence
-
 _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
             431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
 
@@ -259,12 +257,10 @@ class MonitSite(Site):
         head_timeout: float,
         max_connections: int,
         max_per_address: int = 0,
-        keepalive: float = 15.0,
     ) -> None:
         super().__init__(resource, timeout=head_timeout, reactor=clock)
         self.clock = clock
         self.head_timeout = head_timeout
-        self.idle_timeout = KEEPALIVES_PER_IDLE_TIMEOUT * keepalive  # HTTP/2's: never while streams are kept alive
         self._max_connections = max_connections
         self._max_per_address = max_per_address
         self.channels: dict[_Connection, str] = {}  # each open connection's protocol, with its client's address
@@ -272,7 +268,8 @@ class MonitSite(Site):
         self.refused: Counter[int] = Counter()  # requests answered here, by status code
         self.refused_connections: Counter[str] = Counter()  # connections turned away, by cap
         self._emptied: OneShotObserver[None] | None = None
-        self.heads: Deadlines[_Connection] = Deadlines(clock)  # each connection's, while its request head comes
+        # Each connection's while its request head comes, and each HTTP/2 stream's until its request ends.
+        self.heads: Deadlines[_Connection] = Deadlines(clock)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         if len(self.channels) >= self._max_connections:

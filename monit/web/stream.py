@@ -19,7 +19,7 @@ from monit.web import _fastpath
 
 
 class _Abortable(Protocol):
-    """An HTTP/2 stream (``twisted.web._http2.H2Stream``), its request's channel."""
+    """An HTTP/2 stream (``monit.web.http2.ServerStream``), its request's channel: reset alone."""
 
     def abortConnection(self) -> None: ...
 
