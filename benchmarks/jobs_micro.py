@@ -16,6 +16,7 @@ from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 from monit.web.jobs import JobsStream
 from monit.web.stream import EventStream, StreamSet
@@ -40,7 +41,7 @@ class Sink(DummyRequest):
 def run(jobs: int, readers: int, turns: int, many: bool) -> float:
     """CPU µs per event delivered to a reader."""
     clock = Clock()
-    registry = InboxRegistry(clock, Settings(history=100))
+    registry = InboxRegistry(clock, **registry_options(Settings(history=100)))
     streams = StreamSet(clock, 15, 3000, fast_path=False)
     names = [f"job{n}" for n in range(jobs)]
     for _ in range(readers):

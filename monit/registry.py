@@ -20,7 +20,6 @@ from monit.inbox import (
     parse_data,
 )
 from monit.oneshot import OneShotObserver
-from monit.settings import Settings
 from monit.tally import Tally
 
 
@@ -65,21 +64,36 @@ class InboxRegistry:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, settings: Settings) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        history: int,
+        grace: float,
+        expiry: float,
+        abandon: float,
+        retention: float,
+        max_inboxes: int,
+        max_inboxes_per_user: int,
+        memory_budget: int,
+        base64: bool,
+        stream_ids: bool,
+    ) -> None:
+        """``stream_ids``: event ids are JetStream's stream sequences, given with each event."""
         self.clock = clock
-        self._history = settings.history
-        self._grace = settings.grace
-        self._expiry = settings.expiry
-        self._abandon = settings.abandon
-        self._retention = settings.retention
-        self._max_inboxes = settings.max_inboxes
-        self._per_user = settings.max_inboxes_per_user
-        self._memory_budget = settings.memory_budget
-        self._base64 = settings.base64
+        self._history = history
+        self._grace = grace
+        self._expiry = expiry
+        self._abandon = abandon
+        self._retention = retention
+        self._max_inboxes = max_inboxes
+        self._per_user = max_inboxes_per_user
+        self._memory_budget = memory_budget
+        self._base64 = base64
         self._made_by: Counter[str] = Counter()
         # Core mode: ids go on from the start time, in thousandths of a millisecond, so that
         # a restarted process's ids are above all of its predecessor's (JetStream: from the stream).
-        self._id_base = 0 if settings.jetstream else int(clock.seconds() * 1000) * 1000
+        self._id_base = 0 if stream_ids else int(clock.seconds() * 1000) * 1000
         self._last_id = self._id_base
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}  # each job's latest run

@@ -16,7 +16,6 @@ from monit.inbox import InboxLimit, valid_inbox_id
 from monit.nats.jetstream import Position
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
-from monit.settings import Settings
 from monit.sse import compact_json
 from monit.tally import Tally
 
@@ -144,15 +143,24 @@ class Router:
 
     log = Logger()
 
-    def __init__(self, registry: InboxRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: InboxRegistry,
+        *,
+        open_subjects: tuple[str, ...],
+        deliver_subjects: tuple[str, ...],
+        max_payload: int,
+        paused: Callable[[bool], None] = lambda paused: None,
+    ) -> None:
+        """``paused(True)`` asks NATS to stop reading while a backlog waits; ``paused(False)``, to go on."""
         self._registry = registry
         self._clock = registry.clock
         self.skipped = Tally(registry.clock, self.log, "skipped bad messages")
-        self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
-        self._max_payload = settings.max_payload
+        self._table = subject_table(open_subjects, deliver_subjects)
+        self._max_payload = max_payload
         self._backlog: deque[_Waiting | _Rest] = deque()
         self._draining: IDelayedCall | None = None
-        self.paused: Callable[[bool], None] = lambda paused: None
+        self.paused = paused
         self.received: Counter[Action] = Counter()
         self.malformed = 0
         self.refused = 0

@@ -20,6 +20,7 @@ from zope.interface import implementer
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.recheck import ACCESS_REVOKED, REVOKED, Recheck, Rechecker
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 from monit.sse import KEEPALIVE, encode_error
 from monit.web.stream import EventStream, StreamSet
@@ -142,7 +143,7 @@ def test_its_repr_never_shows_the_token(rechecker: Rechecker) -> None:
 
 @pytest.fixture
 def registry(clock: Clock) -> InboxRegistry:
-    return InboxRegistry(clock, Settings())
+    return InboxRegistry(clock, **registry_options(Settings()))
 
 
 @pytest.fixture

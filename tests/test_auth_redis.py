@@ -18,6 +18,7 @@ from monit.auth.modes import FirstValid, cache_ttl, verification_for
 from monit.auth.redis_connection import NotConnected, RedisConnection, RedisTarget
 from monit.auth.redis_verifier import MAX_USER_LENGTH, RedisVerifier, UnusableValue
 from monit.auth.resp import ConnectionLost, Oversized, RedisError
+from monit.service import auth_options
 from monit.settings import Settings
 from monit.tap import Options
 
@@ -161,7 +162,7 @@ def test_conflicting_auth_options_are_refused(args: list[str], said: str) -> Non
 def test_redis_alone_fetches_no_jwt_secret_and_caps_the_cache_at_the_recheck_period() -> None:
     settings = Settings(auth_redis="redis://:pw@cache:6380/1", auth_concurrency=3, auth_timeout=1.5,
                         auth_recheck=10, auth_cache_ttl=30)
-    made = verification_for(settings, MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(settings), MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
     assert made.jwt is None and made.pool is None
     assert made.redis is not None and made.remote is made.redis
     connection = made.redis._store
@@ -170,12 +171,12 @@ def test_redis_alone_fetches_no_jwt_secret_and_caps_the_cache_at_the_recheck_per
     assert (made.redis._concurrency, made.redis._timeout) == (3, 1.5)
     assert made.verifier._inner is made.redis
     assert made.verifier._ttl == 10
-    assert cache_ttl(attrs.evolve(settings, auth_recheck=0)) == 30
+    assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=0))) == 30
 
 
 def test_with_a_jwt_secret_a_valid_jwt_is_taken_and_the_rest_looked_up() -> None:
     settings = Settings(auth_redis=URL, jwt_secret="s" * 32)
-    made = verification_for(settings, MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(settings), MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
     inner = made.verifier._inner
     assert isinstance(inner, FirstValid) and inner.remote is made.redis and inner.local is made.jwt
 

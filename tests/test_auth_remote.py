@@ -42,6 +42,7 @@ from monit.auth.remote import (
     remote_http_client,
     remote_pool,
 )
+from monit.service import auth_options
 from monit.settings import Settings
 
 from deferreds import result_of
@@ -673,16 +674,16 @@ def test_may_watch_with_jwt_identities(jwt_verifier: JWTVerifier, claims: dict, 
 
 def test_the_settings_bound_checks_and_cap_the_cache_at_the_recheck_period(clock: Clock) -> None:
     settings = Settings(auth_url=URL, auth_concurrency=3, auth_recheck=10, auth_cache_ttl=30)
-    made = verification_for(settings, clock, nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(settings), clock, nats=None)  # type: ignore[arg-type]
     assert made.remote is not None and made.remote._concurrency == 3
     assert made.verifier._ttl == 10
-    assert cache_ttl(attrs.evolve(settings, auth_recheck=0)) == 30
-    assert cache_ttl(attrs.evolve(settings, auth_recheck=60)) == 30
-    assert cache_ttl(Settings(jwt_secret=SECRET, auth_recheck=10)) == 30, "no auth service: nothing to recheck"
+    assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=0))) == 30
+    assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=60))) == 30
+    assert cache_ttl(auth_options(Settings(jwt_secret=SECRET, auth_recheck=10))) == 30, "no auth service: nothing to recheck"
 
 
 def test_the_settings_require_exp(clock: Clock) -> None:
-    made = verification_for(Settings(jwt_secret=SECRET, require_exp=True), clock, nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(Settings(jwt_secret=SECRET, require_exp=True)), clock, nats=None)  # type: ignore[arg-type]
     with quiet_key_length():
         token = jwt.encode({"username": "alice"}, SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match="token has no exp"):

@@ -4,6 +4,7 @@ from twisted.internet.task import Clock
 
 from monit.inbox import Inbox, InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 
 
@@ -26,7 +27,7 @@ class Reader:
 
 def make_registry(**kwargs):
     clock = Clock()
-    return clock, InboxRegistry(clock, Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs))
+    return clock, InboxRegistry(clock, **registry_options(Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs)))
 
 
 def test_late_reader_gets_history_then_live_events():

@@ -4,6 +4,7 @@ from twisted.internet.task import Clock
 
 from monit.inbox import InboxLimit, UserInboxLimit
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 
 
@@ -20,7 +21,7 @@ class Reader:
 
 def make(**settings) -> tuple[Clock, InboxRegistry]:
     clock = Clock()
-    return clock, InboxRegistry(clock, Settings(**settings))
+    return clock, InboxRegistry(clock, **registry_options(Settings(**settings)))
 
 
 def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes():

@@ -8,6 +8,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.routing import SLICE, Action, Malformed, Router, inbox_id_of, subject_table
+from monit.service import registry_options, router_options
 from monit.settings import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS, Settings
 
 
@@ -25,8 +26,8 @@ class Reader:
 def make_router(**kwargs):
     clock = Clock()
     settings = Settings(grace=10, **kwargs)
-    registry = InboxRegistry(clock, settings)
-    return clock, registry, Router(registry, settings)
+    registry = InboxRegistry(clock, **registry_options(settings))
+    return clock, registry, Router(registry, **router_options(settings))
 
 
 def msg(subject, payload):
@@ -177,8 +178,8 @@ def test_a_bad_element_is_skipped_alone():
 def test_messages_past_the_inbox_limit_are_counted_and_skipped():
     clock = Clock()
     settings = Settings(max_inboxes=1)
-    registry = InboxRegistry(clock, settings)
-    router = Router(registry, settings)
+    registry = InboxRegistry(clock, **registry_options(settings))
+    router = Router(registry, **router_options(settings))
     router(msg("service.create", {"id": "first"}))
     registry.subscribe("first", Reader())  # a watched inbox is never displaced
     router(msg("service.create", {"id": "second"}))

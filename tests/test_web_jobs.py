@@ -6,6 +6,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 from monit.web.jobs import JobsStream
 from monit.web.stream import StreamSet
@@ -20,7 +21,7 @@ def clock():
 
 @pytest.fixture
 def registry(clock):
-    return InboxRegistry(clock, Settings(grace=1))
+    return InboxRegistry(clock, **registry_options(Settings(grace=1)))
 
 
 def follow(registry, clock, jobs, capacity=4096, after=0, max_pending=100_000):
@@ -183,7 +184,7 @@ def test_a_reader_resuming_in_a_run_before_the_latest_gets_its_rest_then_the_new
 def test_a_reader_from_before_a_core_mode_restart_is_told_of_the_gap_in_each_job():
     clock = Clock()
     clock.advance(2_000_000)
-    registry = InboxRegistry(clock, Settings(grace=1))
+    registry = InboxRegistry(clock, **registry_options(Settings(grace=1)))
     before = registry.id_base - 500  # an id the previous process gave
     registry.deliver("a", event(0))
     clock.advance(0)
@@ -201,7 +202,7 @@ def test_jobs_that_run_again_and_again_reach_a_reader_that_comes_and_goes_exactl
     """Random runs of several jobs, and a reader that leaves for a while and resumes with its last id."""
     rng = random.Random(seed)
     clock = Clock()
-    registry = InboxRegistry(clock, Settings(grace=1, retention=30, history=10_000))
+    registry = InboxRegistry(clock, **registry_options(Settings(grace=1, retention=30, history=10_000)))
     jobs = [f"j{n}" for n in range(5)]
     published: dict[str, list[int]] = {job: [] for job in jobs}
     state = dict.fromkeys(jobs, "new")

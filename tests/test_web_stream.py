@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 from monit.web.stream import EventStream, StreamSet
 
@@ -60,7 +61,7 @@ def clock():
 
 @pytest.fixture
 def registry(clock):
-    return InboxRegistry(clock, Settings())
+    return InboxRegistry(clock, **registry_options(Settings()))
 
 
 def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
@@ -101,7 +102,7 @@ def test_past_max_pending_a_reader_falls_behind_then_catches_up_from_the_history
 
 
 def test_a_reader_that_fell_out_of_the_history_is_told_of_the_gap(clock):
-    registry = InboxRegistry(clock, Settings(history=5))
+    registry = InboxRegistry(clock, **registry_options(Settings(history=5)))
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=200)
     stream = EventStream(request, registry, streams, "slow", clock, max_pending=300)

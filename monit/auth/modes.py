@@ -14,12 +14,12 @@ from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, IToken
 from monit.auth.jwks import JWKS, jwks_http_client
 from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
+from monit.auth.options import AuthOptions
 from monit.auth.redis_connection import RedisConnection, RedisTarget, redis_endpoint
 from monit.auth.redis_verifier import RedisVerifier
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
 from monit.auth.signed import SignedJWTVerifier, fixed_key
 from monit.nats.tls import ClientTLS
-from monit.settings import Settings
 
 log = Logger()
 
@@ -41,7 +41,7 @@ class Verification:
         return [problem for backend in backends if backend is not None and (problem := backend.problem)]
 
 
-def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
+def verification_for(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> Verification:
     """JWTs (with a secret or with public keys) and/or the auth URL or Redis; with none, NATS's secret.
 
     Every mode sits behind one cache of answers.
@@ -82,18 +82,18 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
     return Verification(cache, jwt, pool, remote if remote is not None else redis, jwks, redis)
 
 
-def asks_a_service(settings: Settings) -> bool:
+def asks_a_service(settings: AuthOptions) -> bool:
     """Whether tokens are checked by something that may take its yes back: --auth-url, --auth-redis."""
     return settings.auth_url is not None or settings.auth_redis is not None
 
 
-def _checks(settings: Settings) -> ClaimChecks:
+def _checks(settings: AuthOptions) -> ClaimChecks:
     return ClaimChecks(
         require_exp=settings.require_exp, audience=settings.jwt_audience, issuer=settings.jwt_issuer
     )
 
 
-def _hmac(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> JWTVerifier:
+def _hmac(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> JWTVerifier:
     """HMAC JWTs, with the secret given, else the one NATS has."""
     checks = _checks(settings)
     algorithms = settings.jwt_algorithms or (ALGORITHM,)
@@ -108,7 +108,7 @@ def _hmac(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> JWT
     )
 
 
-def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifier, JWKS | None]:
+def _signed(settings: AuthOptions, reactor: IReactorTime) -> tuple[SignedJWTVerifier, JWKS | None]:
     """JWTs signed with a private key: checked with the PEM public key, or the JWKS's."""
     if settings.jwt_public_key is not None:
         key = load_public_key(settings.jwt_public_key)
@@ -127,7 +127,7 @@ def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifie
     return SignedJWTVerifier(jwks.key_for, algorithms, reactor, _checks(settings)), jwks
 
 
-def _redis(settings: Settings, reactor: IReactorTime) -> RedisVerifier:
+def _redis(settings: AuthOptions, reactor: IReactorTime) -> RedisVerifier:
     """Sessions in Redis, over TLS for rediss:// (with --auth-redis-tls-ca's CA, else the system's)."""
     assert settings.auth_redis is not None
     target = RedisTarget.from_url(settings.auth_redis)
@@ -137,7 +137,7 @@ def _redis(settings: Settings, reactor: IReactorTime) -> RedisVerifier:
     return RedisVerifier(target, connection, reactor, settings.auth_timeout, settings.auth_concurrency)
 
 
-def cache_ttl(settings: Settings) -> float:
+def cache_ttl(settings: AuthOptions) -> float:
     """--auth-cache-ttl, but never longer than --auth-recheck when an auth service or Redis answers.
 
     Rechecks go through the cache (streams of one token then share one call);
