@@ -5,6 +5,7 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
@@ -38,7 +39,7 @@ def _last_active(inbox: Inbox) -> float:
     return inbox.touched
 
 
-class InboxRegistry:
+class InboxRegistry(Service):
     """The inboxes by id, and the timers that close, keep and expire them.
 
     A lifecycle event opens an inbox; a close event is delivered, then the
@@ -299,6 +300,11 @@ class InboxRegistry:
         if inbox.closed and not inbox.subscribers and inbox not in self._deadlines:
             self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
         self._schedule_expiry(inbox)
+
+    def stopService(self) -> None:
+        """Shutdown: every inbox and stream ends, and no timer of the registry's is left."""
+        super().stopService()
+        self.close_all()
 
     def close_all(self) -> None:
         """End every inbox and stream, for shutdown."""

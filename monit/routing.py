@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -127,7 +128,7 @@ def event_id(position: Position | None, index: int) -> int | None:
         return None
     return (position.seq << ID_SHIFT) + index
 
-class Router:
+class Router(Service):
     """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
 
     The first bad message of a subject is logged with its reason, then how
@@ -246,6 +247,15 @@ class Router:
         elif stop < len(messages):
             self._skip(subject, f"events after the first {end} of one message have no id")
         return stop - start
+
+    def stopService(self) -> None:
+        """Shutdown: what waits in the backlog is dropped (NATS or the stream has it); the tally says its last."""
+        super().stopService()
+        if self._draining is not None and self._draining.active():
+            self._draining.cancel()
+        self._draining = None
+        self._backlog.clear()
+        self.skipped.stop()
 
     def _drain_soon(self) -> None:
         if self._draining is None:

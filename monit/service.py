@@ -79,7 +79,9 @@ class MonitService(MultiService):
         )
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(reactor, **registry_options(settings))
+        self.registry.setServiceParent(self)
         self.router = Router(self.registry, paused=self.nats.pause_reading, **router_options(settings))
+        self.router.setServiceParent(self)
         self.feed: JetStreamFeed | None = None
         if settings.jetstream:
             self.feed = JetStreamFeed(
@@ -103,6 +105,7 @@ class MonitService(MultiService):
             metrics=self._metrics if settings.metrics else None,
             hold=self.feed.hold if self.feed is not None else None,
         )
+        self.web.setServiceParent(self)
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
         if settings.serve:
@@ -117,8 +120,14 @@ class MonitService(MultiService):
             self.listener = WebListener(reactor, site, settings.listen, ask, self.on_fatal)
             self.listener.setServiceParent(self)
         self._figures = MonitCollector(
-            self.registry, self.router, self.web, self.nats, self.auth.verifier, self.auth.remote, self.web.rechecker,
-            self.listener.site if self.listener is not None else None,
+            inboxes=self.registry,
+            router=self.router,
+            web=self.web,
+            nats=self.nats,
+            auth_cache=self.auth.verifier,
+            remote=self.auth.remote,
+            rechecks=self.web.rechecker,
+            site=self.listener.site if self.listener is not None else None,
         )
 
     def _metrics(self) -> bytes:
@@ -160,7 +169,6 @@ class MonitService(MultiService):
     # Service
 
     def startService(self) -> None:
-        self.web.start()
         super().startService()
         jwt = self.auth.jwt
         if jwt is not None and not self.settings.jwt_secret:
@@ -189,11 +197,9 @@ class MonitService(MultiService):
     async def _stop(self) -> None:
         if self.listener is not None:
             await self.listener.stop_listening()
-        self.web.shutdown()
+        self.web.stopService()  # each stream ends with a retry hint before its connection is closed
         if self.listener is not None:
             await self.listener.close_connections()
-        self.registry.close_all()
-        self.router.skipped.stop()
         if self.auth.pool is not None:
             await self.auth.pool.closeCachedConnections()
         await super().stopService()

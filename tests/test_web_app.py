@@ -258,19 +258,19 @@ def test_unknown_stream_is_created_by_the_reader(stub, registry, token):
 
 
 def test_keepalive_comments_on_the_heartbeat(stub, web, clock, token):
-    web.start()
+    web.startService()
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     chunks, _ = read_stream(stub, response)
     clock.advance(15)
     stub.flush()
     assert b"".join(chunks).endswith(b": keep-alive\n\n")
-    web.shutdown()
+    web.stopService()
 
 
 def test_shutdown_ends_every_stream_with_a_retry_hint(stub, web, token):
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     chunks, done = read_stream(stub, response)
-    web.shutdown()
+    web.stopService()
     stub.flush()
     result_of(done)
     assert len(web.streams) == 0
@@ -309,7 +309,7 @@ def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, re
     settings = Settings(heartbeat=15, auth_recheck=60, auth_url="http://auth.example/check")
     remote = RemoteVerifier(StubTreq(service), settings.auth_url, clock, timeout=2)
     web = MonitWeb(registry, CachingVerifier(remote, clock, ttl=cache_ttl(auth_options(settings))), clock, **web_options(settings))
-    web.start()
+    web.startService()
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": "remote-token"})
     assert response.code == 200
@@ -321,7 +321,7 @@ def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, re
     result_of(done)
     assert b"".join(chunks).endswith(b'event: monit.error\ndata: {"error":"token revoked"}\n\n')
     assert service.calls == 2 and web.rechecker.revoked == 1
-    web.shutdown()
+    web.stopService()
 
 
 def test_only_revocable_identities_are_rechecked(clock, registry, token):
@@ -337,13 +337,13 @@ def test_only_revocable_identities_are_rechecked(clock, registry, token):
 
     web = MonitWeb(registry, Counting(JWTVerifier.with_secret(SECRET, clock)), clock,
                    **web_options(Settings(heartbeat=15, auth_recheck=30)))
-    web.start()
+    web.startService()
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     read_stream(stub, response)
     clock.advance(15 * 20)
     assert len(calls) == 1 and len(web.streams) == 1
-    web.shutdown()
+    web.stopService()
 
 
 def test_a_403_is_logged_with_the_user_and_the_stream(stub, clock, events):

@@ -50,7 +50,7 @@ async def serve() -> Served:
     settings = Settings(insecure_no_auth=True, max_pending=MAX_PENDING, history=10, heartbeat=0.2)
     registry = InboxRegistry(reactor, **registry_options(settings))
     web = MonitWeb(registry, NoAuth(), reactor, **web_options(settings))
-    web.start()
+    web.startService()
     site = MonitSite(web.resource(), reactor, head_timeout=5, max_connections=100)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
     return Served(registry, web, site, port)
@@ -58,7 +58,7 @@ async def serve() -> Served:
 
 async def stop(served: Served) -> None:
     await served.port.stopListening()
-    served.web.shutdown()
+    served.web.stopService()
     await served.site.close_connections(reactor, 3)
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as WaitedTooLong
 from twisted.internet.interfaces import IReactorTime
@@ -127,7 +128,7 @@ def json_body(request: IRequest, code: int, document: Mapping[str, object]) -> b
     return json.dumps(document).encode("utf-8")
 
 
-class MonitWeb:
+class MonitWeb(Service):
     """The Klein app, with the registry, verifier and open streams injected."""
 
     app = Klein()
@@ -181,11 +182,13 @@ class MonitWeb:
     def resource(self) -> IResource:
         return self.app.resource()
 
-    def start(self) -> None:
+    def startService(self) -> None:
+        super().startService()
         self.streams.start()
 
-    def shutdown(self) -> None:
-        """End every open stream with a retry hint: a stopped listener does not end them."""
+    def stopService(self) -> None:
+        """End every open stream with a retry hint (a stopped listener does not end them)."""
+        super().stopService()
         self.streams.shutdown()
 
     @app.route("/events", methods=["OPTIONS"])
