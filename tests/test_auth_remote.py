@@ -156,6 +156,7 @@ LOGIN_PAGE = b"""<!doctype html><html><head><title>Sign in</title></head>
         (b"{", "not JSON"),
         (b'{"username": "alice"} trailing', "not JSON"),
         (b'{"username": "alice", "score": NaN}', "not JSON"),
+        (b'{"username": "alice", "score": 1e999}', "not JSON"),
         (b"[" * 60_000, "not JSON"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b'[{"username": "alice"}]', "not a JSON object"),

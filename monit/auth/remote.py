@@ -4,7 +4,8 @@ The token goes to the service in ``X-Auth-Token`` and ``Authorization: Bearer``.
 The answer is read from the status code and, for a yes, the body:
 
 - ``2xx`` with a well-formed verdict: valid.  A well-formed verdict is a body
-  of UTF-8 JSON (standard JSON: no ``NaN`` or ``Infinity``) whose top level is
+  of UTF-8 JSON (standard JSON, L{monit.strictjson}: no ``NaN`` or
+  ``Infinity``, nor a number past a double such as ``1e999``) whose top level is
   an object, in which ``username``, if present, is a string (``""`` names no
   one: the user is ``"unknown"``) and ``streams``, if present, is ``"*"`` or a
   list of strings (the stream ids the user may watch).  Other fields are
@@ -25,7 +26,6 @@ never reach the log.
 """
 from __future__ import annotations
 
-import json
 from http.cookiejar import DefaultCookiePolicy
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -53,6 +53,7 @@ from monit.auth.interface import (
 )
 from monit.redact import redacted_url
 from monit.relay import relayed
+from monit.strictjson import json_object
 from monit.tally import Tally
 
 MAX_BODY_BYTES = 64 * 1024
@@ -228,24 +229,11 @@ def _identity(body: bytes) -> Identity:
     )
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
-_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
-
-
 def _json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; anything else is a malformed reply."""
-    try:
-        reply = _STRICT_JSON.decode(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise MalformedReply("not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise MalformedReply("not JSON" if body.strip() else "empty body") from None
-    if not isinstance(reply, dict):
-        raise MalformedReply("not a JSON object")
-    return reply
+    if not body.strip():
+        raise MalformedReply("empty body")
+    return json_object(body, MalformedReply)
 
 
 def _streams(value: object) -> list[str] | str:
