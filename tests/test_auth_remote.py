@@ -46,6 +46,8 @@ from monit.service import auth_options
 from monit.settings import Settings
 
 from deferreds import result_of
+from dripping import drip  # noqa: F401 (a fixture)
+from waiting import wait_for, within
 
 URL = "http://auth.example/check"
 TOKEN = "opaque-token-0123456789-abcdef"
@@ -556,6 +558,25 @@ async def test_against_a_real_auth_service() -> None:
         assert len(service.calls) == 4
     finally:
         await defer.maybeDeferred(port.stopListening)
+        await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dripped_body_is_cut_off_by_the_deadline_and_its_connection_closed(drip) -> None:
+    """The body is read with the one capped reader (monit.auth.body): cancelled at the deadline, it closes."""
+    from twisted.internet import reactor
+
+    factory, url = drip
+    pool = remote_pool(reactor)
+    verifier = RemoteVerifier(remote_http_client(reactor, pool), url, reactor, timeout=0.3)
+    try:
+        with pytest.raises(AuthUnavailable) as info:
+            await within(verifier.verify(TOKEN))
+        assert isinstance(info.value.__cause__, defer.TimeoutError)
+        assert verifier.problem == f"auth service at {url}: no answer in time"
+        await wait_for(lambda: factory.open == 0, timeout=2, what="the check's connection closed")
+        assert factory.made == 1
+    finally:
         await pool.closeCachedConnections()
 
 

@@ -8,6 +8,7 @@
 - ``signed``: JWTs signed by an identity provider, checked with its public key;
 - ``keys``: public keys, the algorithms each suits, and reading one from PEM;
 - ``jwks``: an identity provider's keys, fetched from its JWKS URL and kept;
+- ``body``: an HTTP body read up to a limit, given up at the deadline;
 - ``remote``: an auth service asked over HTTP with treq;
 - ``redis_verifier``: a session store asked with ``GET token``, as the Go service did;
 - ``cache``: remembered answers, one check in flight per token;

@@ -36,14 +36,13 @@ from treq.cookies import IndexableCookieJar
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from monit.auth.body import read_body
 from monit.auth.interface import (
     AuthUnavailable,
     Identity,
@@ -204,7 +203,8 @@ def remote_http_client(reactor: IReactorTime, pool: HTTPConnectionPool | None = 
 
 def _answer(response: IResponse) -> Deferred[Identity]:
     """Read the whole (capped) body, so the connection goes back to the pool, then judge."""
-    return _read_body(response).addCallback(lambda body: _judge(response.code, body))
+    body = read_body(response, MAX_BODY_BYTES, lambda: AuthUnavailable("the auth service's answer is too long"))
+    return body.addCallback(lambda content: _judge(response.code, content))
 
 
 def _judge(code: int, body: bytes) -> Identity:
@@ -251,42 +251,3 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, defer.TimeoutError):
         return "no answer in time"
     return type(error).__name__
-
-
-def _read_body(response: IResponse) -> Deferred[bytes]:
-    reader = _CappedBody(MAX_BODY_BYTES)
-    response.deliverBody(reader)
-    return reader.done
-
-
-class _CappedBody(Protocol):
-    """Collect a response body up to a limit; past it, or when cancelled, drop the connection."""
-
-    def __init__(self, limit: int) -> None:
-        self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._aborted = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._aborted:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._abort()
-            self.done.errback(AuthUnavailable("the auth service's answer is too long"))
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._aborted:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self.done.errback(reason)
-
-    def _abort(self) -> None:
-        self._aborted = True
-        self.transport.stopProducing()  # type: ignore[union-attr]
