@@ -19,10 +19,9 @@ The answer is read from the status code and, for a yes, the body:
   elsewhere), a body over L{MAX_BODY_BYTES}, a timeout or a connection error:
   L{AuthUnavailable}.  The check fails closed.
 
-At most ``concurrency`` checks are in flight at once; past that, a check is
-refused at once with L{AuthUnavailable} (and counted in ``refused``), so a
-slow service is not buried under ever more requests.  The URL's query values
-never reach the log.
+A check that times out, or that its caller abandons, ends its request then:
+the bound on checks in flight (L{monit.auth.bound}) frees its slot when the
+check's Deferred fires.  The URL's query values never reach the log.
 """
 from __future__ import annotations
 
@@ -53,11 +52,9 @@ from monit.auth.interface import (
 from monit.redact import redacted_url
 from monit.relay import relayed
 from monit.strictjson import json_object
-from monit.tally import Tally
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PERSISTENT_PER_HOST = 10
-DEFAULT_CONCURRENCY = 100
 
 
 class MalformedReply(AuthUnavailable):
@@ -93,17 +90,12 @@ class RemoteVerifier:
         url: str,
         clock: IReactorTime,
         timeout: float,
-        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self._http = http
         self._url = url
         self._shown_url = redacted_url(url)
         self._clock = clock
         self._timeout = timeout
-        self._concurrency = concurrency
-        self.in_flight = 0
-        self.refused = 0  # checks refused at once: ``concurrency`` were in flight
-        self.refusals = Tally(clock, self.log, "refused token checks at the concurrency bound")
         self._trouble: str | None = None  # why the newest check that settled got no answer
 
     @property
@@ -117,12 +109,7 @@ class RemoteVerifier:
             check_header_token(token)
         except InvalidToken as e:
             return fail(e)
-        if self.in_flight >= self._concurrency:
-            return fail(self._refuse())
-        self.in_flight += 1
-        answer = self._ask(token)
-        # Counted out when the work settles: an answer, a timeout or the caller abandoning it.
-        answer.addBoth(self._landed)
+        answer = self._ask(token).addBoth(self._settled)
         return _abandonable(answer).addErrback(self._unavailable)
 
     def _ask(self, token: str) -> Deferred[Identity]:
@@ -138,17 +125,11 @@ class RemoteVerifier:
         # The clock is ours to inject: treq's own timeout would use the global reactor.
         return answer.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
 
-    def _landed(self, outcome: Identity | Failure) -> Identity | Failure:
-        self.in_flight -= 1
+    def _settled(self, outcome: Identity | Failure) -> Identity | Failure:
+        """The work is over (an answer, a timeout or the caller abandoning it): did the service answer?"""
         if not isinstance(outcome, Failure) or outcome.check(InvalidToken):
-            self._trouble = None  # it answered
+            self._trouble = None
         return outcome
-
-    def _refuse(self) -> AuthUnavailable:
-        """Count a check refused at the bound; say so once, then how many more, every ten seconds."""
-        self.refused += 1
-        self.refusals.add(self._shown_url, f"{self._concurrency} checks are in flight")
-        return AuthUnavailable("too many token checks in flight")
 
     def _unavailable(self, failure: Failure) -> Failure:
         """Log why the service could not answer; turn any error into AuthUnavailable."""
