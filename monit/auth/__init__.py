@@ -11,6 +11,7 @@
 - ``body``: an HTTP body read up to a limit, given up at the deadline;
 - ``remote``: an auth service asked over HTTP with treq;
 - ``redis_verifier``: a session store asked with ``GET token``, as the Go service did;
+- ``bound``: at most so many checks of an auth service or Redis in flight;
 - ``cache``: remembered answers, one check in flight per token;
 - ``modes``: the verifier an operator's settings call for;
 - ``recheck``: open streams' tokens asked about again, so a revoked one ends.
