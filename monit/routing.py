@@ -61,13 +61,6 @@ def inbox_id_of(payload: Mapping[str, Any]) -> str:
     return candidate
 
 
-def parse_payload(payload: bytes, max_payload: int) -> dict[str, Any]:
-    """The payload as a JSON object that a browser's ``JSON.parse`` would read back."""
-    if len(payload) > max_payload:
-        raise Malformed(f"payload of {len(payload)} bytes is over the {max_payload} byte limit")
-    return json_object(payload, _not_an_object)
-
-
 def _not_an_object(what: str) -> Malformed:
     """What the payload is instead, raised once: bad messages can come in floods."""
     return Malformed(f"payload is {what}")
@@ -189,7 +182,11 @@ class Router(Service):
         return 1
 
     def _route(self, action: Action, msg: Msg, position: Position | None) -> int:
-        document = parse_payload(msg.payload, self._max_payload)
+        payload = msg.payload
+        if len(payload) > self._max_payload:
+            raise Malformed(f"payload of {len(payload)} bytes is over the {self._max_payload} byte limit")
+        # A JSON object a browser's JSON.parse would read back; read here, not in a helper: the ingest path.
+        document = json_object(payload, _not_an_object)
         inbox_id = inbox_id_of(document)
         if action is Action.DELIVER:
             messages = document.get("messages")
