@@ -6,7 +6,8 @@ from collections.abc import Iterator
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import Protocol, ServerFactory
 from twisted.internet.task import LoopingCall
 
 
@@ -19,6 +20,7 @@ class Drip(Protocol):
         self.dripping: LoopingCall | None = None
 
     def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
         if self.dripping is None and b"\r\n\r\n" in data:
             self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                  b"Content-Length: 100000\r\n\r\n{")
@@ -31,7 +33,7 @@ class Drip(Protocol):
             self.dripping.stop()
 
 
-class DripFactory(Factory):
+class DripFactory(ServerFactory):
     protocol = Drip
 
     def __init__(self) -> None:
@@ -44,5 +46,7 @@ def drip() -> Iterator[tuple[DripFactory, str]]:
     """The server's counts, and a URL on it."""
     factory = DripFactory()
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    yield factory, f"http://127.0.0.1:{port.getHost().port}/certs"
+    address = port.getHost()
+    assert isinstance(address, IPv4Address)
+    yield factory, f"http://127.0.0.1:{address.port}/certs"
     pytest_twisted.blockon(port.stopListening())
