@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import pytest
 from test_web_stream import StreamingRequest
 from twisted.internet.defer import Deferred
@@ -26,31 +25,12 @@ from monit.sse import KEEPALIVE, encode_error
 from monit.web.stream import EventStream, StreamSet
 
 from deferreds import result_of
+from verifiers import HandVerifier
 
 TOKEN = "revocable-token-that-must-never-be-shown-0123456789"
 GRACE = Identity(user="grace", claims={"username": "grace"}, expires=None, revocable=True)
 HEARTBEAT = 15.0
 PERIOD = 60.0
-
-
-@implementer(ITokenVerifier)
-@attrs.define
-class HandVerifier:
-    """Records each call; the test fires its Deferred."""
-
-    calls: list[tuple[str, Deferred]] = attrs.Factory(list)
-
-    def verify(self, token: str) -> Deferred[Identity]:
-        d: Deferred[Identity] = Deferred()
-        self.calls.append((token, d))
-        return d
-
-    def answer(self, result: Identity | Exception) -> None:
-        d = self.calls[-1][1]
-        if isinstance(result, Exception):
-            d.errback(result)
-        else:
-            d.callback(result)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import attrs
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -9,6 +10,7 @@ from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
+from monit.auth.bound import BoundedVerifier
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.jwks import JWKS, jwks_http_client
@@ -16,10 +18,11 @@ from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSReq
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
 from monit.auth.options import AuthOptions
 from monit.auth.redis_connection import RedisConnection, RedisTarget, redis_endpoint
-from monit.auth.redis_verifier import RedisVerifier
+from monit.auth.redis_verifier import Deadline, RedisVerifier
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
 from monit.auth.signed import SignedJWTVerifier, fixed_key
 from monit.nats.tls import ClientTLS
+from monit.redact import redacted_url
 
 log = Logger()
 
@@ -31,13 +34,14 @@ class Verification:
     verifier: CachingVerifier
     jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
-    remote: RemoteVerifier | RedisVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
+    remote: BoundedVerifier | None = None  # the bound on the auth service's or Redis's checks, for the metrics
     jwks: JWKS | None = None  # a service of its own: fetches at start, and now and then
-    redis: RedisVerifier | None = None  # a service: connects to Redis at start, closes at stop
+    redis: MultiService | None = None  # Redis's lookups and their bound: connect at start; say and close at stop
+    backend: RemoteVerifier | RedisVerifier | None = None  # the auth service or Redis, whose trouble /readyz says
 
     def problems(self) -> list[str]:
         """What keeps tokens from being checked now, in words, backend by backend (for /readyz)."""
-        backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.remote]
+        backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.backend]
         return [problem for backend in backends if backend is not None and (problem := backend.problem)]
 
 
@@ -49,9 +53,8 @@ def verification_for(settings: AuthOptions, reactor: IReactorTime, nats: NATSReq
     jwt: JWTVerifier | None = None
     jwks: JWKS | None = None
     pool: HTTPConnectionPool | None = None
-    remote: RemoteVerifier | None = None
     local: ITokenVerifier | None = None
-    redis: RedisVerifier | None = None
+    asked: _Asked | None = None
     inner: ITokenVerifier
     if settings.insecure_no_auth:
         log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
@@ -61,25 +64,30 @@ def verification_for(settings: AuthOptions, reactor: IReactorTime, nats: NATSReq
             local, jwks = _signed(settings, reactor)
         elif settings.jwt_secret or not asks_a_service(settings):
             local = jwt = _hmac(settings, reactor, nats)
-        service: ITokenVerifier | None = None
         if settings.auth_url is not None:
             pool = remote_pool(reactor)
-            service = remote = RemoteVerifier(
-                remote_http_client(reactor, pool),
-                settings.auth_url,
-                reactor,
-                settings.auth_timeout,
-                settings.auth_concurrency,
-            )
+            asked = _remote(settings, reactor, pool)
         elif settings.auth_redis is not None:
-            service = redis = _redis(settings, reactor)
-        if service is None:
+            asked = _redis(settings, reactor)
+        if asked is None:
             assert local is not None
             inner = local
         else:
-            inner = service if local is None else FirstValid(local, service)
+            inner = asked.verifier if local is None else FirstValid(local, asked.verifier)
     cache = CachingVerifier(inner, reactor, ttl=cache_ttl(settings))
-    return Verification(cache, jwt, pool, remote if remote is not None else redis, jwks, redis)
+    if asked is None:
+        return Verification(cache, jwt, pool, jwks=jwks)
+    return Verification(cache, jwt, pool, asked.bound, jwks, asked.service, asked.backend)
+
+
+@attrs.frozen
+class _Asked:
+    """An auth service or Redis: the verifier that asks it, and its parts the service shows or runs."""
+
+    verifier: ITokenVerifier  # the backend behind its bound
+    bound: BoundedVerifier
+    backend: RemoteVerifier | RedisVerifier
+    service: MultiService | None = None  # started and stopped by the service
 
 
 def asks_a_service(settings: AuthOptions) -> bool:
@@ -127,14 +135,35 @@ def _signed(settings: AuthOptions, reactor: IReactorTime) -> tuple[SignedJWTVeri
     return SignedJWTVerifier(jwks.key_for, algorithms, reactor, _checks(settings)), jwks
 
 
-def _redis(settings: AuthOptions, reactor: IReactorTime) -> RedisVerifier:
-    """Sessions in Redis, over TLS for rediss:// (with --auth-redis-tls-ca's CA, else the system's)."""
+def _remote(settings: AuthOptions, reactor: IReactorTime, pool: HTTPConnectionPool) -> _Asked:
+    """An auth service asked over HTTP; a check that runs out of time is abandoned, freeing its slot."""
+    assert settings.auth_url is not None
+    remote = RemoteVerifier(remote_http_client(reactor, pool), settings.auth_url, reactor, settings.auth_timeout)
+    bound = BoundedVerifier(
+        remote, reactor, settings.auth_concurrency, log=remote.log, kind=redacted_url(settings.auth_url)
+    )
+    return _Asked(bound, bound, remote)
+
+
+def _redis(settings: AuthOptions, reactor: IReactorTime) -> _Asked:
+    """Sessions in Redis, over TLS for rediss:// (with --auth-redis-tls-ca's CA, else the system's).
+
+    The deadline answers callers in time; the bound behind it keeps each
+    lookup's slot until Redis answers.
+    """
     assert settings.auth_redis is not None
     target = RedisTarget.from_url(settings.auth_redis)
     tls = ClientTLS.from_files(settings.auth_redis_tls_ca).for_server(target.host) if target.tls else None
     endpoint = redis_endpoint(reactor, target, settings.auth_timeout, tls)
     connection = RedisConnection(target, endpoint, reactor, settings.auth_timeout)
-    return RedisVerifier(target, connection, reactor, settings.auth_timeout, settings.auth_concurrency)
+    redis = RedisVerifier(target, connection, reactor)
+    bound = BoundedVerifier(
+        redis, reactor, settings.auth_concurrency, log=redis.log, kind=str(target), checks="lookups"
+    )
+    service = MultiService()
+    redis.setServiceParent(service)
+    bound.setServiceParent(service)  # stopped first: its refusals are said before the connection closes
+    return _Asked(Deadline(bound, reactor, settings.auth_timeout), bound, redis, service)
 
 
 def cache_ttl(settings: AuthOptions) -> float:
