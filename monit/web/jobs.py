@@ -21,7 +21,7 @@ before (whose record the registry keeps for ``--retention``).
 """
 from __future__ import annotations
 
-from monit.inbox import BATCH_BYTES, Batch, Inbox, InboxClosed
+from monit.inbox import BATCH_BYTES, CLOSED, Batch, Inbox, InboxClosed
 from monit.sse import encode_gap, frame_id, tag_frame
 from monit.web.stream import EventStream
 
@@ -60,7 +60,7 @@ class _Job:
     def over(self) -> bool:
         """The job's latest run has ended and the reader has all of it."""
         run = self.current_run()
-        return run.closed and run.successor is None and self.cursor >= run.last_id
+        return run.state is CLOSED and run.successor is None and self.cursor >= run.last_id
 
 
 class JobsStream(EventStream):

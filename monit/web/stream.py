@@ -12,7 +12,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from monit.auth.recheck import Recheck
-from monit.inbox import Batch, Inbox
+from monit.inbox import CLOSED, Batch, Inbox
 from monit.registry import InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
@@ -95,7 +95,7 @@ class EventStream:
         inbox = self._inbox = self._registry.subscribe(inbox_id, self, after, maker=self._user)
         self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
         self._streams.add(self)
-        if inbox.closed:  # the replay was all there is
+        if inbox.state is CLOSED:  # the replay was all there is
             self.end()
 
     def deliver(self, batch: Batch) -> None:
