@@ -22,7 +22,7 @@ from monit.registry import InboxRegistry
 from monit.service import registry_options
 from monit.settings import Settings
 from monit.sse import KEEPALIVE, encode_error
-from monit.web.stream import EventStream, StreamSet
+from monit.web.stream import EventStream, OneJob, StreamSet
 
 from deferreds import result_of
 from verifiers import HandVerifier
@@ -137,7 +137,7 @@ def open_stream(
     registry: InboxRegistry, streams: StreamSet, clock: Clock, recheck: Recheck | None
 ) -> StreamingRequest:
     request = StreamingRequest()
-    EventStream(request, registry, streams, "grace", clock, 1000, None, recheck).run("s1")
+    EventStream(request, OneJob(registry, "s1"), streams, "grace", clock, 1000, None, recheck).run()
     return request
 
 

@@ -5,6 +5,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
+from monit.inbox import InboxState
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.routing import SLICE, Action, Malformed, Router, inbox_id_of, subject_table
@@ -90,12 +91,12 @@ def test_lifecycle_events_carry_their_subject_and_close_after_grace():
     router(msg("service.create", {"id": "job", "name": "web"}))
     router(msg("service.create.done", {"id": "job"}))
     inbox = registry.get("job")
-    assert inbox.opened and inbox.closing
+    assert inbox.state is InboxState.CLOSING
     frames = inbox.frames_after(0).data
     assert b'event: service.create\ndata: {"id":"job","name":"web"}' in frames
     assert b"event: service.create.done" in frames
     clock.advance(10)
-    assert registry.get("job").closed
+    assert registry.get("job").state is InboxState.CLOSED
 
 
 def test_irrelevant_subjects_are_ignored_quietly():

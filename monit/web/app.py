@@ -31,7 +31,7 @@ from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.sse import encode_error, encode_retry
-from monit.web.jobs import JobsStream
+from monit.web.jobs import ManyJobs
 from monit.web.page import (
     SESSION_SECONDS,
     cookie_safe,
@@ -39,7 +39,7 @@ from monit.web.page import (
     session_token,
     watch_page,
 )
-from monit.web.stream import EventStream, StreamSet
+from monit.web.stream import EventStream, OneJob, Source, StreamSet
 
 RETRY_AFTER_SECONDS = 5
 
@@ -359,12 +359,16 @@ class MonitWeb(Service):
         self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
     ) -> IResource | bytes:
         recheck = self._recheck(identity, token)
-        args = (request, self._registry, self.streams, identity.user, self._clock, self._max_pending)
+        source: Source
+        if len(inbox_ids) == 1:  # one job: frames exactly as the seed sent them
+            source = OneJob(self._registry, inbox_ids[0])
+        else:
+            source = ManyJobs(self._registry, inbox_ids)
+        stream = EventStream(
+            request, source, self.streams, identity.user, self._clock, self._max_pending, identity.expires, recheck
+        )
         try:
-            if len(inbox_ids) == 1:  # one job: frames exactly as the seed sent them
-                EventStream(*args, identity.expires, recheck).run(inbox_ids[0], after)
-            else:
-                JobsStream(*args, identity.expires, recheck).run_jobs(inbox_ids, after)
+            stream.run(after)
             return STREAMING
         except InboxClosed:
             request.setResponseCode(204)
