@@ -20,7 +20,7 @@ from monit.feed import JetStreamFeed
 from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
-from monit.nats.nkeys import Identity, creds_file, seed_file
+from monit.nats.nkeys import NATSUser, creds_file, seed_file
 from monit.nats.tls import ClientTLS
 from monit.registry import InboxRegistry
 from monit.routing import Router
@@ -73,7 +73,7 @@ class MonitService(MultiService):
             ping_interval=settings.nats_ping_interval,
             max_pings_out=settings.nats_max_pings_out,
             tls=_nats_tls(settings),
-            identity=_nats_identity(settings),
+            user=_nats_user(settings),
         )
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(reactor, **registry_options(settings))
@@ -185,7 +185,7 @@ def _nats_tls(settings: Settings) -> ClientTLS | None:
     return ClientTLS.from_files(settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key)
 
 
-def _nats_identity(settings: Settings) -> Identity | None:
+def _nats_user(settings: Settings) -> NATSUser | None:
     """The NKey or .creds user monit is to NATS, if one was given."""
     if settings.nats_creds is not None:
         return creds_file(settings.nats_creds)
