@@ -46,9 +46,9 @@ $(BIN)/nox: $(BIN)/python
 matrix: $(BIN)/nox
 	PATH="$(PYENV_PYTHONS)$$PATH" $(BIN)/nox --envdir $(VENV)/nox $(NOX_ARGS)
 
-# The chaos test alone (tests/test_chaos.py): CHAOS_SEED=N replays a failure's schedule, CHAOS_SECONDS=N changes its minute.
+# The chaos test alone (tests/scenarios/test_chaos.py): CHAOS_SEED=N replays a failure's schedule, CHAOS_SECONDS=N changes its minute.
 chaos: $(VENV)/.installed
-	CHAOS_SEED=$(CHAOS_SEED) CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest -q tests/test_chaos.py
+	CHAOS_SEED=$(CHAOS_SEED) CHAOS_SECONDS=$(CHAOS_SECONDS) $(BIN)/python -m pytest -q tests/scenarios/test_chaos.py
 
 run: $(VENV)/.installed
 	@token=$$($(BIN)/monit-token --secret $(DEV_SECRET) --user dev --lifetime 86400); \

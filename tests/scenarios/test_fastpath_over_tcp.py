@@ -12,7 +12,7 @@ import attrs
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor, tcp
+from twisted.internet import reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
@@ -60,20 +60,6 @@ async def stop(served: Served) -> None:
     await served.port.stopListening()
     served.web.stopService()
     await served.site.close_connections(reactor, 3)
-
-
-def test_the_fast_path_fits_this_twisted():
-    assert _fastpath.check() is None
-
-
-def test_a_twisted_whose_fields_changed_is_noticed(monkeypatch):
-    """As if a new Twisted buffered writes somewhere else."""
-
-    def write_elsewhere(self, data: bytes) -> None:
-        self.queued = getattr(self, "queued", b"") + data
-
-    monkeypatch.setattr(tcp.Connection, "write", write_elsewhere)
-    assert _fastpath.check() == "a write to a TCP transport is not counted as unsent"
 
 
 async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
@@ -131,4 +117,3 @@ async def test_when_the_fast_path_does_not_fit_streams_use_request_write_and_sti
         assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
     finally:
         await stop(served)
-

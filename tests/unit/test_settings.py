@@ -9,7 +9,7 @@ from monit.redact import redacted_url
 from monit.settings import Settings
 from monit.tap import Options
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def parse(*args: str) -> Settings:

@@ -12,7 +12,7 @@ from monit.settings import Settings
 from monit.web.jobs import ManyJobs
 from monit.web.stream import EventStream, StreamSet
 
-from test_web_stream import StreamingRequest, event
+from streamingrequest import StreamingRequest, event
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """The bound on token checks in flight, in front of a verifier answered by hand, with a fake clock.
 
 The bound in front of the auth service and of Redis, as monit puts it, is tested
-with them (test_auth_remote.py, test_auth_redis.py) and end to end (test_access.py).
+with them (unit/auth/test_remote.py, unit/auth/test_redis_verifier.py) and end to end (scenarios/test_access.py).
 """
 from __future__ import annotations
 

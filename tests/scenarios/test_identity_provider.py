@@ -330,6 +330,7 @@ def test_twistd_with_a_public_key(tmp_path: Path, nats_server, ec: Signer) -> No
         assert stop(process) == 0
 
 
+@pytest.mark.integration  # each case starts twistd
 @pytest.mark.parametrize(
     "args, said",
     [

@@ -15,3 +15,10 @@ def result_of(d: Deferred) -> Any:
     if isinstance(results[0], Failure):
         results[0].raiseException()
     return results[0]
+
+
+def answered(asked: Deferred) -> list:
+    """What the request has been answered with so far (nothing while it is held)."""
+    seen: list = []
+    asked.addBoth(lambda result: seen.append(result) or result)
+    return seen

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import pytest_twisted
 from twisted.internet.defer import CancelledError, ensureDeferred
 from twisted.internet.task import Clock
 
@@ -13,8 +12,6 @@ from monit.settings import Settings
 from monit.watch import TooSlow, Watch
 
 from deferreds import result_of
-from streams import job_message, start_monit
-from waiting import within
 
 
 def make(**settings) -> tuple[Clock, InboxRegistry, Settings]:
@@ -139,25 +136,3 @@ def test_follow_sees_every_job_and_one_failing_follower_does_not_stop_it(events)
     registry.publish("a", '{"n":4}')
     assert seen == [("b", Event(2, "message", {"n": 2})), ("a", Event(3, "message", {"n": 3}))]
     assert len([e for e in events if "log_failure" in e]) == 1
-
-
-@pytest.mark.integration
-@pytest_twisted.ensureDeferred
-async def test_a_program_acts_on_jobs_published_to_a_real_nats_server(nats_server, publisher):
-    monit = await start_monit(nats_server.url)
-    try:
-        followed: list[str] = []
-        monit.follow(lambda job, event: followed.append(job))
-        watcher = monit.watch("w1")
-        closed = monit.when_closed("w1")
-        publisher.publish("service.create", {"id": "w1"})
-        publisher.publish("monitor.user", job_message("w1", "one"))
-        publisher.publish("service.create.done", {"id": "w1", "status": "done"})
-        events = [await within(watcher.next()) for _ in range(3)]
-        assert [event.type for event in events] == ["service.create", "message", "service.create.done"]
-        assert events[1].data == {"body": "one", "level": "INFO"}
-        assert (await within(closed)).data == {"id": "w1", "status": "done"}
-        assert await within(watcher.next()) is None  # after the grace period
-        assert followed == ["w1"] * 3
-    finally:
-        await monit.stopService()

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import os
 import select
+import stat
 import subprocess
 import sysconfig
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 
 def script(name: str) -> str:
@@ -66,3 +68,10 @@ def wait_until_ready(base_url: str, timeout: float = 20.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{base_url} not ready within {timeout}s")
         time.sleep(0.02)
+
+
+def executable(path: Path, script: str) -> str:
+    """A shell script written at ``path`` and made executable: a stand-in for a program."""
+    path.write_text(script)
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)

@@ -1,57 +1,19 @@
 """One SSE response: unsubscribing on disconnect, and slow readers judged through the public API.
 
 These run on ``Request.write`` (a DummyRequest is not a TCP connection); the
-fast path has its own tests over a real socket in test_web_fastpath.py.
+fast path has its own tests over a real socket in tests/scenarios/test_fastpath_over_tcp.py.
 """
 import pytest
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
-from twisted.web.test.requesthelper import DummyRequest
 
 from monit.registry import InboxRegistry
 from monit.service import registry_options
 from monit.settings import Settings
 from monit.web.stream import EventStream, OneJob, StreamSet
 
-
-class StreamingRequest(DummyRequest):
-    """A response whose socket holds ``capacity`` bytes and pushes back past them.
-
-    DummyRequest drives producers as pull producers; a stream is a push
-    producer, paused while the socket is full and resumed once it drains.
-    """
-
-    def __init__(self, capacity: int = 4096):
-        super().__init__([b"events"])
-        self.transport = StringTransport()
-        self.capacity = capacity
-        self.producer = None
-        self.paused = False
-
-    def write(self, data: bytes) -> None:
-        super().write(data)
-        self.transport.write(data)
-        if len(self.transport.value()) > self.capacity and not self.paused and self.producer is not None:
-            self.paused = True
-            self.producer.pauseProducing()
-
-    def registerProducer(self, producer, streaming):
-        self.producer = producer
-
-    def unregisterProducer(self):
-        self.producer = None
-
-    def drain(self) -> None:
-        """The reader takes all the socket holds; the stream may write again."""
-        self.transport.clear()
-        if self.paused and self.producer is not None:
-            self.paused = False
-            self.producer.resumeProducing()
-
-    def ids(self) -> list[int]:
-        return [int(line[4:]) for line in b"".join(self.written).decode().split("\n") if line.startswith("id: ")]
+from streamingrequest import StreamingRequest, event
 
 
 @pytest.fixture
@@ -77,10 +39,6 @@ def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
     registry.publish("job", '"after"')
     clock.advance(0)
     assert b"after" not in b"".join(request.written)
-
-
-def event(n: int) -> str:
-    return '{"n":%d,"pad":"%s"}' % (n, "x" * 100)
 
 
 def test_past_max_pending_a_reader_falls_behind_then_catches_up_from_the_history(registry, clock):

@@ -12,7 +12,7 @@ from natsserver import free_port
 from processes import read_until, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration  # make, twistd, an embedded nats-server, curl
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def make(*args: str, **kwargs) -> subprocess.Popen:

@@ -1,6 +1,6 @@
 """A real browser's EventSource against monit: replay on reconnect, exactly once, and the end.
 
-Headless Chromium loads tests/browser/eventsource.html from a small page server
+Headless Chromium loads tests/support/browser/eventsource.html from a small page server
 in this process (another origin than monit's, so CORS is exercised); the page
 opens ``new EventSource(monit + "/events?stream=ID&token=…")`` and POSTs every
 happening to the page server's ``/report``, one report at a time, numbered.
@@ -45,7 +45,7 @@ from streams import SECRET, start_monit
 from waiting import wait_for
 
 pytestmark = pytest.mark.integration  # headless Chromium
-PAGE = Path(__file__).parent / "browser" / "eventsource.html"
+PAGE = Path(__file__).parents[1] / "support" / "browser" / "eventsource.html"
 STREAM = "browser-1"
 RETRY_MS = 200
 SETTLE_MS = 5 * RETRY_MS  # how long the page watches a CLOSED source for any further attempt

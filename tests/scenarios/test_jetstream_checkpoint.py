@@ -1,6 +1,6 @@
 """Restarts in seconds: a starting --jetstream instance replays from the checkpoint its peers keep.
 
-The checkpoint alone, then against real parts: a nats-server with JetStream,
+Against real parts: a nats-server with JetStream,
 monit instances in this process, nats-py as the engine and to read the
 bucket. The central test compares an instance started from the checkpoint
 with one that replayed the whole stream, inbox by inbox, frame by frame.
@@ -11,7 +11,6 @@ import base64
 import itertools
 import json
 
-import pytest
 import pytest_twisted
 
 from monit.checkpoint import Checkpoint, bucket_for
@@ -30,34 +29,10 @@ TIMERS = dict(grace=0.3, retention=4.0, expiry=2.0, abandon=2.5, jetstream_check
 LONG = {**TIMERS, "expiry": 300.0}  # jobs that are never opened stay for the whole test
 
 
-
 def key_of(settings: Settings) -> str:
     """The key of the checkpoints of an instance with these settings."""
     key: str = feed_options(settings)["checkpoint_key"]
     return key
-
-def test_a_checkpoint_is_used_only_for_the_stream_it_was_written_for():
-    checkpoint = Checkpoint(101, "2026-01-01T00:00:00Z")
-    assert Checkpoint.decode(checkpoint.encode()) == checkpoint
-    stream = {"created": "2026-01-01T00:00:00Z", "state": {"last_seq": 100, "messages": 100}}
-    assert checkpoint.unusable_for(stream) is None, "all of it read: the next message starts the replay"
-    assert "made at" in checkpoint.unusable_for({**stream, "created": "2026-02-02T00:00:00Z"})
-    assert "past the stream's last sequence 99" in checkpoint.unusable_for({**stream, "state": {"last_seq": 99}})
-
-
-@pytest.mark.parametrize("data", [b"", b"[]", b'{"horizon": 0, "created": "x"}', b'{"horizon": true, "created": "x"}',
-                                  b'{"horizon": 5}', b"\xff"])
-def test_a_checkpoint_that_is_not_one_is_refused(data):
-    with pytest.raises(ValueError):
-        Checkpoint.decode(data)
-
-
-def test_instances_share_a_checkpoint_only_with_the_same_settings_that_decide_what_is_kept():
-    assert key_of(Settings(history=10, heartbeat=1)) == key_of(Settings())
-    for other in (dict(retention=60), dict(abandon=7200), dict(expiry=5), dict(grace=1), dict(max_inboxes=10),
-                  dict(open_subjects=("job.start",)), dict(deliver_subjects=("job.log",))):
-        assert key_of(Settings(**other)) != key_of(Settings()), other
-    assert bucket_for("MONIT") == "MONIT_CHECKPOINTS" and bucket_for("odd~name") is None
 
 
 # Real parts

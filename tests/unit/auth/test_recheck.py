@@ -1,14 +1,13 @@
 """Rechecks of open streams' tokens: the verdicts, the spread, and the stream they end.
 
 A fake clock and a verifier answered by hand; the end-to-end run against a real
-auth service is in test_access.py.
+auth service is in tests/scenarios/test_access.py.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from test_web_stream import StreamingRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
@@ -25,6 +24,7 @@ from monit.sse import KEEPALIVE, encode_error
 from monit.web.stream import EventStream, OneJob, StreamSet
 
 from deferreds import result_of
+from streamingrequest import StreamingRequest
 from verifiers import HandVerifier
 
 TOKEN = "revocable-token-that-must-never-be-shown-0123456789"

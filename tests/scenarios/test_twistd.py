@@ -21,7 +21,7 @@ from publisher import Publisher
 
 SECRET = "twistd-secret"
 pytestmark = pytest.mark.integration  # twistd and curl as child processes
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 
