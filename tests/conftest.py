@@ -1,6 +1,7 @@
 from collections.abc import Iterator
 
 import pytest
+from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
@@ -51,6 +52,16 @@ def publisher(nats_server):
     publisher = Publisher(nats_server.url)
     yield publisher
     publisher.close()
+
+
+@pytest.fixture
+def clock(request: pytest.FixtureRequest) -> Clock:
+    """A fake reactor's clock, at 0 or where a ``clock_starts_at(seconds)`` mark on the test or its module says."""
+    clock = Clock()
+    starts_at = request.node.get_closest_marker("clock_starts_at")
+    if starts_at is not None:
+        clock.advance(starts_at.args[0])
+    return clock
 
 
 @pytest.fixture

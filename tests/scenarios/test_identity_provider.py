@@ -2,10 +2,8 @@
 as ``twistd monit``, real HTTP readers, a real nats-server."""
 from __future__ import annotations
 
-import http.server
 import json
 import subprocess
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,11 +20,9 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent
-from twisted.web.resource import Resource
-from twisted.web.server import Request as WebRequest
 from twisted.web.server import Site
-from twisted.web.util import redirectTo
 
+from jwks_provider import Provider, jwks_in_a_thread
 from natsserver import free_port
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher
@@ -38,28 +34,9 @@ MIN_REFETCH = 1.0  # seconds between fetches for unknown kids: monit's default
 AUTH_TIMEOUT = 2.0  # --auth-timeout's default
 
 
-class Provider(Resource):
-    """An identity provider's JWKS endpoint on loopback, whose keys the test rotates."""
-
-    isLeaf = True
-
-    def __init__(self, *signers: Signer) -> None:
-        super().__init__()
-        self.body = jwks(*signers)
-        self.redirect: str | None = None
-        self.requests = 0
-
-    def render_GET(self, request: WebRequest) -> bytes:
-        self.requests += 1
-        if self.redirect is not None:
-            return redirectTo(self.redirect.encode(), request)
-        request.setHeader(b"content-type", b"application/json")
-        return self.body
-
-
 @pytest.fixture
 def provider(rsa: Signer, ec: Signer, ed: Signer) -> Iterator[Provider]:
-    provider = Provider(rsa, ec, ed)
+    provider = Provider(jwks(rsa, ec, ed))
     port = reactor.listenTCP(0, Site(provider), interface="127.0.0.1")
     provider.url = f"http://127.0.0.1:{port.getHost().port}/realms/ops/protocol/openid-connect/certs"
     provider.port = port
@@ -183,7 +160,7 @@ async def test_while_the_jwks_is_down_known_keys_stream_unknown_ones_get_503_and
 async def test_a_redirect_is_not_followed_even_to_the_same_keys(
     monit, provider: Provider, rsa: Signer, ec: Signer, ed: Signer
 ) -> None:
-    elsewhere = Provider(rsa, ec, ed, Signer.make("ES256"))
+    elsewhere = Provider(jwks(rsa, ec, ed, Signer.make("ES256")))
     port = reactor.listenTCP(0, Site(elsewhere), interface="127.0.0.1")
     try:
         target = f"http://127.0.0.1:{port.getHost().port}/certs"
@@ -251,31 +228,10 @@ def refused(url: str, token: str) -> tuple[int, dict]:
     return caught.value.code, json.loads(caught.value.read())
 
 
-class ThreadedJWKS(http.server.BaseHTTPRequestHandler):
-    """The JWKS endpoint for a twistd test: http.server in a thread of its own."""
-
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def threaded_provider(rsa: Signer, ec: Signer) -> Iterator[str]:
-    ThreadedJWKS.body = jwks(rsa, ec)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ThreadedJWKS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
-    server.shutdown()
-    server.server_close()
+    with jwks_in_a_thread(jwks(rsa, ec)) as url:
+        yield url
 
 
 def watch_one_message(base: str, token: str, nats_url: str, job: str) -> bytes:

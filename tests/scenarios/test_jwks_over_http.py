@@ -3,9 +3,7 @@
 whose token names a key rotated in just after monit's last fetch."""
 from __future__ import annotations
 
-import http.server
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,7 @@ from monit.auth.jwks import JWKS, jwks_http_client
 
 from devtools import Browser
 from dripping import drip  # noqa: F401 (a fixture)
+from jwks_provider import ThreadedJWKS, jwks_in_a_thread
 from natsserver import free_port
 from processes import script, stop, wait_until_ready
 from signing import AUDIENCE, ISSUER, Signer, jwks
@@ -49,33 +48,10 @@ async def test_a_dripped_body_times_out_and_each_attempt_closes_its_connection(d
 # A browser's EventSource gives up for good on a 401 (and on any status but 200)
 
 
-class ThreadedJWKS(http.server.BaseHTTPRequestHandler):
-    """The JWKS endpoint for twistd: http.server in a thread of its own, counting its requests."""
-
-    body = b""
-    requests = 0
-
-    def do_GET(self) -> None:
-        type(self).requests += 1
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def threaded_provider(rsa: Signer) -> Iterator[str]:
-    ThreadedJWKS.body, ThreadedJWKS.requests = jwks(rsa), 0
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), ThreadedJWKS)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/.well-known/jwks.json"
-    server.shutdown()
-    server.server_close()
+    with jwks_in_a_thread(jwks(rsa)) as url:
+        yield url
 
 
 OPEN_SOURCE = """

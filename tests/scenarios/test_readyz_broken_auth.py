@@ -6,34 +6,16 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
-from twisted.web.server import Request as WebRequest
+from twisted.web.server import Site
 
+from auth_service import OneAnswerAuthService
 from streams import start_monit
 from waiting import within
 
 
-class AuthService(Resource):
-    """Answers with ``code`` (a verdict for 200), or holds the request (``hang``)."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.code = 200
-        self.hang = False
-
-    def render_GET(self, request: WebRequest) -> bytes | int:
-        if self.hang:
-            return NOT_DONE_YET
-        request.setResponseCode(self.code)
-        return b'{"username": "alice"}' if self.code == 200 else b"{}"
-
-
 @pytest.fixture
 def auth_service():
-    service = AuthService()
+    service = OneAnswerAuthService(body=b'{"username": "alice"}')
     port = reactor.listenTCP(0, Site(service), interface="127.0.0.1")
     service.url = f"http://127.0.0.1:{port.getHost().port}/check"
     yield service

@@ -1,7 +1,9 @@
-"""A platform's token check over real HTTP (``--auth-url``), counting its calls, to hold or answer."""
+"""A platform's token check (``--auth-url``): over real HTTP, counting its calls, to hold or answer; and one that
+gives every check the one answer the test sets."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -9,8 +11,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.protocols.policies import WrappingFactory
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import Request as WebRequest
 
 from waiting import wait_for
 
@@ -83,6 +87,39 @@ class AuthService(Resource):
         for protocol in list(self.factory.protocols):
             protocol.transport.loseConnection()
         await wait_for(lambda: not self.factory.protocols, what="auth service connections closed")
+
+
+class OneAnswerAuthService(Resource):
+    """Answers every check with one status and body, which the test may change, and records
+    what it was sent; with ``hang`` set it never answers. For StubTreq, or served on loopback."""
+
+    isLeaf = True
+
+    def __init__(self, code: int = 200, body: bytes = b"{}", hang: bool = False) -> None:
+        super().__init__()
+        self.code = code
+        self.body = body
+        self.hang = hang
+        self.calls: list[dict[str, Any]] = []
+        self.lost: list[Failure] = []
+        self.set_cookie = False
+
+    def render_GET(self, request: WebRequest) -> bytes | int:
+        self.calls.append(
+            {
+                "x-auth-token": request.getHeader(b"x-auth-token"),
+                "authorization": request.requestHeaders.getRawHeaders(b"authorization"),
+                "cookie": request.getHeader(b"cookie"),
+                "port": request.getClientAddress().port,
+            }
+        )
+        if self.hang:
+            request.notifyFinish().addErrback(self.lost.append)
+            return NOT_DONE_YET
+        if self.set_cookie:
+            request.addCookie(b"session", b"first-caller", path=b"/")
+        request.setResponseCode(self.code)
+        return self.body
 
 
 @pytest.fixture

@@ -1,11 +1,11 @@
-"""A token verifier the test answers by hand: the one fake ITokenVerifier of the auth tests."""
+"""Fake token verifiers for the auth tests: one the test answers by hand, one that raises."""
 from __future__ import annotations
 
 import attrs
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from monit.auth.interface import Identity, ITokenVerifier
+from monit.auth.interface import AuthUnavailable, Identity, ITokenVerifier
 
 
 @implementer(ITokenVerifier)
@@ -26,3 +26,11 @@ class HandVerifier:
             d.errback(result)
         else:
             d.callback(result)
+
+
+@implementer(ITokenVerifier)
+class RaisingVerifier:
+    """Raises instead of returning a Deferred, as a verifier that is not connected might."""
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        raise AuthUnavailable("not connected")

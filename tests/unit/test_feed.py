@@ -1,77 +1,17 @@
 """The feed's looks at the stream, step by step: a fake JetStream played by the test, a fake clock."""
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import attrs
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from monit.feed import JetStreamFeed
-from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.routing import ID_SHIFT, Router
 from monit.service import feed_options, registry_options, router_options
 from monit.settings import Settings
 
+from fakenats import FakeJetStream
+
 CHECK = 5.0
-NOT_FOUND = {"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}
-
-
-@attrs.define
-class Subscription:
-    subject: str
-    callback: Any
-    owner: FakeJetStream
-
-    def unsubscribe(self) -> None:
-        self.owner.subscriptions.pop(self.subject, None)
-
-
-@attrs.define
-class FakeJetStream:
-    """A NATS client whose JetStream API is a dict the test changes: ``stream`` (None: gone)."""
-
-    stream: dict | None
-    create_error: dict | None = None
-    consumers: list[dict] = attrs.Factory(list)
-    subscriptions: dict[str, Subscription] = attrs.Factory(dict)
-    reconnects: int = 0
-
-    def when_connected(self) -> Deferred[None]:
-        return succeed(None)
-
-    def request(self, subject: str, payload: bytes = b"", timeout: float | None = None) -> Deferred[Msg]:
-        api = subject.removeprefix("$JS.API.")
-        body = json.loads(payload) if payload else None
-        if api.startswith("STREAM.INFO."):
-            answer = self.stream if self.stream is not None else NOT_FOUND
-        elif api.startswith("STREAM.CREATE."):
-            answer = self.create_error or self.made(body)
-        elif api.startswith("CONSUMER.CREATE."):
-            self.consumers.append(body["config"])
-            answer = {"name": f"c{len(self.consumers)}"}
-        else:
-            answer = {}
-        return succeed(Msg(subject, json.dumps(answer).encode()))
-
-    def made(self, config: dict) -> dict:
-        self.stream = {"created": "made by monit", "config": config, "state": {"messages": 0, "last_seq": 0}}
-        return self.stream
-
-    def subscribe(self, subject: str, callback: Any) -> Subscription:
-        self.subscriptions[subject] = Subscription(subject, callback, self)
-        return self.subscriptions[subject]
-
-    def publish(self, subject: str, payload: bytes, reply: str | None = None) -> None:
-        pass
-
-    def deliver(self, stream_seq: int, consumer_seq: int, job: str = "job") -> None:
-        [subscription] = self.subscriptions.values()
-        reply = f"$JS.ACK.S.c.1.{stream_seq}.{consumer_seq}.{1_000 * 10**9}.0"  # stored when the clock starts
-        payload = json.dumps({"id": job, "messages": [{"seq": stream_seq}]}).encode()
-        subscription.callback(Msg("monitor.user", payload, reply))
 
 
 def operators(last_seq: int, created: str = "t1") -> dict:

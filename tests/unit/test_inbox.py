@@ -7,22 +7,7 @@ from monit.registry import InboxRegistry
 from monit.service import registry_options
 from monit.settings import Settings
 
-
-class Reader:
-    def __init__(self):
-        self.received = b""
-        self.writes = 0
-        self.ended = False
-
-    def deliver(self, batch) -> None:
-        self.received += batch.data
-        self.writes += 1
-
-    def end(self) -> None:
-        self.ended = True
-
-    def ids(self) -> list[int]:
-        return [int(line[4:]) for line in self.received.decode().split("\n") if line.startswith("id: ")]
+from inboxreader import InboxReader
 
 
 def make_registry(**kwargs):
@@ -34,7 +19,7 @@ def test_late_reader_gets_history_then_live_events():
     clock, registry = make_registry()
     registry.open("job1", '{"id":"job1"}', "service.create")
     registry.publish("job1", '{"body":"one"}')
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job1", reader)
     registry.publish("job1", '{"body":"two"}')
     clock.advance(0)
@@ -45,7 +30,7 @@ def test_late_reader_gets_history_then_live_events():
 
 def test_each_reader_gets_the_same_encoded_frame():
     clock, registry = make_registry()
-    readers = [Reader(), Reader()]
+    readers = [InboxReader(), InboxReader()]
     for reader in readers:
         registry.subscribe("job", reader)
     registry.publish("job", '"x"')
@@ -57,7 +42,7 @@ def test_replay_after_an_id():
     clock, registry = make_registry()
     for n in range(5):
         registry.publish("job", str(n))
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=3)
     assert reader.ids() == [4, 5]
 
@@ -66,14 +51,14 @@ def test_history_is_bounded():
     clock, registry = make_registry(history=3)
     for n in range(10):
         registry.publish("job", str(n))
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader)
     assert reader.ids() == [8, 9, 10]
 
 
 def test_close_is_delivered_then_streams_end_after_grace():
     clock, registry = make_registry()
-    reader = Reader()
+    reader = InboxReader()
     registry.open("job", "{}", "service.create")
     registry.subscribe("job", reader)
     registry.close("job", "{}", "service.create.done")
@@ -81,7 +66,7 @@ def test_close_is_delivered_then_streams_end_after_grace():
     assert b"event: service.create.done" in reader.received
     clock.advance(9.9)
     assert not reader.ended
-    late = Reader()
+    late = InboxReader()
     registry.subscribe("job", late)
     assert late.ids() == [1, 2]
     clock.advance(0.1)
@@ -98,11 +83,11 @@ def test_closed_record_gives_the_rest_then_nothing():
         registry.publish("job", str(n))
     registry.close("job", "{}", "service.create.done")
     clock.advance(10)
-    rest = Reader()
+    rest = InboxReader()
     inbox = registry.subscribe("job", rest, after=2)
     assert inbox.closed and rest.ids() == [3, 4]
     assert not inbox.subscribers, "a closed inbox keeps no readers"
-    everything = Reader()
+    everything = InboxReader()
     registry.subscribe("job", everything)
     assert everything.ids() == [1, 2, 3, 4]
     with pytest.raises(InboxClosed):
@@ -116,7 +101,7 @@ def test_activity_revives_a_closed_record_and_ids_go_on():
     registry.close("job", "{}", "service.create.done")
     clock.advance(10)
     registry.open("job", "{}", "service.delete")
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=2)
     assert reader.ids() == [3] and not registry.get("job").closed
     clock.advance(600)
@@ -161,7 +146,7 @@ def test_a_reader_behind_the_history_is_told_of_the_gap():
     clock, registry = make_registry(history=3)
     for n in range(10):
         registry.publish("job", str(n))
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=2)
     assert reader.received.startswith(b'event: gap\ndata: {"from":3,"to":7}\n\n')
     assert reader.ids() == [8, 9, 10]
@@ -170,15 +155,15 @@ def test_a_reader_behind_the_history_is_told_of_the_gap():
 def test_a_reader_from_an_earlier_life_gets_everything():
     clock, registry = make_registry()
     registry.publish("job", "1")
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=57)
     assert reader.ids() == [1]
 
 
 def test_inbox_limit_when_every_inbox_is_watched():
     clock, registry = make_registry(max_inboxes=2)
-    registry.subscribe("a", Reader())
-    registry.subscribe("b", Reader())
+    registry.subscribe("a", InboxReader())
+    registry.subscribe("b", InboxReader())
     registry.admit("a")
     with pytest.raises(InboxLimit):
         registry.admit("c")
@@ -190,7 +175,7 @@ def test_inbox_limit_when_every_inbox_is_watched():
 
 def test_base64_payloads():
     clock, registry = make_registry(base64=True)
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader)
     registry.publish("job", '{"body":"é"}')
     clock.advance(0)
@@ -200,7 +185,7 @@ def test_base64_payloads():
 @pytest.mark.parametrize("after_grace", [False, True])
 def test_a_job_that_opens_again_after_its_close_starts_a_new_run(after_grace):
     clock, registry = make_registry()
-    old = Reader()
+    old = InboxReader()
     registry.open("job", "{}", "service.create")
     registry.subscribe("job", old)
     registry.close("job", "{}", "service.create.done")
@@ -210,11 +195,11 @@ def test_a_job_that_opens_again_after_its_close_starts_a_new_run(after_grace):
     assert old.ids() == [1, 2] and old.ended == after_grace, "a run's readers end when its grace is over"
     clock.advance(10)
     assert old.ended and old.ids() == [1, 2]
-    new = Reader()
+    new = InboxReader()
     registry.subscribe("job", new)
     assert new.ids() == [3] and b"done" not in new.received and b"gap" not in new.received
     registry.admit("job", after=2)  # it has all of run 1: on into run 2, from its start, with no notice
-    onward = Reader()
+    onward = InboxReader()
     registry.subscribe("job", onward, after=2)
     assert onward.ids() == [3] and b"gap" not in onward.received and not onward.ended
 
@@ -228,12 +213,12 @@ def test_a_reader_of_a_run_before_the_latest_gets_the_rest_of_it_and_its_end():
     registry.open("job", "{}", "service.create")  # run 2, in run 1's grace period
     registry.publish("job", '{"n":2}')
     clock.advance(0)
-    in_grace = Reader()
+    in_grace = InboxReader()
     registry.subscribe("job", in_grace, after=1)
     assert in_grace.ids() == [2, 3] and not in_grace.ended, "run 1's rest, then its end when its grace is over"
     clock.advance(10)
     assert in_grace.ended and in_grace.ids() == [2, 3]
-    late = Reader()
+    late = InboxReader()
     registry.admit("job", after=2)
     inbox = registry.subscribe("job", late, after=2)
     assert late.ids() == [3] and inbox.closed, "a closed run's record: the rest of it, and the caller ends"
@@ -251,7 +236,7 @@ def test_a_run_record_goes_after_its_retention_and_a_reader_of_it_is_told_of_the
     held = registry.history_bytes
     clock.advance(10 + 600)
     assert registry.history_bytes < held, "the record's history is let go"
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=1)
     text = reader.received.decode()
     assert text.startswith('event: gap\ndata: {"from":2,"to":3}') and reader.ids() == [4]
@@ -265,7 +250,7 @@ def test_a_job_that_runs_again_and_again_keeps_each_run_for_its_retention():
         registry.close("job", "{}", "service.create.done")
         clock.advance(1)
     for after, first in ((0, 7), (1, 2), (3, 4), (5, 6), (6, 7)):
-        reader = Reader()
+        reader = InboxReader()
         registry.subscribe("job", reader, after=after)
         assert reader.ids()[0] == first, after
     registry.close_all()
@@ -281,14 +266,14 @@ def test_a_reader_with_an_id_beyond_a_closed_jobs_last_is_a_stranger_not_done():
     with pytest.raises(InboxClosed):
         registry.admit("job", after=2)
     registry.admit("job", after=7)
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=7)
     assert reader.received.startswith(b'event: gap\ndata: {"from":null,"to":null}') and reader.ids() == [1, 2]
 
 
 def test_unwatched_unopened_inbox_expires():
     clock, registry = make_registry()
-    reader = Reader()
+    reader = InboxReader()
     inbox = registry.subscribe("job", reader)
     clock.advance(1000)
     assert "job" in registry, "a watched inbox does not expire"
@@ -322,7 +307,7 @@ def test_opened_inbox_is_abandoned_only_after_a_long_silence():
 
 def test_close_all_ends_every_stream_and_timer():
     clock, registry = make_registry()
-    readers = [Reader(), Reader()]
+    readers = [InboxReader(), InboxReader()]
     registry.subscribe("a", readers[0])
     registry.subscribe("b", readers[1])
     registry.close_all()
@@ -333,9 +318,9 @@ def test_close_all_ends_every_stream_and_timer():
 
 def test_a_reader_that_leaves_while_being_sent_to_does_not_break_delivery():
     clock, registry = make_registry()
-    others = Reader()
+    others = InboxReader()
 
-    class Leaver(Reader):
+    class Leaver(InboxReader):
         def deliver(self, batch):
             super().deliver(batch)
             registry.unsubscribe(inbox, self)
@@ -363,7 +348,7 @@ def test_inbox_ids():
 
 def test_events_of_one_turn_reach_each_reader_in_one_write():
     clock, registry = make_registry()
-    readers = [Reader(), Reader()]
+    readers = [InboxReader(), InboxReader()]
     for reader in readers:
         registry.subscribe("job", reader)
     for n in range(50):
@@ -377,7 +362,7 @@ def test_events_of_one_turn_reach_each_reader_in_one_write():
 
 def test_a_reader_joining_mid_turn_gets_each_event_once():
     clock, registry = make_registry()
-    early, late = Reader(), Reader()
+    early, late = InboxReader(), InboxReader()
     registry.subscribe("job", early)
     registry.publish("job", "1")
     registry.subscribe("job", late)
@@ -387,7 +372,7 @@ def test_a_reader_joining_mid_turn_gets_each_event_once():
     assert late.ids() == [1, 2]
 
 
-class Broken(Reader):
+class Broken(InboxReader):
     """A reader whose delivery raises, as a buggy subscriber might."""
 
     def deliver(self, batch) -> None:
@@ -396,7 +381,7 @@ class Broken(Reader):
 
 def test_a_reader_that_raises_is_detached_and_the_others_get_every_event(events):
     clock, registry = make_registry()
-    broken, first, second = Broken(), Reader(), Reader()
+    broken, first, second = Broken(), InboxReader(), InboxReader()
     registry.subscribe("job1", broken)  # first in line: it raises before the others are served
     registry.subscribe("job1", first)
     registry.subscribe("job2", second)  # an inbox flushed after the broken one, in the same turn
@@ -427,7 +412,7 @@ def test_a_reader_whose_id_is_from_no_history_of_ours_is_told_then_gets_everythi
     clock, registry = make_registry()
     for n in range(3):
         registry.publish("job", f'{{"n":{n}}}')
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader, after=10**12)
     assert reader.received.startswith(b'event: gap\ndata: {"from":null,"to":null}\n\n')
     assert reader.ids() == [1, 2, 3]

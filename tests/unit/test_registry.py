@@ -7,16 +7,7 @@ from monit.registry import InboxRegistry
 from monit.service import registry_options
 from monit.settings import Settings
 
-
-class Reader:
-    def __init__(self):
-        self.received = b""
-
-    def deliver(self, batch) -> None:
-        self.received += batch.data
-
-    def end(self) -> None:
-        pass
+from inboxreader import InboxReader
 
 
 def make(**settings) -> tuple[Clock, InboxRegistry]:
@@ -26,7 +17,7 @@ def make(**settings) -> tuple[Clock, InboxRegistry]:
 
 def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes():
     clock, registry = make(max_inboxes=100)
-    registry.subscribe("watched", Reader())
+    registry.subscribe("watched", InboxReader())
     for n in range(30):
         registry.open(f"idle{n}", "{}", "service.create")
         clock.advance(1)
@@ -34,7 +25,7 @@ def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes(
         registry.close(f"idle{n}", "{}", "service.create.done")
     clock.advance(10)  # the grace period: ten are closed records now
     for n in range(69):
-        reader = Reader()
+        reader = InboxReader()
         registry.subscribe(f"asked{n}", reader, maker="mallory")
         registry.unsubscribe(registry.get(f"asked{n}"), reader)
     assert len(registry) == 100
@@ -57,7 +48,7 @@ def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes(
 def test_an_inbox_a_reader_made_still_goes_first_once_a_close_event_reached_it():
     """No job opened it: a close event without an open does not make it the job's."""
     clock, registry = make(max_inboxes=20)
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("asked", reader, maker="mallory")
     registry.unsubscribe(registry.get("asked"), reader)
     for n in range(19):
@@ -80,13 +71,13 @@ def test_a_reader_only_displaces_what_readers_made():
 def test_one_user_makes_a_bounded_number_of_inboxes_nobody_opened():
     clock, registry = make(max_inboxes_per_user=3)
     for n in range(3):
-        registry.subscribe(f"s{n}", Reader(), maker="mallory")
+        registry.subscribe(f"s{n}", InboxReader(), maker="mallory")
     with pytest.raises(UserInboxLimit):
         registry.admit("s3", maker="mallory")
-    registry.subscribe("s3", Reader(), maker="alice")  # another user is not held back
+    registry.subscribe("s3", InboxReader(), maker="alice")  # another user is not held back
     registry.open("s0", "{}", "service.create")  # a job took one over: it no longer counts
-    registry.subscribe("s4", Reader(), maker="mallory")
-    registry.subscribe("s0", Reader(), maker="mallory")  # watching an existing inbox costs nothing
+    registry.subscribe("s4", InboxReader(), maker="mallory")
+    registry.subscribe("s0", InboxReader(), maker="mallory")  # watching an existing inbox costs nothing
 
 
 def test_a_flood_of_new_job_ids_never_refuses_a_job_and_never_grows_past_the_limit():
@@ -109,7 +100,7 @@ def test_histories_stay_within_the_memory_budget_least_recently_active_trimmed_f
         assert registry.history_bytes <= 20_000
     old, new = registry.get("old"), registry.get("new")
     assert old.bytes < new.bytes and registry.history_bytes == old.bytes + new.bytes
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("old", reader, after=1)  # resuming into trimmed history
     assert b"event: gap" in reader.received
 
@@ -144,7 +135,7 @@ def test_an_event_delivered_again_is_not_taken_twice():
     registry.publish("job", '{"n":1}', event_id=5 << 20)
     registry.publish("job", '{"n":1}', event_id=5 << 20)
     registry.publish("job", '{"n":2}', event_id=(5 << 20) + 1)
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader)
     assert reader.received.count(b"data:") == 2
 
@@ -153,7 +144,7 @@ def test_ids_from_the_stream_have_holes_and_readers_resume_between_them():
     clock, registry = make(history=3)
     for seq in (3, 9, 12, 20, 31):
         registry.publish("job", f'{{"seq":{seq}}}', event_id=seq << 20)
-    fresh, resumed, behind = Reader(), Reader(), Reader()
+    fresh, resumed, behind = InboxReader(), InboxReader(), InboxReader()
     registry.subscribe("job", fresh)
     registry.subscribe("job", resumed, after=12 << 20)
     registry.subscribe("job", behind, after=3 << 20)
@@ -184,7 +175,7 @@ def test_jetstream_ids_come_from_the_stream_and_the_latest_is_known():
 
 def test_room_for_several_inboxes_is_checked_at_once():
     clock, registry = make(max_inboxes_per_user=5)
-    registry.follow_job("old", Reader(), "mallory")
+    registry.follow_job("old", InboxReader(), "mallory")
     registry.admit_many(["old", "n1", "n2", "n3", "n4"], "mallory")  # four new: five in all
     with pytest.raises(UserInboxLimit):
         registry.admit_many(["n1", "n2", "n3", "n4", "n5"], "mallory")
@@ -194,12 +185,12 @@ def test_room_for_several_inboxes_is_checked_at_once():
 def test_watching_adds_a_follower_without_a_replay_and_a_closed_inbox_keeps_it_for_the_next_run():
     clock, registry = make(grace=1, retention=5)
     registry.publish("a", "{}")
-    reader = Reader()
+    reader = InboxReader()
     inbox = registry.follow_job("a", reader, "alice")
     assert reader in inbox.subscribers and reader.received == b""
     registry.close("c", "{}", "service.create.done")
     clock.advance(2)
-    follower = Reader()
+    follower = InboxReader()
     closed = registry.follow_job("c", follower, "alice")
     assert closed.closed and follower in closed.subscribers
     clock.advance(10)
@@ -215,7 +206,7 @@ def test_watching_adds_a_follower_without_a_replay_and_a_closed_inbox_keeps_it_f
 def test_after_flush_runs_once_every_inbox_has_handed_out_its_events():
     clock, registry = make()
     seen: list[int] = []
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("a", reader)
     registry.publish("a", "{}")
     registry.after_flush(lambda: seen.append(len(reader.received)))

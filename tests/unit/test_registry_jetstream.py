@@ -6,17 +6,7 @@ from monit.routing import ID_SHIFT
 from monit.service import registry_options
 from monit.settings import Settings
 
-
-class Reader:
-    def __init__(self):
-        self.received = b""
-        self.ended = False
-
-    def deliver(self, batch) -> None:
-        self.received += batch.data
-
-    def end(self) -> None:
-        self.ended = True
+from inboxreader import InboxReader
 
 
 def make() -> tuple[Clock, InboxRegistry]:
@@ -31,11 +21,11 @@ def at(seq: int, index: int = 0) -> int:
 
 def test_a_reset_ends_every_inbox_and_stream_forgets_ids_and_keeps_the_counters():
     clock, registry = make()
-    reader = Reader()
+    reader = InboxReader()
     registry.open("a", "{}", "service.create", at(1))
     registry.subscribe("a", reader)
     registry.publish("b", "{}", None, at(2))
-    registry.subscribe("made-by-reader", Reader(), maker="alice")
+    registry.subscribe("made-by-reader", InboxReader(), maker="alice")
     events = registry.events
     registry.reset()
     assert len(registry) == 0 and reader.ended and registry.last_id == 0
@@ -48,7 +38,7 @@ def test_a_reset_ends_every_inbox_and_stream_forgets_ids_and_keeps_the_counters(
 def test_the_first_needed_id_is_the_oldest_kept_runs_first_event():
     clock, registry = make()
     assert registry.first_needed_id() is None
-    registry.subscribe("watched-before-any-event", Reader(), maker="alice")
+    registry.subscribe("watched-before-any-event", InboxReader(), maker="alice")
     assert registry.first_needed_id() is None, "an inbox with no event needs nothing"
     registry.publish("b", "{}", None, at(7, 3))
     registry.open("c", "{}", "service.create", at(9))

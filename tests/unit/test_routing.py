@@ -12,16 +12,7 @@ from monit.routing import SLICE, Action, Malformed, Router, inbox_id_of, subject
 from monit.service import registry_options, router_options
 from monit.settings import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS, Settings
 
-
-class Reader:
-    def __init__(self):
-        self.frames = []
-
-    def deliver(self, batch):
-        self.frames.append(batch.data)
-
-    def end(self):
-        pass
+from inboxreader import InboxReader
 
 
 def make_router(**kwargs):
@@ -75,7 +66,7 @@ def test_unusable_ids(payload):
 
 def test_each_element_of_messages_is_one_event():
     clock, registry, router = make_router()
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("1a2b", reader)
     router(msg("monitor.user", {"service": "env-1a2b", "messages": [
         {"body": "one", "level": "INFO"}, {"body": "two", "level": "ERROR"}]}))
@@ -120,7 +111,7 @@ def test_irrelevant_subjects_are_ignored_quietly():
 )
 def test_bad_input_is_counted_and_the_next_good_message_arrives(payload):
     clock, registry, router = make_router()
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("1", reader)
     router(msg("monitor.user", payload))
     router(msg("monitor.user", {"id": "1", "messages": [{"body": "good"}]}))
@@ -135,7 +126,7 @@ def test_numbers_json_parse_refuses_are_skipped_as_not_json(subject, number):
     """Python reads NaN, Infinity and 1e999 (as inf); a browser's JSON.parse would refuse
     the bare NaN/Infinity monit would send on, so the whole message is skipped."""
     clock, registry, router = make_router()
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("1", reader)
     logged = []
     globalLogPublisher.addObserver(logged.append)
@@ -153,7 +144,7 @@ def test_numbers_json_parse_refuses_are_skipped_as_not_json(subject, number):
 
 def test_finite_numbers_pass_and_stay_strict_json():
     clock, registry, router = make_router()
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("1", reader)
     big = "1" + "0" * 400
     payload = '{"id": "1", "messages": [{"a": 1.5, "b": 1e308, "c": -2.5e-300, "d": %s, "e": 0}]}' % big
@@ -182,7 +173,7 @@ def test_messages_past_the_inbox_limit_are_counted_and_skipped():
     registry = InboxRegistry(clock, **registry_options(settings))
     router = Router(registry, **router_options(settings))
     router(msg("service.create", {"id": "first"}))
-    registry.subscribe("first", Reader())  # a watched inbox is never displaced
+    registry.subscribe("first", InboxReader())  # a watched inbox is never displaced
     router(msg("service.create", {"id": "second"}))
     router(msg("monitor.user", {"id": "first", "messages": [{"body": "ok"}]}))
     assert router.refused == 1 and router.malformed == 0

@@ -23,11 +23,6 @@ LOG = Logger(namespace="monit.auth.backend")
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def inner() -> HandVerifier:
     return HandVerifier()
 

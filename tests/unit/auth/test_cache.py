@@ -14,10 +14,11 @@ from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, IToken
 from monit.auth.jwt_verifier import JWTVerifier
 
 from deferreds import result_of
-from verifiers import HandVerifier
+from verifiers import HandVerifier, RaisingVerifier
 
 TOKEN = "token-that-must-never-be-stored-0123456789"
 ALICE = Identity(user="alice", claims={"username": "alice"}, expires=None)
+pytestmark = pytest.mark.clock_starts_at(1_000)
 
 
 
@@ -26,13 +27,6 @@ def has_fired(d: Deferred) -> bool:
     fired: list = []
     d.addBoth(lambda r: fired.append(r) or r)
     return bool(fired)
-
-
-@pytest.fixture
-def clock() -> Clock:
-    clock = Clock()
-    clock.advance(1_000)
-    return clock
 
 
 @pytest.fixture
@@ -261,13 +255,8 @@ def test_a_synchronous_inner_verifier(clock: Clock) -> None:
 
 
 def test_an_inner_verifier_raising(clock: Clock) -> None:
-    @implementer(ITokenVerifier)
-    class Raising:
-        def verify(self, token: str) -> Deferred[Identity]:
-            raise AuthUnavailable("not connected")
-
     with pytest.raises(AuthUnavailable):
-        result_of(CachingVerifier(Raising(), clock, ttl=30).verify(TOKEN))
+        result_of(CachingVerifier(RaisingVerifier(), clock, ttl=30).verify(TOKEN))
 
 
 def test_in_front_of_the_jwt_verifier(clock: Clock) -> None:

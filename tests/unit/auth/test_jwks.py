@@ -12,9 +12,6 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
-from twisted.web.server import Request as WebRequest
 
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, InvalidToken
@@ -23,45 +20,13 @@ from monit.auth.jwt_verifier import ClaimChecks
 from monit.auth.signed import SignedJWTVerifier
 
 from deferreds import result_of
+from jwks_provider import Provider
 from signing import AUDIENCE, ISSUER, Signer, jwks
 
 URL = "https://id.example/realms/ops/protocol/openid-connect/certs"
 MIN_REFETCH = 1.0
 REFRESH = 600.0
 TIMEOUT = 2.0
-
-
-class Provider(Resource):
-    """An identity provider's JWKS endpoint: answers with ``code`` and ``body``, or holds the request (``hang``)."""
-
-    isLeaf = True
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__()
-        self.body = body
-        self.code = 200
-        self.headers: dict[bytes, bytes] = {}
-        self.hang = False
-        self.held: list[WebRequest] = []
-        self.requests = 0
-
-    def render_GET(self, request: WebRequest) -> bytes | int:
-        self.requests += 1
-        if self.hang:
-            self.held.append(request)
-            return NOT_DONE_YET
-        request.setResponseCode(self.code)
-        for name, value in self.headers.items():
-            request.setHeader(name, value)
-        return self.body
-
-    def answer_held(self, stub: StubTreq) -> None:
-        """Answer the requests held, with the body as it is now."""
-        held, self.held = self.held, []
-        for request in held:
-            request.write(self.body)
-            request.finish()
-        stub.flush()
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +38,6 @@ def weak() -> Signer:
 @pytest.fixture
 def provider(rsa: Signer, ec: Signer) -> Provider:
     return Provider(jwks(rsa, ec))
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 def make_keys(http: Any, clock: Clock, url: str = URL) -> JWKS:

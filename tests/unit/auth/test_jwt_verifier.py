@@ -5,7 +5,6 @@ import hmac
 import json
 from typing import Any
 
-import attrs
 import jwt
 import pytest
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -25,11 +24,11 @@ from monit.auth.jwt_verifier import (
 from monit.auth.request import token_from_request
 
 from deferreds import result_of
+from fakenats import HandAnsweredNATS
 
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 NOW = 1_700_000_000
-
-
+pytestmark = pytest.mark.clock_starts_at(NOW)
 
 
 def make_token(secret: str = SECRET, algorithm: str = "HS256", **claims: Any) -> str:
@@ -41,13 +40,6 @@ def make_token(secret: str = SECRET, algorithm: str = "HS256", **claims: Any) ->
 
 def b64(data: dict) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
-
-
-@pytest.fixture
-def clock() -> Clock:
-    clock = Clock()
-    clock.advance(NOW)
-    return clock
 
 
 @pytest.fixture
@@ -287,7 +279,7 @@ def test_not_a_string(verifier: JWTVerifier, not_a_string: Any) -> None:
 
 
 def test_huge_token_refused_without_fetching_the_secret(clock: Clock) -> None:
-    nats = FakeNATS()
+    nats = HandAnsweredNATS()
     verifier = JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
     token = make_token(padding="x" * 9000)
     assert refusal(verifier, token) == "token too long"
@@ -298,40 +290,17 @@ def test_huge_token_refused_without_fetching_the_secret(clock: Clock) -> None:
 # the secret from NATS
 
 
-@attrs.frozen
-class Msg:
-    payload: bytes
-
-
-@attrs.define
-class FakeNATS:
-    """Records requests; the test answers each one's Deferred."""
-
-    requests: list[tuple[str, bytes, float, Deferred]] = attrs.Factory(list)
-
-    def request(self, subject: str, payload: bytes, timeout: float) -> Deferred:
-        d: Deferred = Deferred()
-        self.requests.append((subject, payload, timeout, d))
-        return d
-
-    def reply(self, payload: bytes) -> None:
-        self.requests[-1][3].callback(Msg(payload))
-
-    def fail(self, error: Exception) -> None:
-        self.requests[-1][3].errback(error)
+@pytest.fixture
+def nats() -> HandAnsweredNATS:
+    return HandAnsweredNATS()
 
 
 @pytest.fixture
-def nats() -> FakeNATS:
-    return FakeNATS()
-
-
-@pytest.fixture
-def nats_verifier(nats: FakeNATS, clock: Clock) -> JWTVerifier:
+def nats_verifier(nats: HandAnsweredNATS, clock: Clock) -> JWTVerifier:
     return JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
 
 
-def test_secret_fetched_once_for_many_verifies(nats: FakeNATS, nats_verifier: JWTVerifier) -> None:
+def test_secret_fetched_once_for_many_verifies(nats: HandAnsweredNATS, nats_verifier: JWTVerifier) -> None:
     first = nats_verifier.verify(make_token())
     assert [r[:3] for r in nats.requests] == [("config.get.jwt_token", b"", 2.0)]
     nats.reply(SECRET.encode())
@@ -341,12 +310,12 @@ def test_secret_fetched_once_for_many_verifies(nats: FakeNATS, nats_verifier: JW
     assert len(nats.requests) == 1
 
 
-def test_subject_and_timeout_are_passed(nats: FakeNATS, clock: Clock) -> None:
+def test_subject_and_timeout_are_passed(nats: HandAnsweredNATS, clock: Clock) -> None:
     JWTVerifier(secret_from_nats(nats, timeout=0.5), clock).verify(make_token())
     assert [r[:3] for r in nats.requests] == [("config.get.jwt_token", b"", 0.5)]
 
 
-def test_concurrent_verifies_share_one_fetch(nats: FakeNATS, nats_verifier: JWTVerifier) -> None:
+def test_concurrent_verifies_share_one_fetch(nats: HandAnsweredNATS, nats_verifier: JWTVerifier) -> None:
     good = [nats_verifier.verify(make_token()) for _ in range(3)]
     bad = nats_verifier.verify(make_token(secret="another-secret-that-is-long-enough-too"))
     assert len(nats.requests) == 1
@@ -357,7 +326,7 @@ def test_concurrent_verifies_share_one_fetch(nats: FakeNATS, nats_verifier: JWTV
 
 
 def test_failed_fetch_is_unavailable_then_retried(
-    nats: FakeNATS, nats_verifier: JWTVerifier, events: EventLoggingObserver
+    nats: HandAnsweredNATS, nats_verifier: JWTVerifier, events: EventLoggingObserver
 ) -> None:
     waiting = [nats_verifier.verify(make_token()) for _ in range(2)]
     nats.fail(TimeoutError("no reply to config.get.jwt_token"))
@@ -384,7 +353,7 @@ def test_fetcher_raising_synchronously_is_unavailable(clock: Clock, events: Even
         result_of(JWTVerifier(broken, clock).verify(make_token()))
 
 
-def test_cancelled_verify_leaves_the_others_waiting(nats: FakeNATS, nats_verifier: JWTVerifier) -> None:
+def test_cancelled_verify_leaves_the_others_waiting(nats: HandAnsweredNATS, nats_verifier: JWTVerifier) -> None:
     cancelled = nats_verifier.verify(make_token())
     kept = nats_verifier.verify(make_token())
     cancelled.cancel()
@@ -394,7 +363,7 @@ def test_cancelled_verify_leaves_the_others_waiting(nats: FakeNATS, nats_verifie
     assert result_of(kept).user == "Alice"
 
 
-def test_fetch_survives_all_waiters_cancelling(nats: FakeNATS, nats_verifier: JWTVerifier) -> None:
+def test_fetch_survives_all_waiters_cancelling(nats: HandAnsweredNATS, nats_verifier: JWTVerifier) -> None:
     nats_verifier.verify(make_token()).addErrback(lambda f: f.trap(CancelledError)).cancel()
     later = nats_verifier.verify(make_token())
     assert len(nats.requests) == 1
@@ -412,13 +381,13 @@ def test_fetch_survives_all_waiters_cancelling(nats: FakeNATS, nats_verifier: JW
         json.dumps({"secret": SECRET, "other": 1}).encode(),
     ],
 )
-def test_secret_reply_forms(nats: FakeNATS, nats_verifier: JWTVerifier, payload: bytes) -> None:
+def test_secret_reply_forms(nats: HandAnsweredNATS, nats_verifier: JWTVerifier, payload: bytes) -> None:
     d = nats_verifier.verify(make_token())
     nats.reply(payload)
     assert result_of(d).user == "Alice"
 
 
-def test_numeric_looking_secret_is_taken_as_text(nats: FakeNATS, clock: Clock) -> None:
+def test_numeric_looking_secret_is_taken_as_text(nats: HandAnsweredNATS, clock: Clock) -> None:
     verifier = JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
     d = verifier.verify(make_token(secret="12345"))
     nats.reply(b"12345")
@@ -430,7 +399,7 @@ def test_numeric_looking_secret_is_taken_as_text(nats: FakeNATS, clock: Clock) -
     [b"", b"  \n", b'""', b"{}", b'{"token": ""}', b'{"token": 5}', b"\xff\xfe"],
 )
 def test_bad_secret_replies(
-    nats: FakeNATS, nats_verifier: JWTVerifier, payload: bytes, events: EventLoggingObserver
+    nats: HandAnsweredNATS, nats_verifier: JWTVerifier, payload: bytes, events: EventLoggingObserver
 ) -> None:
     d = nats_verifier.verify(make_token())
     nats.reply(payload)
@@ -442,7 +411,7 @@ def test_bad_secret_replies(
     assert result_of(retry).user == "Alice"
 
 
-def test_short_secret_is_warned_about_once(clock: Clock, nats: FakeNATS, events: EventLoggingObserver) -> None:
+def test_short_secret_is_warned_about_once(clock: Clock, nats: HandAnsweredNATS, events: EventLoggingObserver) -> None:
     verifier = JWTVerifier(secret_from_nats(nats, timeout=2.0), clock)
     first = verifier.verify(make_token(secret="short"))
     nats.reply(b"short")
@@ -460,7 +429,7 @@ def test_a_short_secret_given_up_front_is_warned_about_at_once(clock: Clock, eve
 
 
 def test_tokens_and_secrets_never_reach_the_log(
-    nats: FakeNATS, nats_verifier: JWTVerifier, events: EventLoggingObserver, clock: Clock
+    nats: HandAnsweredNATS, nats_verifier: JWTVerifier, events: EventLoggingObserver, clock: Clock
 ) -> None:
     tokens = [
         make_token(),

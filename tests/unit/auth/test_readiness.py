@@ -6,36 +6,18 @@ from typing import Any
 
 from treq.testing import StubTreq
 from twisted.internet.task import Clock
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET
-from twisted.web.server import Request as WebRequest
 
 from monit.auth.bound import BoundedVerifier
 from monit.auth.interface import AuthUnavailable, InvalidToken
 from monit.auth.modes import Verification
 from monit.auth.remote import RemoteVerifier
 
+from auth_service import OneAnswerAuthService
 from deferreds import result_of
 
 URL = "http://auth.example/check?apikey=sekrit"
 SHOWN = "http://auth.example/check?apikey=***"
-
-
-class AuthService(Resource):
-    """Answers with ``code`` (a verdict for 200), or holds the request (``hang``)."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.code = 200
-        self.hang = False
-
-    def render_GET(self, request: WebRequest) -> bytes | int:
-        if self.hang:
-            return NOT_DONE_YET
-        request.setResponseCode(self.code)
-        return b'{"username": "alice"}' if self.code == 200 else b"{}"
+ALICE = b'{"username": "alice"}'
 
 
 def outcome(d: Any) -> type:
@@ -47,7 +29,7 @@ def outcome(d: Any) -> type:
 
 
 def test_the_auth_services_problem_is_its_newest_checks_and_clears_when_it_answers() -> None:
-    service, clock = AuthService(), Clock()
+    service, clock = OneAnswerAuthService(body=ALICE), Clock()
     verifier = RemoteVerifier(StubTreq(service), URL, clock, timeout=2.0)
     assert verifier.problem is None
     service.code = 502
@@ -67,7 +49,7 @@ def test_the_auth_services_problem_is_its_newest_checks_and_clears_when_it_answe
 
 
 def test_a_check_refused_at_the_concurrency_bound_is_no_problem_of_the_service() -> None:
-    service, clock = AuthService(), Clock()
+    service, clock = OneAnswerAuthService(body=ALICE), Clock()
     service.hang = True
     remote = RemoteVerifier(StubTreq(service), URL, clock, timeout=2.0)
     bound = BoundedVerifier(remote, clock, 1, log=remote.log, kind=SHOWN)

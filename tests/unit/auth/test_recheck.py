@@ -8,14 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+from monit.auth.interface import AuthUnavailable, Identity, InvalidToken
 from monit.auth.recheck import ACCESS_REVOKED, REVOKED, Recheck, Rechecker
 from monit.registry import InboxRegistry
 from monit.service import registry_options
@@ -25,17 +23,12 @@ from monit.web.stream import EventStream, OneJob, StreamSet
 
 from deferreds import result_of
 from streamingrequest import StreamingRequest
-from verifiers import HandVerifier
+from verifiers import HandVerifier, RaisingVerifier
 
 TOKEN = "revocable-token-that-must-never-be-shown-0123456789"
 GRACE = Identity(user="grace", claims={"username": "grace"}, expires=None, revocable=True)
 HEARTBEAT = 15.0
 PERIOD = 60.0
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
 
 
 @pytest.fixture
@@ -93,12 +86,7 @@ def test_an_unexpected_error_keeps_the_stream_and_is_logged(
 
 
 def test_a_verifier_raising_keeps_the_stream(events: EventLoggingObserver) -> None:
-    @implementer(ITokenVerifier)
-    class Raising:
-        def verify(self, token: str) -> Deferred[Identity]:
-            raise AuthUnavailable("not connected")
-
-    assert result_of(Rechecker(Raising(), PERIOD).for_stream(TOKEN, 0.0).run(1.0, ("s1",))) is None
+    assert result_of(Rechecker(RaisingVerifier(), PERIOD).for_stream(TOKEN, 0.0).run(1.0, ("s1",))) is None
 
 
 def test_the_first_recheck_is_spread_over_a_period() -> None:

@@ -84,11 +84,6 @@ class Delays:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def endpoint() -> Endpoint:
     return Endpoint()
 

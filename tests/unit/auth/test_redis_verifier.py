@@ -60,11 +60,6 @@ class Store:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
 def store() -> Store:
     return Store({b"tok-alice": b"alice"})
 

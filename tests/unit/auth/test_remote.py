@@ -47,6 +47,7 @@ from monit.redact import redacted_url
 from monit.service import auth_options
 from monit.settings import Settings
 
+from auth_service import OneAnswerAuthService
 from deferreds import result_of
 from dripping import drip  # noqa: F401 (a fixture)
 from waiting import wait_for, within
@@ -56,53 +57,13 @@ TOKEN = "opaque-token-0123456789-abcdef"
 SECRET = "a-test-secret-that-is-long-enough-for-hs256"
 
 
-
-
-class AuthService(Resource):
-    """A fake auth service: answers every GET with one status and body, and records
-    what it was sent; with ``hang`` set it never answers."""
-
-    isLeaf = True
-
-    def __init__(self, code: int = 200, body: bytes = b"{}", hang: bool = False) -> None:
-        super().__init__()
-        self.code = code
-        self.body = body
-        self.hang = hang
-        self.calls: list[dict[str, Any]] = []
-        self.lost: list[Failure] = []
-        self.set_cookie = False
-
-    def render_GET(self, request: WebRequest) -> bytes | int:
-        self.calls.append(
-            {
-                "x-auth-token": request.getHeader(b"x-auth-token"),
-                "authorization": request.requestHeaders.getRawHeaders(b"authorization"),
-                "cookie": request.getHeader(b"cookie"),
-                "port": request.getClientAddress().port,
-            }
-        )
-        if self.hang:
-            request.notifyFinish().addErrback(self.lost.append)
-            return NOT_DONE_YET
-        if self.set_cookie:
-            request.addCookie(b"session", b"first-caller", path=b"/")
-        request.setResponseCode(self.code)
-        return self.body
+@pytest.fixture
+def service() -> OneAnswerAuthService:
+    return OneAnswerAuthService()
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def service() -> AuthService:
-    return AuthService()
-
-
-@pytest.fixture
-def stub(service: AuthService) -> StubTreq:
+def stub(service: OneAnswerAuthService) -> StubTreq:
     return StubTreq(service)
 
 
@@ -111,7 +72,7 @@ def verifier(stub: StubTreq, clock: Clock) -> RemoteVerifier:
     return RemoteVerifier(stub, URL, clock, timeout=2.0)
 
 
-def answer(service: AuthService, verifier: RemoteVerifier, code: int, body: bytes = b"") -> Any:
+def answer(service: OneAnswerAuthService, verifier: RemoteVerifier, code: int, body: bytes = b"") -> Any:
     service.code, service.body = code, body
     return result_of(verifier.verify(TOKEN))
 
@@ -123,7 +84,7 @@ def test_provides_the_interface(verifier: RemoteVerifier) -> None:
     assert verifyObject(ITokenVerifier, verifier)
 
 
-def test_valid_with_username_and_streams(service: AuthService, verifier: RemoteVerifier, clock: Clock) -> None:
+def test_valid_with_username_and_streams(service: OneAnswerAuthService, verifier: RemoteVerifier, clock: Clock) -> None:
     identity = answer(service, verifier, 200, json.dumps({"username": "alice", "streams": ["s1", "s2"], "x": 1}).encode())
     assert identity == Identity(
         user="alice", claims={"username": "alice", "streams": ["s1", "s2"]}, expires=None, revocable=True
@@ -132,13 +93,13 @@ def test_valid_with_username_and_streams(service: AuthService, verifier: RemoteV
     assert clock.getDelayedCalls() == []
 
 
-def test_valid_with_every_stream(service: AuthService, verifier: RemoteVerifier) -> None:
+def test_valid_with_every_stream(service: OneAnswerAuthService, verifier: RemoteVerifier) -> None:
     identity = answer(service, verifier, 200, b'{"username": "bob", "streams": "*"}')
     assert identity.claims == {"username": "bob", "streams": "*"}
     assert identity.streams is None
 
 
-def test_an_empty_object_is_a_yes_that_names_no_one(service: AuthService, verifier: RemoteVerifier) -> None:
+def test_an_empty_object_is_a_yes_that_names_no_one(service: OneAnswerAuthService, verifier: RemoteVerifier) -> None:
     identity = answer(service, verifier, 200, b"{}")
     assert identity == Identity(user="unknown", claims={"username": "unknown"}, expires=None, revocable=True)
     assert identity.streams is None
@@ -173,7 +134,7 @@ LOGIN_PAGE = b"""<!doctype html><html><head><title>Sign in</title></head>
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_a_yes_that_is_not_a_well_formed_verdict_is_unavailable_and_logged(
-    service: AuthService, verifier: RemoteVerifier, events: EventLoggingObserver, code: int, body: bytes, why: str
+    service: OneAnswerAuthService, verifier: RemoteVerifier, events: EventLoggingObserver, code: int, body: bytes, why: str
 ) -> None:
     """Fail closed: a proxy's login page, an array, an empty 204 once opened every stream."""
     if code == 204 and body:
@@ -185,11 +146,11 @@ def test_a_yes_that_is_not_a_well_formed_verdict_is_unavailable_and_logged(
     assert warning == f"could not check a token with {URL}: malformed reply: {why}"
 
 
-def test_empty_username_is_unknown(service: AuthService, verifier: RemoteVerifier) -> None:
+def test_empty_username_is_unknown(service: OneAnswerAuthService, verifier: RemoteVerifier) -> None:
     assert answer(service, verifier, 200, b'{"username": "", "streams": []}').user == "unknown"
 
 
-def test_claims_are_read_only(service: AuthService, verifier: RemoteVerifier) -> None:
+def test_claims_are_read_only(service: OneAnswerAuthService, verifier: RemoteVerifier) -> None:
     identity = answer(service, verifier, 200, b'{"username": "alice"}')
     with pytest.raises(TypeError):
         identity.claims["username"] = "mallory"
@@ -199,13 +160,13 @@ def test_claims_are_read_only(service: AuthService, verifier: RemoteVerifier) ->
 
 
 @pytest.mark.parametrize("code", [401, 403])
-def test_refused(service: AuthService, verifier: RemoteVerifier, code: int) -> None:
+def test_refused(service: OneAnswerAuthService, verifier: RemoteVerifier, code: int) -> None:
     with pytest.raises(InvalidToken):
         answer(service, verifier, code, b'{"error": "no"}')
 
 
 @pytest.mark.parametrize("code", [500, 502, 503, 404, 400, 302, 418])
-def test_other_codes_are_unavailable(service: AuthService, verifier: RemoteVerifier, code: int) -> None:
+def test_other_codes_are_unavailable(service: OneAnswerAuthService, verifier: RemoteVerifier, code: int) -> None:
     with pytest.raises(AuthUnavailable):
         answer(service, verifier, code, b'{"username": "alice"}')
 
@@ -245,7 +206,7 @@ def test_redirect_is_not_followed() -> None:
         {"username": {"name": "alice"}},
     ],
 )
-def test_wrong_types_are_malformed(service: AuthService, verifier: RemoteVerifier, reply: dict) -> None:
+def test_wrong_types_are_malformed(service: OneAnswerAuthService, verifier: RemoteVerifier, reply: dict) -> None:
     with pytest.raises(MalformedReply):
         answer(service, verifier, 200, json.dumps(reply).encode())
 
@@ -268,7 +229,7 @@ def test_oversized_body_is_refused_at_the_cap(clock: Clock) -> None:
     assert clock.getDelayedCalls() == []
 
 
-def test_oversized_body_is_unavailable(service: AuthService, verifier: RemoteVerifier) -> None:
+def test_oversized_body_is_unavailable(service: OneAnswerAuthService, verifier: RemoteVerifier) -> None:
     body = json.dumps({"username": "alice", "padding": "x" * MAX_BODY_BYTES}).encode()
     with pytest.raises(AuthUnavailable):
         answer(service, verifier, 200, body)
@@ -282,7 +243,7 @@ def test_oversized_body_is_unavailable(service: AuthService, verifier: RemoteVer
 def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
     """Whatever the service sends, the verifier never raises anything else, and says
     yes only to a JSON object with a string username (if any) and readable streams."""
-    service = AuthService(body=body)
+    service = OneAnswerAuthService(body=body)
     try:
         identity = result_of(RemoteVerifier(StubTreq(service), URL, Clock(), timeout=2.0).verify(TOKEN))
     except AuthUnavailable:
@@ -295,7 +256,7 @@ def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
     assert identity.streams is None or all(isinstance(s, str) for s in identity.streams)
 
 
-def test_timeout(service: AuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock) -> None:
+def test_timeout(service: OneAnswerAuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock) -> None:
     service.hang = True
     d = verifier.verify(TOKEN)
     assert not d.called
@@ -338,7 +299,7 @@ def test_timeout_covers_a_slow_body(clock: Clock) -> None:
 
 
 def test_caller_cancelling_is_not_unavailable(
-    service: AuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver
 ) -> None:
     service.hang = True
     d = verifier.verify(TOKEN)
@@ -373,7 +334,7 @@ def test_client_raising_is_unavailable(clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("token", ["", "x" * 9000, "two\nlines", "tab\there", "caf\u00e9", None])
-def test_tokens_that_cannot_travel_are_refused_locally(service: AuthService, verifier: RemoteVerifier, token: Any) -> None:
+def test_tokens_that_cannot_travel_are_refused_locally(service: OneAnswerAuthService, verifier: RemoteVerifier, token: Any) -> None:
     with pytest.raises(InvalidToken):
         result_of(verifier.verify(token))
     assert service.calls == []
@@ -382,14 +343,14 @@ def test_tokens_that_cannot_travel_are_refused_locally(service: AuthService, ver
 # what is sent, and what is logged
 
 
-def test_token_is_sent_in_both_headers(service: AuthService, verifier: RemoteVerifier) -> None:
+def test_token_is_sent_in_both_headers(service: OneAnswerAuthService, verifier: RemoteVerifier) -> None:
     result_of(verifier.verify(TOKEN))
     [call] = service.calls
     assert call["x-auth-token"] == TOKEN.encode()
     assert call["authorization"] == [f"Bearer {TOKEN}".encode()]
 
 
-def test_token_never_logged(service: AuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+def test_token_never_logged(service: OneAnswerAuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver) -> None:
     for code, body in [(200, b'{"streams": 1}'), (500, b"oops"), (401, b""), (200, b"{}"), (404, b"x" * (MAX_BODY_BYTES + 1))]:
         service.code, service.body = code, body
         verifier.verify(TOKEN).addErrback(lambda f: f.trap(InvalidToken, AuthUnavailable))
@@ -419,7 +380,7 @@ def bounded(stub: StubTreq, clock: Clock, concurrency: int, timeout: float = 2.0
 
 
 def test_checks_in_flight_are_bounded_and_refusals_counted(
-    service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
 ) -> None:
     """A slow service and distinct tokens: at most ``concurrency`` checks reach it;
     the rest are AuthUnavailable at once, not queued behind it."""
@@ -449,7 +410,7 @@ def test_checks_in_flight_are_bounded_and_refusals_counted(
 
 
 def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
-    service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
 ) -> None:
     service.hang = True
     verifier = bounded(stub, clock, concurrency=1, timeout=100.0)
@@ -467,7 +428,7 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
 
 
 @pytest.mark.parametrize("how", ["answered", "refused", "failed", "cancelled"])
-def test_every_ending_frees_its_slot(service: AuthService, stub: StubTreq, clock: Clock, how: str) -> None:
+def test_every_ending_frees_its_slot(service: OneAnswerAuthService, stub: StubTreq, clock: Clock, how: str) -> None:
     verifier = bounded(stub, clock, concurrency=1)
     service.code, service.hang = {"answered": 200, "refused": 401, "failed": 500, "cancelled": 200}[how], how == "cancelled"
     d = verifier.verify(TOKEN)
@@ -479,7 +440,7 @@ def test_every_ending_frees_its_slot(service: AuthService, stub: StubTreq, clock
     assert result_of(verifier.verify(TOKEN)).user == "unknown"
 
 
-def test_cached_answers_and_joined_checks_are_not_new_checks(service: AuthService, stub: StubTreq, clock: Clock) -> None:
+def test_cached_answers_and_joined_checks_are_not_new_checks(service: OneAnswerAuthService, stub: StubTreq, clock: Clock) -> None:
     service.hang = True
     remote = bounded(stub, clock, concurrency=1)
     cache = CachingVerifier(remote, clock, ttl=30)
@@ -506,7 +467,7 @@ SHOWN_URL = "http://auth.example/check?apikey=***&tenant=***"
 
 
 def test_query_values_of_the_url_never_reach_the_log(
-    service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
 ) -> None:
     verifier = bounded(stub, clock, concurrency=1, url=SECRET_URL)
     service.code = 500
@@ -532,7 +493,7 @@ def test_query_values_of_the_url_never_reach_the_log(
 async def test_against_a_real_auth_service() -> None:
     from twisted.internet import reactor
 
-    service = AuthService(body=b'{"username": "alice", "streams": ["s1"]}')
+    service = OneAnswerAuthService(body=b'{"username": "alice", "streams": ["s1"]}')
     service.set_cookie = True
     port = reactor.listenTCP(0, Site(service), interface="127.0.0.1")
     pool = remote_pool(reactor)

@@ -80,11 +80,6 @@ def test_what_is_not_a_reply_monit_asked_for_is_a_protocol_error(garbage: bytes,
 # RedisProtocol
 
 
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 def connected(clock: Clock, timeout: float = 2.0) -> tuple[RedisProtocol, StringTransportWithDisconnection]:
     protocol = RedisProtocol(clock, timeout, max_bulk=1024)
     transport = StringTransportWithDisconnection()

@@ -27,19 +27,13 @@ from deferreds import result_of
 from signing import AUDIENCE, ISSUER, Signer, hmac_with_public_key
 
 NOW = 1_700_000_000
+pytestmark = pytest.mark.clock_starts_at(NOW)
 CHECKS = ClaimChecks(audience=AUDIENCE, issuer=ISSUER)
 
 
 @pytest.fixture(scope="module")
 def signers() -> dict[str, Signer]:
     return {name: Signer.make(name) for name in ("RS256", "PS384", "ES256", "ES384", "EdDSA")}
-
-
-@pytest.fixture
-def clock() -> Clock:
-    clock = Clock()
-    clock.advance(NOW)
-    return clock
 
 
 def verifier_for(signer: Signer, clock: Clock, algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS,

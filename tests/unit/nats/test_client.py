@@ -8,20 +8,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.internet.interfaces import IHostnameResolver, IHostResolution, IResolutionReceiver
-from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import formatEvent, globalLogPublisher
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from monit.nats.client import NATSClient
 from monit.nats.protocol import Msg, NoResponders, NotConnected, RequestTimeout
 
+from fakenats import SERVER_INFO, Connection, FakeServers
+
 URL = "nats://127.0.0.1:4222"
-INFO = b'INFO {"server_id":"S","max_payload":1048576,"headers":true}\r\n'
 MAX_DELAY = 2.0
 # Long enough for any retry: the backoff is capped at MAX_DELAY, plus up to 1s of jitter.
 RETRY = MAX_DELAY + 1.0
@@ -32,74 +29,6 @@ def results(d: Deferred[Any]) -> list[Any]:
     out: list[Any] = []
     d.addBoth(out.append)
     return out
-
-
-class Connection:
-    """One TCP connection the client asked the fake reactor for, on a StringTransport."""
-
-    def __init__(self, reactor: MemoryReactorClock) -> None:
-        host, port, factory, _, _ = reactor.tcpClients.pop(0)
-        self.address = (host, port)
-        self.protocol = factory.buildProtocol(IPv4Address("TCP", host, port))
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
-        self.lost = False
-
-    def feed(self, data: bytes) -> None:
-        self.protocol.dataReceived(data)
-
-    def sent(self) -> bytes:
-        value = self.transport.value()
-        self.transport.clear()
-        return value
-
-    def handshake(self) -> bytes:
-        """Play the server's part; return all the client sent meanwhile."""
-        self.feed(INFO)
-        connect = self.sent()
-        self.feed(b"PONG\r\n")
-        resubscribe = self.sent()
-        assert resubscribe.endswith(b"PING\r\n")
-        self.feed(b"PONG\r\n")
-        return connect + resubscribe
-
-    def lose(self) -> None:
-        if not self.lost:
-            self.lost = True
-            self.protocol.connectionLost(Failure(ConnectionDone()))
-
-
-class FakeServers:
-    """Hands out the connections a client makes on a MemoryReactorClock."""
-
-    def __init__(self) -> None:
-        self.reactor = MemoryReactorClock()
-        self.connections: list[Connection] = []
-
-    def accept(self) -> Connection:
-        connection = Connection(self.reactor)
-        self.connections.append(connection)
-        return connection
-
-    def refuse(self) -> None:
-        """Refuse the pending attempt, as a host with nothing on the port does."""
-        _, _, factory, _, _ = self.reactor.tcpClients.pop(0)
-        factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))
-        self.reactor.advance(0.5)  # the endpoint gives up on that address
-
-    def next_attempt(self) -> None:
-        """Let the clock run until the client tries to connect again, whatever its backoff."""
-        for _ in range(1000):
-            if self.reactor.tcpClients:
-                return
-            self.reactor.advance(0.1)
-        raise AssertionError("no new attempt to connect")
-
-    def connected(self) -> Connection:
-        """Accept the pending attempt and complete the handshake."""
-        connection = self.accept()
-        connection.handshake()
-        return connection
 
 
 @pytest.fixture
@@ -179,7 +108,7 @@ def test_subscriptions_are_sent_again_after_a_reconnect(
     client.subscribe("b", received.append, queue="workers")
     servers.reactor.advance(RETRY)
     second = servers.accept()
-    second.feed(INFO)
+    second.feed(SERVER_INFO)
     assert sent_lines(second)[1:] == [b"PING"]
     second.feed(b"PONG\r\n")
     assert sent_lines(second) == [b"SUB a.* 1", b"SUB b workers 3", b"PING"]
@@ -196,7 +125,7 @@ def test_subscription_changes_while_connecting_are_sent(
 ) -> None:
     old = client.subscribe("old", lambda msg: None)
     connection = servers.accept()
-    connection.feed(INFO + b"PONG\r\n")
+    connection.feed(SERVER_INFO + b"PONG\r\n")
     assert sent_lines(connection)[-2:] == [b"SUB old 1", b"PING"]
     old.unsubscribe()
     client.subscribe("new", lambda msg: None)
@@ -319,7 +248,7 @@ def test_a_failed_handshake_is_retried(
     servers: FakeServers, client: NATSClient, log_events: list
 ) -> None:
     connection = servers.accept()
-    connection.feed(INFO + b"-ERR 'Authorization Violation'\r\n")
+    connection.feed(SERVER_INFO + b"-ERR 'Authorization Violation'\r\n")
     assert connection.transport.disconnecting
     connection.lose()
     assert not client.connected
@@ -331,7 +260,7 @@ def test_a_failed_handshake_is_retried(
 
 def test_a_handshake_that_never_ends_is_dropped(servers: FakeServers, client: NATSClient) -> None:
     connection = servers.accept()
-    connection.feed(INFO)
+    connection.feed(SERVER_INFO)
     servers.reactor.advance(30)
     assert connection.transport.disconnecting
     connection.lose()
@@ -342,7 +271,7 @@ def test_a_handshake_that_never_ends_is_dropped(servers: FakeServers, client: NA
 
 def test_stop_during_the_handshake(servers: FakeServers, client: NATSClient) -> None:
     connection = servers.accept()
-    connection.feed(INFO)
+    connection.feed(SERVER_INFO)
     stopped = results(client.stopService())
     assert connection.transport.disconnecting
     connection.lose()
@@ -495,6 +424,6 @@ def test_a_signer_answers_the_nonce_and_no_nonce_is_a_clear_refusal(
     connection.lose()
     servers.next_attempt()
     unsigned = servers.accept()
-    unsigned.feed(INFO)
+    unsigned.feed(SERVER_INFO)
     assert unsigned.transport.disconnecting and b"CONNECT" not in unsigned.sent()
     assert "no nonce" in (client.problem or "")

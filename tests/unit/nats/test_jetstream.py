@@ -1,12 +1,8 @@
 """The JetStream pieces alone: subject matching, ack subjects, and the ordered consumer's recoveries."""
 from __future__ import annotations
 
-import json
-from typing import Any
-
-import attrs
 import pytest
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from monit.nats.jetstream import (
@@ -23,9 +19,10 @@ from monit.nats.jetstream import (
     subject_matches,
     why_it_cannot_store,
 )
-from monit.nats.protocol import Msg, NoResponders
+from monit.nats.protocol import NoResponders
 
 from deferreds import result_of
+from fakenats import ScriptedNATS
 
 
 @pytest.mark.parametrize(
@@ -54,55 +51,8 @@ def test_positions_from_ack_subjects_old_and_new():
     assert position_of("$JS.ACK.dom.acc.MONIT.c1.1.42.7.1700000000500000000.3.rnd") == (Position(42, 1700000000.5), 7)
 
 
-@attrs.define
-class Subscription:
-    subject: str
-    callback: Any
-    client: FakeNATS
-
-    def unsubscribe(self) -> None:
-        self.client.subscriptions.pop(self.subject, None)
-
-
-@attrs.define
-class FakeNATS:
-    """Records what the consumer asks of NATS; the test plays the server."""
-
-    answers: dict[str, list[Any]] = attrs.Factory(dict)
-    requests: list[tuple[str, dict | None]] = attrs.Factory(list)
-    subscriptions: dict[str, Subscription] = attrs.Factory(dict)
-    published: list[tuple[str, bytes]] = attrs.Factory(list)
-    reconnects: int = 0
-
-    def request(self, subject: str, payload: bytes = b"", timeout: float | None = None) -> Deferred[Msg]:
-        self.requests.append((subject, json.loads(payload) if payload else None))
-        answer = self.answers.get(subject.split(".")[2] + "." + subject.split(".")[3], [{}]).pop(0)
-        if isinstance(answer, Exception):
-            return fail(answer)
-        return succeed(Msg(subject, json.dumps(answer).encode()))
-
-    def subscribe(self, subject: str, callback: Any) -> Subscription:
-        self.subscriptions[subject] = Subscription(subject, callback, self)
-        return self.subscriptions[subject]
-
-    def publish(self, subject: str, payload: bytes, reply: str | None = None) -> None:
-        self.published.append((subject, payload))
-
-    def deliver(self, stream_seq: int, consumer_seq: int, payload: bytes = b"{}") -> None:
-        [subscription] = self.subscriptions.values()
-        reply = f"$JS.ACK.S.c.1.{stream_seq}.{consumer_seq}.{stream_seq * 10**9}.0"
-        subscription.callback(Msg("monitor.user", payload, reply))
-
-    def control(self, description: str, reply: str | None = None, **headers: str) -> None:
-        [subscription] = self.subscriptions.values()
-        subscription.callback(Msg(subscription.subject, b"", reply, headers, 100, description))
-
-    def consumers(self) -> list[dict]:
-        return [body["config"] for subject, body in self.requests if "CONSUMER.CREATE" in subject]
-
-
-def make() -> tuple[FakeNATS, Clock, OrderedConsumer, list[int]]:
-    nats, clock, received = FakeNATS(), Clock(), []
+def make() -> tuple[ScriptedNATS, Clock, OrderedConsumer, list[int]]:
+    nats, clock, received = ScriptedNATS(), Clock(), []
     consumer = OrderedConsumer(nats, JetStreamAPI(nats, 1.0), "S", lambda msg, at: received.append(at.seq), clock)
     consumer.start()
     return nats, clock, consumer, received
@@ -154,7 +104,7 @@ def test_silence_or_a_reconnection_starts_again_after_the_last_seen():
 
 
 def test_a_missing_stream_is_made_and_a_mismatched_one_refused():
-    nats = FakeNATS(answers={
+    nats = ScriptedNATS(answers={
         "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
         "STREAM.CREATE": [{"config": {"subjects": ["a", "b"]}, "state": {}}],
     })
@@ -164,19 +114,19 @@ def test_a_missing_stream_is_made_and_a_mismatched_one_refused():
     assert created["no_ack"] is True and created["num_replicas"] == 3 and created["max_age"] == 60 * 10**9
     assert made_by_monit({"config": created}), "marked as monit's, for when it is gone"
     assert not made_by_monit({"config": {"metadata": {"_nats.ver": "2.15.1"}}}) and not made_by_monit({})
-    nats = FakeNATS(answers={"STREAM.INFO": [{"config": {"subjects": ["a"]}, "state": {}}]})
+    nats = ScriptedNATS(answers={"STREAM.INFO": [{"config": {"subjects": ["a"]}, "state": {}}]})
     with pytest.raises(StreamMismatch, match="does not capture b"):
         result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a", "b"], 1, 60.0)))
 
 
 def test_no_jetstream_on_the_server_says_so():
-    nats = FakeNATS(answers={"STREAM.INFO": [NoResponders("no responders")]})
+    nats = ScriptedNATS(answers={"STREAM.INFO": [NoResponders("no responders")]})
     with pytest.raises(JetStreamError, match="JetStream is not enabled"):
         result_of(JetStreamAPI(nats, 1.0).stream_info("S"))
 
 
 def test_a_missing_stream_is_left_missing_when_monit_may_not_make_it():
-    nats = FakeNATS(answers={
+    nats = ScriptedNATS(answers={
         "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
     })
     assert result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a"], 1, 60.0, make=False))) \
@@ -217,7 +167,7 @@ def test_counts_per_subject_are_asked_for_only_when_they_matter():
 
 def test_a_consumer_that_cannot_be_made_or_starts_again_says_so():
     troubles = []
-    nats = FakeNATS(answers={"CONSUMER.CREATE": [{}, {"error": {"code": 404, "err_code": 10059,
+    nats = ScriptedNATS(answers={"CONSUMER.CREATE": [{}, {"error": {"code": 404, "err_code": 10059,
                                                                 "description": "stream not found"}}]})
     clock = Clock()
     consumer = OrderedConsumer(nats, JetStreamAPI(nats, 1.0), "S", lambda msg, at: None, clock,

@@ -14,7 +14,6 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.python.failure import Failure
 
 from monit.nats.protocol import (
     MAX_CONTROL_LINE,
@@ -24,41 +23,7 @@ from monit.nats.protocol import (
     NotConnected,
 )
 
-INFO = b'INFO {"server_id":"S1","version":"2.10.0","max_payload":1024,"headers":true}\r\n'
-
-
-class Peer:
-    """A protocol on a StringTransport, and every message it delivered."""
-
-    def __init__(self, **options: Any) -> None:
-        self.clock = Clock()
-        self.received: list[tuple[int, Msg]] = []
-        self.protocol = NATSProtocol(
-            self.clock,
-            lambda sid, msg: self.received.append((sid, msg)),
-            options.pop("connect_options", {"name": "test"}),
-            **options,
-        )
-        self.transport = StringTransport()
-        self.protocol.makeConnection(self.transport)
-
-    def feed(self, *chunks: bytes) -> None:
-        for chunk in chunks:
-            self.protocol.dataReceived(chunk)
-
-    def sent(self) -> bytes:
-        """What the protocol wrote since the last call."""
-        value = self.transport.value()
-        self.transport.clear()
-        return value
-
-    def handshake(self) -> None:
-        self.feed(INFO)
-        self.sent()
-        self.feed(b"PONG\r\n")
-
-    def lose(self, reason: Exception | None = None) -> None:
-        self.protocol.connectionLost(Failure(reason or ConnectionDone()))
+from fakenats import PEER_INFO, Peer
 
 
 @pytest.fixture
@@ -93,7 +58,7 @@ def results(d: Any) -> list[Any]:
 
 def test_info_is_answered_by_connect_then_ping(peer: Peer) -> None:
     peer = Peer(connect_options={"name": "monit", "user": "alice", "pass": "secret"})
-    peer.feed(INFO)
+    peer.feed(PEER_INFO)
     connect, ping, rest = peer.sent().split(b"\r\n")
     assert (ping, rest) == (b"PING", b"")
     assert connect.startswith(b"CONNECT ")
@@ -112,7 +77,7 @@ def test_info_is_answered_by_connect_then_ping(peer: Peer) -> None:
 
 def test_token_goes_into_connect() -> None:
     peer = Peer(connect_options={"auth_token": "s3cret"})
-    peer.feed(INFO)
+    peer.feed(PEER_INFO)
     options = json.loads(peer.sent().split(b"\r\n")[0][len(b"CONNECT ") :])
     assert options["auth_token"] == "s3cret"
 
@@ -120,7 +85,7 @@ def test_token_goes_into_connect() -> None:
 def test_when_connected_fires_on_the_pong(peer: Peer) -> None:
     first = results(peer.protocol.when_connected())
     second = results(peer.protocol.when_connected())
-    peer.feed(INFO)
+    peer.feed(PEER_INFO)
     assert first == second == []
     peer.feed(b"PONG\r\n")
     assert first == second == [peer.protocol.server_info]
@@ -129,7 +94,7 @@ def test_when_connected_fires_on_the_pong(peer: Peer) -> None:
 
 def test_when_connected_fails_if_the_connection_is_lost_first(peer: Peer) -> None:
     waiting = results(peer.protocol.when_connected())
-    peer.feed(INFO)
+    peer.feed(PEER_INFO)
     peer.lose(ConnectionLost())
     assert waiting[0].check(ConnectionLost)
     assert results(peer.protocol.when_connected())[0].check(ConnectionLost)
@@ -160,7 +125,7 @@ def test_when_lost_fires_with_the_reason(connected: Peer) -> None:
 
 def test_fatal_err_fails_the_handshake_and_drops(peer: Peer, log_events: list) -> None:
     waiting = results(peer.protocol.when_connected())
-    peer.feed(INFO, b"-ERR 'Authorization Violation'\r\n")
+    peer.feed(PEER_INFO, b"-ERR 'Authorization Violation'\r\n")
     assert waiting[0].check(NATSError)
     assert str(waiting[0].value) == "Authorization Violation"
     assert peer.transport.disconnecting
@@ -201,7 +166,7 @@ def test_ok_is_ignored(connected: Peer) -> None:
         b"MSG a\r\n",
         b"MSG a 1 2\r\nhiXX",
         b"HMSG a 1 20 10\r\n" + b"x" * 12 + b"\r\n",
-        b"INFO [1,2]\r\n",
+        b"PEER_INFO [1,2]\r\n",
         b"INFO {not json\r\n",
         b"MSG a 1 99999999999\r\n",
         b"X" * (MAX_CONTROL_LINE + 1),
@@ -258,7 +223,7 @@ def test_a_failing_handler_does_not_stop_later_messages(log_events: list) -> Non
     protocol = NATSProtocol(Clock(), handler, {})
     transport = StringTransport()
     protocol.makeConnection(transport)
-    protocol.dataReceived(INFO + b"PONG\r\n")
+    protocol.dataReceived(PEER_INFO + b"PONG\r\n")
     protocol.dataReceived(b"MSG a 1 3\r\nbad\r\nMSG a 1 4\r\ngood\r\n")
     assert delivered == [b"bad", b"good"]
     assert not transport.disconnecting

@@ -7,7 +7,6 @@ import jwt
 import pytest
 import treq
 from treq.testing import StubTreq
-from twisted.internet.task import Clock
 from twisted.web.resource import Resource
 
 from monit.auth.cache import CachingVerifier
@@ -25,14 +24,8 @@ from deferreds import result_of
 SECRET = "test-secret"
 URL = "http://monit.example/events"
 NOW = 1_700_000_000
+pytestmark = pytest.mark.clock_starts_at(NOW)
 BASE = NOW * 1_000_000  # core mode's ids go on from the start time
-
-
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(NOW)
-    return clock
 
 
 @pytest.fixture

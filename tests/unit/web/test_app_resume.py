@@ -10,7 +10,6 @@ import pytest
 import treq
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
-from twisted.internet.task import Clock
 
 from monit.auth.jwt_verifier import JWTVerifier
 from monit.registry import InboxRegistry
@@ -24,6 +23,7 @@ from deferreds import answered, result_of
 
 URL = "http://monit.example/events?stream=job"
 SECRET = "hold-secret"
+pytestmark = pytest.mark.clock_starts_at(1_700_000_000)
 
 
 class Holds:
@@ -46,13 +46,6 @@ class Holds:
             if after <= event_id:
                 del self.waiting[waiter]
                 waiter.callback(None)
-
-
-@pytest.fixture
-def clock():
-    clock = Clock()
-    clock.advance(1_700_000_000)
-    return clock
 
 
 def web(clock, holds, registry):

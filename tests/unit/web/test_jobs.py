@@ -16,11 +16,6 @@ from streamingrequest import StreamingRequest, event
 
 
 @pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
 def registry(clock):
     return InboxRegistry(clock, **registry_options(Settings(grace=1)))
 

@@ -5,7 +5,6 @@ fast path has its own tests over a real socket in tests/scenarios/test_fastpath_
 """
 import pytest
 from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
 from monit.registry import InboxRegistry
@@ -14,11 +13,6 @@ from monit.settings import Settings
 from monit.web.stream import EventStream, OneJob, StreamSet
 
 from streamingrequest import StreamingRequest, event
-
-
-@pytest.fixture
-def clock():
-    return Clock()
 
 
 @pytest.fixture
