@@ -283,7 +283,8 @@ async def test_a_connection_that_never_finishes_its_headers_is_closed(remote_mon
 
     def closed() -> bool:
         try:
-            return sock.recv(4096) == b""
+            data: bytes = sock.recv(4096)
+            return data == b""
         except BlockingIOError:
             return False
         except ConnectionResetError:

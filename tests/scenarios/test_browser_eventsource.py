@@ -40,6 +40,7 @@ from twisted.web.server import Site
 
 from monit.token import mint
 
+from loopback import QuietSite
 from publisher import Publisher
 from streams import SECRET, start_monit
 from waiting import wait_for
@@ -106,9 +107,7 @@ def page_site(reports: Reports) -> Site:
     root = PageRoot()
     root.putChild(b"eventsource.html", Page())
     root.putChild(b"report", reports)
-    site = Site(root)
-    site.log = lambda request: None
-    return site
+    return QuietSite(root)
 
 
 class Chromium:

@@ -25,6 +25,7 @@ from monit.web import _fastpath
 from monit.web.app import MonitWeb
 from monit.web.site import MonitSite
 
+from loopback import base_url, stop_listening
 from streams import Reader, stalled_reader
 from waiting import wait_for, within
 
@@ -40,7 +41,7 @@ class Served:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port.getHost().port}"
+        return base_url(self.port)
 
     def newest_stream(self):
         return list(self.web.streams._streams)[-1]
@@ -57,7 +58,7 @@ async def serve() -> Served:
 
 
 async def stop(served: Served) -> None:
-    await served.port.stopListening()
+    await stop_listening(served.port)
     served.web.stopService()
     await served.site.close_connections(reactor, 3)
 

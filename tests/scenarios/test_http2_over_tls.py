@@ -37,7 +37,8 @@ async def first_event(response: httpx.Response, lines=None) -> dict:
     """The next event's data, from the response's lines (or from ``lines``, an iterator over them already begun)."""
     async for line in lines or response.aiter_lines():
         if line.startswith("data: "):
-            return json.loads(line[6:])
+            event: dict = json.loads(line[6:])
+    return event
     raise EOFError("the stream ended without an event")
 
 

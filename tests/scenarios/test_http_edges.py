@@ -19,24 +19,31 @@ from monit.web.app import MonitWeb
 from monit.web.listener import with_backlog
 from monit.web.site import MonitSite
 
+from loopback import port_number
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration  # a real listening socket and raw clients
+
+
+class ServedSite(MonitSite):
+    """A MonitSite that knows its port."""
+
+    port: int
 
 
 @pytest.fixture
 def site():
     settings = Settings(insecure_no_auth=True)
     web = MonitWeb(InboxRegistry(reactor, **registry_options(settings)), NoAuth(), reactor, **web_options(settings))
-    site = MonitSite(web.resource(), reactor, head_timeout=1.0, max_connections=20, max_per_address=10)
+    site = ServedSite(web.resource(), reactor, head_timeout=1.0, max_connections=20, max_per_address=10)
     port = pytest_twisted.blockon(serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
-    site.port = port.getHost().port
+    site.port = port_number(port)
     yield site
     pytest_twisted.blockon(port.stopListening())
     pytest_twisted.blockon(site.close_connections(reactor, 3))
 
 
-def connect(site: MonitSite) -> socket.socket:
+def connect(site: ServedSite) -> socket.socket:
     client = socket.create_connection(("127.0.0.1", site.port))
     client.settimeout(10)
     return client
@@ -64,7 +71,7 @@ def dechunked(body: bytes) -> bytes:
     return data
 
 
-async def exchange(site: MonitSite, *pieces: bytes) -> tuple[int, dict]:
+async def exchange(site: ServedSite, *pieces: bytes) -> tuple[int, dict]:
     def talk() -> tuple[int, dict]:
         with connect(site) as client:
             for piece in pieces:

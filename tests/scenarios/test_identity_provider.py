@@ -16,18 +16,18 @@ import pytest
 import pytest_twisted
 import treq
 from cryptography.hazmat.primitives.asymmetric.rsa import generate_private_key
-from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import LogLevel, formatEvent
 from twisted.web.server import Site
 
 from jwks_provider import Provider, jwks_in_a_thread
+from loopback import base_url, listen, stop_listening
 from natsserver import free_port
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from publisher import Publisher
 from signing import AUDIENCE, ISSUER, Signer, hmac_with_public_key, jwks
-from streams import job_message, open_stream, start_monit
+from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
 
 MIN_REFETCH = 1.0  # seconds between fetches for unknown kids: monit's default
@@ -37,8 +37,8 @@ AUTH_TIMEOUT = 2.0  # --auth-timeout's default
 @pytest.fixture
 def provider(rsa: Signer, ec: Signer, ed: Signer) -> Iterator[Provider]:
     provider = Provider(jwks(rsa, ec, ed))
-    port = reactor.listenTCP(0, Site(provider), interface="127.0.0.1")
-    provider.url = f"http://127.0.0.1:{port.getHost().port}/realms/ops/protocol/openid-connect/certs"
+    port = listen(Site(provider))
+    provider.url = f"{base_url(port)}/realms/ops/protocol/openid-connect/certs"
     provider.port = port
     yield provider
     pytest_twisted.blockon(maybeDeferred(port.stopListening))  # a test may have stopped it
@@ -57,17 +57,18 @@ def monit(nats_server, provider: Provider):
 
 async def answer(monit, token: str, stream: str = "job") -> tuple[int, dict]:
     """The status and JSON body of a request that is refused."""
-    response = await within(treq.get(f"{monit.base_url}/events?stream={stream}", headers={"X-Auth-Token": token}))
+    response = await within(treq.get(f"{monit.base_url}/events?stream={stream}", headers=token_header(token)))
     assert response.code != 200, "expected a refusal"
     return response.code, await within(response.json())
 
 
 async def first_status(monit, token: str) -> int:
     response = await within(
-        treq.get(f"{monit.base_url}/events?stream=probe", headers={"X-Auth-Token": token}, unbuffered=True)
+        treq.get(f"{monit.base_url}/events?stream=probe", headers=token_header(token), unbuffered=True)
     )
-    response.original._transport.loseConnection()  # a 200 is a stream: hang up
-    return response.code
+    hang_up(response)  # a 200 is a stream: hang up
+    code: int = response.code
+    return code
 
 
 @pytest_twisted.ensureDeferred
@@ -140,7 +141,7 @@ async def readiness(monit) -> tuple[int, dict]:
 async def test_while_the_jwks_is_down_known_keys_stream_unknown_ones_get_503_and_readyz_says_why(
     monit, provider: Provider, publisher, ec: Signer
 ) -> None:
-    await provider.port.stopListening()
+    await stop_listening(provider.port)
     known = await open_stream(monit, "down1", headers={"X-Auth-Token": ec.token()})
     publisher.publish("monitor.user", job_message("down1", "still here"))
     await wait_for(lambda: known.data(), what="the message")
@@ -161,9 +162,9 @@ async def test_a_redirect_is_not_followed_even_to_the_same_keys(
     monit, provider: Provider, rsa: Signer, ec: Signer, ed: Signer
 ) -> None:
     elsewhere = Provider(jwks(rsa, ec, ed, Signer.make("ES256")))
-    port = reactor.listenTCP(0, Site(elsewhere), interface="127.0.0.1")
+    port = listen(Site(elsewhere))
     try:
-        target = f"http://127.0.0.1:{port.getHost().port}/certs"
+        target = f"{base_url(port)}/certs"
         provider.redirect = target
         assert await answer(monit, Signer.make("ES256").token()) == (503, {"error": "token cannot be checked now"})
         assert elsewhere.requests == 0
@@ -171,7 +172,7 @@ async def test_a_redirect_is_not_followed_even_to_the_same_keys(
         assert problems == [f"auth: JWKS at {provider.url}: HTTP 302: a redirect, which monit does not follow "
                             "(give the URL it points to) (keeping the 3 keys we have)"]
     finally:
-        await port.stopListening()
+        await stop_listening(port)
 
 
 @pytest_twisted.ensureDeferred

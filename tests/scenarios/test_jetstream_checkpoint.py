@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from typing import Any
 
 import pytest_twisted
 
@@ -20,13 +21,13 @@ from monit.service import feed_options
 from monit.settings import Settings
 
 from publisher import Publisher
-from streams import job_message, open_stream, start_monit
+from streams import feed_of, job_message, open_stream, start_monit
 from waiting import wait_for
 
 _names = itertools.count(1)
 # Short timers, so that jobs end and are dropped within the test.
-TIMERS = dict(grace=0.3, retention=4.0, expiry=2.0, abandon=2.5, jetstream_check=0.2)
-LONG = {**TIMERS, "expiry": 300.0}  # jobs that are never opened stay for the whole test
+TIMERS: dict[str, Any] = dict(grace=0.3, retention=4.0, expiry=2.0, abandon=2.5, jetstream_check=0.2)
+LONG: dict[str, Any] = {**TIMERS, "expiry": 300.0}  # jobs that are never opened stay for the whole test
 
 
 def key_of(settings: Settings) -> str:
@@ -43,7 +44,8 @@ def fresh_stream() -> str:
 
 
 def api(publisher: Publisher, call: str, body: dict | None = None) -> dict:
-    return json.loads(publisher.request(f"$JS.API.{call}", json.dumps(body).encode() if body else b""))
+    answer: dict = json.loads(publisher.request(f"$JS.API.{call}", json.dumps(body).encode() if body else b""))
+    return answer
 
 
 def stored_checkpoint(publisher: Publisher, stream: str, settings: Settings) -> Checkpoint | None:
@@ -70,12 +72,13 @@ def snapshot(monit) -> dict:
 
 
 def last_seq(publisher: Publisher, stream: str) -> int:
-    return api(publisher, f"STREAM.INFO.{stream}")["state"]["last_seq"]
+    seq: int = api(publisher, f"STREAM.INFO.{stream}")["state"]["last_seq"]
+    return seq
 
 
 async def jetstream_monit(server, stream: str, timers: dict = TIMERS, **settings):
     monit = await start_monit(server.url, jetstream=True, jetstream_stream=stream, **timers, **settings)
-    await wait_for(lambda: monit.feed.caught_up, timeout=30, what="the replay caught up")
+    await wait_for(lambda: feed_of(monit).caught_up, timeout=30, what="the replay caught up")
     return monit
 
 
@@ -111,7 +114,7 @@ async def test_a_start_from_the_checkpoint_builds_what_a_whole_replay_builds(jet
         last = last_seq(publisher, stream)
         settings = Settings(**TIMERS)
         # The first kept run is rerun's first: the record of it is kept for --retention.
-        await wait_for(lambda: peer.feed.checkpoint == old + 1 and peer.registry.last_id >> ID_SHIFT == last,
+        await wait_for(lambda: feed_of(peer).checkpoint == old + 1 and peer.registry.last_id >> ID_SHIFT == last,
                        what="the peer's checkpoint: the start of rerun's first run")
         await wait_for(lambda: stored_checkpoint(publisher, stream, settings) is not None
                        and stored_checkpoint(publisher, stream, settings).horizon == old + 1, what="stored")
@@ -120,7 +123,7 @@ async def test_a_start_from_the_checkpoint_builds_what_a_whole_replay_builds(jet
         started.append(checkpointed)
         whole = await jetstream_monit(jetstream_server, stream, jetstream_checkpoint=False)
         started.append(whole)
-        assert checkpointed.feed.replayed_from == old and whole.feed.replayed_from == 0
+        assert feed_of(checkpointed).replayed_from == old and feed_of(whole).replayed_from == 0
         await wait_for(lambda: snapshot(checkpointed) == snapshot(whole) == snapshot(peer), timeout=5,
                        what="the same inboxes, histories and ids")
         kept = snapshot(checkpointed)
@@ -160,14 +163,14 @@ async def test_a_checkpoint_of_a_stream_made_anew_or_past_its_end_is_ignored(jet
             await wait_for(lambda: write(publisher, stream, written), what="written")
             monit = await jetstream_monit(jetstream_server, stream, LONG)
             try:
-                assert monit.feed.replayed_from == 0, why
+                assert feed_of(monit).replayed_from == 0, why
                 assert monit.registry.get("kept").last_id == 5 << ID_SHIFT
             finally:
                 await monit.stopService()
         await wait_for(lambda: write(publisher, stream, Checkpoint(4, created)), what="written")
         monit = await jetstream_monit(jetstream_server, stream, LONG)
         try:
-            assert monit.feed.replayed_from == 3, "a usable one is used"
+            assert feed_of(monit).replayed_from == 3, "a usable one is used"
             assert monit.registry.get("kept").last_id == 5 << ID_SHIFT
         finally:
             await monit.stopService()
@@ -187,7 +190,7 @@ async def test_without_a_bucket_it_replays_everything_and_makes_the_bucket(jetst
         assert "error" in api(publisher, f"STREAM.INFO.KV_{bucket_for(stream)}")
         monit = await jetstream_monit(jetstream_server, stream, LONG)
         try:
-            assert monit.feed.replayed_from == 0 and monit.registry.get("kept").last_id == 3 << ID_SHIFT
+            assert feed_of(monit).replayed_from == 0 and monit.registry.get("kept").last_id == 3 << ID_SHIFT
             bucket = api(publisher, f"STREAM.INFO.KV_{bucket_for(stream)}")["config"]
             assert bucket["max_msgs_per_subject"] == 1 and bucket["num_replicas"] == 1
             assert bucket["subjects"] == [f"$KV.{bucket_for(stream)}.>"] and bucket["allow_rollup_hdrs"]

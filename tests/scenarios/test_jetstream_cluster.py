@@ -39,8 +39,9 @@ class Monit(MonitInstance):
         super().__init__(tmp_path, nats_urls)
         self.start()
 
-    def read(self, stream: str, last_event_id: str | None = None) -> subprocess.Popen:
-        return super().read(stream, TOKEN, last_event_id)
+    def read_as_reader(self, stream: str, last_event_id: str | None = None) -> subprocess.Popen[bytes]:
+        """``read`` with the test's token."""
+        return self.read(stream, TOKEN, last_event_id)
 
 
 def frames(output: bytes) -> list[tuple[str, dict]]:
@@ -62,7 +63,7 @@ def test_a_reader_on_a_killed_instance_resumes_on_the_other_with_exactly_the_res
     one, two = Monit(tmp_path, cluster.urls), Monit(tmp_path, cluster.urls[::-1])
     publisher = Publisher(cluster.urls[1])
     try:
-        reader = one.read("k1")
+        reader = one.read_as_reader("k1")
         read_until(reader, b"retry: ")
         for n in range(5):
             step(publisher, "k1", n)
@@ -72,7 +73,7 @@ def test_a_reader_on_a_killed_instance_resumes_on_the_other_with_exactly_the_res
         for n in range(5, 10):
             step(publisher, "k1", n)
         last_id = frames(seen)[-1][0]
-        resumed = two.read("k1", last_id)
+        resumed = two.read_as_reader("k1", last_id)
         rest = read_until(resumed, b'data: {"n":9}\n\n', timeout=30)
         stop(resumed)
         assert [data["n"] for _, data in frames(seen) + frames(rest)] == list(range(10))
@@ -83,7 +84,8 @@ def test_a_reader_on_a_killed_instance_resumes_on_the_other_with_exactly_the_res
 
 
 def stream_leader(publisher: Publisher) -> str:
-    return json.loads(publisher.request("$JS.API.STREAM.INFO.MONIT", b""))["cluster"]["leader"]
+    leader: str = json.loads(publisher.request("$JS.API.STREAM.INFO.MONIT", b""))["cluster"]["leader"]
+    return leader
 
 
 def test_every_instance_restarted_mid_job_and_a_node_lost_lose_nothing(tmp_path, cluster):
@@ -113,7 +115,7 @@ def test_every_instance_restarted_mid_job_and_a_node_lost_lose_nothing(tmp_path,
         for n in range(6, 9):
             step(publisher, "r1", n)
         publisher.publish("service.create.done", {"id": "r1"})
-        reader = monit.read("r1")
+        reader = monit.read_as_reader("r1")
         try:
             output = read_until(reader, b"event: service.create.done\n", timeout=60) + read_until(reader, b"\n\n")
         except TimeoutError as error:
@@ -153,7 +155,7 @@ def test_a_reader_that_follows_its_job_across_instances_killed_and_restarted_get
         publisher.publish("service.create", {"id": "bounce"})
         for round_no in range(4):
             where = round_no % 2
-            reader = instances[where].read("bounce", last_id)
+            reader = instances[where].read_as_reader("bounce", last_id)
             for _ in range(5):
                 step(publisher, "bounce", step_no)
                 step_no += 1
@@ -171,7 +173,7 @@ def test_a_reader_that_follows_its_job_across_instances_killed_and_restarted_get
                 step_no += 1
             instances[where].start(wait=False)  # on its port again; the reader comes back while it replays
             wait_for_port(instances[where].port, up=True, deadline=60)
-        reader = instances[0].read("bounce", last_id)
+        reader = instances[0].read_as_reader("bounce", last_id)
         output = read_until(reader, b'data: {"n":%d}\n\n' % (step_no - 1), timeout=60)
         stop(reader)
         got += frames(output)

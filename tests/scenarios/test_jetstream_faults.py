@@ -15,7 +15,7 @@ import treq
 from monit.routing import ID_SHIFT
 
 from publisher import Publisher
-from streams import auth, job_message, open_stream, start_monit
+from streams import auth, feed_of, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
 _names = itertools.count(1)
@@ -27,7 +27,8 @@ def fresh_stream() -> str:
 
 
 def api(publisher: Publisher, call: str, body: dict | None = None) -> dict:
-    return json.loads(publisher.request(f"$JS.API.{call}", json.dumps(body).encode() if body else b""))
+    answer: dict = json.loads(publisher.request(f"$JS.API.{call}", json.dumps(body).encode() if body else b""))
+    return answer
 
 
 def info(publisher: Publisher, stream: str) -> dict:
@@ -45,12 +46,13 @@ def operators_stream(publisher: Publisher, stream: str, **config) -> dict:
 
 async def readyz(monit) -> tuple[int, dict]:
     response = await within(treq.get(f"{monit.base_url}/readyz"))
-    return response.code, json.loads(await within(response.content()))
+    body = await within(response.content())
+    return response.code, json.loads(body)
 
 
 async def jetstream_monit(server, stream: str, **settings):
     monit = await start_monit(server.url, jetstream=True, jetstream_stream=stream, jetstream_check=CHECK, **settings)
-    await wait_for(lambda: monit.feed.caught_up, what="the replay caught up")
+    await wait_for(lambda: feed_of(monit).caught_up, what="the replay caught up")
     return monit
 
 
@@ -77,7 +79,7 @@ async def test_a_deleted_stream_that_monit_made_is_made_again_and_followed(jetst
         await wait_for(lambda: "error" not in info(publisher, stream) and info(publisher, stream)["created"] != created,
                        what="the stream made again")
         # monit hears that it made the stream a moment after the server has it: wait for both.
-        await wait_for(lambda: "before" not in monit.registry and monit.feed.caught_up,
+        await wait_for(lambda: "before" not in monit.registry and feed_of(monit).caught_up,
                        what="every inbox of the old stream ended, and the new stream followed")
         await a_job_gets_through(monit, publisher, "after")
         assert await readyz(monit) == (200, {"ready": True, "nats": True, "jetstream": True, "listening": True,
@@ -102,7 +104,7 @@ async def test_a_nats_server_back_with_an_empty_store_gets_the_stream_again(jets
         jetstream_server.start()
         publisher = Publisher(jetstream_server.url)
         await wait_for(lambda: "error" not in info(publisher, stream), timeout=30, what="the stream made again")
-        await wait_for(lambda: monit.feed.caught_up, timeout=30, what="following the new stream")
+        await wait_for(lambda: feed_of(monit).caught_up, timeout=30, what="following the new stream")
         await a_job_gets_through(monit, publisher, "after")
         assert (await readyz(monit))[0] == 200
         publisher.close()
@@ -119,13 +121,13 @@ async def test_an_operators_stream_that_is_deleted_makes_monit_unready_naming_it
     try:
         await a_job_gets_through(monit, publisher, "before")
         api(publisher, f"STREAM.DELETE.{stream}")
-        await wait_for(lambda: not monit.feed.caught_up, what="not ready")
+        await wait_for(lambda: not feed_of(monit).caught_up, what="not ready")
         code, body = await readyz(monit)
         assert code == 503 and body["jetstream"] is False
         assert [p for p in body["problems"] if stream in p and "gone" in p and "--jetstream-recreate" in p], body
         assert "error" in info(publisher, stream), "monit did not make it"
         operators_stream(publisher, stream)  # the operator makes it again: monit follows it, as new
-        await wait_for(lambda: monit.feed.caught_up, what="following the operator's new stream")
+        await wait_for(lambda: feed_of(monit).caught_up, what="following the operator's new stream")
         assert "before" not in monit.registry
         await a_job_gets_through(monit, publisher, "after")
         assert (await readyz(monit)) == (200, {"ready": True, "nats": True, "jetstream": True, "listening": True,
@@ -145,7 +147,7 @@ async def test_told_to_recreate_monit_makes_an_operators_stream_again(jetstream_
     try:
         api(publisher, f"STREAM.DELETE.{stream}")
         await wait_for(lambda: "error" not in info(publisher, stream), what="the stream made again")
-        await wait_for(lambda: monit.feed.caught_up, what="following it")
+        await wait_for(lambda: feed_of(monit).caught_up, what="following it")
         await a_job_gets_through(monit, publisher, "after")
     finally:
         publisher.close()
@@ -175,7 +177,7 @@ async def test_a_stream_made_anew_is_replayed_from_its_first_message_and_old_ids
         for n in range(20):
             publisher.publish("monitor.user", job_message("anew", f"new{n}"))
         await within(reader.done)  # the old stream's inboxes ended
-        await wait_for(lambda: monit.feed.caught_up and "anew" in monit.registry
+        await wait_for(lambda: feed_of(monit).caught_up and "anew" in monit.registry
                        and monit.registry.get("anew").last_id >> ID_SHIFT == 21, what="the new stream replayed")
         fresh = await open_stream(monit, "anew")
         await wait_for(lambda: len(fresh.data()) == 20, what="all twenty")
@@ -207,10 +209,10 @@ async def test_a_stream_that_cannot_store_is_a_problem_in_readyz_and_the_log(jet
         assert stream in problem and "max_msgs" in problem and "discard: new" in problem
         assert [e for e in events if e.get("why") and "max_msgs" in e["why"] and e["log_level"].name == "error"]
         api(publisher, f"STREAM.PURGE.{stream}")
-        await wait_for(lambda: not monit.feed.problems, what="it can store again")
+        await wait_for(lambda: not feed_of(monit).problems, what="it can store again")
         config = info(publisher, stream)["config"]
         api(publisher, f"STREAM.UPDATE.{stream}", config | {"sealed": True})
-        await wait_for(lambda: monit.feed.problems, what="the seal noticed")
+        await wait_for(lambda: feed_of(monit).problems, what="the seal noticed")
         assert "sealed" in (await readyz(monit))[1]["problems"][0]
     finally:
         publisher.close()
@@ -224,11 +226,11 @@ async def test_a_stream_whose_subject_is_at_its_limit_is_a_problem_too(jetstream
     operators_stream(publisher, stream, discard="new", max_msgs_per_subject=2, discard_new_per_subject=True)
     monit = await jetstream_monit(jetstream_server, stream)
     try:
-        assert monit.feed.problems == []
+        assert feed_of(monit).problems == []
         for n in range(2):
             publisher.publish("monitor.user", job_message("filler", f"f{n}"))
-        await wait_for(lambda: monit.feed.problems, what="the full subject noticed")
-        assert "monitor.user" in monit.feed.problems[0] and "max_msgs_per_subject" in monit.feed.problems[0]
+        await wait_for(lambda: feed_of(monit).problems, what="the full subject noticed")
+        assert "monitor.user" in feed_of(monit).problems[0] and "max_msgs_per_subject" in feed_of(monit).problems[0]
     finally:
         publisher.close()
         await monit.stopService()

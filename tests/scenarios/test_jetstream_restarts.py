@@ -10,7 +10,7 @@ import treq
 from monit.routing import ID_SHIFT
 
 from publisher import Publisher
-from streams import auth, job_message, open_stream, start_monit
+from streams import auth, feed_of, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
 _names = itertools.count(1)
@@ -22,12 +22,13 @@ def fresh_stream() -> str:
 
 async def jetstream_monit(server, stream: str, **settings):
     monit = await start_monit(server.url, jetstream=True, jetstream_stream=stream, **settings)
-    await wait_for(lambda: monit.feed.caught_up, what="the replay caught up")
+    await wait_for(lambda: feed_of(monit).caught_up, what="the replay caught up")
     return monit
 
 
 def stream_info(publisher: Publisher, stream: str) -> dict:
-    return json.loads(publisher.request(f"$JS.API.STREAM.INFO.{stream}", b""))
+    info: dict = json.loads(publisher.request(f"$JS.API.STREAM.INFO.{stream}", b""))
+    return info
 
 
 @pytest_twisted.ensureDeferred

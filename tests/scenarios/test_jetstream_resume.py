@@ -23,7 +23,7 @@ from monit.token import mint
 from deferreds import answered
 from publisher import Publisher
 from streams import SECRET as MONIT_SECRET
-from streams import Reader, auth, job_message, open_stream, start_monit
+from streams import Reader, auth, feed_of, job_message, open_stream, start_monit
 from waiting import wait_for, within
 
 _names = itertools.count(1)
@@ -52,7 +52,7 @@ async def test_a_reader_resuming_on_an_instance_still_replaying_gets_only_what_f
     publisher = Publisher(jetstream_server.url)
     two = None
     try:
-        await wait_for(lambda: one.feed.caught_up, what="the stream made")
+        await wait_for(lambda: feed_of(one).caught_up, what="the stream made")
         await publish_many(jetstream_server.url, 100_000, 1000)
         publisher.publish("service.create", {"id": "mine"})
         for n in range(49):
@@ -66,7 +66,7 @@ async def test_a_reader_resuming_on_an_instance_still_replaying_gets_only_what_f
                                 jetstream_checkpoint=False, heartbeat=60)
         asked = treq.get(f"{two.base_url}/events?stream=mine", headers={**auth(), "Last-Event-ID": reader.events[-1].id},
                          unbuffered=True)
-        await wait_for(lambda: two.feed.held == 1, what="the reader held: it came while the replay ran")
+        await wait_for(lambda: feed_of(two).held == 1, what="the reader held: it came while the replay ran")
         resumed = Reader(await within(asked, timeout=60))
         assert two.registry.get("mine").last_id == int(reader.events[-1].id), "let go once the replay passed it"
         publisher.publish("monitor.user", job_message("mine", "after"))
@@ -84,7 +84,7 @@ async def test_a_reader_resuming_on_an_instance_still_replaying_gets_only_what_f
 async def test_a_held_reader_that_goes_away_is_let_go(jetstream_server):
     stream = f"MONIT_RESUME_{next(_names)}"
     one = await start_monit(jetstream_server.url, jetstream=True, jetstream_stream=stream)
-    await wait_for(lambda: one.feed.caught_up)
+    await wait_for(lambda: feed_of(one).caught_up)
     await one.stopService()
     await publish_many(jetstream_server.url, 50_000, 100)
     two = await start_monit(jetstream_server.url, jetstream=True, jetstream_stream=stream, heartbeat=60)
@@ -94,14 +94,14 @@ async def test_a_held_reader_that_goes_away_is_let_go(jetstream_server):
         with socket.create_connection((host, int(port))) as client:
             client.sendall(f"GET /events?stream=x HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n"
                            f"Last-Event-ID: {60_000 << ID_SHIFT}\r\n\r\n".encode())
-            await wait_for(lambda: two.feed.holding == 1, what="held")
+            await wait_for(lambda: feed_of(two).holding == 1, what="held")
             two.nats.pause_reading(True)  # the replay stalls: only the client's going can let it go
         try:
-            await wait_for(lambda: two.feed.holding == 0, what="let go when the client went away")
-            assert not two.feed.caught_up and len(two.web.streams) == 0
+            await wait_for(lambda: feed_of(two).holding == 0, what="let go when the client went away")
+            assert not feed_of(two).caught_up and len(two.web.streams) == 0
         finally:
             two.nats.pause_reading(False)
-        await wait_for(lambda: two.feed.caught_up, timeout=30)
+        await wait_for(lambda: feed_of(two).caught_up, timeout=30)
         assert "x" not in two.registry, "no stream was started for it"
     finally:
         await two.stopService()
@@ -115,7 +115,7 @@ async def test_a_reader_held_longer_than_the_auth_timeout_keeps_its_connection(j
     publisher = Publisher(jetstream_server.url)
     two = None
     try:
-        await wait_for(lambda: one.feed.caught_up, what="the stream made")
+        await wait_for(lambda: feed_of(one).caught_up, what="the stream made")
         await publish_many(jetstream_server.url, 50_000, 100)
         publisher.publish("service.create", {"id": "slow"})
         publisher.publish("monitor.user", job_message("slow", "seen"))
@@ -127,11 +127,11 @@ async def test_a_reader_held_longer_than_the_auth_timeout_keeps_its_connection(j
         asked = treq.get(f"{two.base_url}/events?stream=slow", headers={**auth(), "Last-Event-ID": last},
                          unbuffered=True)
         response = answered(asked)
-        await wait_for(lambda: two.feed.holding == 1, what="held")
+        await wait_for(lambda: feed_of(two).holding == 1, what="held")
         two.nats.pause_reading(True)  # the replay stalls for five times the auth timeout
         try:
             await deferLater(reactor, 1.0)
-            assert two.feed.holding == 1 and not response, "still held, not cut"
+            assert feed_of(two).holding == 1 and not response, "still held, not cut"
         finally:
             two.nats.pause_reading(False)
         resumed = Reader(await within(asked, timeout=60))

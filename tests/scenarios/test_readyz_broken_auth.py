@@ -9,7 +9,7 @@ from twisted.internet import reactor
 from twisted.web.server import Site
 
 from auth_service import OneAnswerAuthService
-from streams import start_monit
+from streams import start_monit, token_header
 from waiting import within
 
 
@@ -23,7 +23,7 @@ def auth_service():
 
 
 async def get(url: str, token: str | None = None) -> tuple[int, dict]:
-    headers = {"X-Auth-Token": token} if token else {}
+    headers = token_header(token) if token else {}
     response = await within(treq.get(url, headers=headers))
     return response.code, await within(response.json())
 

@@ -16,7 +16,7 @@ from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import formatEvent
 
 from redisserver import RedisServer
-from streams import start_monit
+from streams import hang_up, start_monit, token_header
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration
@@ -42,12 +42,13 @@ def monit(nats_server, redis_server):
 
 async def status(monit, token: str) -> int:
     response = await within(treq.get(f"{monit.base_url}/events?stream=s1",
-                                     headers={"X-Auth-Token": token}, unbuffered=True))
+                                     headers=token_header(token), unbuffered=True))
     if response.code == 200:
-        response.original._transport.loseConnection()
+        hang_up(response)
     else:
         await within(treq.content(response))
-    return response.code
+    code: int = response.code
+    return code
 
 
 async def readiness(monit) -> tuple[int, dict]:

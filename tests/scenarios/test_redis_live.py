@@ -17,7 +17,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 from natsserver import free_port
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from redisserver import RedisServer
-from streams import job_message, open_stream, start_monit
+from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration  # redis-server, nats-server and curl as child processes
@@ -43,9 +43,9 @@ def redis_monit(nats_server, redis_server):
 
 async def get(monit, stream: str, token: str):
     response = await within(treq.get(f"{monit.base_url}/events?stream={stream}",
-                                     headers={"X-Auth-Token": token, "Accept": "*/*"}, unbuffered=True))
+                                     headers={**token_header(token), "Accept": "*/*"}, unbuffered=True))
     if response.code == 200:
-        response.original._transport.loseConnection()
+        hang_up(response)
     return response
 
 

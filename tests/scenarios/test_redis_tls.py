@@ -16,7 +16,7 @@ from natsserver import free_port
 from pki import CA
 from processes import curl_stream, read_until, script, stop, wait_until_ready
 from redisserver import RedisServer, ServerTLS, User
-from streams import job_message, open_stream, start_monit
+from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration
@@ -51,10 +51,10 @@ async def readiness(monit) -> tuple[int, dict]:
 
 
 async def status(monit, token: str) -> tuple[int, dict | None]:
-    response = await within(treq.get(f"{monit.base_url}/events?stream=t1", headers={"X-Auth-Token": token},
+    response = await within(treq.get(f"{monit.base_url}/events?stream=t1", headers=token_header(token),
                                       unbuffered=True))
     if response.code == 200:
-        response.original._transport.loseConnection()
+        hang_up(response)
         return 200, None
     return response.code, await within(response.json())
 

@@ -6,19 +6,21 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 
 import treq
 
 from auth_service import auth_service  # noqa: F401 (a fixture)
-from streams import open_stream, start_monit
+from streams import open_stream, start_monit, token_header
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration  # a real nats-server, and monit on the real reactor
 
 
-def owned_by_monit(call: DelayedCall) -> bool:
+def owned_by_monit(call: IDelayedCall) -> bool:
     """Whether a delayed call runs monit's code: a function or method of monit's, or a LoopingCall of one."""
+    assert isinstance(call, DelayedCall)  # the reactor's own
     func = call.func
     if isinstance(func, LoopingCall):
         func = func.f
@@ -82,4 +84,4 @@ async def test_with_an_auth_service_the_bounds_tally_and_pooled_connections_go_t
 
 
 async def ask(monit, token: str):
-    return await within(treq.get(f"{monit.base_url}/events?stream=j", headers={"X-Auth-Token": token}, unbuffered=True))
+    return await within(treq.get(f"{monit.base_url}/events?stream=j", headers=token_header(token), unbuffered=True))

@@ -83,7 +83,8 @@ def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert "Usage" not in result.stdout + result.stderr and "Traceback" not in result.stdout + result.stderr
-    return lines[0]
+    line: str = lines[0]
+    return line
 
 
 @pytest.mark.parametrize(

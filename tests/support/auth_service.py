@@ -3,6 +3,7 @@ gives every check the one answer the test sets."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -10,12 +11,14 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.interfaces import IListeningPort
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Site
+from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as WebRequest
 
+from loopback import QuietSite
 from waiting import wait_for
 
 GOOD, ONLY_A1, BANNED = "good-token", "a1-token", "banned-token"
@@ -31,26 +34,31 @@ class AuthService(Resource):
     """
 
     isLeaf = True
+    # Where it listens, once the fixture has it served.
+    url: str
+    port: IListeningPort
+    factory: WrappingFactory
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         self.calls = 0
-        self.queries = []
+        self.queries: list[dict[bytes, list[bytes]] | None] = []
         self.hold = False
-        self.held = []
+        self.held: list[WebRequest] = []
         self.most_held = 0
-        self.revoked = set()
+        self.revoked: set[str] = set()
 
-    def render_GET(self, request):
+    def render_GET(self, request: WebRequest) -> bytes | int:
         self.calls += 1
         self.queries.append(request.args)
         token = request.getHeader(b"x-auth-token")
+        assert token is not None
         assert request.getHeader(b"authorization") == b"Bearer " + token
         request.setHeader(b"content-type", b"application/json")
         if token.startswith(b"slow-") and self.hold:
             self.held.append(request)
             self.most_held = max(self.most_held, len(self.held))
-            request.notifyFinish().addBoth(lambda _: request in self.held and self.held.remove(request))
+            request.notifyFinish().addBoth(lambda _: self._let_go(request))
             return NOT_DONE_YET
         if token.decode() in self.revoked:
             request.setResponseCode(401)
@@ -70,6 +78,10 @@ class AuthService(Resource):
         request.setResponseCode(403 if token == BANNED.encode() else 401)
         return b"{}"
 
+    def _let_go(self, request: WebRequest) -> None:
+        if request in self.held:
+            self.held.remove(request)
+
     def release(self) -> None:
         """Answer every held check: valid."""
         self.hold = False
@@ -80,10 +92,11 @@ class AuthService(Resource):
     def revoke(self, token: str) -> None:
         self.revoked.add(token)
 
-
     async def stop(self) -> None:
         """Stop listening and close the connections monit's pool keeps open."""
-        await self.port.stopListening()
+        stopped = self.port.stopListening()
+        if stopped is not None:
+            await stopped
         for protocol in list(self.factory.protocols):
             protocol.transport.loseConnection()
         await wait_for(lambda: not self.factory.protocols, what="auth service connections closed")
@@ -123,10 +136,9 @@ class OneAnswerAuthService(Resource):
 
 
 @pytest.fixture
-def auth_service():
+def auth_service() -> Iterator[AuthService]:
     service = AuthService()
-    site = Site(service)
-    site.log = lambda request: None  # its access log is the auth service's, not monit's
+    site = QuietSite(service)
     service.factory = WrappingFactory(site)
     port = pytest_twisted.blockon(
         TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(service.factory))

@@ -17,8 +17,13 @@ def result_of(d: Deferred) -> Any:
     return results[0]
 
 
-def answered(asked: Deferred) -> list:
+def answered(asked: Deferred[Any]) -> list[Any]:
     """What the request has been answered with so far (nothing while it is held)."""
-    seen: list = []
-    asked.addBoth(lambda result: seen.append(result) or result)
+    seen: list[Any] = []
+
+    def keep(result: object) -> object:
+        seen.append(result)
+        return result
+
+    asked.addBoth(keep)
     return seen

@@ -43,7 +43,7 @@ class ServerEnd:
 
     def sent(self) -> bytes:
         """What the protocol wrote since the last call."""
-        value = self.transport.value()
+        value: bytes = self.transport.value()
         self.transport.clear()
         return value
 
@@ -137,6 +137,9 @@ class HandAnsweredNATS:
     """Records requests; the test answers each one's Deferred."""
 
     requests: list[tuple[str, bytes, float, Deferred[Msg]]] = attrs.Factory(list)
+
+    def when_connected(self) -> Deferred[None]:
+        return succeed(None)
 
     def request(self, subject: str, payload: bytes, timeout: float) -> Deferred[Msg]:
         d: Deferred[Msg] = Deferred()

@@ -1,7 +1,9 @@
-"""A reader of inboxes that keeps what it is delivered: the one fake subscriber of the registry tests."""
+"""A reader of inboxes that keeps what it is delivered (the one fake subscriber of the registry tests), and an inbox
+the test knows is there."""
 from __future__ import annotations
 
-from monit.inbox import Batch
+from monit.inbox import Batch, Inbox
+from monit.registry import InboxRegistry
 
 
 class InboxReader:
@@ -29,3 +31,10 @@ class InboxReader:
 
     def ids(self) -> list[int]:
         return [int(line[4:]) for line in self.received.decode().split("\n") if line.startswith("id: ")]
+
+
+def inbox_of(registry: InboxRegistry, job: str) -> Inbox:
+    """The job's inbox, which the test knows the registry has."""
+    inbox = registry.get(job)
+    assert inbox is not None, job
+    return inbox

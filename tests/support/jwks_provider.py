@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from treq.testing import StubTreq
+from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from twisted.web.server import Request as WebRequest
@@ -20,6 +21,9 @@ class Provider(Resource):
     """
 
     isLeaf = True
+    # Where it listens, once a test has it served.
+    url: str
+    port: IListeningPort
 
     def __init__(self, body: bytes) -> None:
         super().__init__()

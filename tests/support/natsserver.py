@@ -11,7 +11,8 @@ import time
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def _ephemeral_ports() -> tuple[int, int]:

@@ -34,7 +34,7 @@ class CA:
         )
         self.path = self._write(f"{name.replace(' ', '-')}.pem", self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def _builder(self, subject: x509.Name, issuer: x509.Name, key) -> x509.CertificateBuilder:
+    def _builder(self, subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
         now = datetime.datetime.now(datetime.timezone.utc)
         return (
             x509.CertificateBuilder()

@@ -10,6 +10,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from weakref import WeakKeyDictionary
+
+# What read_until read past its marker, kept for the process's next read.
+_unread: WeakKeyDictionary[subprocess.Popen[bytes], bytes] = WeakKeyDictionary()
 
 
 def script(name: str) -> str:
@@ -17,7 +21,7 @@ def script(name: str) -> str:
     return os.path.join(sysconfig.get_path("scripts"), name)
 
 
-def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess.Popen:
+def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess.Popen[bytes]:
     """``curl -N`` reading an SSE stream, as a user would, its output on a pipe."""
     auth = ["-H", f"X-Auth-Token: {token}"] if token else []
     return subprocess.Popen(
@@ -25,14 +29,15 @@ def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess
     )
 
 
-def read_until(process: subprocess.Popen, marker: bytes, timeout: float = 10.0) -> bytes:
+def read_until(process: subprocess.Popen[bytes], marker: bytes, timeout: float = 10.0) -> bytes:
     """Read the process's stdout up to and including the next ``marker``, or fail at the deadline.
 
     Bytes read past the marker are kept for the next call, so two markers that
     arrive in one read are both found.
     """
-    seen = getattr(process, "unread", b"")
+    seen = _unread.get(process, b"")
     deadline = time.monotonic() + timeout
+    assert process.stdout is not None, "started with stdout=PIPE"
     fd = process.stdout.fileno()
     while marker not in seen:
         remaining = deadline - time.monotonic()
@@ -45,11 +50,11 @@ def read_until(process: subprocess.Popen, marker: bytes, timeout: float = 10.0) 
                 raise EOFError(f"stdout closed before {marker!r}; got {seen[-2000:]!r}")
             seen += chunk
     end = seen.index(marker) + len(marker)
-    process.unread = seen[end:]
+    _unread[process] = seen[end:]
     return seen[:end]
 
 
-def stop(process: subprocess.Popen, timeout: float = 10.0) -> int:
+def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     if process.poll() is None:
         process.terminate()
     return process.wait(timeout=timeout)

@@ -4,9 +4,13 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import nats
+from nats.aio.msg import Msg
+
+_T = TypeVar("_T")
 
 
 class Publisher:
@@ -17,7 +21,7 @@ class Publisher:
         self._thread.start()
         self._nc = self._run(nats.connect(url, allow_reconnect=True, max_reconnect_attempts=-1, **options))
 
-    def _run(self, coroutine) -> Any:
+    def _run(self, coroutine: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=10)
 
     def publish(self, subject: str, payload: bytes | dict) -> None:
@@ -32,12 +36,13 @@ class Publisher:
 
     def request(self, subject: str, payload: bytes, timeout: float = 5.0) -> bytes:
         """A request, as the engine makes them; the first reply's payload."""
-        return self._run(self._nc.request(subject, payload, timeout=timeout)).data
+        reply: Msg = self._run(self._nc.request(subject, payload, timeout=timeout))
+        return reply.data
 
     def reply_to(self, subject: str, answer: bytes) -> None:
         """Answer every request on subject, as the engine's responder would."""
 
-        async def respond(msg) -> None:
+        async def respond(msg: Msg) -> None:
             await msg.respond(answer)
 
         self._run(self._nc.subscribe(subject, cb=respond))

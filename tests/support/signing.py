@@ -58,9 +58,10 @@ class Signer:
         return {**entry, "kid": self.kid, "use": "sig", "alg": self.algorithm, **extra}
 
     def pem(self) -> bytes:
-        return self.public.public_bytes(
+        pem: bytes = self.public.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
+        return pem
 
     def write_pem(self, folder: Path) -> str:
         path = folder / f"{self.kid}.pem"
@@ -97,3 +98,9 @@ def hmac_with_public_key(signer: Signer, **claims: Any) -> str:
     signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(body).encode())}"
     signature = hmac.new(signer.pem(), signing_input.encode(), hashlib.sha256).digest()
     return f"{signing_input}.{b64(signature)}"
+
+
+def public_numbers(key: object) -> object:
+    """An RSA or EC public key's numbers, to compare keys by (EdDSA keys have none)."""
+    assert isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)), key
+    return key.public_numbers()

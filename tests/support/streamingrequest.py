@@ -1,4 +1,5 @@
 """A response on a DummyRequest whose socket fills and drains, for the stream tests, and an event to fill it."""
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
@@ -14,7 +15,7 @@ class StreamingRequest(DummyRequest):
         super().__init__([b"events"])
         self.transport = StringTransport()
         self.capacity = capacity
-        self.producer = None
+        self.producer: IPushProducer | None = None
         self.paused = False
 
     def write(self, data: bytes) -> None:
@@ -24,10 +25,10 @@ class StreamingRequest(DummyRequest):
             self.paused = True
             self.producer.pauseProducing()
 
-    def registerProducer(self, producer, streaming):
+    def registerProducer(self, producer: IPushProducer, streaming: bool) -> None:
         self.producer = producer
 
-    def unregisterProducer(self):
+    def unregisterProducer(self) -> None:
         self.producer = None
 
     def drain(self) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import h2.config
@@ -98,7 +99,7 @@ class RawH2:
         self.flush()
         return stream_id
 
-    def ended(self, stream_id: int):
+    def ended(self, stream_id: int) -> Callable[[list[h2.events.Event]], bool]:
         """A condition for read_until: the stream has ended or was reset."""
         return lambda events: any(
             isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and e.stream_id == stream_id for e in events
@@ -108,7 +109,7 @@ class RawH2:
         response = next(e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
         return int(dict(response.headers)[b":status"])
 
-    def read_until(self, condition, timeout: float = 15.0) -> None:
+    def read_until(self, condition: Callable[[list[h2.events.Event]], bool], timeout: float = 15.0) -> None:
         """Read frames (acknowledging none) until ``condition(self.events)`` or the connection ends."""
         deadline = time.monotonic() + timeout
         while not condition(self.events):

@@ -49,7 +49,7 @@ class FakeReactor(MemoryReactorClock):
         self.process = FakeProcess()
         self.spawned: list[tuple] = []
 
-    def spawnProcess(  # type: ignore[no-untyped-def]
+    def spawnProcess(
         self, processProtocol, executable, args, env=None, path=None, uid=None, gid=None, usePTY=False, childFDs=None
     ):
         self.protocol = processProtocol

@@ -24,7 +24,8 @@ def started(stream: dict | None, **settings) -> tuple[FakeJetStream, Clock, Inbo
     clock.advance(1_000)
     options = Settings(jetstream=True, jetstream_checkpoint=False, jetstream_check=CHECK, **settings)
     registry = InboxRegistry(clock, **registry_options(options))
-    feed = JetStreamFeed(nats, Router(registry, **router_options(options)), registry, clock, print, **feed_options(options))
+    # a fake client where JetStreamFeed names the real one
+    feed = JetStreamFeed(nats, Router(registry, **router_options(options)), registry, clock, print, **feed_options(options))  # type: ignore[arg-type]
     feed.startService()
     return nats, clock, registry, feed
 

@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from twisted.internet.base import DelayedCall
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -220,6 +221,7 @@ def test_a_flood_of_bad_messages_is_one_line_then_a_count_every_ten_seconds():
 def one_turn(clock: Clock) -> None:
     """What one reactor turn runs: the calls due now, not those they schedule."""
     for call in [c for c in clock.getDelayedCalls() if c.getTime() <= clock.seconds()]:
+        assert isinstance(call, DelayedCall)  # a Clock's
         if call.active():
             func, args, kw = call.func, call.args, call.kw
             call.cancel()

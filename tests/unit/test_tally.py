@@ -4,11 +4,13 @@ from twisted.logger import Logger, LogPublisher, formatEvent
 
 from monit.tally import Tally
 
+from logged import observer
+
 
 def make() -> tuple[Clock, Tally, list]:
     said: list = []
     clock = Clock()
-    return clock, Tally(clock, Logger(observer=LogPublisher(said.append)), "skipped"), said
+    return clock, Tally(clock, Logger(observer=LogPublisher(observer(said.append))), "skipped"), said
 
 
 def test_stop_says_what_is_held_and_leaves_no_timer():

@@ -24,8 +24,13 @@ pytestmark = pytest.mark.clock_starts_at(1_000)
 
 
 def has_fired(d: Deferred) -> bool:
-    fired: list = []
-    d.addBoth(lambda r: fired.append(r) or r)
+    fired: list[object] = []
+
+    def keep(result: object) -> object:
+        fired.append(result)
+        return result
+
+    d.addBoth(keep)
     return bool(fired)
 
 

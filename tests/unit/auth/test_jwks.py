@@ -15,13 +15,14 @@ from twisted.logger import LogLevel, formatEvent
 
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, InvalidToken
-from monit.auth.jwks import JWKS, MAX_JWKS_BYTES, UnknownSigningKey, parse_jwks
+from monit.auth.jwks import JWKS, MAX_JWKS_BYTES, KeySet, UnknownSigningKey, parse_jwks
+from monit.auth.keys import SigningKey
 from monit.auth.jwt_verifier import ClaimChecks
 from monit.auth.signed import SignedJWTVerifier
 
 from deferreds import result_of
 from jwks_provider import Provider
-from signing import AUDIENCE, ISSUER, Signer, jwks
+from signing import AUDIENCE, ISSUER, Signer, jwks, public_numbers
 
 URL = "https://id.example/realms/ops/protocol/openid-connect/certs"
 MIN_REFETCH = 1.0
@@ -45,13 +46,23 @@ def make_keys(http: Any, clock: Clock, url: str = URL) -> JWKS:
 
 
 @pytest.fixture
-def keys(provider: Provider, clock: Clock) -> Any:
-    stub = StubTreq(provider)
+def stub(provider: Provider) -> StubTreq:
+    return StubTreq(provider)
+
+
+@pytest.fixture
+def keys(stub: StubTreq, clock: Clock) -> Any:
     keys = make_keys(stub, clock)
-    keys.stub = stub
     keys.startService()
     yield keys
     keys.stopService()
+
+
+def found(keys: KeySet, kid: str, algorithm: str) -> SigningKey:
+    """The key the set has for kid and algorithm, which the test knows is there."""
+    key = keys.find(kid, algorithm)
+    assert key is not None, (kid, algorithm)
+    return key
 
 
 def fired(d: defer.Deferred) -> bool:
@@ -70,8 +81,8 @@ def test_parse_keeps_signing_keys_of_every_kind(rsa: Signer, ec: Signer) -> None
     ed = Signer.make("EdDSA")
     keys = parse_jwks(jwks(rsa, ec, ed))
     assert keys.kids == {rsa.kid, ec.kid, ed.kid}
-    assert keys.find(ec.kid, "ES256").key.public_numbers() == ec.public.public_numbers()
-    assert keys.find(rsa.kid, "RS256").algorithm == "RS256"
+    assert public_numbers(found(keys, ec.kid, "ES256").key) == ec.public.public_numbers()
+    assert found(keys, rsa.kid, "RS256").algorithm == "RS256"
     assert keys.refused == {}
 
 
@@ -127,8 +138,8 @@ def test_parse_refuses_rsa_keys_under_2048_bits(weak: Signer, rsa: Signer) -> No
 def test_an_rsa_and_an_ec_key_may_share_a_kid_each_used_for_its_own_algorithms(rsa: Signer, ec: Signer) -> None:
     keys = parse_jwks(json.dumps({"keys": [rsa.jwk(kid="shared"), ec.jwk(kid="shared")]}).encode())
     assert keys.kids == {"shared"}
-    assert keys.find("shared", "RS256").key.public_numbers() == rsa.public.public_numbers()
-    assert keys.find("shared", "ES256").key.public_numbers() == ec.public.public_numbers()
+    assert public_numbers(found(keys, "shared", "RS256").key) == rsa.public.public_numbers()
+    assert public_numbers(found(keys, "shared", "ES256").key) == ec.public.public_numbers()
     assert keys.find("shared", "EdDSA") is not None, "a kid known; the verifier says the algorithm does not suit"
 
 
@@ -185,7 +196,7 @@ def test_a_kid_the_newest_fetch_lacks_is_refused_once_a_fetch_since_the_token_ca
 
 
 def test_a_fetch_begun_before_the_token_came_does_not_refuse_it(
-    keys: Any, provider: Provider, clock: Clock, rsa: Signer
+    keys: Any, stub: StubTreq, provider: Provider, clock: Clock, rsa: Signer
 ) -> None:
     new = Signer.make("ES256")
     clock.advance(5)
@@ -195,7 +206,7 @@ def test_a_fetch_begun_before_the_token_came_does_not_refuse_it(
     provider.body = jwks(rsa, new)  # published after that fetch began
     found = keys.key_for(new.kid, "ES256")
     provider.body = jwks(rsa)  # the slow answer: as it was when the fetch began
-    provider.answer_held(keys.stub)
+    provider.answer_held(stub)
     with pytest.raises(UnknownSigningKey):
         result_of(first)
     assert not fired(found), "the new token waits for a fetch that began after it came"
@@ -361,7 +372,7 @@ def test_a_plain_http_url_is_warned_about(provider: Provider, clock: Clock, even
 
 
 def test_a_token_refused_for_its_kid_is_taken_once_the_key_is_published(
-    keys: Any, provider: Provider, clock: Clock, rsa: Signer
+    keys: Any, stub: StubTreq, provider: Provider, clock: Clock, rsa: Signer
 ) -> None:
     new = Signer.make("ES256")
     checks = ClaimChecks(audience=AUDIENCE, issuer=ISSUER)

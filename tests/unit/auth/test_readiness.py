@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from treq.testing import StubTreq
 from twisted.internet.task import Clock
 
 from monit.auth.bound import BoundedVerifier
@@ -14,6 +13,7 @@ from monit.auth.remote import RemoteVerifier
 
 from auth_service import OneAnswerAuthService
 from deferreds import result_of
+from stubhttp import StubHTTP
 
 URL = "http://auth.example/check?apikey=sekrit"
 SHOWN = "http://auth.example/check?apikey=***"
@@ -30,7 +30,7 @@ def outcome(d: Any) -> type:
 
 def test_the_auth_services_problem_is_its_newest_checks_and_clears_when_it_answers() -> None:
     service, clock = OneAnswerAuthService(body=ALICE), Clock()
-    verifier = RemoteVerifier(StubTreq(service), URL, clock, timeout=2.0)
+    verifier = RemoteVerifier(StubHTTP(service), URL, clock, timeout=2.0)
     assert verifier.problem is None
     service.code = 502
     assert outcome(verifier.verify("tok-1")) is AuthUnavailable
@@ -51,7 +51,7 @@ def test_the_auth_services_problem_is_its_newest_checks_and_clears_when_it_answe
 def test_a_check_refused_at_the_concurrency_bound_is_no_problem_of_the_service() -> None:
     service, clock = OneAnswerAuthService(body=ALICE), Clock()
     service.hang = True
-    remote = RemoteVerifier(StubTreq(service), URL, clock, timeout=2.0)
+    remote = RemoteVerifier(StubHTTP(service), URL, clock, timeout=2.0)
     bound = BoundedVerifier(remote, clock, 1, log=remote.log, kind=SHOWN)
     bound.verify("tok-1")
     assert outcome(bound.verify("tok-2")) is AuthUnavailable

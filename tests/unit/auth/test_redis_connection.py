@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver, StringTransportWithDisconnection
 from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from monit.auth.redis_connection import (
     MAX_VALUE_BYTES,
@@ -25,6 +27,7 @@ from deferreds import result_of
 TIMEOUT = 2.0
 
 
+@implementer(IStreamClientEndpoint)
 class Endpoint:
     """Connects at once to a StringTransport (or refuses, or hangs, as told); keeps each one."""
 
@@ -214,7 +217,7 @@ def test_a_lookup_waits_for_a_connection_no_longer_than_the_timeout(
     clock.advance(TIMEOUT)
     with pytest.raises(NotConnected, match="^Connection was refused"):
         result_of(lookup)
-    assert connection.problem.startswith("Connection was refused")
+    assert connection.problem is not None and connection.problem.startswith("Connection was refused")
 
 
 def test_a_lookup_waiting_is_sent_on_the_next_connection(endpoint: Endpoint, clock: Clock, delays: Delays) -> None:
@@ -252,7 +255,7 @@ def test_a_lost_connection_is_made_again(endpoint: Endpoint, clock: Clock, delay
     connection = connection_to("redis://cache", endpoint, clock, delays)
     endpoint.answer(b"+PONG\r\n")
     endpoint.last[1].loseConnection()
-    assert connection.problem.startswith("connection lost: Connection was closed cleanly")
+    assert connection.problem is not None and connection.problem.startswith("connection lost: Connection was closed cleanly")
     clock.advance(1)
     endpoint.answer(b"+PONG\r\n")
     assert connection.problem is None and len(endpoint.connections) == 2

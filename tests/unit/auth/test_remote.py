@@ -11,7 +11,6 @@ import pytest
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from treq.testing import StubTreq
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
@@ -50,6 +49,8 @@ from monit.settings import Settings
 from auth_service import OneAnswerAuthService
 from deferreds import result_of
 from dripping import drip  # noqa: F401 (a fixture)
+from loopback import base_url, listen, stop_listening
+from stubhttp import StubHTTP
 from waiting import wait_for, within
 
 URL = "http://auth.example/check"
@@ -63,12 +64,12 @@ def service() -> OneAnswerAuthService:
 
 
 @pytest.fixture
-def stub(service: OneAnswerAuthService) -> StubTreq:
-    return StubTreq(service)
+def stub(service: OneAnswerAuthService) -> StubHTTP:
+    return StubHTTP(service)
 
 
 @pytest.fixture
-def verifier(stub: StubTreq, clock: Clock) -> RemoteVerifier:
+def verifier(stub: StubHTTP, clock: Clock) -> RemoteVerifier:
     return RemoteVerifier(stub, URL, clock, timeout=2.0)
 
 
@@ -184,7 +185,7 @@ def test_redirect_is_not_followed() -> None:
             return b'{"username": "alice"}'
 
     with pytest.raises(AuthUnavailable):
-        result_of(RemoteVerifier(StubTreq(Redirect()), URL, Clock(), timeout=2.0).verify(TOKEN))
+        result_of(RemoteVerifier(StubHTTP(Redirect()), URL, Clock(), timeout=2.0).verify(TOKEN))
     assert paths == [b"/check"]
 
 
@@ -221,7 +222,7 @@ def test_oversized_body_is_refused_at_the_cap(clock: Clock) -> None:
             request.write(b"x" * (MAX_BODY_BYTES + 1))
             return NOT_DONE_YET
 
-    stub = StubTreq(Endless())
+    stub = StubHTTP(Endless())
     d = RemoteVerifier(stub, URL, clock, timeout=2.0).verify(TOKEN)
     stub.flush()
     with pytest.raises(AuthUnavailable, match="too long"):
@@ -245,7 +246,7 @@ def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
     yes only to a JSON object with a string username (if any) and readable streams."""
     service = OneAnswerAuthService(body=body)
     try:
-        identity = result_of(RemoteVerifier(StubTreq(service), URL, Clock(), timeout=2.0).verify(TOKEN))
+        identity = result_of(RemoteVerifier(StubHTTP(service), URL, Clock(), timeout=2.0).verify(TOKEN))
     except AuthUnavailable:
         return
     reply = json.loads(body)
@@ -256,7 +257,7 @@ def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
     assert identity.streams is None or all(isinstance(s, str) for s in identity.streams)
 
 
-def test_timeout(service: OneAnswerAuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock) -> None:
+def test_timeout(service: OneAnswerAuthService, stub: StubHTTP, verifier: RemoteVerifier, clock: Clock) -> None:
     service.hang = True
     d = verifier.verify(TOKEN)
     assert not d.called
@@ -285,7 +286,7 @@ def test_timeout_covers_a_slow_body(clock: Clock) -> None:
             request.write(b'{"username"')
             return NOT_DONE_YET
 
-    stub = StubTreq(SlowBody())
+    stub = StubHTTP(SlowBody())
     d = RemoteVerifier(stub, URL, clock, timeout=5.0).verify(TOKEN)
     stub.flush()
     assert not d.called
@@ -299,7 +300,7 @@ def test_timeout_covers_a_slow_body(clock: Clock) -> None:
 
 
 def test_caller_cancelling_is_not_unavailable(
-    service: OneAnswerAuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubHTTP, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver
 ) -> None:
     service.hang = True
     d = verifier.verify(TOKEN)
@@ -350,14 +351,14 @@ def test_token_is_sent_in_both_headers(service: OneAnswerAuthService, verifier: 
     assert call["authorization"] == [f"Bearer {TOKEN}".encode()]
 
 
-def test_token_never_logged(service: OneAnswerAuthService, stub: StubTreq, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+def test_token_never_logged(service: OneAnswerAuthService, stub: StubHTTP, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver) -> None:
     for code, body in [(200, b'{"streams": 1}'), (500, b"oops"), (401, b""), (200, b"{}"), (404, b"x" * (MAX_BODY_BYTES + 1))]:
         service.code, service.body = code, body
         verifier.verify(TOKEN).addErrback(lambda f: f.trap(InvalidToken, AuthUnavailable))
     service.hang = True
     verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
     clock.advance(2)
-    RemoteVerifier(StubTreq(service), "http://auth.example:1/", clock, timeout=2.0).verify("").addErrback(lambda f: f.trap(InvalidToken))
+    RemoteVerifier(StubHTTP(service), "http://auth.example:1/", clock, timeout=2.0).verify("").addErrback(lambda f: f.trap(InvalidToken))
 
     warnings = [e for e in events if e["log_level"] == LogLevel.warn]
     reasons = [formatEvent(e) for e in warnings]
@@ -373,14 +374,14 @@ def test_token_never_logged(service: OneAnswerAuthService, stub: StubTreq, verif
 # checks in flight, bounded
 
 
-def bounded(stub: StubTreq, clock: Clock, concurrency: int, timeout: float = 2.0, url: str = URL) -> BoundedVerifier:
+def bounded(stub: StubHTTP, clock: Clock, concurrency: int, timeout: float = 2.0, url: str = URL) -> BoundedVerifier:
     """The auth service's checks behind their bound, as monit.auth.modes puts them."""
     remote = RemoteVerifier(stub, url, clock, timeout=timeout)
     return BoundedVerifier(remote, clock, concurrency, log=remote.log, kind=redacted_url(url))
 
 
 def test_checks_in_flight_are_bounded_and_refusals_counted(
-    service: OneAnswerAuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubHTTP, clock: Clock, events: EventLoggingObserver
 ) -> None:
     """A slow service and distinct tokens: at most ``concurrency`` checks reach it;
     the rest are AuthUnavailable at once, not queued behind it."""
@@ -410,7 +411,7 @@ def test_checks_in_flight_are_bounded_and_refusals_counted(
 
 
 def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
-    service: OneAnswerAuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubHTTP, clock: Clock, events: EventLoggingObserver
 ) -> None:
     service.hang = True
     verifier = bounded(stub, clock, concurrency=1, timeout=100.0)
@@ -428,7 +429,7 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
 
 
 @pytest.mark.parametrize("how", ["answered", "refused", "failed", "cancelled"])
-def test_every_ending_frees_its_slot(service: OneAnswerAuthService, stub: StubTreq, clock: Clock, how: str) -> None:
+def test_every_ending_frees_its_slot(service: OneAnswerAuthService, stub: StubHTTP, clock: Clock, how: str) -> None:
     verifier = bounded(stub, clock, concurrency=1)
     service.code, service.hang = {"answered": 200, "refused": 401, "failed": 500, "cancelled": 200}[how], how == "cancelled"
     d = verifier.verify(TOKEN)
@@ -440,7 +441,7 @@ def test_every_ending_frees_its_slot(service: OneAnswerAuthService, stub: StubTr
     assert result_of(verifier.verify(TOKEN)).user == "unknown"
 
 
-def test_cached_answers_and_joined_checks_are_not_new_checks(service: OneAnswerAuthService, stub: StubTreq, clock: Clock) -> None:
+def test_cached_answers_and_joined_checks_are_not_new_checks(service: OneAnswerAuthService, stub: StubHTTP, clock: Clock) -> None:
     service.hang = True
     remote = bounded(stub, clock, concurrency=1)
     cache = CachingVerifier(remote, clock, ttl=30)
@@ -467,7 +468,7 @@ SHOWN_URL = "http://auth.example/check?apikey=***&tenant=***"
 
 
 def test_query_values_of_the_url_never_reach_the_log(
-    service: OneAnswerAuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
+    service: OneAnswerAuthService, stub: StubHTTP, clock: Clock, events: EventLoggingObserver
 ) -> None:
     verifier = bounded(stub, clock, concurrency=1, url=SECRET_URL)
     service.code = 500
@@ -495,9 +496,9 @@ async def test_against_a_real_auth_service() -> None:
 
     service = OneAnswerAuthService(body=b'{"username": "alice", "streams": ["s1"]}')
     service.set_cookie = True
-    port = reactor.listenTCP(0, Site(service), interface="127.0.0.1")
+    port = listen(Site(service))
     pool = remote_pool(reactor)
-    url = f"http://127.0.0.1:{port.getHost().port}/check"
+    url = f"{base_url(port)}/check"
     verifier = RemoteVerifier(remote_http_client(reactor, pool), url, reactor, timeout=10.0)
     try:
         identity = await verifier.verify(TOKEN)
@@ -520,7 +521,7 @@ async def test_against_a_real_auth_service() -> None:
         # the service's cookie for the first caller never went back with another token
         assert [c["cookie"] for c in service.calls] == [None] * 4
 
-        await port.stopListening()
+        await stop_listening(port)
         await pool.closeCachedConnections()
         with pytest.raises(AuthUnavailable) as info:
             await verifier.verify(TOKEN)

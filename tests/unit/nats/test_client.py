@@ -17,6 +17,7 @@ from monit.nats.client import NATSClient
 from monit.nats.protocol import Msg, NoResponders, NotConnected, RequestTimeout
 
 from fakenats import SERVER_INFO, Connection, FakeServers
+from logged import observer
 
 URL = "nats://127.0.0.1:4222"
 MAX_DELAY = 2.0
@@ -67,9 +68,9 @@ def client(make_client: Callable[..., NATSClient]) -> NATSClient:
 @pytest.fixture
 def log_events() -> Iterator[list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    globalLogPublisher.addObserver(observer(events.append))
     yield events
-    globalLogPublisher.removeObserver(events.append)
+    globalLogPublisher.removeObserver(observer(events.append))
 
 
 def sent_lines(connection: Connection) -> list[bytes]:

@@ -24,6 +24,7 @@ from monit.nats.protocol import (
 )
 
 from fakenats import PEER_INFO, Peer
+from logged import observer
 
 
 @pytest.fixture
@@ -41,9 +42,9 @@ def connected() -> Peer:
 @pytest.fixture
 def log_events() -> Iterator[list[dict[str, Any]]]:
     events: list[dict[str, Any]] = []
-    globalLogPublisher.addObserver(events.append)
+    globalLogPublisher.addObserver(observer(events.append))
     yield events
-    globalLogPublisher.removeObserver(events.append)
+    globalLogPublisher.removeObserver(observer(events.append))
 
 
 def results(d: Any) -> list[Any]:
@@ -491,11 +492,11 @@ def no_parser_failure() -> Iterator[None]:
         if "log_failure" in event:
             failures.append(event)
 
-    globalLogPublisher.addObserver(observe)
+    globalLogPublisher.addObserver(observer(observe))
     try:
         yield
     finally:
-        globalLogPublisher.removeObserver(observe)
+        globalLogPublisher.removeObserver(observer(observe))
     assert not failures, [formatEvent(e) + " " + e["log_failure"].getTraceback() for e in failures]
 
 

@@ -31,14 +31,17 @@ class Holds:
 
     def __init__(self) -> None:
         self.replayed = 0
-        self.waiting: dict[Deferred, int] = {}
+        self.waiting: dict[Deferred[None], int] = {}
 
-    def __call__(self, after: int) -> Deferred | None:
+    def __call__(self, after: int) -> Deferred[None] | None:
         if after <= self.replayed:
             return None
-        waiter = Deferred(lambda d: self.waiting.pop(d, None))
+        waiter: Deferred[None] = Deferred(self._stop_waiting)
         self.waiting[waiter] = after
         return waiter
+
+    def _stop_waiting(self, waiter: Deferred[None]) -> None:
+        self.waiting.pop(waiter, None)
 
     def replay_to(self, event_id: int) -> None:
         self.replayed = event_id

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import struct
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -105,17 +106,19 @@ class Pair:
     def body(self, stream_id: int) -> bytes:
         return b"".join(e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id)
 
-    def of(self, kind: type, stream_id: int | None = None) -> list:
+    def of(self, kind: type[Any], stream_id: int | None = None) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind) and (stream_id is None or e.stream_id == stream_id)]
 
     def status(self, stream_id: int) -> int:
         return int(dict(self.of(h2.events.ResponseReceived, stream_id)[0].headers)[b":status"])
 
     def reset_code(self, stream_id: int) -> ErrorCodes:
-        return self.of(h2.events.StreamReset, stream_id)[0].error_code
+        code: ErrorCodes = self.of(h2.events.StreamReset, stream_id)[0].error_code
+        return code
 
     def goaway(self) -> h2.events.ConnectionTerminated:
-        return self.of(h2.events.ConnectionTerminated)[0]
+        terminated: h2.events.ConnectionTerminated = self.of(h2.events.ConnectionTerminated)[0]
+        return terminated
 
 
 def test_the_connection_announces_its_bound_on_streams():
@@ -249,7 +252,7 @@ def test_what_the_streams_write_in_a_turn_goes_out_in_one_write_one_frame_each()
         pair.request()
     pair.exchange()
     written = []
-    pair.transport.write = written.append  # type: ignore[method-assign]
+    pair.transport.write = written.append
     for request in pair.resource.requests:
         request.write(b"one ")
         request.write(b"two")
@@ -319,7 +322,7 @@ def test_after_goaway_for_an_error_nothing_is_read_and_the_connection_is_aborted
     assert pair.goaway().error_code == ErrorCodes.PROTOCOL_ERROR
     assert pair.transport.disconnecting and pair.transport.producer is None
     read = []
-    pair.server.conn.receive_data = read.append  # type: ignore[method-assign]
+    pair.server.conn.receive_data = read.append
     pair.server.dataReceived(b"\0" * 65536)
     assert read == [], "nothing more is read"
     pair.clock.advance(CLOSE_AFTER_GOAWAY)
