@@ -38,7 +38,7 @@ async def first_event(response: httpx.Response, lines=None) -> dict:
     async for line in lines or response.aiter_lines():
         if line.startswith("data: "):
             event: dict = json.loads(line[6:])
-    return event
+            return event
     raise EOFError("the stream ended without an event")
 
 

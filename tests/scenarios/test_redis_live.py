@@ -15,7 +15,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
 from natsserver import free_port
-from processes import curl_stream, read_until, script, stop, wait_until_ready
+from processes import curl_stream, read_until, script, stop, unread, wait_until_ready
 from redisserver import RedisServer
 from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
@@ -247,7 +247,7 @@ def test_twistd_monit_with_auth_redis_streams_to_curl(tmp_path, nats_server, red
         read_until(curl, b"event: build.create\n")
         publisher.publish("monitor.user", {"id": "t1", "messages": [{"body": "compiling"}]})
         publisher.publish("build.create.done", {"id": "t1"})
-        output = curl.unread + curl.communicate(timeout=20)[0]
+        output = unread(curl) + curl.communicate(timeout=20)[0]
         assert b'data: {"body":"compiling"}\n\n' in output and b"event: build.create.done\n" in output
     finally:
         assert stop(monit) == 0, "SIGTERM is a clean stop"

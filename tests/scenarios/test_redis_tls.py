@@ -14,7 +14,7 @@ from monit.settings import Settings
 
 from natsserver import free_port
 from pki import CA
-from processes import curl_stream, read_until, script, stop, wait_until_ready
+from processes import curl_stream, read_until, script, stop, unread, wait_until_ready
 from redisserver import RedisServer, ServerTLS, User
 from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
@@ -140,7 +140,7 @@ def test_twistd_monit_with_rediss_and_an_acl_user_streams_to_curl(tmp_path, nats
         read_until(curl, b"event: build.create\n")
         publisher.publish("monitor.user", {"id": "r1", "messages": [{"body": "over rediss"}]})
         publisher.publish("build.create.done", {"id": "r1"})
-        output = curl.unread + curl.communicate(timeout=20)[0]
+        output = unread(curl) + curl.communicate(timeout=20)[0]
         assert b'data: {"body":"over rediss"}\n\n' in output
     finally:
         assert stop(monit) == 0

@@ -16,7 +16,7 @@ import pytest
 from monit.token import mint
 
 from natsserver import free_port, wait_for_port
-from processes import curl_stream, read_until, script, stop, wait_until_ready
+from processes import curl_stream, read_until, script, stop, unread, wait_until_ready
 from publisher import Publisher
 
 SECRET = "twistd-secret"
@@ -68,7 +68,7 @@ def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):
         opened = read_until(curl, b"event: build.create\n")
         publisher.publish("monitor.user", {"id": "b7", "messages": [{"body": "compiling\nlinking"}]})
         publisher.publish("build.create.done", {"id": "b7"})
-        output = opened + curl.unread + curl.communicate(timeout=20)[0]
+        output = opened + unread(curl) + curl.communicate(timeout=20)[0]
     finally:
         publisher.close()
     assert curl.returncode == 0, "the stream ended by itself after the grace period"

@@ -54,6 +54,11 @@ def read_until(process: subprocess.Popen[bytes], marker: bytes, timeout: float =
     return seen[:end]
 
 
+def unread(process: subprocess.Popen[bytes]) -> bytes:
+    """What read_until read past its last marker: the start of what the process wrote next."""
+    return _unread.get(process, b"")
+
+
 def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
     if process.poll() is None:
         process.terminate()
