@@ -10,6 +10,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
+from monit import tuning
+from monit._twisted.startup import check_all
 from monit.auth.interface import AuthUnavailable
 from monit.auth.jwt_verifier import SECRET_SUBJECT
 from monit.auth.modes import verification_for
@@ -51,6 +53,7 @@ class MonitService(MultiService):
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
+        check_all()  # against the installed Twisted: each misfit said once; Unfit when monit cannot run with it
         self.settings = settings
         self.on_fatal = on_fatal or self._log_fatal
         nats_urls = settings.nats
@@ -154,6 +157,7 @@ class MonitService(MultiService):
     # Service
 
     def startService(self) -> None:
+        tuning.apply()
         self.web.start()
         super().startService()
         jwt = self.auth.jwt

@@ -12,6 +12,7 @@ import attrs
 import pytest
 import pytest_twisted
 import treq
+import twisted
 from twisted.internet import reactor, tcp
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
@@ -72,7 +73,7 @@ def test_a_twisted_whose_fields_changed_is_noticed(monkeypatch):
         self.queued = getattr(self, "queued", b"") + data
 
     monkeypatch.setattr(tcp.Connection, "write", write_elsewhere)
-    assert _fastpath.check() == "a write to a TCP transport is not counted as unsent"
+    assert _fastpath.check() == f"Twisted {twisted.__version__}: a write to a TCP transport is not counted as unsent"
 
 
 async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:

@@ -39,6 +39,7 @@ from monit.web.page import (
     session_token,
     watch_page,
 )
+from monit.web.errors import error_body
 from monit.web.stream import EventStream, StreamSet
 
 RETRY_AFTER_SECONDS = 5
@@ -118,14 +119,19 @@ def accepts_event_stream(request: IRequest) -> bool:
 
 
 def json_error(request: IRequest, code: int, message: str) -> bytes:
-    return json_body(request, code, {"error": message})
+    return json_answer(request, code, error_body(message))
 
 
 def json_body(request: IRequest, code: int, document: Mapping[str, object]) -> bytes:
+    return json_answer(request, code, json.dumps(document).encode("utf-8"))
+
+
+def json_answer(request: IRequest, code: int, body: bytes) -> bytes:
+    """The JSON body, once the status and headers every JSON answer has are set."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(document).encode("utf-8")
+    return body
 
 
 class MonitWeb:

@@ -24,7 +24,6 @@ the bounds an HTTP/1.1 connection to monit has:
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, deque
 from typing import Any, Protocol
@@ -49,6 +48,7 @@ from zope.interface import implementer
 
 from monit.deadlines import Deadlines
 from monit.web._fastpath import tcp_below
+from monit.web.errors import error_body
 
 MAX_STREAMS = 100  # streams one connection may have open at once (Chromium opens up to 100 before it waits)
 CLOSE_AFTER_GOAWAY = 1.0  # seconds a connection told GOAWAY may take to close before it is aborted
@@ -444,7 +444,7 @@ class MonitH2Connection(TwistedProtocol):
 
     def _answer_error(self, stream_id: int, code: int, message: str) -> None:
         """A short JSON error on this stream alone, which is then reset: what the client sends on it is dropped."""
-        body = json.dumps({"error": message}).encode()
+        body = error_body(message)
         lines = [(b":status", b"%d" % code), (b"content-type", b"application/json"),
                  (b"content-length", b"%d" % len(body))]
         fits = self.conn.local_flow_control_window(stream_id) >= len(body)
