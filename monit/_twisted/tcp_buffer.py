@@ -17,6 +17,7 @@ import socket
 
 from twisted.internet import tcp
 
+
 def unsent(connection: tcp.Connection) -> int:
     """The bytes a TCP transport holds that its socket has not taken yet."""
     return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
