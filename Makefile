@@ -13,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test chaos run run-second demo bench soak clean chromium redis
+.PHONY: test matrix chaos run run-second demo bench soak clean chromium redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,16 @@ redis:
 test: $(VENV)/.installed chromium redis
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
+
+# The unit tests on Python 3.11, 3.12 and 3.13, each at setup.cfg's floors and at the newest releases
+# (noxfile.py), with pyenv's interpreters where pyenv has them; NOX_ARGS='-s NAME' runs some (nox --list).
+PYENV_PYTHONS := $(subst : ,:,$(addsuffix :,$(wildcard $(HOME)/.pyenv/versions/3.1[123].*/bin)))
+
+$(BIN)/nox: $(BIN)/python
+	$(BIN)/python -m pip install -q 'nox>=2024.10'
+
+matrix: $(BIN)/nox
+	PATH="$(PYENV_PYTHONS)$$PATH" $(BIN)/nox --envdir $(VENV)/nox $(NOX_ARGS)
 
 # The chaos test alone (tests/test_chaos.py): CHAOS_SEED=N replays a failure's schedule, CHAOS_SECONDS=N changes its minute.
 chaos: $(VENV)/.installed

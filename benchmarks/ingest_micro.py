@@ -19,6 +19,7 @@ from twisted.internet.testing import StringTransport
 from monit.nats.protocol import NATSProtocol
 from monit.registry import InboxRegistry
 from monit.routing import Router
+from monit.service import registry_options, router_options
 from monit.settings import Settings
 
 KINDS = {
@@ -31,7 +32,7 @@ FRAMES_PER_READ = 500
 def connected_protocol() -> NATSProtocol:
     clock = Clock()
     settings = Settings()
-    router = Router(InboxRegistry(clock, settings), settings)
+    router = Router(InboxRegistry(clock, **registry_options(settings)), **router_options(settings))
     protocol = NATSProtocol(clock, lambda sid, msg: router(msg), {"name": "bench"})
     protocol.makeConnection(StringTransport())
     protocol.dataReceived(b'INFO {"max_payload":1048576}\r\nPONG\r\n')

@@ -16,9 +16,10 @@ from twisted.internet.task import Clock
 from twisted.web.test.requesthelper import DummyRequest
 
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
-from monit.web.jobs import JobsStream
-from monit.web.stream import EventStream, StreamSet
+from monit.web.jobs import ManyJobs
+from monit.web.stream import EventStream, OneJob, StreamSet
 
 EVENT = '{"body":"Creating network web-env-net","level":"INFO"}'
 
@@ -40,15 +41,15 @@ class Sink(DummyRequest):
 def run(jobs: int, readers: int, turns: int, many: bool) -> float:
     """CPU µs per event delivered to a reader."""
     clock = Clock()
-    registry = InboxRegistry(clock, Settings(history=100))
+    registry = InboxRegistry(clock, **registry_options(Settings(history=100)))
     streams = StreamSet(clock, 15, 3000, fast_path=False)
     names = [f"job{n}" for n in range(jobs)]
     for _ in range(readers):
         if many:
-            JobsStream(Sink(), registry, streams, "bench", clock, 1 << 20).run_jobs(names)
+            EventStream(Sink(), ManyJobs(registry, names), streams, "bench", clock, 1 << 20).run()
         else:
             for name in names:
-                EventStream(Sink(), registry, streams, "bench", clock, 1 << 20).run(name)
+                EventStream(Sink(), OneJob(registry, name), streams, "bench", clock, 1 << 20).run()
     started = time.process_time()
     for _ in range(turns):
         for name in names:

@@ -37,7 +37,8 @@ from pathlib import Path
 
 import nats
 
-from monit.checkpoint import Checkpoint, bucket_for, checkpoint_key
+from monit.checkpoint import Checkpoint, bucket_for
+from monit.service import feed_options
 from monit.settings import Settings
 from monit.token import mint
 from run import SCRIPTS, SECRET, Processes, free_port, pinning, wait_for_port
@@ -133,7 +134,7 @@ async def stored_horizon(nats_url: str, stream: str, settings: Settings) -> int 
     client = await nats.connect(nats_url)
     try:
         bucket = bucket_for(stream)
-        body = json.dumps({"last_by_subj": f"$KV.{bucket}.{checkpoint_key(settings)}"}).encode()
+        body = json.dumps({"last_by_subj": f"$KV.{bucket}.{feed_options(settings)['checkpoint_key']}"}).encode()
         answer = json.loads((await client.request(f"$JS.API.STREAM.MSG.GET.KV_{bucket}", body, timeout=5)).data)
         if "error" in answer:
             return None

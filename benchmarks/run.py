@@ -3,7 +3,8 @@
 For each scenario, the same Node load generator (benchmarks/loadgen) runs
 against the reference server (benchmarks/reference.py) and against monit, each
 started fresh. Results go to benchmarks/results/results.json and PNG plots
-beside it; benchmarks/README.md explains the numbers.
+beside it; benchmarks/README.md explains the numbers. With ``--http2``, monit
+over HTTP/2 is also set against monit over HTTP/1.1 in the same run.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ MAX_LOADGEN_CPU = 0.9  # a phase in which the generator used more of its core is
 MAX_OTHER_CPU = 0.25  # a phase in which other processes used more (in cores) is flagged noisy
 FD_SPARE = 256  # descriptors a process needs besides its readers
 HTTP2_SCENARIOS = ("idle-memory", "cpu-per-delivery")  # those --http2 runs monit's side of over HTTP/2
+HTTP1_TARGET = "monit_http1"  # with --http2: monit over plain HTTP/1.1 as well, the figures HTTP/2's are set against
+HTTP2_GOALS = {"cpu_us_per_delivery": 1.5, "rss_per_stream_kb": 1.0}  # the most HTTP/2 ÷ HTTP/1.1 may be, per figure
 
 # Every scenario's sizes, full and --smoke. The generator reads them as they are.
 SCENARIOS: dict[str, dict[str, dict]] = {
@@ -249,9 +252,14 @@ class Certificate:
 
 def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str, nats: dict,
                 server_pid: int, deadline_s: float, http2: bool = False) -> dict:
-    """What the generator is told: where the server is, what to run, the limits of a valid phase."""
+    """What the generator is told: where the server is, what to run, the limits of a valid phase.
+
+    It knows two kinds of server: the reference and monit, whose streams it reads over HTTP
+    (over HTTP/2 with ``http2``, for the ``monit`` target only).
+    """
     return {
-        "scenario": scenario, "target": target, "params": params, "http2": http2 and target == "monit",
+        "scenario": scenario, "target": "reference" if target == "reference" else "monit", "params": params,
+        "http2": http2 and target == "monit",
         "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
         "serverPid": server_pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
         "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": deadline_s,
@@ -262,14 +270,15 @@ def start_target(
     procs: Processes, target: str, scenario: str, nats_url: str, port: int, log, monit_args: list[str],
     tls: Certificate | None = None,
 ) -> subprocess.Popen:
-    if target == "monit":
+    monit = target != "reference"
+    if monit:
         argv = monit_argv(nats_url, port, *monit_args, tls=tls)
     else:
         argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
                 *REFERENCE_ARGS.get(scenario, [])]
     proc = procs.start(argv, core="server_core", stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port, proc, target)
-    if target == "monit":
+    if monit:
         wait_ready(port, proc, tls=tls is not None)
     return proc
 
@@ -312,23 +321,32 @@ def run_scenario(
     tls: Certificate | None = None,
 ) -> dict:
     entry: dict = {}
-    for target in TARGETS:
+    for target in scenario_targets(http2=tls is not None):
         port = free_port()
         log_path = outdir / "logs" / f"{name}-{target}.log"
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
         with open(log_path, "wb") as log:
-            server = start_target(procs, target, name, nats["url"], port, log, monit_args, tls)
+            server = start_target(procs, target, name, nats["url"], port, log, monit_args,
+                                  tls if target == "monit" else None)
             env = loadgen_env(name, target, params, port, token, nats, server.pid, 120 if smoke else 1200,
                               http2=tls is not None)
             try:
-                entry[target] = run_loadgen(procs, env)
+                entry[target] = {**run_loadgen(procs, env), "target": target}
             except Exception as error:  # noqa: BLE001 - recorded, and the run exits non-zero
                 entry[target] = {"error": str(error), "log": str(log_path)}
                 print(f"benchmarks: {name} against {target} failed: {error}", file=sys.stderr)
             finally:
                 procs.stop(server)
     entry["ratios"] = ratios(entry["monit"].get("summary", {}), entry["reference"].get("summary", {}))
+    if HTTP1_TARGET in entry:
+        entry["http2_vs_http1"] = http2_vs_http1(entry["monit"].get("summary", {}),
+                                                 entry[HTTP1_TARGET].get("summary", {}))
     return entry
+
+
+def scenario_targets(http2: bool) -> tuple[str, ...]:
+    """The servers each scenario runs against: with --http2, monit over HTTP/1.1 too, in the same run."""
+    return (*TARGETS, HTTP1_TARGET) if http2 else TARGETS
 
 
 def ratios(monit: dict, reference: dict) -> dict:
@@ -339,6 +357,26 @@ def ratios(monit: dict, reference: dict) -> dict:
         numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (value, ref))
         out[key] = round(value / ref, 3) if numbers and ref else None
     return out
+
+
+def http2_vs_http1(http2: dict, http1: dict) -> dict:
+    """HTTP/2 ÷ HTTP/1.1 for the figures the HTTP/2 goals are about: CPU per delivery, memory per idle stream."""
+    return {key: ratio for key, ratio in ratios(http2, http1).items() if key.split("@")[0] in HTTP2_GOALS}
+
+
+def http2_markdown(scenarios: dict) -> str:
+    """Each HTTP/2 figure beside HTTP/1.1's, their ratio and its goal: the table --http2 prints."""
+    rows = ["monit over HTTP/2 (TLS) against monit over HTTP/1.1 (plain TCP), same run", "",
+            "| scenario | figure | HTTP/2 | HTTP/1.1 | HTTP/2 ÷ HTTP/1.1 | goal |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for name, entry in scenarios.items():
+        for key, ratio in entry.get("http2_vs_http1", {}).items():
+            http2, http1 = (entry[target].get("summary", {}).get(key) for target in ("monit", HTTP1_TARGET))
+            goal = HTTP2_GOALS[key.split("@")[0]]
+            verdict = "n/a" if ratio is None else "met" if ratio <= goal else "**missed**"
+            rows.append(f"| {name} | {key} | {http2} | {http1} | {'n/a' if ratio is None else ratio} "
+                        f"| ≤ {goal:g}: {verdict} |")
+    return "\n".join(rows)
 
 
 def machine_info(pins: dict, fd_limit: int, nats_binary: str) -> dict:
@@ -371,8 +409,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jetstream", action="store_true",
                         help="monit with --jetstream, on a nats-server with JetStream made anew for each scenario")
     parser.add_argument("--http2", action="store_true",
-                        help=f"monit over HTTP/2 (TLS, ALPN h2, a self-signed certificate made for the run); "
-                             f"only {', '.join(HTTP2_SCENARIOS)}; the reference stays HTTP/1.1 over plain TCP")
+                        help=f"monit over HTTP/2 (TLS, ALPN h2, a self-signed certificate made for the run) and, "
+                             f"as {HTTP1_TARGET}, over HTTP/1.1; only {', '.join(HTTP2_SCENARIOS)}; "
+                             f"the reference stays plain TCP")
     args = parser.parse_args(argv)
     if args.http2 and not set(args.scenario or HTTP2_SCENARIOS) <= set(HTTP2_SCENARIOS):
         parser.error(f"--http2 runs only {', '.join(HTTP2_SCENARIOS)}")
@@ -407,13 +446,15 @@ def main(argv: list[str] | None = None) -> int:
                 params = flood_fanout_rate(params, results["scenarios"])
             entry = {"params": params, "notes": notes}
             entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir, monit_args, tls))
-            ok = ok and all("error" not in entry[target] for target in TARGETS)
+            ok = ok and all("error" not in entry[target] for target in scenario_targets(args.http2))
             results["scenarios"][name] = entry
             write_results(results, outdir)
     finally:
         procs.stop_all()
     results["seconds"] = round(time.monotonic() - started, 1)
     write_results(results, outdir)
+    if args.http2:
+        print(http2_markdown(results["scenarios"]))
     if not args.no_plots:
         from plot import plot_all
 

@@ -61,7 +61,6 @@ from twisted.logger import Logger
 
 from monit.nats.jetstream import MADE_BY, MONIT, NANOSECONDS, STREAM_NAME_IN_USE, JetStreamAPI, JetStreamError
 from monit.nats.protocol import RequestTimeout
-from monit.settings import Settings
 
 _BUCKET = re.compile(r"[A-Za-z0-9_-]+")
 DUPLICATE_WINDOW = 120 * NANOSECONDS
@@ -73,12 +72,21 @@ def bucket_for(stream: str) -> str | None:
     return name if _BUCKET.fullmatch(name) else None
 
 
-def checkpoint_key(settings: Settings) -> str:
+def checkpoint_key(
+    *,
+    open_subjects: tuple[str, ...],
+    deliver_subjects: tuple[str, ...],
+    grace: float,
+    retention: float,
+    expiry: float,
+    abandon: float,
+    max_inboxes: int,
+    max_payload: int,
+) -> str:
     """A key naming the settings that decide which inboxes are kept: instances that share it agree."""
     deciding = {
-        "open": settings.open_subjects, "deliver": settings.deliver_subjects, "grace": settings.grace,
-        "retention": settings.retention, "expiry": settings.expiry, "abandon": settings.abandon,
-        "max_inboxes": settings.max_inboxes, "max_payload": settings.max_payload,
+        "open": open_subjects, "deliver": deliver_subjects, "grace": grace, "retention": retention,
+        "expiry": expiry, "abandon": abandon, "max_inboxes": max_inboxes, "max_payload": max_payload,
     }
     text = json.dumps(deciding, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]

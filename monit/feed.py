@@ -37,7 +37,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from monit.checkpoint import Checkpoint, CheckpointStore, checkpoint_key
+from monit.checkpoint import Checkpoint, CheckpointStore
 from monit.nats.client import NATSClient
 from monit.nats.jetstream import (
     JetStreamAPI,
@@ -54,7 +54,6 @@ from monit.nats.jetstream import (
 from monit.nats.protocol import Msg, RequestTimeout
 from monit.registry import InboxRegistry
 from monit.routing import ID_SHIFT, Router
-from monit.settings import Settings
 
 RETRY_SECONDS = 2.0
 
@@ -74,24 +73,37 @@ class JetStreamFeed(Service):
         nats: NATSClient,
         router: Router,
         registry: InboxRegistry,
-        settings: Settings,
         clock: IReactorTime,
         on_fatal: Callable[[str], None],
+        *,
+        stream: str,
+        replicas: int,
+        max_age: float,
+        recreate: bool,
+        request_timeout: float,
+        check_every: float,
+        checkpoint_key: str | None,
     ) -> None:
+        """The stream to follow, and to make (with ``replicas`` and ``max_age``) when missing;
+        ``recreate``: make it again even if monit did not make it. ``checkpoint_key``: the key
+        of this instance's checkpoints (``monit.checkpoint``), None to always replay it all."""
         self._nats = nats
         self._router = router
         self._registry = registry
-        self._settings = settings
-        self._stream = settings.jetstream_stream
+        self._stream = stream
+        self._replicas = replicas
+        self._max_age = max_age
+        self._recreate = recreate
+        self._check_every = check_every
         self._clock = clock
         self._on_fatal = on_fatal
-        self._api = JetStreamAPI(nats, settings.request_timeout)
+        self._api = JetStreamAPI(nats, request_timeout)
         self._consumer = OrderedConsumer(
             nats, self._api, self._stream, self._received, clock, trouble=self.look_soon
         )
         self._checkpoints: CheckpointStore | None = None
-        if settings.jetstream_checkpoint:
-            self._checkpoints = CheckpointStore(self._api, self._stream, checkpoint_key(settings))
+        if checkpoint_key is not None:
+            self._checkpoints = CheckpointStore(self._api, self._stream, checkpoint_key)
         self._target: int | None = None  # the stream's last sequence when the replay began
         self._created: str | None = None  # the creation time of the stream followed
         self._ours = False  # monit made it: monit may make it again
@@ -150,7 +162,7 @@ class JetStreamFeed(Service):
         if not self.running:
             return
         self._replay(info, after)
-        self._timer.start(self._settings.jetstream_check, now=False)
+        self._timer.start(self._check_every, now=False)
 
     def _failed(self, failure: Failure, what: str) -> None:
         if not failure.check(CancelledError):
@@ -158,7 +170,6 @@ class JetStreamFeed(Service):
 
     async def _bind(self) -> dict[str, Any] | None:
         """The stream's info, once NATS answers; None when monit cannot go on (already said)."""
-        settings = self._settings
         while self.running:
             await self._nats.when_connected()
             try:
@@ -166,8 +177,8 @@ class JetStreamFeed(Service):
                     self._api,
                     self._stream,
                     self._router.subjects,
-                    settings.jetstream_replicas,
-                    settings.jetstream_max_age,
+                    self._replicas,
+                    self._max_age,
                 )
             except (StreamMismatch, JetStreamError) as error:
                 if isinstance(error, JetStreamError) and error.code >= 500 and error.err_code:
@@ -258,7 +269,7 @@ class JetStreamFeed(Service):
         """The stream made again, if monit may make it; otherwise None, and it says so until someone does."""
         stream = self._stream
         self._consumer.stop()
-        if not (self._ours or self._settings.jetstream_recreate):
+        if not (self._ours or self._recreate):
             if self._gone is None:
                 self.log.error(
                     "JetStream stream {stream} is gone, and monit may not make it again: an operator made it "
@@ -269,8 +280,7 @@ class JetStreamFeed(Service):
             return None
         try:
             info = await ensure_stream(
-                self._api, stream, self._router.subjects, self._settings.jetstream_replicas,
-                self._settings.jetstream_max_age,
+                self._api, stream, self._router.subjects, self._replicas, self._max_age,
             )
         except (JetStreamError, StreamMismatch, RequestTimeout) as error:
             gone = f"monit could not make it again ({error})"

@@ -5,6 +5,7 @@ import json
 import re
 from collections import deque
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from itertools import islice
 from typing import Any, NamedTuple, Protocol
 
@@ -116,6 +117,20 @@ class Subscriber(Protocol):
     def end(self) -> None: ...
 
 
+class InboxState(StrEnum):
+    """Where an inbox is in its life. The values are the ``monit_inboxes`` metric's labels."""
+
+    UNOPENED = "unopened"  # made by a reader, or by an event whose job's open was missed
+    OPEN = "open"  # a job opened it
+    CLOSING = "closing"  # the job's close event came: readers get the rest until the grace period is over
+    CLOSED = "closed"  # over: kept a while as a record for readers that come back, then let go
+
+
+# The members as module names: reading one is a global lookup, where ``InboxState.CLOSED``
+# is an enum class lookup, several times slower on CPython 3.11; some checks are per event.
+UNOPENED, OPEN, CLOSING, CLOSED = InboxState.UNOPENED, InboxState.OPEN, InboxState.CLOSING, InboxState.CLOSED
+
+
 class Inbox:
     """A bounded ring of encoded frames with increasing ids, and its readers.
 
@@ -124,12 +139,17 @@ class Inbox:
     event. A reader that raises is that reader's problem: it is logged and
     detached, and the others still get every event (as
     ``twisted.logger.LogPublisher`` treats its observers).
+
+    Its ``state``, and what the registry judges it by (its times, maker and
+    successor), change only in its own methods: the transitions ``open``,
+    ``close``, ``retire``, ``let_go``, ``revive`` and ``hand_over``, and
+    ``publish``, ``discard`` and ``release``, which the registry calls.
     """
 
     log = Logger()
     # Slots: a flood of new jobs makes inboxes by the thousand, and each is smaller without a dict.
     __slots__ = (
-        "id", "_detached", "opened", "closing", "closed", "touched", "subscribers", "_history", "_ring",
+        "id", "_detached", "state", "touched", "subscribers", "_history", "_ring",
         "_pending", "_last_id", "run_after", "_start", "_dropped", "_base64", "close_event", "maker",
         "bytes", "ends_at", "left", "_tagged", "successor",
     )
@@ -143,15 +163,15 @@ class Inbox:
         detached: Callable[[Inbox], None] = lambda inbox: None,
         last_id: int = 0,
         run_after: int = 0,
+        maker: str | None = None,
     ) -> None:
         """``last_id``: where ids go on from (core mode's epoch, or the previous run's last);
-        ``run_after``: the last id of the job's previous run, if this is a new run of it."""
+        ``run_after``: the last id of the job's previous run, if this is a new run of it;
+        ``maker``: the user whose request made it, if a reader's did."""
         self.id = inbox_id
         self._detached = detached
-        self.opened = False
-        self.closing = False
-        self.closed = False
-        self.touched = now
+        self.state = UNOPENED
+        self.touched = now  # when its latest event came
         self.subscribers: dict[Subscriber, bool] = {}  # each reader: whether it follows the job (a follower)
         self._history = history
         self._ring: deque[bytes] = _EMPTY_RING  # made on the first event: many inboxes never get one
@@ -162,7 +182,7 @@ class Inbox:
         self._dropped: bytes | int = 0  # the last event that fell out of the history (or _start)
         self._base64 = base64
         self.close_event: Event | None = None  # set when the job's close event arrives
-        self.maker: str | None = None  # the user whose request made it, until a job opens it
+        self.maker = maker  # the user whose request made it, until a job opens it
         self.bytes = 0  # what its history holds
         self.ends_at = 0.0  # once the job's close event came: when its grace period is over
         self.left = 0.0  # when its last reader left
@@ -174,19 +194,64 @@ class Inbox:
         return self._last_id
 
     @property
-    def state(self) -> str:
-        if self.closed:
-            return "closed"
-        if self.closing:
-            return "closing"
-        return "open" if self.opened else "unopened"
+    def closed(self) -> bool:
+        """Whether it is over (``state is CLOSED``), for readers of it outside the registry."""
+        return self.state is CLOSED
 
-    def publish(self, data: str, event: str | None = None, event_id: int | None = None) -> bool:
-        """Encode the event once; true if readers wait for it (the inbox needs a flush).
+    # The lifecycle: UNOPENED -> OPEN -> CLOSING -> CLOSED; a closed one revives as UNOPENED,
+    # and one let go is CLOSED from any state.
+
+    def open(self) -> None:
+        """A job opened it (again, or after a reader made it: see ``release``)."""
+        self.state = OPEN
+
+    def release(self) -> str | None:
+        """It no longer belongs to the user who made it (a job took it over, or it goes); who that was."""
+        maker, self.maker = self.maker, None
+        return maker
+
+    def close(self, event: Event, grace: float) -> bool:
+        """The job's close event came: keep it; true if this starts the grace period.
+
+        The grace period ends ``grace`` seconds after that event (``ends_at``);
+        a second close event changes only the event kept.
+        """
+        self.close_event = event
+        if self.state is CLOSING:
+            return False
+        self.state = CLOSING
+        self.ends_at = self.touched + grace
+        return True
+
+    def retire(self) -> None:
+        """The grace period is over: it is a record now, and its readers are told the end."""
+        self.state = CLOSED
+        self.end()
+
+    def let_go(self) -> None:
+        """It is dropped: over for every reader still holding it, followers too."""
+        self.state = CLOSED
+        self.end()
+        self.subscribers.clear()
+
+    def revive(self) -> None:
+        """An event or a reader came for it after its end: it lives again, unopened."""
+        self.state = UNOPENED
+
+    def hand_over(self, successor: Inbox) -> None:
+        """The job runs again as ``successor``: its followers move there, and this run points to it."""
+        self.successor = successor
+        for follower in [subscriber for subscriber, follows in self.subscribers.items() if follows]:
+            del self.subscribers[follower]
+            successor.subscribers[follower] = True
+
+    def publish(self, data: str, now: float, event: str | None = None, event_id: int | None = None) -> bool:
+        """Encode the event once, which came at ``now``; true if readers wait for it (the inbox needs a flush).
 
         Its id is the next one, or ``event_id`` (the registry's process-wide
         id, or a JetStream sequence), which the caller keeps above ``last_id``.
         """
+        self.touched = now
         if event_id is None:
             event_id = self._last_id + 1
         if self._start is None:
@@ -296,7 +361,7 @@ class Inbox:
 
     def over_for(self, after: int) -> bool:
         """The inbox has closed and a reader whose last id is ``after`` has all of it."""
-        return self.closed and 0 < after >= self._last_id
+        return self.state is CLOSED and 0 < after >= self._last_id
 
     def tagged(self, frame: bytes, event_id: int) -> bytes:
         """The frame as many-job streams send it (its data naming this job), made once for all of them.
@@ -346,8 +411,14 @@ class Inbox:
         self.subscribers[subscriber] = False
         return count
 
-    def discard(self, subscriber: Subscriber) -> None:
+    def add_follower(self, follower: Subscriber) -> None:
+        """Attach a reader that follows the job from run to run, and reads the histories itself."""
+        self.subscribers[follower] = True
+
+    def discard(self, subscriber: Subscriber, now: float) -> None:
+        """A reader leaves, at ``now``: an unwatched inbox's idle time counts from then."""
         self.subscribers.pop(subscriber, None)
+        self.left = now
 
     def end(self) -> None:
         """Give every reader what is pending, then tell it the inbox is closed.

@@ -102,6 +102,7 @@ class MonitCollector:
 
     def __init__(
         self,
+        *,
         inboxes: InboxFigures,
         router: RouterFigures,
         web: WebFigures,

@@ -5,12 +5,16 @@ import heapq
 from collections import Counter
 from collections.abc import Callable, Iterator
 
+from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from monit.deadlines import EARLY, Deadlines
 from monit.inbox import (
+    CLOSED,
+    CLOSING,
+    OPEN,
     Event,
     Inbox,
     InboxClosed,
@@ -20,15 +24,15 @@ from monit.inbox import (
     parse_data,
 )
 from monit.oneshot import OneShotObserver
-from monit.settings import Settings
 from monit.tally import Tally
 
 
 def _eviction_order(inbox: Inbox) -> tuple[int, float]:
-    """Reader-made and unopened first, closed records next, then the rest; oldest activity first."""
-    if inbox.maker is not None and not inbox.opened:
+    """Reader-made and unopened first (a job that opens one takes it from its maker), closed
+    records next, then the rest; oldest activity first."""
+    if inbox.maker is not None:
         rank = 0
-    elif inbox.closed:
+    elif inbox.state is CLOSED:
         rank = 1
     else:
         rank = 2
@@ -39,7 +43,7 @@ def _last_active(inbox: Inbox) -> float:
     return inbox.touched
 
 
-class InboxRegistry:
+class InboxRegistry(Service):
     """The inboxes by id, and the timers that close, keep and expire them.
 
     A lifecycle event opens an inbox; a close event is delivered, then the
@@ -65,21 +69,36 @@ class InboxRegistry:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, settings: Settings) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        history: int,
+        grace: float,
+        expiry: float,
+        abandon: float,
+        retention: float,
+        max_inboxes: int,
+        max_inboxes_per_user: int,
+        memory_budget: int,
+        base64: bool,
+        stream_ids: bool,
+    ) -> None:
+        """``stream_ids``: event ids are JetStream's stream sequences, given with each event."""
         self.clock = clock
-        self._history = settings.history
-        self._grace = settings.grace
-        self._expiry = settings.expiry
-        self._abandon = settings.abandon
-        self._retention = settings.retention
-        self._max_inboxes = settings.max_inboxes
-        self._per_user = settings.max_inboxes_per_user
-        self._memory_budget = settings.memory_budget
-        self._base64 = settings.base64
+        self._history = history
+        self._grace = grace
+        self._expiry = expiry
+        self._abandon = abandon
+        self._retention = retention
+        self._max_inboxes = max_inboxes
+        self._per_user = max_inboxes_per_user
+        self._memory_budget = memory_budget
+        self._base64 = base64
         self._made_by: Counter[str] = Counter()
         # Core mode: ids go on from the start time, in thousandths of a millisecond, so that
         # a restarted process's ids are above all of its predecessor's (JetStream: from the stream).
-        self._id_base = 0 if settings.jetstream else int(clock.seconds() * 1000) * 1000
+        self._id_base = 0 if stream_ids else int(clock.seconds() * 1000) * 1000
         self._last_id = self._id_base
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}  # each job's latest run
@@ -140,11 +159,11 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if self._seen(inbox, event_id):
             return
-        if inbox is not None and (inbox.closing or inbox.closed):
+        if inbox is not None and (inbox.state is CLOSING or inbox.state is CLOSED):
             inbox = self._new_run(inbox, at)
         else:
             inbox = self._obtain(inbox_id, at=at)
-        inbox.opened = True
+        inbox.open()
         self._release(inbox)
         self._publish(inbox, data, event, event_id, at)
 
@@ -163,10 +182,7 @@ class InboxRegistry:
         self._release(old)
         when = self.clock.seconds() if at is None else at
         inbox = Inbox(old.id, self._history, when, self._base64, self._detached, old.last_id, old.last_id)
-        old.successor = inbox
-        for follower in [subscriber for subscriber, follows in old.subscribers.items() if follows]:
-            del old.subscribers[follower]
-            inbox.subscribers[follower] = True
+        old.hand_over(inbox)
         if old not in self._deadlines:  # a record kept past its retention for its followers
             self._deadlines.set(old, old.ends_at + self._retention, self._on_retention_over)
         self._records.setdefault(old.id, []).append(old)
@@ -196,7 +212,7 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if self._seen(inbox, event_id):
             return
-        if inbox is None or inbox.closed:  # the usual case, a live inbox, needs no more looking up
+        if inbox is None or inbox.state is CLOSED:  # the usual case, a live inbox, needs no more looking up
             inbox = self._obtain(inbox_id, at=at)
         self._publish(inbox, data, event, event_id, at)
 
@@ -208,14 +224,12 @@ class InboxRegistry:
             return
         inbox = self._obtain(inbox_id, at=at)
         self._publish(inbox, data, event, event_id, at)
-        inbox.close_event = Event(inbox.last_id, event, parse_data(data))
+        close_event = Event(inbox.last_id, event, parse_data(data))
+        if inbox.close(close_event, self._grace):
+            self._deadlines.set(inbox, inbox.ends_at, self._on_grace_over)
         closer = self._closers.pop(inbox_id, None)
         if closer is not None:
-            closer.fire(inbox.close_event)
-        if not inbox.closing:
-            inbox.closing = True
-            inbox.ends_at = inbox.touched + self._grace
-            self._deadlines.set(inbox, inbox.ends_at, self._on_grace_over)
+            closer.fire(close_event)
 
     def admit(self, inbox_id: str, after: int = 0, maker: str | None = None) -> None:
         """Raise what subscribing would, before the caller commits to a response.
@@ -230,7 +244,7 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is None:
             self._check_room(maker)
-        elif inbox.closed and 0 < after == inbox.last_id:
+        elif inbox.state is CLOSED and 0 < after == inbox.last_id:
             raise InboxClosed(inbox_id)  # it has seen all of the job's latest run, and that run is over
 
     def admit_many(self, inbox_ids: list[str], maker: str) -> None:
@@ -247,9 +261,9 @@ class InboxRegistry:
         again. Returns the run a reader at ``after`` is in (see ``_run_for``).
         """
         inbox = self._inboxes.get(inbox_id)
-        if inbox is None or not inbox.closed:
+        if inbox is None or inbox.state is not CLOSED:
             inbox = self._obtain(inbox_id, maker=maker, watched=True)
-        inbox.subscribers[follower] = True
+        inbox.add_follower(follower)
         return self._run_for(inbox, after)
 
     def unfollow(self, inbox_id: str, follower: Subscriber) -> None:
@@ -269,7 +283,7 @@ class InboxRegistry:
         inbox = self._inboxes.get(inbox_id)
         if inbox is not None:
             run = self._run_for(inbox, after)
-            if run.closed:
+            if run.state is CLOSED:
                 self.deliveries += run.replay(subscriber, after)
                 return run
             if run is not inbox:  # an earlier run, in its grace period
@@ -280,11 +294,15 @@ class InboxRegistry:
         return inbox
 
     def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
-        inbox.discard(subscriber)
-        inbox.left = self.clock.seconds()
-        if inbox.closed and not inbox.subscribers and inbox not in self._deadlines:
+        inbox.discard(subscriber, self.clock.seconds())
+        if inbox.state is CLOSED and not inbox.subscribers and inbox not in self._deadlines:
             self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
         self._schedule_expiry(inbox)
+
+    def stopService(self) -> None:
+        """Shutdown: every inbox and stream ends, and no timer of the registry's is left."""
+        super().stopService()
+        self.close_all()
 
     def close_all(self) -> None:
         """End every inbox and stream, for shutdown."""
@@ -305,15 +323,14 @@ class InboxRegistry:
         if inbox is None:
             self._check_room(maker)
             when = self.clock.seconds() if at is None else at
-            inbox = Inbox(inbox_id, self._history, when, self._base64, self._detached, self._id_base)
+            inbox = Inbox(inbox_id, self._history, when, self._base64, self._detached, self._id_base, maker=maker)
             self._inboxes[inbox_id] = inbox
             if maker is not None:
-                inbox.maker = maker
                 self._made_by[maker] += 1
             if not watched:
                 self._schedule_expiry(inbox)
-        elif inbox.closed:
-            inbox.closed = inbox.opened = False
+        elif inbox.state is CLOSED:
+            inbox.revive()
             self._deadlines.cancel(inbox)
             self._schedule_expiry(inbox)
         return inbox
@@ -337,7 +354,7 @@ class InboxRegistry:
         """
         candidates = [
             inbox for inbox in self._inboxes.values()
-            if not inbox.subscribers and (not for_reader or (inbox.maker is not None and not inbox.opened))
+            if not inbox.subscribers and (not for_reader or inbox.maker is not None)
         ]
         chosen = heapq.nsmallest(max(1, self._max_inboxes // 20), candidates, key=_eviction_order)
         for inbox in chosen:
@@ -347,24 +364,24 @@ class InboxRegistry:
             self.made_room.add("inboxes", f"at the limit of {self._max_inboxes}, dropped {len(chosen)}", len(chosen))
 
     def _release(self, inbox: Inbox) -> None:
-        """A job took over an inbox a reader made: it no longer counts against the reader."""
-        if inbox.maker is not None:
-            self._made_by[inbox.maker] -= 1
-            if not self._made_by[inbox.maker]:
-                del self._made_by[inbox.maker]
-            inbox.maker = None
+        """A job took over an inbox a reader made (or it goes): it no longer counts against the reader."""
+        maker = inbox.release()
+        if maker is not None:
+            self._made_by[maker] -= 1
+            if not self._made_by[maker]:
+                del self._made_by[maker]
 
     def _publish(
         self, inbox: Inbox, data: str, event: str | None, event_id: int | None = None, at: float | None = None
     ) -> None:
-        inbox.touched = self.clock.seconds() if at is None else at
+        now = self.clock.seconds() if at is None else at
         if event_id is None:
             event_id = self._last_id + 1
         self._last_id = event_id
         self.events += 1
         self.deliveries += len(inbox.subscribers)
         held = inbox.bytes
-        if inbox.publish(data, event, event_id):
+        if inbox.publish(data, now, event, event_id):
             self._dirty.append(inbox)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
@@ -399,7 +416,7 @@ class InboxRegistry:
     def when_closed(self, inbox_id: str) -> Deferred[Event]:
         """Fire with the job's close event: at once if it has come, else when it does."""
         inbox = self._inboxes.get(inbox_id)
-        if inbox is not None and inbox.close_event is not None and (inbox.closing or inbox.closed):
+        if inbox is not None and inbox.close_event is not None and (inbox.state is CLOSING or inbox.state is CLOSED):
             return succeed(inbox.close_event)
         closer = self._closers.get(inbox_id)
         if closer is None:
@@ -443,14 +460,15 @@ class InboxRegistry:
             self.log.failure("a reader called after the flush failed")
 
     def _idle_limit(self, inbox: Inbox) -> float:
-        return self._abandon if inbox.opened else self._expiry
+        return self._abandon if inbox.state is OPEN else self._expiry
 
     def _schedule_expiry(self, inbox: Inbox) -> None:
         """Look at an unwatched inbox again once it could have been idle long enough.
 
         Counted from its last event, or from now when its last reader just left.
         """
-        if inbox not in self._deadlines and not inbox.closing and not inbox.closed and not inbox.subscribers:
+        state = inbox.state
+        if inbox not in self._deadlines and state is not CLOSING and state is not CLOSED and not inbox.subscribers:
             self._deadlines.set(inbox, self._idle_until(inbox), self._on_idle)
 
     def _idle_until(self, inbox: Inbox) -> float:
@@ -469,9 +487,8 @@ class InboxRegistry:
 
     def _retire(self, inbox: Inbox) -> None:
         """The grace period is over: end the streams, keep the record a while."""
-        inbox.closing, inbox.closed = False, True
         self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
-        inbox.end()
+        inbox.retire()
 
     def _retention_over(self, inbox: Inbox) -> None:
         """Let the record go, unless followers wait on it for the job's next run."""
@@ -511,9 +528,7 @@ class InboxRegistry:
     def _let_go(self, inbox: Inbox) -> None:
         self._deadlines.cancel(inbox)
         self.history_bytes -= inbox.bytes
-        inbox.closed, inbox.closing = True, False  # over for every reader still holding it
-        inbox.end()
-        inbox.subscribers.clear()
+        inbox.let_go()
 
     # JetStream: a stream made anew, and where a replay may start
 

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import enum
-import json
-import math
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 import attrs
+from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 
@@ -16,8 +15,8 @@ from monit.inbox import InboxLimit, valid_inbox_id
 from monit.nats.jetstream import Position
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
-from monit.settings import Settings
 from monit.sse import compact_json
+from monit.strictjson import json_object
 from monit.tally import Tally
 
 CLOSE_SUFFIXES = (".done", ".error")
@@ -62,37 +61,9 @@ def inbox_id_of(payload: Mapping[str, Any]) -> str:
     return candidate
 
 
-def _no_constant(name: str) -> NoReturn:
-    """NaN, Infinity and -Infinity are Python's extensions, not JSON: JSON.parse refuses them."""
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite_float(text: str) -> float:
-    """A float literal; one too large for a double (1e999) would be sent on as Infinity."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
-
-
-# Made once: json.loads with arguments builds a decoder per call. parse_float
-# costs a call per float literal only; payloads without floats pay nothing.
-_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
-
-
-def parse_payload(payload: bytes, max_payload: int) -> dict[str, Any]:
-    """The payload as a JSON object that a browser's ``JSON.parse`` would read back."""
-    if len(payload) > max_payload:
-        raise Malformed(f"payload of {len(payload)} bytes is over the {max_payload} byte limit")
-    try:
-        document = _DECODER.decode(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Malformed("payload is not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise Malformed("payload is not JSON") from None
-    if not isinstance(document, dict):
-        raise Malformed("payload is not a JSON object")
-    return document
+def _not_an_object(what: str) -> Malformed:
+    """What the payload is instead, raised once: bad messages can come in floods."""
+    return Malformed(f"payload is {what}")
 
 
 @attrs.frozen
@@ -128,7 +99,7 @@ def event_id(position: Position | None, index: int) -> int | None:
         return None
     return (position.seq << ID_SHIFT) + index
 
-class Router:
+class Router(Service):
     """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
 
     The first bad message of a subject is logged with its reason, then how
@@ -144,15 +115,24 @@ class Router:
 
     log = Logger()
 
-    def __init__(self, registry: InboxRegistry, settings: Settings) -> None:
+    def __init__(
+        self,
+        registry: InboxRegistry,
+        *,
+        open_subjects: tuple[str, ...],
+        deliver_subjects: tuple[str, ...],
+        max_payload: int,
+        paused: Callable[[bool], None] = lambda paused: None,
+    ) -> None:
+        """``paused(True)`` asks NATS to stop reading while a backlog waits; ``paused(False)``, to go on."""
         self._registry = registry
         self._clock = registry.clock
         self.skipped = Tally(registry.clock, self.log, "skipped bad messages")
-        self._table = subject_table(settings.open_subjects, settings.deliver_subjects)
-        self._max_payload = settings.max_payload
+        self._table = subject_table(open_subjects, deliver_subjects)
+        self._max_payload = max_payload
         self._backlog: deque[_Waiting | _Rest] = deque()
         self._draining: IDelayedCall | None = None
-        self.paused: Callable[[bool], None] = lambda paused: None
+        self.paused = paused
         self.received: Counter[Action] = Counter()
         self.malformed = 0
         self.refused = 0
@@ -202,7 +182,11 @@ class Router:
         return 1
 
     def _route(self, action: Action, msg: Msg, position: Position | None) -> int:
-        document = parse_payload(msg.payload, self._max_payload)
+        payload = msg.payload
+        if len(payload) > self._max_payload:
+            raise Malformed(f"payload of {len(payload)} bytes is over the {self._max_payload} byte limit")
+        # A JSON object a browser's JSON.parse would read back; read here, not in a helper: the ingest path.
+        document = json_object(payload, _not_an_object)
         inbox_id = inbox_id_of(document)
         if action is Action.DELIVER:
             messages = document.get("messages")
@@ -238,6 +222,15 @@ class Router:
         elif stop < len(messages):
             self._skip(subject, f"events after the first {end} of one message have no id")
         return stop - start
+
+    def stopService(self) -> None:
+        """Shutdown: what waits in the backlog is dropped (NATS or the stream has it); the tally says its last."""
+        super().stopService()
+        if self._draining is not None and self._draining.active():
+            self._draining.cancel()
+        self._draining = None
+        self._backlog.clear()
+        self.skipped.stop()
 
     def _drain_soon(self) -> None:
         if self._draining is None:

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
+
+import attrs
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
@@ -15,7 +18,9 @@ from monit._twisted.startup import check_all
 from monit.auth.interface import AuthUnavailable
 from monit.auth.jwt_verifier import SECRET_SUBJECT
 from monit.auth.modes import verification_for
+from monit.auth.options import AuthOptions
 from monit.embedded import EmbeddedNATS
+from monit.checkpoint import checkpoint_key
 from monit.feed import JetStreamFeed
 from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition
@@ -76,17 +81,20 @@ class MonitService(MultiService):
             identity=_nats_identity(settings),
         )
         self.nats.setServiceParent(self)
-        self.registry = InboxRegistry(reactor, settings)
-        self.router = Router(self.registry, settings)
-        self.router.paused = self.nats.pause_reading
+        self.registry = InboxRegistry(reactor, **registry_options(settings))
+        self.registry.setServiceParent(self)
+        self.router = Router(self.registry, paused=self.nats.pause_reading, **router_options(settings))
+        self.router.setServiceParent(self)
         self.feed: JetStreamFeed | None = None
         if settings.jetstream:
-            self.feed = JetStreamFeed(self.nats, self.router, self.registry, settings, reactor, self.on_fatal)
+            self.feed = JetStreamFeed(
+                self.nats, self.router, self.registry, reactor, self.on_fatal, **feed_options(settings)
+            )
             self.feed.setServiceParent(self)
         else:
             for subject in self.router.subjects:
                 self.nats.subscribe(subject, self.router)
-        self.auth = verification_for(settings, reactor, self.nats)
+        self.auth = verification_for(auth_options(settings), reactor, self.nats)
         if self.auth.jwks is not None:
             self.auth.jwks.setServiceParent(self)
         if self.auth.redis is not None:
@@ -95,11 +103,12 @@ class MonitService(MultiService):
             self.registry,
             self.auth.verifier,
             reactor,
-            settings,
+            **web_options(settings),
             readiness=self.readiness,
             metrics=self._metrics if settings.metrics else None,
             hold=self.feed.hold if self.feed is not None else None,
         )
+        self.web.setServiceParent(self)
         self.resource: IResource = self.web.resource()
         self.listener: WebListener | None = None
         if settings.serve:
@@ -114,8 +123,14 @@ class MonitService(MultiService):
             self.listener = WebListener(reactor, site, settings.listen, ask, self.on_fatal)
             self.listener.setServiceParent(self)
         self._figures = MonitCollector(
-            self.registry, self.router, self.web, self.nats, self.auth.verifier, self.auth.remote, self.web.rechecker,
-            self.listener.site if self.listener is not None else None,
+            inboxes=self.registry,
+            router=self.router,
+            web=self.web,
+            nats=self.nats,
+            auth_cache=self.auth.verifier,
+            remote=self.auth.remote,
+            rechecks=self.web.rechecker,
+            site=self.listener.site if self.listener is not None else None,
         )
 
     def _metrics(self) -> bytes:
@@ -158,7 +173,6 @@ class MonitService(MultiService):
 
     def startService(self) -> None:
         tuning.apply()
-        self.web.start()
         super().startService()
         jwt = self.auth.jwt
         if jwt is not None and not self.settings.jwt_secret:
@@ -187,11 +201,9 @@ class MonitService(MultiService):
     async def _stop(self) -> None:
         if self.listener is not None:
             await self.listener.stop_listening()
-        self.web.shutdown()
+        self.web.stopService()  # each stream ends with a retry hint before its connection is closed
         if self.listener is not None:
             await self.listener.close_connections()
-        self.registry.close_all()
-        self.router.skipped.stop()
         if self.auth.pool is not None:
             await self.auth.pool.closeCachedConnections()
         await super().stopService()
@@ -211,3 +223,55 @@ def _nats_identity(settings: Settings) -> Identity | None:
     if settings.nats_nkey is not None:
         return seed_file(settings.nats_nkey)
     return None
+
+
+# What each part is told: the few settings it uses, as keyword arguments.
+
+
+def registry_options(settings: Settings) -> dict[str, Any]:
+    """``InboxRegistry``'s."""
+    return {
+        "history": settings.history, "grace": settings.grace, "expiry": settings.expiry,
+        "abandon": settings.abandon, "retention": settings.retention, "max_inboxes": settings.max_inboxes,
+        "max_inboxes_per_user": settings.max_inboxes_per_user, "memory_budget": settings.memory_budget,
+        "base64": settings.base64, "stream_ids": settings.jetstream,
+    }
+
+
+def router_options(settings: Settings) -> dict[str, Any]:
+    """``Router``'s."""
+    return {
+        "open_subjects": settings.open_subjects, "deliver_subjects": settings.deliver_subjects,
+        "max_payload": settings.max_payload,
+    }
+
+
+def feed_options(settings: Settings) -> dict[str, Any]:
+    """``JetStreamFeed``'s; its checkpoints' key names the settings that decide what is kept."""
+    key = checkpoint_key(
+        open_subjects=settings.open_subjects, deliver_subjects=settings.deliver_subjects, grace=settings.grace,
+        retention=settings.retention, expiry=settings.expiry, abandon=settings.abandon,
+        max_inboxes=settings.max_inboxes, max_payload=settings.max_payload,
+    )
+    return {
+        "stream": settings.jetstream_stream, "replicas": settings.jetstream_replicas,
+        "max_age": settings.jetstream_max_age, "recreate": settings.jetstream_recreate,
+        "request_timeout": settings.request_timeout, "check_every": settings.jetstream_check,
+        "checkpoint_key": key if settings.jetstream_checkpoint else None,
+    }
+
+
+def web_options(settings: Settings) -> dict[str, Any]:
+    """``MonitWeb``'s."""
+    return {
+        "max_streams": settings.max_streams, "max_jobs_per_stream": settings.max_jobs_per_stream,
+        "max_pending": settings.max_pending, "heartbeat": settings.heartbeat, "retry_ms": settings.retry_ms,
+        "require_token": not settings.insecure_no_auth, "allow_query_token": settings.allow_query_token,
+        "cors_origins": settings.cors_origins, "metrics_public": settings.metrics_public,
+        "auth_recheck": settings.auth_recheck, "open_subjects": settings.open_subjects,
+    }
+
+
+def auth_options(settings: Settings) -> AuthOptions:
+    """The auth parts' (``monit.auth.modes``)."""
+    return AuthOptions(**{field.name: getattr(settings, field.name) for field in attrs.fields(AuthOptions)})

@@ -17,7 +17,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
+from twisted.internet.endpoints import serverFromString
 
+from monit.auth.keys import (
+    HMAC_ALGORITHMS, algorithms_for, check_algorithms, describe, load_public_key, parse_algorithms,
+)
+from monit.auth.redis_connection import RedisTarget
+from monit.nats.client import check_url
+from monit.nats.nkeys import creds_file, seed_file
 from monit.redact import redacted_url
 
 MIB = 1024 * 1024
@@ -130,8 +137,6 @@ def _text(text: str) -> str:
 
 
 def _nats_urls(text: str) -> tuple[str, ...]:
-    from monit.nats.client import check_url
-
     urls = tuple(url.strip() for url in text.split(",") if url.strip())
     if not urls:
         raise ValueError("needs at least one URL")
@@ -141,15 +146,11 @@ def _nats_urls(text: str) -> tuple[str, ...]:
 
 
 def _nkey_file(text: str) -> str:
-    from monit.nats.nkeys import seed_file
-
     seed_file(text)
     return text
 
 
 def _creds_file(text: str) -> str:
-    from monit.nats.nkeys import creds_file
-
     creds_file(text)
     return text
 
@@ -216,15 +217,11 @@ def _valid_jwks_url(instance: object, attribute: object, value: str | None) -> N
 
 
 def _public_key_file(text: str) -> str:
-    from monit.auth.keys import load_public_key
-
     load_public_key(text)
     return text
 
 
 def _algorithms(text: str) -> tuple[str, ...]:
-    from monit.auth.keys import parse_algorithms
-
     return parse_algorithms(text)
 
 
@@ -235,8 +232,6 @@ def _valid_auth_url(instance: object, attribute: object, value: str | None) -> N
 
 
 def _redis_url(text: str) -> str:
-    from monit.auth.redis_connection import RedisTarget
-
     RedisTarget.from_url(text)
     return text
 
@@ -259,11 +254,8 @@ def _origin(text: str) -> str:
 
 def _endpoint(text: str) -> str:
     """A Twisted server endpoint string, checked by parsing it (nothing listens yet)."""
-    from twisted.internet import reactor
-    from twisted.internet.endpoints import serverFromString
-
     try:
-        serverFromString(reactor, text)
+        serverFromString(None, text)  # parsed only: nothing listens, so no reactor is needed
     except (ValueError, TypeError, KeyError) as error:
         raise ValueError(f"{text!r} is not an endpoint: {error}") from None
     return text
@@ -585,8 +577,6 @@ class Settings:
 
     def _check_jwt_algorithms(self, names: tuple[str, ...], with_keys: bool) -> None:
         """Known names, never none; HMAC ones with a secret only, the others with keys only."""
-        from monit.auth.keys import HMAC_ALGORITHMS, algorithms_for, check_algorithms, describe, load_public_key
-
         try:
             check_algorithms(names)
         except ValueError as error:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
@@ -15,6 +14,7 @@ from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, IToken
 from monit.auth.jwt_verifier import JWTVerifier
 
 from deferreds import result_of
+from verifiers import HandVerifier
 
 TOKEN = "token-that-must-never-be-stored-0123456789"
 ALICE = Identity(user="alice", claims={"username": "alice"}, expires=None)
@@ -26,26 +26,6 @@ def has_fired(d: Deferred) -> bool:
     fired: list = []
     d.addBoth(lambda r: fired.append(r) or r)
     return bool(fired)
-
-
-@implementer(ITokenVerifier)
-@attrs.define
-class HandVerifier:
-    """Records each call; the test fires its Deferred."""
-
-    calls: list[tuple[str, Deferred]] = attrs.Factory(list)
-
-    def verify(self, token: str) -> Deferred[Identity]:
-        d: Deferred[Identity] = Deferred()
-        self.calls.append((token, d))
-        return d
-
-    def answer(self, result: Identity | Exception, index: int = -1) -> None:
-        d = self.calls[index][1]
-        if isinstance(result, Exception):
-            d.errback(result)
-        else:
-            d.callback(result)
 
 
 @pytest.fixture

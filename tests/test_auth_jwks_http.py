@@ -14,55 +14,17 @@ from urllib.parse import quote
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import LoopingCall
 
 from monit.auth.jwks import JWKS, jwks_http_client
 
 from devtools import Browser
+from dripping import drip  # noqa: F401 (a fixture)
 from natsserver import free_port
 from processes import script, stop, wait_until_ready
 from signing import AUDIENCE, ISSUER, Signer, jwks
 from waiting import wait_for, within
 
 pytestmark = pytest.mark.integration
-
-
-class Drip(Protocol):
-    """Answers any request with a JWKS that never ends: a header, then a byte every 50 ms."""
-
-    def connectionMade(self) -> None:
-        self.factory.open += 1
-        self.factory.made += 1
-        self.dripping: LoopingCall | None = None
-
-    def dataReceived(self, data: bytes) -> None:
-        if self.dripping is None and b"\r\n\r\n" in data:
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: 100000\r\n\r\n{")
-            self.dripping = LoopingCall(self.transport.write, b" ")
-            self.dripping.start(0.05)
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.factory.open -= 1
-        if self.dripping is not None and self.dripping.running:
-            self.dripping.stop()
-
-
-class DripFactory(Factory):
-    protocol = Drip
-
-    def __init__(self) -> None:
-        self.open = 0
-        self.made = 0
-
-
-@pytest.fixture
-def drip() -> Iterator[tuple[DripFactory, str]]:
-    factory = DripFactory()
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    yield factory, f"http://127.0.0.1:{port.getHost().port}/certs"
-    pytest_twisted.blockon(port.stopListening())
 
 
 @pytest_twisted.ensureDeferred

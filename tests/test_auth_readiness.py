@@ -15,6 +15,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from twisted.web.server import Request as WebRequest
 
+from monit.auth.bound import BoundedVerifier
 from monit.auth.interface import AuthUnavailable, InvalidToken
 from monit.auth.modes import Verification
 from monit.auth.remote import RemoteVerifier
@@ -75,10 +76,11 @@ def test_the_auth_services_problem_is_its_newest_checks_and_clears_when_it_answe
 def test_a_check_refused_at_the_concurrency_bound_is_no_problem_of_the_service() -> None:
     service, clock = AuthService(), Clock()
     service.hang = True
-    verifier = RemoteVerifier(StubTreq(service), URL, clock, timeout=2.0, concurrency=1)
-    verifier.verify("tok-1")
-    assert outcome(verifier.verify("tok-2")) is AuthUnavailable
-    assert verifier.problem is None
+    remote = RemoteVerifier(StubTreq(service), URL, clock, timeout=2.0)
+    bound = BoundedVerifier(remote, clock, 1, log=remote.log, kind=SHOWN)
+    bound.verify("tok-1")
+    assert outcome(bound.verify("tok-2")) is AuthUnavailable
+    assert remote.problem is None
 
 
 @pytest.fixture
@@ -120,6 +122,6 @@ def test_the_service_lists_every_backends_problem() -> None:
     class Fine:
         problem = None
 
-    verification = Verification(verifier=None, jwt=None, pool=None, remote=Broken(), jwks=Fine())  # type: ignore
+    verification = Verification(verifier=None, jwt=None, pool=None, jwks=Fine(), backend=Broken())  # type: ignore
     assert verification.problems() == ["Redis at redis://cache:6379/0: no answer to AUTH in 2 s"]
     assert Verification(verifier=None, jwt=None, pool=None).problems() == []  # type: ignore[arg-type]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import attrs
 import pytest
 from test_web_stream import StreamingRequest
 from twisted.internet.defer import Deferred
@@ -20,36 +19,18 @@ from zope.interface import implementer
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.recheck import ACCESS_REVOKED, REVOKED, Recheck, Rechecker
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 from monit.sse import KEEPALIVE, encode_error
-from monit.web.stream import EventStream, StreamSet
+from monit.web.stream import EventStream, OneJob, StreamSet
 
 from deferreds import result_of
+from verifiers import HandVerifier
 
 TOKEN = "revocable-token-that-must-never-be-shown-0123456789"
 GRACE = Identity(user="grace", claims={"username": "grace"}, expires=None, revocable=True)
 HEARTBEAT = 15.0
 PERIOD = 60.0
-
-
-@implementer(ITokenVerifier)
-@attrs.define
-class HandVerifier:
-    """Records each call; the test fires its Deferred."""
-
-    calls: list[tuple[str, Deferred]] = attrs.Factory(list)
-
-    def verify(self, token: str) -> Deferred[Identity]:
-        d: Deferred[Identity] = Deferred()
-        self.calls.append((token, d))
-        return d
-
-    def answer(self, result: Identity | Exception) -> None:
-        d = self.calls[-1][1]
-        if isinstance(result, Exception):
-            d.errback(result)
-        else:
-            d.callback(result)
 
 
 @pytest.fixture
@@ -142,7 +123,7 @@ def test_its_repr_never_shows_the_token(rechecker: Rechecker) -> None:
 
 @pytest.fixture
 def registry(clock: Clock) -> InboxRegistry:
-    return InboxRegistry(clock, Settings())
+    return InboxRegistry(clock, **registry_options(Settings()))
 
 
 @pytest.fixture
@@ -156,7 +137,7 @@ def open_stream(
     registry: InboxRegistry, streams: StreamSet, clock: Clock, recheck: Recheck | None
 ) -> StreamingRequest:
     request = StreamingRequest()
-    EventStream(request, registry, streams, "grace", clock, 1000, None, recheck).run("s1")
+    EventStream(request, OneJob(registry, "s1"), streams, "grace", clock, 1000, None, recheck).run()
     return request
 
 

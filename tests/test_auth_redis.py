@@ -13,11 +13,13 @@ from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent
 from zope.interface.verify import verifyObject
 
+from monit.auth.bound import BoundedVerifier
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier, may_watch
 from monit.auth.modes import FirstValid, cache_ttl, verification_for
 from monit.auth.redis_connection import NotConnected, RedisConnection, RedisTarget
-from monit.auth.redis_verifier import MAX_USER_LENGTH, RedisVerifier, UnusableValue
+from monit.auth.redis_verifier import MAX_USER_LENGTH, Deadline, RedisVerifier, UnusableValue
 from monit.auth.resp import ConnectionLost, Oversized, RedisError
+from monit.service import auth_options
 from monit.settings import Settings
 from monit.tap import Options
 
@@ -67,10 +69,16 @@ def store() -> Store:
     return Store({b"tok-alice": b"alice"})
 
 
-def started(store: Store, clock: Clock, concurrency: int = 100, url: str = URL) -> RedisVerifier:
-    verifier = RedisVerifier(RedisTarget.from_url(url), store, clock, timeout=2.0, concurrency=concurrency)
+def started(store: Store, clock: Clock, url: str = URL) -> RedisVerifier:
+    verifier = RedisVerifier(RedisTarget.from_url(url), store, clock)
     verifier.startService()
     return verifier
+
+
+def in_time(redis: RedisVerifier, clock: Clock, concurrency: int = 100) -> tuple[Deadline, BoundedVerifier]:
+    """The lookups behind their bound and their deadline, as monit.auth.modes puts them."""
+    bound = BoundedVerifier(redis, clock, concurrency, log=redis.log, kind=URL, checks="lookups")
+    return Deadline(bound, clock, timeout=2.0), bound
 
 
 @pytest.fixture
@@ -161,23 +169,27 @@ def test_conflicting_auth_options_are_refused(args: list[str], said: str) -> Non
 def test_redis_alone_fetches_no_jwt_secret_and_caps_the_cache_at_the_recheck_period() -> None:
     settings = Settings(auth_redis="redis://:pw@cache:6380/1", auth_concurrency=3, auth_timeout=1.5,
                         auth_recheck=10, auth_cache_ttl=30)
-    made = verification_for(settings, MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(settings), MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
     assert made.jwt is None and made.pool is None
-    assert made.redis is not None and made.remote is made.redis
-    connection = made.redis._store
+    redis, bound, deadline = made.backend, made.remote, made.verifier._inner
+    assert isinstance(redis, RedisVerifier) and isinstance(bound, BoundedVerifier) and isinstance(deadline, Deadline)
+    assert made.redis is not None and list(made.redis) == [redis, bound], "the bound stops first, saying its last"
+    connection = redis._store
     assert isinstance(connection, RedisConnection)
     assert connection._target == RedisTarget("cache", 6380, 1, "pw") and connection._timeout == 1.5
-    assert (made.redis._concurrency, made.redis._timeout) == (3, 1.5)
-    assert made.verifier._inner is made.redis
+    assert (deadline._inner, deadline._timeout) == (bound, 1.5)
+    assert (bound._inner, bound._concurrency, bound._checks) == (redis, 3, "lookups")
+    assert bound._kind == "redis://cache:6380/1", "refusals are said about Redis, shown without its password"
     assert made.verifier._ttl == 10
-    assert cache_ttl(attrs.evolve(settings, auth_recheck=0)) == 30
+    assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=0))) == 30
 
 
 def test_with_a_jwt_secret_a_valid_jwt_is_taken_and_the_rest_looked_up() -> None:
     settings = Settings(auth_redis=URL, jwt_secret="s" * 32)
-    made = verification_for(settings, MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(settings), MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
     inner = made.verifier._inner
-    assert isinstance(inner, FirstValid) and inner.remote is made.redis and inner.local is made.jwt
+    assert isinstance(inner, FirstValid) and inner.local is made.jwt
+    assert isinstance(inner.remote, Deadline) and inner.remote._inner is made.remote
 
 
 # The answers
@@ -232,7 +244,7 @@ def test_tokens_that_cannot_travel_are_refused_without_asking(
 
 
 def test_before_start_and_after_stop_it_is_unavailable(store: Store, clock: Clock) -> None:
-    verifier = RedisVerifier(RedisTarget.from_url(URL), store, clock, timeout=2.0)
+    verifier = RedisVerifier(RedisTarget.from_url(URL), store, clock)
     assert isinstance(failure_of(verifier.verify("tok-alice")), AuthUnavailable)
     verifier.startService()
     assert store.running
@@ -266,41 +278,59 @@ def test_its_problem_is_the_connections_named_by_its_url(store: Store, verifier:
 
 def test_no_answer_in_time_is_unavailable_and_the_slot_is_kept_until_redis_answers(
         store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    lookups, bound = in_time(verifier, clock)
     store.hold = True
-    answer = verifier.verify("tok-alice")
+    answer = lookups.verify("tok-alice")
     clock.advance(1.9)
     assert not answer.called
     clock.advance(0.1)
-    assert isinstance(failure_of(answer), AuthUnavailable)
-    assert verifier.in_flight == 1, "the GET is still on the connection"
+    error = failure_of(answer)
+    assert type(error) is AuthUnavailable and str(error) == "Redis is unavailable"
+    assert isinstance(error.__cause__, defer.TimeoutError)
+    assert bound.in_flight == 1, "the GET is still on the connection"
     store.held[0].callback(b"alice")
-    assert verifier.in_flight == 0
+    assert bound.in_flight == 0
     assert not clock.getDelayedCalls()
 
 
 def test_a_caller_cancelling_gets_cancelled_and_the_slot_is_freed_by_the_answer(
         store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    lookups, bound = in_time(verifier, clock)
     store.hold = True
-    answer = verifier.verify("tok-alice")
+    answer = lookups.verify("tok-alice")
     answer.cancel()
     assert isinstance(failure_of(answer), CancelledError)
     assert not clock.getDelayedCalls()
+    assert bound.in_flight == 1
     store.held[0].errback(ConnectionLost("connection lost"))
-    assert verifier.in_flight == 0
+    assert bound.in_flight == 0
 
 
-def test_lookups_in_flight_are_bounded_and_refusals_counted(store: Store, clock: Clock) -> None:
-    verifier = started(store, clock, concurrency=2)
+def test_an_answer_given_at_once_needs_no_timer(store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    lookups, _ = in_time(verifier, clock)
+    assert result_of(lookups.verify("tok-alice")).user == "alice"
+    assert isinstance(failure_of(lookups.verify("tok\nen")), InvalidToken)
+    assert not clock.getDelayedCalls()
+
+
+def test_lookups_in_flight_are_bounded_and_refusals_counted(
+        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    lookups, bound = in_time(verifier, clock, concurrency=2)
     store.hold = True
-    waiting = [verifier.verify(f"tok-{n}") for n in range(2)]
-    refused = verifier.verify("tok-2")
-    assert isinstance(failure_of(refused), AuthUnavailable) and str(failure_of(verifier.verify("tok-3"))) == (
+    waiting = [lookups.verify(f"tok-{n}") for n in range(2)]
+    refused = lookups.verify("tok-2")
+    assert isinstance(failure_of(refused), AuthUnavailable) and str(failure_of(lookups.verify("tok-3"))) == (
         "too many token checks in flight")
-    assert (verifier.in_flight, verifier.refused, len(store.asked)) == (2, 2, 2)
+    assert (bound.in_flight, bound.refused, len(store.asked)) == (2, 2, 2)
+    assert warnings(events) == [
+        "refused token lookups at the concurrency bound on redis://127.0.0.1:6379/0: 2 lookups are in flight"]
     store.held[0].callback(None)
     assert isinstance(failure_of(waiting[0]), InvalidToken)
     store.hold = False
-    assert result_of(verifier.verify("tok-alice")).user == "alice"
+    assert result_of(lookups.verify("tok-alice")).user == "alice"
+    bound.stopService()
+    assert warnings(events)[1:] == [
+        "refused token lookups at the concurrency bound: 1 more in the last 10 s (redis://127.0.0.1:6379/0: 1)"]
 
 
 # The log

@@ -131,7 +131,7 @@ async def test_a_redis_that_does_not_answer_is_503_within_the_auth_timeout(redis
         redis_server.resume()
     codes = await codes_until_200(redis_monit, "sess-a", timeout=30)
     assert set(codes[:-1]) <= {503}, codes
-    await wait_for(lambda: redis_monit.auth.redis.in_flight == 0, what="every lookup's slot freed")
+    await wait_for(lambda: redis_monit.auth.remote.in_flight == 0, what="every lookup's slot freed")
 
 
 @pytest_twisted.ensureDeferred

@@ -16,7 +16,7 @@ from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.task import Clock
-from twisted.internet.testing import EventLoggingObserver
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
 from twisted.logger import LogLevel, formatEvent
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
@@ -25,6 +25,7 @@ from twisted.web.server import Request as WebRequest
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
+from monit.auth.bound import BoundedVerifier
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import (
     AuthUnavailable,
@@ -42,9 +43,13 @@ from monit.auth.remote import (
     remote_http_client,
     remote_pool,
 )
+from monit.redact import redacted_url
+from monit.service import auth_options
 from monit.settings import Settings
 
 from deferreds import result_of
+from dripping import drip  # noqa: F401 (a fixture)
+from waiting import wait_for, within
 
 URL = "http://auth.example/check"
 TOKEN = "opaque-token-0123456789-abcdef"
@@ -155,6 +160,7 @@ LOGIN_PAGE = b"""<!doctype html><html><head><title>Sign in</title></head>
         (b"{", "not JSON"),
         (b'{"username": "alice"} trailing', "not JSON"),
         (b'{"username": "alice", "score": NaN}', "not JSON"),
+        (b'{"username": "alice", "score": 1e999}', "not JSON"),
         (b"[" * 60_000, "not JSON"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b'[{"username": "alice"}]', "not a JSON object"),
@@ -406,13 +412,19 @@ def test_token_never_logged(service: AuthService, stub: StubTreq, verifier: Remo
 # checks in flight, bounded
 
 
+def bounded(stub: StubTreq, clock: Clock, concurrency: int, timeout: float = 2.0, url: str = URL) -> BoundedVerifier:
+    """The auth service's checks behind their bound, as monit.auth.modes puts them."""
+    remote = RemoteVerifier(stub, url, clock, timeout=timeout)
+    return BoundedVerifier(remote, clock, concurrency, log=remote.log, kind=redacted_url(url))
+
+
 def test_checks_in_flight_are_bounded_and_refusals_counted(
     service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
 ) -> None:
     """A slow service and distinct tokens: at most ``concurrency`` checks reach it;
     the rest are AuthUnavailable at once, not queued behind it."""
     service.hang = True
-    verifier = RemoteVerifier(stub, URL, clock, timeout=2.0, concurrency=3)
+    verifier = bounded(stub, clock, concurrency=3)
     waiting = [verifier.verify(f"token-{n}-0123456789") for n in range(999)]
     assert len(service.calls) == 3 and verifier.in_flight == 3
     assert not any(d.called for d in waiting[:3])
@@ -424,6 +436,7 @@ def test_checks_in_flight_are_bounded_and_refusals_counted(
     [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
     assert formatEvent(warning) == (
         "refused token checks at the concurrency bound on http://auth.example/check: 3 checks are in flight")
+    assert warning["log_namespace"] == "monit.auth.remote.RemoteVerifier", "said as the auth service's"
     # the timeout frees the slots
     clock.advance(2.0)
     for d in waiting[:3]:
@@ -439,7 +452,7 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
     service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
 ) -> None:
     service.hang = True
-    verifier = RemoteVerifier(stub, URL, clock, timeout=100.0, concurrency=1)
+    verifier = bounded(stub, clock, concurrency=1, timeout=100.0)
     verifier.verify("the-one-in-flight").addErrback(lambda f: f.trap(AuthUnavailable))
     for second in range(3):
         for _ in range(10):
@@ -455,7 +468,7 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
 
 @pytest.mark.parametrize("how", ["answered", "refused", "failed", "cancelled"])
 def test_every_ending_frees_its_slot(service: AuthService, stub: StubTreq, clock: Clock, how: str) -> None:
-    verifier = RemoteVerifier(stub, URL, clock, timeout=2.0, concurrency=1)
+    verifier = bounded(stub, clock, concurrency=1)
     service.code, service.hang = {"answered": 200, "refused": 401, "failed": 500, "cancelled": 200}[how], how == "cancelled"
     d = verifier.verify(TOKEN)
     if how == "cancelled":
@@ -468,7 +481,7 @@ def test_every_ending_frees_its_slot(service: AuthService, stub: StubTreq, clock
 
 def test_cached_answers_and_joined_checks_are_not_new_checks(service: AuthService, stub: StubTreq, clock: Clock) -> None:
     service.hang = True
-    remote = RemoteVerifier(stub, URL, clock, timeout=2.0, concurrency=1)
+    remote = bounded(stub, clock, concurrency=1)
     cache = CachingVerifier(remote, clock, ttl=30)
     joined = [cache.verify(TOKEN) for _ in range(100)]
     assert remote.in_flight == 1 and remote.refused == 0 and len(service.calls) == 1
@@ -495,7 +508,7 @@ SHOWN_URL = "http://auth.example/check?apikey=***&tenant=***"
 def test_query_values_of_the_url_never_reach_the_log(
     service: AuthService, stub: StubTreq, clock: Clock, events: EventLoggingObserver
 ) -> None:
-    verifier = RemoteVerifier(stub, SECRET_URL, clock, timeout=2.0, concurrency=1)
+    verifier = bounded(stub, clock, concurrency=1, url=SECRET_URL)
     service.code = 500
     verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
     service.code, service.body = 200, b"<html></html>"
@@ -554,6 +567,25 @@ async def test_against_a_real_auth_service() -> None:
         assert len(service.calls) == 4
     finally:
         await defer.maybeDeferred(port.stopListening)
+        await pool.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_dripped_body_is_cut_off_by_the_deadline_and_its_connection_closed(drip) -> None:
+    """The body is read with the one capped reader (monit.auth.body): cancelled at the deadline, it closes."""
+    from twisted.internet import reactor
+
+    factory, url = drip
+    pool = remote_pool(reactor)
+    verifier = RemoteVerifier(remote_http_client(reactor, pool), url, reactor, timeout=0.3)
+    try:
+        with pytest.raises(AuthUnavailable) as info:
+            await within(verifier.verify(TOKEN))
+        assert isinstance(info.value.__cause__, defer.TimeoutError)
+        assert verifier.problem == f"auth service at {url}: no answer in time"
+        await wait_for(lambda: factory.open == 0, timeout=2, what="the check's connection closed")
+        assert factory.made == 1
+    finally:
         await pool.closeCachedConnections()
 
 
@@ -673,16 +705,39 @@ def test_may_watch_with_jwt_identities(jwt_verifier: JWTVerifier, claims: dict, 
 
 def test_the_settings_bound_checks_and_cap_the_cache_at_the_recheck_period(clock: Clock) -> None:
     settings = Settings(auth_url=URL, auth_concurrency=3, auth_recheck=10, auth_cache_ttl=30)
-    made = verification_for(settings, clock, nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(settings), clock, nats=None)  # type: ignore[arg-type]
     assert made.remote is not None and made.remote._concurrency == 3
+    assert made.verifier._inner is made.remote and made.remote._inner is made.backend
+    assert isinstance(made.backend, RemoteVerifier) and made.backend._timeout == settings.auth_timeout
     assert made.verifier._ttl == 10
-    assert cache_ttl(attrs.evolve(settings, auth_recheck=0)) == 30
-    assert cache_ttl(attrs.evolve(settings, auth_recheck=60)) == 30
-    assert cache_ttl(Settings(jwt_secret=SECRET, auth_recheck=10)) == 30, "no auth service: nothing to recheck"
+    assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=0))) == 30
+    assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=60))) == 30
+    assert cache_ttl(auth_options(Settings(jwt_secret=SECRET, auth_recheck=10))) == 30, "no auth service: nothing to recheck"
+
+
+def test_the_settings_bound_says_its_refusals_in_the_services_log_without_the_urls_secrets(
+    events: EventLoggingObserver,
+) -> None:
+    reactor = MemoryReactorClock()  # the first check waits for a connection that never comes
+    settings = Settings(auth_url=SECRET_URL, auth_concurrency=1)
+    made = verification_for(auth_options(settings), reactor, nats=None)  # type: ignore[arg-type]
+    first = made.verifier.verify(TOKEN)
+    with pytest.raises(AuthUnavailable, match="too many token checks in flight"):
+        result_of(made.verifier.verify("another-token"))
+    assert made.remote is not None and (made.remote.in_flight, made.remote.refused) == (1, 1)
+    [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
+    assert formatEvent(warning) == (
+        f"refused token checks at the concurrency bound on {SHOWN_URL}: 1 checks are in flight")
+    assert warning["log_namespace"] == "monit.auth.remote.RemoteVerifier"
+    reactor.advance(settings.auth_timeout)
+    with pytest.raises(AuthUnavailable):
+        result_of(first)
+    assert made.remote.in_flight == 0, "the timeout frees the slot"
+    made.remote.stopService()
 
 
 def test_the_settings_require_exp(clock: Clock) -> None:
-    made = verification_for(Settings(jwt_secret=SECRET, require_exp=True), clock, nats=None)  # type: ignore[arg-type]
+    made = verification_for(auth_options(Settings(jwt_secret=SECRET, require_exp=True)), clock, nats=None)  # type: ignore[arg-type]
     with quiet_key_length():
         token = jwt.encode({"username": "alice"}, SECRET, algorithm="HS256")
     with pytest.raises(InvalidToken, match="token has no exp"):

@@ -20,6 +20,7 @@ from monit.auth.jwt_verifier import ClaimChecks, JWTVerifier, quiet_key_length
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey
 from monit.auth.modes import verification_for
 from monit.auth.signed import SignedJWTVerifier, fixed_key
+from monit.service import auth_options
 from monit.settings import Settings
 
 from deferreds import result_of
@@ -213,7 +214,7 @@ def test_settings_with_a_public_key_check_tokens_with_it(
 ) -> None:
     signer = signers["EdDSA"]
     settings = Settings(jwt_public_key=signer.write_pem(tmp_path), jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
-    verification = verification_for(settings, clock, NoNATS())
+    verification = verification_for(auth_options(settings), clock, NoNATS())
     assert verification.jwt is None and verification.jwks is None
     assert result_of(verification.verifier.verify(signer.token(now=NOW))).user == "alice"
     assert refusal(verification.verifier, signer.token(now=NOW, aud="other")) == "unexpected audience"
@@ -222,14 +223,14 @@ def test_settings_with_a_public_key_check_tokens_with_it(
 
 def test_settings_with_a_jwks_url_make_a_key_service(clock: Clock) -> None:
     settings = Settings(jwt_jwks_url="https://id.example/certs", jwks_min_refetch=1.0)
-    verification = verification_for(settings, clock, NoNATS())
+    verification = verification_for(auth_options(settings), clock, NoNATS())
     assert isinstance(verification.jwks, JWKS) and verification.jwt is None
     assert not verification.jwks.running  # the service starts it
 
 
 def test_settings_with_a_secret_hold_hmac_tokens_to_audience_and_issuer(clock: Clock) -> None:
     settings = Settings(jwt_secret=SECRET, jwt_audience=AUDIENCE, jwt_issuer=ISSUER)
-    verifier = verification_for(settings, clock, NoNATS()).verifier
+    verifier = verification_for(auth_options(settings), clock, NoNATS()).verifier
     assert result_of(verifier.verify(hs256()))
     assert refusal(verifier, hs256(iss="other")) == "unexpected issuer"
 
@@ -240,7 +241,7 @@ def test_keys_and_an_auth_url_together_accept_a_good_jwt_locally(
     signer = signers["RS256"]
     settings = Settings(jwt_public_key=signer.write_pem(tmp_path), jwt_audience=AUDIENCE,
                         auth_url="https://auth.example/check")
-    verification = verification_for(settings, clock, NoNATS())
+    verification = verification_for(auth_options(settings), clock, NoNATS())
     assert verification.remote is not None
     assert result_of(verification.verifier.verify(signer.token(now=NOW))).user == "alice"
     assert verification.remote.in_flight == 0, "no round trip for a valid JWT"

@@ -53,19 +53,30 @@ def test_smoke_run_writes_results_for_every_scenario(tmp_path):
     assert list(tmp_path.glob("*.png")), "no plots written"
 
 
-def test_http2_smoke_run_measures_idle_memory_and_cpu_per_delivery_over_http2(tmp_path):
-    smoke_run(RUN, "--http2", "--smoke", "--no-plots", results=tmp_path)
+def test_http2_smoke_run_sets_http2_against_http1_in_the_same_run(tmp_path):
+    done = smoke_run(RUN, "--http2", "--smoke", "--no-plots", results=tmp_path)
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["http2"] is True
     assert set(results["scenarios"]) == {"idle-memory", "cpu-per-delivery"}
     for name, scenario in results["scenarios"].items():
-        for target in ("monit", "reference"):
+        for target in ("monit", "monit_http1", "reference"):
             assert "error" not in scenario[target], (name, target, scenario[target])
+            assert scenario[target]["target"] == target
             assert all(math.isfinite(v) for v in numbers(scenario[target]["summary"])), (name, target)
-    memory = results["scenarios"]["idle-memory"]["monit"]["summary"]
-    assert memory["rss_per_stream_kb@200"] > 0
-    assert results["scenarios"]["cpu-per-delivery"]["monit"]["summary"]["lost"] == 0
-    assert "monit listening on ssl:" in (tmp_path / "logs" / "idle-memory-monit.log").read_text()
+    memory = results["scenarios"]["idle-memory"]
+    cpu = results["scenarios"]["cpu-per-delivery"]
+    assert set(memory["http2_vs_http1"]) == {"rss_per_stream_kb@50", "rss_per_stream_kb@200"}
+    assert set(cpu["http2_vs_http1"]) == {"cpu_us_per_delivery"}
+    for scenario, key in ((memory, "rss_per_stream_kb@200"), (cpu, "cpu_us_per_delivery")):
+        http2, http1 = scenario["monit"]["summary"][key], scenario["monit_http1"]["summary"][key]
+        assert http2 > 0 and http1 > 0, (key, http2, http1)
+        ratio = scenario["http2_vs_http1"][key]
+        assert ratio == round(http2 / http1, 3)
+        assert f"| {key} | {http2} | {http1} | {ratio} |" in done.stdout, done.stdout
+    assert cpu["monit"]["summary"]["lost"] == 0 and cpu["monit_http1"]["summary"]["lost"] == 0
+    logs = tmp_path / "logs"
+    assert "monit listening on ssl:" in (logs / "idle-memory-monit.log").read_text()
+    assert "monit listening on tcp:" in (logs / "idle-memory-monit_http1.log").read_text()
 
 
 def test_soak_smoke_run_measures_the_control_stream_through_every_attack(tmp_path):

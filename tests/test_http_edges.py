@@ -13,6 +13,7 @@ from twisted.internet.threads import deferToThread
 
 from monit.auth.modes import NoAuth
 from monit.registry import InboxRegistry
+from monit.service import registry_options, web_options
 from monit.settings import Settings
 from monit.web.app import MonitWeb
 from monit.web.listener import with_backlog
@@ -26,7 +27,7 @@ pytestmark = pytest.mark.integration  # a real listening socket and raw clients
 @pytest.fixture
 def site():
     settings = Settings(insecure_no_auth=True)
-    web = MonitWeb(InboxRegistry(reactor, settings), NoAuth(), reactor, settings)
+    web = MonitWeb(InboxRegistry(reactor, **registry_options(settings)), NoAuth(), reactor, **web_options(settings))
     site = MonitSite(web.resource(), reactor, head_timeout=1.0, max_connections=20, max_per_address=10)
     port = pytest_twisted.blockon(serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site))
     site.port = port.getHost().port

@@ -2,8 +2,9 @@
 import pytest
 from twisted.internet.task import Clock
 
-from monit.inbox import Inbox, InboxClosed, InboxLimit, valid_inbox_id
+from monit.inbox import Event, Inbox, InboxClosed, InboxLimit, InboxState, valid_inbox_id
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 
 
@@ -26,7 +27,7 @@ class Reader:
 
 def make_registry(**kwargs):
     clock = Clock()
-    return clock, InboxRegistry(clock, Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs))
+    return clock, InboxRegistry(clock, **registry_options(Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs)))
 
 
 def test_late_reader_gets_history_then_live_events():
@@ -120,6 +121,40 @@ def test_activity_revives_a_closed_record_and_ids_go_on():
     assert reader.ids() == [3] and not registry.get("job").closed
     clock.advance(600)
     assert "job" in registry, "the retention timer went with the revival"
+
+
+def test_an_inbox_is_unopened_then_open_then_closing_then_closed_and_activity_revives_it():
+    clock, registry = make_registry()
+    registry.deliver("job", "{}")
+    inbox = registry.get("job")
+    assert inbox.state is InboxState.UNOPENED
+    registry.open("job", "{}", "service.create")
+    assert inbox.state is InboxState.OPEN
+    registry.close("job", "{}", "service.create.done")
+    assert inbox.state is InboxState.CLOSING
+    clock.advance(10)
+    assert inbox.state is InboxState.CLOSED
+    registry.deliver("job", "{}")
+    assert registry.get("job") is inbox and inbox.state is InboxState.UNOPENED
+
+
+def test_a_second_close_event_is_kept_but_the_grace_period_runs_from_the_first():
+    inbox = Inbox("job", history=10, now=0.0)
+    inbox.publish("{}", 5.0)
+    first, second = Event(1, "service.create.done", {}), Event(2, "service.create.error", {})
+    assert inbox.close(first, grace=10) and inbox.ends_at == 15.0
+    inbox.publish("{}", 8.0)
+    assert not inbox.close(second, grace=10)
+    assert inbox.ends_at == 15.0 and inbox.close_event is second and inbox.state is InboxState.CLOSING
+
+
+def test_a_job_opened_again_by_what_waits_for_its_close_starts_a_new_run():
+    """The close has taken effect by the time those waiting for it hear of it."""
+    clock, registry = make_registry()
+    registry.open("job", "{}", "service.create")
+    registry.when_closed("job").addCallback(lambda _: registry.open("job", "{}", "service.create"))
+    registry.close("job", "{}", "service.create.done")
+    assert [run.state for run in registry.runs("job")] == [InboxState.CLOSING, InboxState.OPEN]
 
 
 def test_a_reader_behind_the_history_is_told_of_the_gap():
@@ -401,7 +436,7 @@ def test_a_reader_whose_id_is_from_no_history_of_ours_is_told_then_gets_everythi
 def test_a_frame_is_tagged_for_many_job_streams_once_and_old_tags_are_let_go():
     inbox = Inbox("job", history=10, now=0.0)
     for n in range(400):
-        inbox.publish('{"n":%d}' % n)
+        inbox.publish('{"n":%d}' % n, 0.0)
         frame = inbox.frames_after(n).data
         tag = inbox.tagged(frame, n + 1)
         assert tag == b'id: %d\ndata: {"stream":"job","data":{"n":%d}}\n\n' % (n + 1, n)

@@ -14,9 +14,10 @@ import json
 import pytest
 import pytest_twisted
 
-from monit.checkpoint import Checkpoint, bucket_for, checkpoint_key
+from monit.checkpoint import Checkpoint, bucket_for
 from monit.inbox import Inbox
 from monit.routing import ID_SHIFT
+from monit.service import feed_options
 from monit.settings import Settings
 
 from publisher import Publisher
@@ -28,6 +29,12 @@ _names = itertools.count(1)
 TIMERS = dict(grace=0.3, retention=4.0, expiry=2.0, abandon=2.5, jetstream_check=0.2)
 LONG = {**TIMERS, "expiry": 300.0}  # jobs that are never opened stay for the whole test
 
+
+
+def key_of(settings: Settings) -> str:
+    """The key of the checkpoints of an instance with these settings."""
+    key: str = feed_options(settings)["checkpoint_key"]
+    return key
 
 def test_a_checkpoint_is_used_only_for_the_stream_it_was_written_for():
     checkpoint = Checkpoint(101, "2026-01-01T00:00:00Z")
@@ -46,10 +53,10 @@ def test_a_checkpoint_that_is_not_one_is_refused(data):
 
 
 def test_instances_share_a_checkpoint_only_with_the_same_settings_that_decide_what_is_kept():
-    assert checkpoint_key(Settings(history=10, heartbeat=1)) == checkpoint_key(Settings())
+    assert key_of(Settings(history=10, heartbeat=1)) == key_of(Settings())
     for other in (dict(retention=60), dict(abandon=7200), dict(expiry=5), dict(grace=1), dict(max_inboxes=10),
                   dict(open_subjects=("job.start",)), dict(deliver_subjects=("job.log",))):
-        assert checkpoint_key(Settings(**other)) != checkpoint_key(Settings()), other
+        assert key_of(Settings(**other)) != key_of(Settings()), other
     assert bucket_for("MONIT") == "MONIT_CHECKPOINTS" and bucket_for("odd~name") is None
 
 
@@ -67,7 +74,7 @@ def api(publisher: Publisher, call: str, body: dict | None = None) -> dict:
 def stored_checkpoint(publisher: Publisher, stream: str, settings: Settings) -> Checkpoint | None:
     """The checkpoint as a peer reads it from the bucket."""
     bucket = bucket_for(stream)
-    answer = api(publisher, f"STREAM.MSG.GET.KV_{bucket}", {"last_by_subj": f"$KV.{bucket}.{checkpoint_key(settings)}"})
+    answer = api(publisher, f"STREAM.MSG.GET.KV_{bucket}", {"last_by_subj": f"$KV.{bucket}.{key_of(settings)}"})
     if "error" in answer:
         return None
     return Checkpoint.decode(base64.b64decode(answer["message"]["data"]))
@@ -159,7 +166,7 @@ async def test_a_start_from_the_checkpoint_builds_what_a_whole_replay_builds(jet
 
 def write(publisher: Publisher, stream: str, checkpoint: Checkpoint) -> bool:
     """Put a checkpoint in the bucket; whether it is the one stored now."""
-    publisher.request(f"$KV.{bucket_for(stream)}.{checkpoint_key(Settings(**LONG))}", checkpoint.encode())
+    publisher.request(f"$KV.{bucket_for(stream)}.{key_of(Settings(**LONG))}", checkpoint.encode())
     return stored_checkpoint(publisher, stream, Settings(**LONG)) == checkpoint
 
 

@@ -12,6 +12,7 @@ from monit.feed import JetStreamFeed
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.routing import ID_SHIFT, Router
+from monit.service import feed_options, registry_options, router_options
 from monit.settings import Settings
 
 CHECK = 5.0
@@ -82,8 +83,8 @@ def started(stream: dict | None, **settings) -> tuple[FakeJetStream, Clock, Inbo
     nats, clock = FakeJetStream(stream), Clock()
     clock.advance(1_000)
     options = Settings(jetstream=True, jetstream_checkpoint=False, jetstream_check=CHECK, **settings)
-    registry = InboxRegistry(clock, options)
-    feed = JetStreamFeed(nats, Router(registry, options), registry, options, clock, on_fatal=print)
+    registry = InboxRegistry(clock, **registry_options(options))
+    feed = JetStreamFeed(nats, Router(registry, **router_options(options)), registry, clock, print, **feed_options(options))
     feed.startService()
     return nats, clock, registry, feed
 

@@ -3,6 +3,7 @@ from twisted.internet.task import Clock
 
 from monit.registry import InboxRegistry
 from monit.routing import ID_SHIFT
+from monit.service import registry_options
 from monit.settings import Settings
 
 
@@ -21,7 +22,7 @@ class Reader:
 def make() -> tuple[Clock, InboxRegistry]:
     clock = Clock()
     clock.advance(1_000_000)
-    return clock, InboxRegistry(clock, Settings(jetstream=True, grace=10, retention=60))
+    return clock, InboxRegistry(clock, **registry_options(Settings(jetstream=True, grace=10, retention=60)))
 
 
 def at(seq: int, index: int = 0) -> int:

@@ -24,6 +24,7 @@ from twisted.internet.threads import deferToThread
 from monit.auth.jwt_verifier import JWTVerifier
 from monit.registry import InboxRegistry
 from monit.routing import ID_SHIFT
+from monit.service import registry_options, web_options
 from monit.settings import Settings
 from monit.token import mint
 from monit.web.app import MonitWeb
@@ -68,7 +69,7 @@ def clock():
 
 
 def web(clock, holds, registry):
-    return StubTreq(MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(heartbeat=15),
+    return StubTreq(MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(heartbeat=15)),
                              hold=holds).resource())
 
 
@@ -85,7 +86,7 @@ def headers(clock, last_id: int, accept: str = "*/*") -> dict:
 
 
 def test_a_held_reader_starts_once_the_replay_passes_its_id_and_gets_exactly_what_follows(clock):
-    registry, holds = InboxRegistry(clock, Settings(jetstream=True)), Holds()
+    registry, holds = InboxRegistry(clock, **registry_options(Settings(jetstream=True))), Holds()
     stub = web(clock, holds, registry)
     registry.open("job", "{}", "service.create", 1 << ID_SHIFT)
     asked = stub.get(URL, headers=headers(clock, 3 << ID_SHIFT))
@@ -107,7 +108,7 @@ def test_a_held_reader_starts_once_the_replay_passes_its_id_and_gets_exactly_wha
 @pytest.mark.parametrize("accept", ["*/*", "text/event-stream"])
 def test_a_reader_held_past_a_heartbeat_is_told_to_come_back(clock, accept):
     holds = Holds()
-    stub = web(clock, holds, InboxRegistry(clock, Settings(jetstream=True)))
+    stub = web(clock, holds, InboxRegistry(clock, **registry_options(Settings(jetstream=True))))
     asked = stub.get(URL, headers=headers(clock, 9 << ID_SHIFT, accept))
     stub.flush()
     clock.advance(14.9)
@@ -127,7 +128,7 @@ def test_a_reader_held_past_a_heartbeat_is_told_to_come_back(clock, accept):
 def test_a_new_reader_or_one_the_replay_has_passed_is_never_held(clock):
     holds = Holds()
     holds.replayed = 5 << ID_SHIFT
-    stub = web(clock, holds, InboxRegistry(clock, Settings(jetstream=True)))
+    stub = web(clock, holds, InboxRegistry(clock, **registry_options(Settings(jetstream=True))))
     for last_id in (0, 5 << ID_SHIFT):
         response = result_of(stub.get(URL, headers=headers(clock, last_id)))
         assert response.code == 200

@@ -103,9 +103,11 @@ def test_the_collector_reads_the_figures_it_is_given():
     streams = Sized(3, dropped=1)
     web = Figures(streams=streams, refusals={401: 2}, auth_results={"valid": 4})
     router = Figures(received={Action.DELIVER: 6}, malformed=1, refused=0)  # and 1 unusable frame
-    collector = MonitCollector(inboxes, router, web, Figures(connected=True, reconnects=2, unusable=1),
-                               Figures(hits=7, misses=3), Figures(in_flight=2, refused=5),
-                               Figures(checks=10, revoked=1, unavailable=2))
+    collector = MonitCollector(
+        inboxes=inboxes, router=router, web=web, nats=Figures(connected=True, reconnects=2, unusable=1),
+        auth_cache=Figures(hits=7, misses=3), remote=Figures(in_flight=2, refused=5),
+        rechecks=Figures(checks=10, revoked=1, unavailable=2),
+    )
     samples = {
         sample.name + "".join(f"{{{k}={v}}}" for k, v in sorted(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(exposition(collector).decode())

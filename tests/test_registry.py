@@ -4,6 +4,7 @@ from twisted.internet.task import Clock
 
 from monit.inbox import InboxLimit, UserInboxLimit
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 
 
@@ -20,7 +21,7 @@ class Reader:
 
 def make(**settings) -> tuple[Clock, InboxRegistry]:
     clock = Clock()
-    return clock, InboxRegistry(clock, Settings(**settings))
+    return clock, InboxRegistry(clock, **registry_options(Settings(**settings)))
 
 
 def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes():
@@ -51,6 +52,20 @@ def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes(
     for n in range(10, 200):
         registry.open(f"more{n}", "{}", "service.create")
     assert "watched" in registry and registry.refused == 0
+
+
+def test_an_inbox_a_reader_made_still_goes_first_once_a_close_event_reached_it():
+    """No job opened it: a close event without an open does not make it the job's."""
+    clock, registry = make(max_inboxes=20)
+    reader = Reader()
+    registry.subscribe("asked", reader, maker="mallory")
+    registry.unsubscribe(registry.get("asked"), reader)
+    for n in range(19):
+        clock.advance(1)
+        registry.open(f"job{n}", "{}", "service.create")
+    registry.close("asked", "{}", "service.create.done")  # now its latest activity
+    registry.open("new", "{}", "service.create")
+    assert "asked" not in registry and all(f"job{n}" in registry for n in range(19))
 
 
 def test_a_reader_only_displaces_what_readers_made():

@@ -5,9 +5,11 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
+from monit.inbox import InboxState
 from monit.nats.protocol import Msg
 from monit.registry import InboxRegistry
 from monit.routing import SLICE, Action, Malformed, Router, inbox_id_of, subject_table
+from monit.service import registry_options, router_options
 from monit.settings import DELIVER_SUBJECTS, LIFECYCLE_SUBJECTS, Settings
 
 
@@ -25,8 +27,8 @@ class Reader:
 def make_router(**kwargs):
     clock = Clock()
     settings = Settings(grace=10, **kwargs)
-    registry = InboxRegistry(clock, settings)
-    return clock, registry, Router(registry, settings)
+    registry = InboxRegistry(clock, **registry_options(settings))
+    return clock, registry, Router(registry, **router_options(settings))
 
 
 def msg(subject, payload):
@@ -89,12 +91,12 @@ def test_lifecycle_events_carry_their_subject_and_close_after_grace():
     router(msg("service.create", {"id": "job", "name": "web"}))
     router(msg("service.create.done", {"id": "job"}))
     inbox = registry.get("job")
-    assert inbox.opened and inbox.closing
+    assert inbox.state is InboxState.CLOSING
     frames = inbox.frames_after(0).data
     assert b'event: service.create\ndata: {"id":"job","name":"web"}' in frames
     assert b"event: service.create.done" in frames
     clock.advance(10)
-    assert registry.get("job").closed
+    assert registry.get("job").state is InboxState.CLOSED
 
 
 def test_irrelevant_subjects_are_ignored_quietly():
@@ -177,8 +179,8 @@ def test_a_bad_element_is_skipped_alone():
 def test_messages_past_the_inbox_limit_are_counted_and_skipped():
     clock = Clock()
     settings = Settings(max_inboxes=1)
-    registry = InboxRegistry(clock, settings)
-    router = Router(registry, settings)
+    registry = InboxRegistry(clock, **registry_options(settings))
+    router = Router(registry, **router_options(settings))
     router(msg("service.create", {"id": "first"}))
     registry.subscribe("first", Reader())  # a watched inbox is never displaced
     router(msg("service.create", {"id": "second"}))

@@ -8,6 +8,7 @@ from twisted.internet.task import Clock
 
 from monit.inbox import Event
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
 from monit.watch import TooSlow, Watch
 
@@ -19,7 +20,7 @@ from waiting import within
 def make(**settings) -> tuple[Clock, InboxRegistry, Settings]:
     clock = Clock()
     chosen = Settings(grace=10, **settings)
-    return clock, InboxRegistry(clock, chosen), chosen
+    return clock, InboxRegistry(clock, **registry_options(chosen)), chosen
 
 
 def watch(registry: InboxRegistry, settings: Settings, job: str, after: int = 0) -> Watch:

@@ -15,6 +15,7 @@ from monit.auth.jwt_verifier import JWTVerifier, quiet_key_length
 from monit.auth.modes import cache_ttl
 from monit.auth.remote import RemoteVerifier
 from monit.registry import InboxRegistry
+from monit.service import auth_options, registry_options, web_options
 from monit.settings import Settings
 from monit.token import mint
 from monit.web.app import MonitWeb, Readiness
@@ -36,12 +37,12 @@ def clock():
 
 @pytest.fixture
 def registry(clock):
-    return InboxRegistry(clock, Settings(grace=10))
+    return InboxRegistry(clock, **registry_options(Settings(grace=10)))
 
 
 @pytest.fixture
 def web(clock, registry):
-    return MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(heartbeat=15))
+    return MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(heartbeat=15)))
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ def test_a_query_token_that_is_not_read_is_named(stub, token):
 
 
 def test_where_tokens_go_names_the_query_when_it_is_allowed(clock, registry):
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(allow_query_token=True))
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(allow_query_token=True)))
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job")
     assert json_body(stub, response)["error"].endswith(", or ?token= or the monit_token cookie")
@@ -206,7 +207,7 @@ def test_bad_last_event_id_is_400(stub, token, value):
 
 
 def limited_stub(clock, registry, **limits):
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(**limits))
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(**limits)))
     return StubTreq(web.resource())
 
 
@@ -220,7 +221,7 @@ def test_stream_limit_is_503_with_retry_after_for_plain_clients(clock, registry,
 
 
 def test_limits_are_a_retryable_stream_for_event_source(clock, token):
-    registry = InboxRegistry(clock, Settings(max_inboxes=1))
+    registry = InboxRegistry(clock, **registry_options(Settings(max_inboxes=1)))
     stub = limited_stub(clock, registry)
     assert get(stub, URL + "?stream=a", {"X-Auth-Token": token}).code == 200
     response = get(stub, URL + "?stream=b", {"X-Auth-Token": token, "Accept": "text/event-stream"})
@@ -238,7 +239,7 @@ def test_healthz_and_readyz(clock, registry):
     def readiness() -> Readiness:
         return Readiness(state, [] if state["nats"] else ["NATS: lost the connection"])
 
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, Settings(), readiness=readiness)
+    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings()), readiness=readiness)
     stub = StubTreq(web.resource())
     assert get(stub, "http://monit.example/healthz").code == 200
     response = get(stub, "http://monit.example/readyz")
@@ -257,19 +258,19 @@ def test_unknown_stream_is_created_by_the_reader(stub, registry, token):
 
 
 def test_keepalive_comments_on_the_heartbeat(stub, web, clock, token):
-    web.start()
+    web.startService()
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     chunks, _ = read_stream(stub, response)
     clock.advance(15)
     stub.flush()
     assert b"".join(chunks).endswith(b": keep-alive\n\n")
-    web.shutdown()
+    web.stopService()
 
 
 def test_shutdown_ends_every_stream_with_a_retry_hint(stub, web, token):
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     chunks, done = read_stream(stub, response)
-    web.shutdown()
+    web.stopService()
     stub.flush()
     result_of(done)
     assert len(web.streams) == 0
@@ -307,8 +308,8 @@ def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, re
     service = RevocableService("remote-token")
     settings = Settings(heartbeat=15, auth_recheck=60, auth_url="http://auth.example/check")
     remote = RemoteVerifier(StubTreq(service), settings.auth_url, clock, timeout=2)
-    web = MonitWeb(registry, CachingVerifier(remote, clock, ttl=cache_ttl(settings)), clock, settings)
-    web.start()
+    web = MonitWeb(registry, CachingVerifier(remote, clock, ttl=cache_ttl(auth_options(settings))), clock, **web_options(settings))
+    web.startService()
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": "remote-token"})
     assert response.code == 200
@@ -320,7 +321,7 @@ def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, re
     result_of(done)
     assert b"".join(chunks).endswith(b'event: monit.error\ndata: {"error":"token revoked"}\n\n')
     assert service.calls == 2 and web.rechecker.revoked == 1
-    web.shutdown()
+    web.stopService()
 
 
 def test_only_revocable_identities_are_rechecked(clock, registry, token):
@@ -335,14 +336,14 @@ def test_only_revocable_identities_are_rechecked(clock, registry, token):
             return self.inner.verify(token)
 
     web = MonitWeb(registry, Counting(JWTVerifier.with_secret(SECRET, clock)), clock,
-                   Settings(heartbeat=15, auth_recheck=30))
-    web.start()
+                   **web_options(Settings(heartbeat=15, auth_recheck=30)))
+    web.startService()
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})
     read_stream(stub, response)
     clock.advance(15 * 20)
     assert len(calls) == 1 and len(web.streams) == 1
-    web.shutdown()
+    web.stopService()
 
 
 def test_a_403_is_logged_with_the_user_and_the_stream(stub, clock, events):

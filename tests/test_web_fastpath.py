@@ -20,6 +20,7 @@ from twisted.internet.task import deferLater
 
 from monit.auth.modes import NoAuth
 from monit.registry import InboxRegistry
+from monit.service import registry_options, web_options
 from monit.settings import Settings
 from monit.web import _fastpath
 from monit.web.app import MonitWeb
@@ -48,9 +49,9 @@ class Served:
 
 async def serve() -> Served:
     settings = Settings(insecure_no_auth=True, max_pending=MAX_PENDING, history=10, heartbeat=0.2)
-    registry = InboxRegistry(reactor, settings)
-    web = MonitWeb(registry, NoAuth(), reactor, settings)
-    web.start()
+    registry = InboxRegistry(reactor, **registry_options(settings))
+    web = MonitWeb(registry, NoAuth(), reactor, **web_options(settings))
+    web.startService()
     site = MonitSite(web.resource(), reactor, head_timeout=5, max_connections=100)
     port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(site)
     return Served(registry, web, site, port)
@@ -58,7 +59,7 @@ async def serve() -> Served:
 
 async def stop(served: Served) -> None:
     await served.port.stopListening()
-    served.web.shutdown()
+    served.web.stopService()
     await served.site.close_connections(reactor, 3)
 
 

@@ -3,12 +3,14 @@ import json
 import random
 
 import pytest
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
-from monit.web.jobs import JobsStream
-from monit.web.stream import StreamSet
+from monit.web.jobs import ManyJobs
+from monit.web.stream import EventStream, StreamSet
 
 from test_web_stream import StreamingRequest, event
 
@@ -20,14 +22,14 @@ def clock():
 
 @pytest.fixture
 def registry(clock):
-    return InboxRegistry(clock, Settings(grace=1))
+    return InboxRegistry(clock, **registry_options(Settings(grace=1)))
 
 
 def follow(registry, clock, jobs, capacity=4096, after=0, max_pending=100_000):
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=capacity)
-    stream = JobsStream(request, registry, streams, "alice", clock, max_pending)
-    stream.run_jobs(jobs, after)
+    stream = EventStream(request, ManyJobs(registry, jobs), streams, "alice", clock, max_pending)
+    stream.run(after)
     return request, stream, streams
 
 
@@ -131,6 +133,44 @@ def frames(request) -> list[tuple[str, str, object]]:
     return out
 
 
+def test_a_reader_that_takes_nothing_for_a_heartbeat_is_dropped_from_every_job(registry, clock):
+    """The same judge of slow readers as a one-job stream's: the stream is one class."""
+    request, _, streams = follow(registry, clock, ["a", "b"], capacity=200, max_pending=1000)
+    streams.start()
+    for n in range(30):
+        registry.deliver("ab"[n % 2], event(n))
+        clock.advance(0)
+    clock.advance(15)  # the first heartbeat notes what is unsent
+    assert not request.transport.disconnecting
+    clock.advance(15)  # nothing taken since: dropped
+    assert request.transport.disconnecting and streams.dropped == 1
+    assert not registry.get("a").subscribers and not registry.get("b").subscribers
+    streams.shutdown()
+
+
+class Recheck:
+    """Asks about the token on every heartbeat, and keeps what it was asked about."""
+
+    due = 0.0
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, ...]] = []
+
+    def run(self, now, jobs):
+        self.asked.append(jobs)
+        return succeed(None)
+
+
+def test_a_recheck_asks_access_to_every_job_of_the_response(registry, clock):
+    streams = StreamSet(clock, 15, 3000)
+    streams.start()
+    recheck = Recheck()
+    EventStream(StreamingRequest(), ManyJobs(registry, ["a", "b"]), streams, "alice", clock, 1000, None, recheck).run()
+    clock.advance(15)
+    assert recheck.asked == [("a", "b")]
+    streams.shutdown()
+
+
 def test_a_job_that_opens_again_is_followed_into_its_new_run(registry, clock):
     request, stream, streams = follow(registry, clock, ["a", "b"])
     registry.open("a", '{"run":1}', "service.create")
@@ -183,7 +223,7 @@ def test_a_reader_resuming_in_a_run_before_the_latest_gets_its_rest_then_the_new
 def test_a_reader_from_before_a_core_mode_restart_is_told_of_the_gap_in_each_job():
     clock = Clock()
     clock.advance(2_000_000)
-    registry = InboxRegistry(clock, Settings(grace=1))
+    registry = InboxRegistry(clock, **registry_options(Settings(grace=1)))
     before = registry.id_base - 500  # an id the previous process gave
     registry.deliver("a", event(0))
     clock.advance(0)
@@ -201,7 +241,7 @@ def test_jobs_that_run_again_and_again_reach_a_reader_that_comes_and_goes_exactl
     """Random runs of several jobs, and a reader that leaves for a while and resumes with its last id."""
     rng = random.Random(seed)
     clock = Clock()
-    registry = InboxRegistry(clock, Settings(grace=1, retention=30, history=10_000))
+    registry = InboxRegistry(clock, **registry_options(Settings(grace=1, retention=30, history=10_000)))
     jobs = [f"j{n}" for n in range(5)]
     published: dict[str, list[int]] = {job: [] for job in jobs}
     state = dict.fromkeys(jobs, "new")

@@ -11,8 +11,9 @@ from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
 from monit.registry import InboxRegistry
+from monit.service import registry_options
 from monit.settings import Settings
-from monit.web.stream import EventStream, StreamSet
+from monit.web.stream import EventStream, OneJob, StreamSet
 
 
 class StreamingRequest(DummyRequest):
@@ -60,15 +61,15 @@ def clock():
 
 @pytest.fixture
 def registry(clock):
-    return InboxRegistry(clock, Settings())
+    return InboxRegistry(clock, **registry_options(Settings()))
 
 
 def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
     """The request's notifyFinish fails when the connection is lost."""
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest()
-    stream = EventStream(request, registry, streams, "alice", clock, max_pending=1000)
-    stream.run("job")
+    stream = EventStream(request, OneJob(registry, "job"), streams, "alice", clock, max_pending=1000)
+    stream.run()
     assert registry.get("job").subscribers
     request.processingFailed(Failure(ConnectionLost()))
     assert not registry.get("job").subscribers
@@ -85,8 +86,8 @@ def event(n: int) -> str:
 def test_past_max_pending_a_reader_falls_behind_then_catches_up_from_the_history(registry, clock):
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=200)
-    stream = EventStream(request, registry, streams, "slow", clock, max_pending=1000)
-    stream.run("job")
+    stream = EventStream(request, OneJob(registry, "job"), streams, "slow", clock, max_pending=1000)
+    stream.run()
     for n in range(30):  # frames of about 130 bytes: past 1,000 unsent bytes it writes nothing more
         registry.deliver("job", event(n))
         clock.advance(0)
@@ -101,11 +102,11 @@ def test_past_max_pending_a_reader_falls_behind_then_catches_up_from_the_history
 
 
 def test_a_reader_that_fell_out_of_the_history_is_told_of_the_gap(clock):
-    registry = InboxRegistry(clock, Settings(history=5))
+    registry = InboxRegistry(clock, **registry_options(Settings(history=5)))
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=200)
-    stream = EventStream(request, registry, streams, "slow", clock, max_pending=300)
-    stream.run("job")
+    stream = EventStream(request, OneJob(registry, "job"), streams, "slow", clock, max_pending=300)
+    stream.run()
     for n in range(30):
         registry.deliver("job", event(n))
         clock.advance(0)
@@ -122,7 +123,7 @@ def test_a_long_history_is_replayed_at_the_pace_of_the_socket(registry, clock):
     clock.advance(0)
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=4096)
-    EventStream(request, registry, streams, "late", clock, max_pending=1000).run("job")
+    EventStream(request, OneJob(registry, "job"), streams, "late", clock, max_pending=1000).run()
     while request.paused:
         request.drain()
     assert request.ids() == list(range(1, 501)) and streams.dropped == 0
@@ -132,8 +133,8 @@ def test_a_reader_that_takes_nothing_for_a_heartbeat_is_dropped(registry, clock)
     streams = StreamSet(clock, 15, 3000)
     streams.start()
     request = StreamingRequest(capacity=200)
-    stream = EventStream(request, registry, streams, "stalled", clock, max_pending=1000)
-    stream.run("job")
+    stream = EventStream(request, OneJob(registry, "job"), streams, "stalled", clock, max_pending=1000)
+    stream.run()
     for n in range(30):
         registry.deliver("job", event(n))
         clock.advance(0)
@@ -148,8 +149,8 @@ def test_a_reader_that_takes_nothing_for_a_heartbeat_is_dropped(registry, clock)
 def test_a_reader_that_catches_up_is_kept(registry, clock):
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=200)
-    stream = EventStream(request, registry, streams, "ok", clock, max_pending=1000)
-    stream.run("job")
+    stream = EventStream(request, OneJob(registry, "job"), streams, "ok", clock, max_pending=1000)
+    stream.run()
     for n in range(50):
         registry.deliver("job", event(n))
         clock.advance(0)

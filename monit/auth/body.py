@@ -1,9 +1,11 @@
 """An HTTP response's body, read up to a limit, whose reading can be given up.
 
-treq's own readers have no canceller: a fetch that times out while the body
-is still dripping in would leave its connection open until the server ends
-it. Here, cancelling (as ``addTimeout`` does) or passing the limit closes
-the connection at once.
+The one reader of the bodies auth fetches: the auth service's answers
+(L{monit.auth.remote}) and the signing keys (L{monit.auth.jwks}). treq's own
+readers have no canceller: a fetch that times out while the body is still
+dripping in would leave its connection open until the server ends it. Here,
+cancelling (as ``addTimeout`` does) or passing the limit closes the
+connection at once.
 """
 from __future__ import annotations
 

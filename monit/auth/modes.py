@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import attrs
+from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -9,17 +10,19 @@ from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 from zope.interface import implementer
 
+from monit.auth.bound import BoundedVerifier
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.jwks import JWKS, jwks_http_client
 from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
+from monit.auth.options import AuthOptions
 from monit.auth.redis_connection import RedisConnection, RedisTarget, redis_endpoint
-from monit.auth.redis_verifier import RedisVerifier
+from monit.auth.redis_verifier import Deadline, RedisVerifier
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
 from monit.auth.signed import SignedJWTVerifier, fixed_key
 from monit.nats.tls import ClientTLS
-from monit.settings import Settings
+from monit.redact import redacted_url
 
 log = Logger()
 
@@ -31,17 +34,18 @@ class Verification:
     verifier: CachingVerifier
     jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
     pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
-    remote: RemoteVerifier | RedisVerifier | None = None  # its ``refused`` and ``in_flight``, for the metrics
+    remote: BoundedVerifier | None = None  # the bound on the auth service's or Redis's checks, for the metrics
     jwks: JWKS | None = None  # a service of its own: fetches at start, and now and then
-    redis: RedisVerifier | None = None  # a service: connects to Redis at start, closes at stop
+    redis: MultiService | None = None  # Redis's lookups and their bound: connect at start; say and close at stop
+    backend: RemoteVerifier | RedisVerifier | None = None  # the auth service or Redis, whose trouble /readyz says
 
     def problems(self) -> list[str]:
         """What keeps tokens from being checked now, in words, backend by backend (for /readyz)."""
-        backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.remote]
+        backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.backend]
         return [problem for backend in backends if backend is not None and (problem := backend.problem)]
 
 
-def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> Verification:
+def verification_for(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> Verification:
     """JWTs (with a secret or with public keys) and/or the auth URL or Redis; with none, NATS's secret.
 
     Every mode sits behind one cache of answers.
@@ -49,9 +53,8 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
     jwt: JWTVerifier | None = None
     jwks: JWKS | None = None
     pool: HTTPConnectionPool | None = None
-    remote: RemoteVerifier | None = None
     local: ITokenVerifier | None = None
-    redis: RedisVerifier | None = None
+    asked: _Asked | None = None
     inner: ITokenVerifier
     if settings.insecure_no_auth:
         log.critical("monit runs with --insecure-no-auth: anyone may watch any stream")
@@ -61,39 +64,44 @@ def verification_for(settings: Settings, reactor: IReactorTime, nats: NATSReques
             local, jwks = _signed(settings, reactor)
         elif settings.jwt_secret or not asks_a_service(settings):
             local = jwt = _hmac(settings, reactor, nats)
-        service: ITokenVerifier | None = None
         if settings.auth_url is not None:
             pool = remote_pool(reactor)
-            service = remote = RemoteVerifier(
-                remote_http_client(reactor, pool),
-                settings.auth_url,
-                reactor,
-                settings.auth_timeout,
-                settings.auth_concurrency,
-            )
+            asked = _remote(settings, reactor, pool)
         elif settings.auth_redis is not None:
-            service = redis = _redis(settings, reactor)
-        if service is None:
+            asked = _redis(settings, reactor)
+        if asked is None:
             assert local is not None
             inner = local
         else:
-            inner = service if local is None else FirstValid(local, service)
+            inner = asked.verifier if local is None else FirstValid(local, asked.verifier)
     cache = CachingVerifier(inner, reactor, ttl=cache_ttl(settings))
-    return Verification(cache, jwt, pool, remote if remote is not None else redis, jwks, redis)
+    if asked is None:
+        return Verification(cache, jwt, pool, jwks=jwks)
+    return Verification(cache, jwt, pool, asked.bound, jwks, asked.service, asked.backend)
 
 
-def asks_a_service(settings: Settings) -> bool:
+@attrs.frozen
+class _Asked:
+    """An auth service or Redis: the verifier that asks it, and its parts the service shows or runs."""
+
+    verifier: ITokenVerifier  # the backend behind its bound
+    bound: BoundedVerifier
+    backend: RemoteVerifier | RedisVerifier
+    service: MultiService | None = None  # started and stopped by the service
+
+
+def asks_a_service(settings: AuthOptions) -> bool:
     """Whether tokens are checked by something that may take its yes back: --auth-url, --auth-redis."""
     return settings.auth_url is not None or settings.auth_redis is not None
 
 
-def _checks(settings: Settings) -> ClaimChecks:
+def _checks(settings: AuthOptions) -> ClaimChecks:
     return ClaimChecks(
         require_exp=settings.require_exp, audience=settings.jwt_audience, issuer=settings.jwt_issuer
     )
 
 
-def _hmac(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> JWTVerifier:
+def _hmac(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> JWTVerifier:
     """HMAC JWTs, with the secret given, else the one NATS has."""
     checks = _checks(settings)
     algorithms = settings.jwt_algorithms or (ALGORITHM,)
@@ -108,7 +116,7 @@ def _hmac(settings: Settings, reactor: IReactorTime, nats: NATSRequester) -> JWT
     )
 
 
-def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifier, JWKS | None]:
+def _signed(settings: AuthOptions, reactor: IReactorTime) -> tuple[SignedJWTVerifier, JWKS | None]:
     """JWTs signed with a private key: checked with the PEM public key, or the JWKS's."""
     if settings.jwt_public_key is not None:
         key = load_public_key(settings.jwt_public_key)
@@ -127,17 +135,38 @@ def _signed(settings: Settings, reactor: IReactorTime) -> tuple[SignedJWTVerifie
     return SignedJWTVerifier(jwks.key_for, algorithms, reactor, _checks(settings)), jwks
 
 
-def _redis(settings: Settings, reactor: IReactorTime) -> RedisVerifier:
-    """Sessions in Redis, over TLS for rediss:// (with --auth-redis-tls-ca's CA, else the system's)."""
+def _remote(settings: AuthOptions, reactor: IReactorTime, pool: HTTPConnectionPool) -> _Asked:
+    """An auth service asked over HTTP; a check that runs out of time is abandoned, freeing its slot."""
+    assert settings.auth_url is not None
+    remote = RemoteVerifier(remote_http_client(reactor, pool), settings.auth_url, reactor, settings.auth_timeout)
+    bound = BoundedVerifier(
+        remote, reactor, settings.auth_concurrency, log=remote.log, kind=redacted_url(settings.auth_url)
+    )
+    return _Asked(bound, bound, remote)
+
+
+def _redis(settings: AuthOptions, reactor: IReactorTime) -> _Asked:
+    """Sessions in Redis, over TLS for rediss:// (with --auth-redis-tls-ca's CA, else the system's).
+
+    The deadline answers callers in time; the bound behind it keeps each
+    lookup's slot until Redis answers.
+    """
     assert settings.auth_redis is not None
     target = RedisTarget.from_url(settings.auth_redis)
     tls = ClientTLS.from_files(settings.auth_redis_tls_ca).for_server(target.host) if target.tls else None
     endpoint = redis_endpoint(reactor, target, settings.auth_timeout, tls)
     connection = RedisConnection(target, endpoint, reactor, settings.auth_timeout)
-    return RedisVerifier(target, connection, reactor, settings.auth_timeout, settings.auth_concurrency)
+    redis = RedisVerifier(target, connection, reactor)
+    bound = BoundedVerifier(
+        redis, reactor, settings.auth_concurrency, log=redis.log, kind=str(target), checks="lookups"
+    )
+    service = MultiService()
+    redis.setServiceParent(service)
+    bound.setServiceParent(service)  # stopped first: its refusals are said before the connection closes
+    return _Asked(Deadline(bound, reactor, settings.auth_timeout), bound, redis, service)
 
 
-def cache_ttl(settings: Settings) -> float:
+def cache_ttl(settings: AuthOptions) -> float:
     """--auth-cache-ttl, but never longer than --auth-recheck when an auth service or Redis answers.
 
     Rechecks go through the cache (streams of one token then share one call);

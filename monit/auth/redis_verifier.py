@@ -19,12 +19,15 @@ The connection (L{monit.auth.redis_connection}) is made again after any
 failure and says why it is down; unusable values and refused lookups are
 said once, then how many more every ten seconds.
 
-At most ``concurrency`` lookups are in flight; past that, a lookup is refused
-at once.  A lookup that runs out of time is answered, but not abandoned: its
-``GET`` keeps its place among the connection's replies, and its slot is freed
-when Redis answers or the connection is given up (after ``timeout`` without a
-reply).  So while Redis is down, ``concurrency`` lookups wait for it and the
-rest are refused at once, and memory stays bounded.
+A lookup's Deferred fires when Redis answers or the connection is given up
+(after ``timeout`` without a reply); L{Deadline} answers the caller within
+``timeout`` meanwhile.  A lookup that runs out of time is answered, but not
+abandoned: its ``GET`` keeps its place among the connection's replies.  In
+front of the lookups, between the two, the bound (L{monit.auth.bound}) keeps a
+slot for each until it ends.  So while Redis is down, ``concurrency`` lookups
+wait for it and the rest are refused at once, and memory stays bounded.  A
+late answer is still judged: an unusable value is said even when its caller
+has had the deadline's answer.
 
 The password never reaches a log line: the URL is shown without it.
 """
@@ -53,7 +56,6 @@ from monit.auth.resp import Oversized, RedisError, Reply
 from monit.relay import relayed
 from monit.tally import Tally
 
-DEFAULT_CONCURRENCY = 100
 MAX_USER_LENGTH = 256
 T = TypeVar("T")
 
@@ -83,26 +85,15 @@ class RedisVerifier(Service):
     """Tokens looked up in Redis; see the module docstring for the answers.
 
     A service: the connection is made when it starts and closed when it stops.
+    Each lookup's Deferred is its work: it fires when Redis answers, however
+    late (L{Deadline} answers the caller in time).
     """
 
     log = Logger()
 
-    def __init__(
-        self,
-        target: RedisTarget,
-        store: _Store,
-        clock: IReactorTime,
-        timeout: float,
-        concurrency: int = DEFAULT_CONCURRENCY,
-    ) -> None:
+    def __init__(self, target: RedisTarget, store: _Store, clock: IReactorTime) -> None:
         self._shown = str(target)
         self._store = store
-        self._clock = clock
-        self._timeout = timeout
-        self._concurrency = concurrency
-        self.in_flight = 0
-        self.refused = 0  # lookups refused at once: ``concurrency`` were in flight
-        self.refusals = Tally(clock, self.log, "refused token lookups at the concurrency bound")
         self.unusable = Tally(clock, self.log, "Redis values that are no user name")
         self.errors = Tally(clock, self.log, "token lookups Redis answered with an error")
 
@@ -118,29 +109,19 @@ class RedisVerifier(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        self.refusals.stop()
         self.unusable.stop()
         self.errors.stop()
         return self._store.stopService()
 
     def verify(self, token: str) -> Deferred[Identity]:
-        """``GET token``, answered within the timeout."""
+        """``GET token``, judged when Redis answers."""
         try:
             key = check_header_token(token).encode("ascii")
         except InvalidToken as e:
             return fail(e)
         if not self.running:
             return fail(AuthUnavailable("not connected to Redis"))
-        if self.in_flight >= self._concurrency:
-            return fail(self._refuse())
-        self.in_flight += 1
-        lookup = maybeDeferred(self._store.get, key).addBoth(self._landed)
-        answer = _by_deadline(lookup, self._timeout, self._clock)
-        return answer.addCallbacks(self._identity, self._unavailable)
-
-    def _landed(self, outcome: T) -> T:
-        self.in_flight -= 1
-        return outcome
+        return maybeDeferred(self._store.get, key).addCallbacks(self._identity, self._unavailable)
 
     def _identity(self, value: Reply) -> Identity:
         if value is None:
@@ -154,7 +135,7 @@ class RedisVerifier(Service):
 
     def _unavailable(self, failure: Failure) -> Failure:
         """Any failure to answer is AuthUnavailable (a lost connection is said by the connection)."""
-        if failure.check(defer.CancelledError, InvalidToken, AuthUnavailable):
+        if failure.check(InvalidToken, AuthUnavailable):
             return failure
         error: AuthUnavailable
         if isinstance(failure.value, RedisError) and failure.value.code == "WRONGTYPE":
@@ -168,21 +149,34 @@ class RedisVerifier(Service):
         error.__cause__ = failure.value
         return Failure(error)
 
-    def _refuse(self) -> AuthUnavailable:
-        self.refused += 1
-        self.refusals.add(self._shown, f"{self._concurrency} lookups are in flight")
-        return AuthUnavailable("too many token checks in flight")
+
+@implementer(ITokenVerifier)
+class Deadline:
+    """An L{ITokenVerifier} in front of Redis's lookups: each answered within ``timeout``, the work going on.
+
+    Past the deadline the answer is L{AuthUnavailable}. Neither the deadline
+    nor the caller cancelling stops the lookup: a command sent to Redis must
+    keep its place among the connection's replies.
+    """
+
+    def __init__(self, inner: ITokenVerifier, clock: IReactorTime, timeout: float) -> None:
+        self._inner = inner
+        self._clock = clock
+        self._timeout = timeout
+
+    def verify(self, token: str) -> Deferred[Identity]:
+        """The lookup's answer; one given at once (refused, say) needs no timer."""
+        work = maybeDeferred(self._inner.verify, token)
+        return work if work.called else _by_deadline(work, self._timeout, self._clock)
 
 
 def _by_deadline(work: Deferred[T], timeout: float, clock: IReactorTime) -> Deferred[T]:
-    """The caller's Deferred: the work's outcome, or a TimeoutError after ``timeout``.
-
-    Neither the deadline nor the caller cancelling stops the work: a command
-    sent to Redis must keep its place among the connection's replies.
-    """
+    """The caller's Deferred: the work's outcome, or AuthUnavailable after ``timeout``."""
 
     def expire() -> None:
-        result.errback(defer.TimeoutError(timeout, "token lookup"))
+        error = AuthUnavailable("Redis is unavailable")
+        error.__cause__ = defer.TimeoutError(timeout, "token lookup")
+        result.errback(error)
 
     def stop_timer(outcome: T) -> T:
         if timer.active():

@@ -4,7 +4,8 @@ The token goes to the service in ``X-Auth-Token`` and ``Authorization: Bearer``.
 The answer is read from the status code and, for a yes, the body:
 
 - ``2xx`` with a well-formed verdict: valid.  A well-formed verdict is a body
-  of UTF-8 JSON (standard JSON: no ``NaN`` or ``Infinity``) whose top level is
+  of UTF-8 JSON (standard JSON, L{monit.strictjson}: no ``NaN`` or
+  ``Infinity``, nor a number past a double such as ``1e999``) whose top level is
   an object, in which ``username``, if present, is a string (``""`` names no
   one: the user is ``"unknown"``) and ``streams``, if present, is ``"*"`` or a
   list of strings (the stream ids the user may watch).  Other fields are
@@ -18,14 +19,12 @@ The answer is read from the status code and, for a yes, the body:
   elsewhere), a body over L{MAX_BODY_BYTES}, a timeout or a connection error:
   L{AuthUnavailable}.  The check fails closed.
 
-At most ``concurrency`` checks are in flight at once; past that, a check is
-refused at once with L{AuthUnavailable} (and counted in ``refused``), so a
-slow service is not buried under ever more requests.  The URL's query values
-never reach the log.
+A check that times out, or that its caller abandons, ends its request then:
+the bound on checks in flight (L{monit.auth.bound}) frees its slot when the
+check's Deferred fires.  The URL's query values never reach the log.
 """
 from __future__ import annotations
 
-import json
 from http.cookiejar import DefaultCookiePolicy
 from types import MappingProxyType
 from typing import Any, NoReturn
@@ -36,14 +35,13 @@ from treq.cookies import IndexableCookieJar
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-from twisted.web.http import PotentialDataLoss
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from monit.auth.body import read_body
 from monit.auth.interface import (
     AuthUnavailable,
     Identity,
@@ -53,11 +51,10 @@ from monit.auth.interface import (
 )
 from monit.redact import redacted_url
 from monit.relay import relayed
-from monit.tally import Tally
+from monit.strictjson import json_object
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_PERSISTENT_PER_HOST = 10
-DEFAULT_CONCURRENCY = 100
 
 
 class MalformedReply(AuthUnavailable):
@@ -93,17 +90,12 @@ class RemoteVerifier:
         url: str,
         clock: IReactorTime,
         timeout: float,
-        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
         self._http = http
         self._url = url
         self._shown_url = redacted_url(url)
         self._clock = clock
         self._timeout = timeout
-        self._concurrency = concurrency
-        self.in_flight = 0
-        self.refused = 0  # checks refused at once: ``concurrency`` were in flight
-        self.refusals = Tally(clock, self.log, "refused token checks at the concurrency bound")
         self._trouble: str | None = None  # why the newest check that settled got no answer
 
     @property
@@ -117,12 +109,7 @@ class RemoteVerifier:
             check_header_token(token)
         except InvalidToken as e:
             return fail(e)
-        if self.in_flight >= self._concurrency:
-            return fail(self._refuse())
-        self.in_flight += 1
-        answer = self._ask(token)
-        # Counted out when the work settles: an answer, a timeout or the caller abandoning it.
-        answer.addBoth(self._landed)
+        answer = self._ask(token).addBoth(self._settled)
         return _abandonable(answer).addErrback(self._unavailable)
 
     def _ask(self, token: str) -> Deferred[Identity]:
@@ -138,17 +125,11 @@ class RemoteVerifier:
         # The clock is ours to inject: treq's own timeout would use the global reactor.
         return answer.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
 
-    def _landed(self, outcome: Identity | Failure) -> Identity | Failure:
-        self.in_flight -= 1
+    def _settled(self, outcome: Identity | Failure) -> Identity | Failure:
+        """The work is over (an answer, a timeout or the caller abandoning it): did the service answer?"""
         if not isinstance(outcome, Failure) or outcome.check(InvalidToken):
-            self._trouble = None  # it answered
+            self._trouble = None
         return outcome
-
-    def _refuse(self) -> AuthUnavailable:
-        """Count a check refused at the bound; say so once, then how many more, every ten seconds."""
-        self.refused += 1
-        self.refusals.add(self._shown_url, f"{self._concurrency} checks are in flight")
-        return AuthUnavailable("too many token checks in flight")
 
     def _unavailable(self, failure: Failure) -> Failure:
         """Log why the service could not answer; turn any error into AuthUnavailable."""
@@ -203,7 +184,8 @@ def remote_http_client(reactor: IReactorTime, pool: HTTPConnectionPool | None = 
 
 def _answer(response: IResponse) -> Deferred[Identity]:
     """Read the whole (capped) body, so the connection goes back to the pool, then judge."""
-    return _read_body(response).addCallback(lambda body: _judge(response.code, body))
+    body = read_body(response, MAX_BODY_BYTES, lambda: AuthUnavailable("the auth service's answer is too long"))
+    return body.addCallback(lambda content: _judge(response.code, content))
 
 
 def _judge(code: int, body: bytes) -> Identity:
@@ -228,24 +210,11 @@ def _identity(body: bytes) -> Identity:
     )
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not JSON")
-
-
-_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant)
-
-
 def _json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object; anything else is a malformed reply."""
-    try:
-        reply = _STRICT_JSON.decode(body.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise MalformedReply("not UTF-8") from None
-    except (ValueError, RecursionError):
-        raise MalformedReply("not JSON" if body.strip() else "empty body") from None
-    if not isinstance(reply, dict):
-        raise MalformedReply("not a JSON object")
-    return reply
+    if not body.strip():
+        raise MalformedReply("empty body")
+    return json_object(body, MalformedReply)
 
 
 def _streams(value: object) -> list[str] | str:
@@ -263,42 +232,3 @@ def _describe(error: BaseException | None) -> str:
     if isinstance(error, defer.TimeoutError):
         return "no answer in time"
     return type(error).__name__
-
-
-def _read_body(response: IResponse) -> Deferred[bytes]:
-    reader = _CappedBody(MAX_BODY_BYTES)
-    response.deliverBody(reader)
-    return reader.done
-
-
-class _CappedBody(Protocol):
-    """Collect a response body up to a limit; past it, or when cancelled, drop the connection."""
-
-    def __init__(self, limit: int) -> None:
-        self.done: Deferred[bytes] = Deferred(lambda _: self._abort())
-        self._limit = limit
-        self._chunks: list[bytes] = []
-        self._size = 0
-        self._aborted = False
-
-    def dataReceived(self, data: bytes) -> None:
-        if self._aborted:
-            return
-        self._size += len(data)
-        if self._size > self._limit:
-            self._abort()
-            self.done.errback(AuthUnavailable("the auth service's answer is too long"))
-            return
-        self._chunks.append(data)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._aborted:
-            return
-        if reason.check(ResponseDone, PotentialDataLoss):
-            self.done.callback(b"".join(self._chunks))
-        else:
-            self.done.errback(reason)
-
-    def _abort(self) -> None:
-        self._aborted = True
-        self.transport.stopProducing()  # type: ignore[union-attr]

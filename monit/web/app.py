@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST
+from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as WaitedTooLong
 from twisted.internet.interfaces import IReactorTime
@@ -29,9 +30,8 @@ from monit.auth.recheck import Recheck, Rechecker
 from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
-from monit.settings import Settings
 from monit.sse import encode_error, encode_retry
-from monit.web.jobs import JobsStream
+from monit.web.jobs import ManyJobs
 from monit.web.page import (
     SESSION_SECONDS,
     cookie_safe,
@@ -40,7 +40,7 @@ from monit.web.page import (
     watch_page,
 )
 from monit.web.errors import error_body
-from monit.web.stream import EventStream, StreamSet
+from monit.web.stream import EventStream, OneJob, Source, StreamSet
 
 RETRY_AFTER_SECONDS = 5
 
@@ -134,7 +134,7 @@ def json_answer(request: IRequest, code: int, body: bytes) -> bytes:
     return body
 
 
-class MonitWeb:
+class MonitWeb(Service):
     """The Klein app, with the registry, verifier and open streams injected."""
 
     app = Klein()
@@ -145,42 +145,56 @@ class MonitWeb:
         registry: InboxRegistry,
         verifier: ITokenVerifier,
         clock: IReactorTime,
-        settings: Settings,
         *,
+        max_streams: int,
+        max_jobs_per_stream: int,
+        max_pending: int,
+        heartbeat: float,
+        retry_ms: int,
+        require_token: bool,
+        allow_query_token: bool,
+        cors_origins: frozenset[str],
+        metrics_public: bool,
+        auth_recheck: float,
+        open_subjects: tuple[str, ...],
         readiness: Callable[[], Readiness] = lambda: Readiness({}),
         metrics: Callable[[], bytes] | None = None,
         hold: Callable[[int], Deferred[None] | None] | None = None,
     ) -> None:
         """``hold``: given a resuming reader's last id, None if it can be served now, else a
-        Deferred that fires when it can (the JetStream replay has not reached that id yet)."""
+        Deferred that fires when it can (the JetStream replay has not reached that id yet).
+        ``auth_recheck``: seconds between asking again about an open stream's token (0: never).
+        ``open_subjects``: what the watch page's demo publishes to."""
         self._registry = registry
         self._verifier = verifier
         self._clock = clock
-        self._max_streams = settings.max_streams
-        self._max_jobs = settings.max_jobs_per_stream
-        self._max_pending = settings.max_pending
+        self._max_streams = max_streams
+        self._max_jobs = max_jobs_per_stream
+        self._max_pending = max_pending
         self._readiness = readiness
         self._hold = hold
-        self._hold_seconds = settings.heartbeat
-        self._require_token = not settings.insecure_no_auth
-        self._allow_query_token = settings.allow_query_token
-        self._cors_origins = settings.cors_origins
+        self._hold_seconds = heartbeat
+        self._require_token = require_token
+        self._allow_query_token = allow_query_token
+        self._cors_origins = cors_origins
         self._metrics = metrics
-        self._metrics_public = settings.metrics_public
+        self._metrics_public = metrics_public
         self.auth_results: Counter[str] = Counter()
         self.refusals: Counter[int] = Counter()
-        self.streams = StreamSet(clock, settings.heartbeat, settings.retry_ms)
-        self.rechecker = Rechecker(verifier, settings.auth_recheck) if settings.auth_recheck else None
-        self._page, self._page_policy = watch_page(settings.open_subjects)
+        self.streams = StreamSet(clock, heartbeat, retry_ms)
+        self.rechecker = Rechecker(verifier, auth_recheck) if auth_recheck else None
+        self._page, self._page_policy = watch_page(open_subjects)
 
     def resource(self) -> IResource:
         return self.app.resource()
 
-    def start(self) -> None:
+    def startService(self) -> None:
+        super().startService()
         self.streams.start()
 
-    def shutdown(self) -> None:
-        """End every open stream with a retry hint: a stopped listener does not end them."""
+    def stopService(self) -> None:
+        """End every open stream with a retry hint (a stopped listener does not end them)."""
+        super().stopService()
         self.streams.shutdown()
 
     @app.route("/events", methods=["OPTIONS"])
@@ -351,12 +365,16 @@ class MonitWeb:
         self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
     ) -> IResource | bytes:
         recheck = self._recheck(identity, token)
-        args = (request, self._registry, self.streams, identity.user, self._clock, self._max_pending)
+        source: Source
+        if len(inbox_ids) == 1:  # one job: frames exactly as the seed sent them
+            source = OneJob(self._registry, inbox_ids[0])
+        else:
+            source = ManyJobs(self._registry, inbox_ids)
+        stream = EventStream(
+            request, source, self.streams, identity.user, self._clock, self._max_pending, identity.expires, recheck
+        )
         try:
-            if len(inbox_ids) == 1:  # one job: frames exactly as the seed sent them
-                EventStream(*args, identity.expires, recheck).run(inbox_ids[0], after)
-            else:
-                JobsStream(*args, identity.expires, recheck).run_jobs(inbox_ids, after)
+            stream.run(after)
             return STREAMING
         except InboxClosed:
             request.setResponseCode(204)

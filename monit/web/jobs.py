@@ -9,7 +9,7 @@ a reconnect with ``Last-Event-ID`` gets, of each job, what it has not seen.
 
 Unlike a one-job stream, it does not write the batches its inboxes hand
 out: those are in the order of inboxes, not of ids. It is only told that
-events came, and once the registry's flush is over reads each job's history
+events came (``ManyJobs.wake``), and once the registry's flush is over reads each job's history
 from where its reader stands, merges the frames by id and writes about a
 batch's worth at a time, at the pace the socket takes it. So slow readers cost nothing
 more, and a frame is never written before one with a lower id that is
@@ -21,7 +21,10 @@ before (whose record the registry keeps for ``--retention``).
 """
 from __future__ import annotations
 
-from monit.inbox import BATCH_BYTES, Batch, Inbox, InboxClosed
+from collections.abc import Callable
+
+from monit.inbox import BATCH_BYTES, CLOSED, Batch, Inbox, InboxClosed
+from monit.registry import InboxRegistry
 from monit.sse import encode_gap, frame_id, tag_frame
 from monit.web.stream import EventStream
 
@@ -31,22 +34,22 @@ _SMALLEST_SHARE = 4096  # bytes read from one job at a time, however many jobs s
 class _Job:
     """One job of a many-job response: the run the reader is in, and how far it has got in it."""
 
-    __slots__ = ("id", "tag", "run", "cursor", "_stream")
+    __slots__ = ("id", "tag", "run", "cursor", "_source")
 
-    def __init__(self, job_id: str, stream: JobsStream) -> None:
+    def __init__(self, job_id: str, source: ManyJobs) -> None:
         self.id = job_id
         self.tag = job_id.encode("ascii")
         self.run: Inbox | None = None
         self.cursor = 0  # the id of the last of its events the reader has
-        self._stream = stream
+        self._source = source
 
     def deliver(self, batch: Batch) -> None:
         """The inbox flushed: the stream reads the history itself, in id order."""
-        self._stream.wake()
+        self._source.wake()
 
     def end(self) -> None:
         """A run is over; the reader still gets what is left of it, and the job may run again."""
-        self._stream.wake()
+        self._source.wake()
 
     def current_run(self) -> Inbox:
         """The run to read: past those the reader has all of, into the job's later runs."""
@@ -60,81 +63,71 @@ class _Job:
     def over(self) -> bool:
         """The job's latest run has ended and the reader has all of it."""
         run = self.current_run()
-        return run.closed and run.successor is None and self.cursor >= run.last_id
+        return run.state is CLOSED and run.successor is None and self.cursor >= run.last_id
 
 
-class JobsStream(EventStream):
-    """An EventStream for several jobs: each frame's data names its job.
+class ManyJobs:
+    """Several jobs, the source of one stream: each frame's data names its job.
 
     A job that ends does not end the response; the last one to end does.
     """
 
-    __slots__ = ("_jobs",)
+    __slots__ = ("_registry", "_job_ids", "name", "_jobs", "_catch_up")
+    ended = "every job ended"
 
-    def run_jobs(self, job_ids: list[str], after: int = 0) -> None:
-        """Start the response and follow every job, those that are over too: they may run again.
-
-        Raises InboxClosed (before anything is written) if no job has more
-        for the reader, and InboxLimit if the jobs' new inboxes would be too many.
-        """
+    def __init__(self, registry: InboxRegistry, job_ids: list[str]) -> None:
+        self._registry = registry
+        self._job_ids = job_ids
+        self.name = ",".join(job_ids)
         self._jobs: list[_Job] = []
-        registry = self._registry
-        if all(self._seen_all(job_id, after) for job_id in job_ids):
-            raise InboxClosed(",".join(job_ids))
-        registry.admit_many(job_ids, self._user)
-        self._stream_id = ",".join(job_ids)
-        self._start()
-        self._request.notifyFinish().addErrback(self._gone)
-        unknown = after > registry.last_id  # an id from no history of ours: the stream was made anew
-        self._jobs = [self._follow(job_id, 0 if unknown else after) for job_id in job_ids]
-        if unknown:
-            self._request.write(b"".join(tag_frame(encode_gap(None, None), job.tag) for job in self._jobs))
-        self.log.info("stream {stream} opened for {user}", stream=self._stream_id, user=self._user)
-        self._streams.add(self)
-        self._pull()
+        self._catch_up: Callable[[], None] | None = None  # the stream's, while it is attached
+
+    def admit(self, after: int, maker: str) -> None:
+        """Raise InboxClosed if no job has more for the reader, InboxLimit if the jobs' new inboxes would be too many."""
+        if all(self._seen_all(job_id, after) for job_id in self._job_ids):
+            raise InboxClosed(self.name)
+        self._registry.admit_many(self._job_ids, maker)
 
     def _seen_all(self, job_id: str, after: int) -> bool:
         """The job has ended and the reader has all of it."""
         inbox = self._registry.get(job_id)
         return inbox is not None and inbox.over_for(after)
 
-    def _follow(self, job_id: str, after: int) -> _Job:
+    def attach(self, stream: EventStream, after: int, maker: str) -> None:
+        """Follow every job, those that are over too: they may run again."""
+        self._catch_up = stream.catch_up
+        unknown = after > self._registry.last_id  # an id from no history of ours: the stream was made anew
+        self._jobs = [self._follow(job_id, 0 if unknown else after, maker) for job_id in self._job_ids]
+        if unknown:
+            stream.write_notice(b"".join(tag_frame(encode_gap(None, None), job.tag) for job in self._jobs))
+
+    def _follow(self, job_id: str, after: int, maker: str) -> _Job:
         job = _Job(job_id, self)
-        run = job.run = self._registry.watch(job_id, job, self._user, after)
+        run = job.run = self._registry.watch(job_id, job, maker, after)
         # A reader past the job's last event has all of it so far; the job's next events
         # come after every id the reader has.
         job.cursor = run.last_id if run.start is not None and after >= run.last_id else after
         return job
 
+    def started(self, stream: EventStream) -> None:
+        """Write what the reader has not seen."""
+        stream.catch_up()
+
     def watching(self) -> tuple[str, ...]:
         return tuple(job.id for job in self._jobs)
 
     def wake(self) -> None:
-        """Events came (or a job ended): read them once the flush is over."""
-        self._behind = True
-        if self._started is not None:
-            self._registry.after_flush(self._pull)
+        """Events came (or a job ended): the stream reads them once the flush is over."""
+        if self._catch_up is not None:
+            self._registry.after_flush(self._catch_up)
 
-    def _catch_up(self) -> None:
-        self._pull()
+    def over(self) -> bool:
+        return all(job.over for job in self._jobs)
 
-    def _pull(self) -> None:
-        """Write what the reader has not seen, a batch at a time, while the socket takes it."""
-        self._behind = True  # until caught up: a pause leaves the rest to resumeProducing
-        while not self._paused and self._started is not None:
-            batch = self._next_batch()
-            if batch is None:
-                self._behind = False
-                self._unsent_at_beat = -1
-                if all(job.over for job in self._jobs):
-                    self._finish("every job ended")
-                return
-            self.events += batch.events
-            self._writer.write(batch)
-
-    def _next_batch(self) -> Batch | None:
+    def next_batch(self, after: int) -> Batch | None:
         """About a batch's worth of the jobs' unseen frames, in id order, notices first.
 
+        Each job has its own cursor: ``after``, one id for all, is not needed.
         Frames go out only up to the *horizon*: below any event not handed out
         yet, below the last frame read of a job whose read was cut short, and
         to the end of a run whose job has run again, so no frame with a lower
@@ -201,7 +194,7 @@ class JobsStream(EventStream):
             return None
         return Batch(b"".join(out), events, last)
 
-    def _detach(self, reason: str) -> None:
+    def detach(self, stream: EventStream) -> None:
+        self._catch_up = None
         for job in self._jobs:
             self._registry.unfollow(job.id, job)
-        super()._detach(reason)

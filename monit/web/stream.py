@@ -1,4 +1,4 @@
-"""One SSE response, fed by an inbox; and the set of them that share a keep-alive."""
+"""One SSE response, fed by one job or many; and the set of them that share a keep-alive."""
 from __future__ import annotations
 
 import random
@@ -12,7 +12,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from monit.auth.recheck import Recheck
-from monit.inbox import Batch, Inbox
+from monit.inbox import CLOSED, Batch, Inbox
 from monit.registry import InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
@@ -24,9 +24,85 @@ class _Abortable(Protocol):
     def abortConnection(self) -> None: ...
 
 
+class Source(Protocol):
+    """What a stream shows: one job (``OneJob``) or many (``monit.web.jobs.ManyJobs``).
+
+    It subscribes the stream, hands it what the reader has not seen, and
+    says when there is nothing more; the stream writes, keeps pace with its
+    socket, and ends the response.
+    """
+
+    name: str  # the stream as log lines name it
+    ended: str  # why the stream ends once the source is over, for the log
+
+    def admit(self, after: int, maker: str) -> None:
+        """Raise what attaching would (InboxClosed, InboxLimit), before anything is written."""
+
+    def attach(self, stream: EventStream, after: int, maker: str) -> None:
+        """Subscribe the stream for a reader whose last id is ``after``, on ``maker``'s behalf."""
+
+    def started(self, stream: EventStream) -> None:
+        """The stream is open and counted: set it going (end it, if the replay was all there is)."""
+
+    def next_batch(self, after: int) -> Batch | None:
+        """A piece of what the reader has not had (``after``: the last id written to it); None when caught up."""
+
+    def over(self) -> bool:
+        """Nothing more will come: the stream ends once caught up."""
+
+    def watching(self) -> tuple[str, ...]:
+        """The jobs it shows: what a recheck asks access to."""
+
+    def detach(self, stream: EventStream) -> None:
+        """Unsubscribe the stream; nothing more reaches it (called again, does nothing)."""
+
+
+class OneJob:
+    """One job's inbox, as the seed streamed it: the stream is the inbox's reader.
+
+    The inbox hands the stream each batch (``EventStream.deliver``), and
+    tells it the end (``EventStream.end``) when its grace period is over.
+    """
+
+    __slots__ = ("_registry", "name", "_inbox")
+    ended = "inbox closed"
+
+    def __init__(self, registry: InboxRegistry, job_id: str) -> None:
+        self._registry = registry
+        self.name = job_id
+        self._inbox: Inbox | None = None
+
+    def admit(self, after: int, maker: str) -> None:
+        self._registry.admit(self.name, after, maker=maker)
+
+    def attach(self, stream: EventStream, after: int, maker: str) -> None:
+        """Replay what the reader has not seen, then go live (the registry does both)."""
+        self._inbox = self._registry.subscribe(self.name, stream, after, maker=maker)
+
+    def started(self, stream: EventStream) -> None:
+        if self._inbox is not None and self._inbox.state is CLOSED:  # the replay was all there is
+            stream.end()
+
+    def next_batch(self, after: int) -> Batch | None:
+        inbox = self._inbox
+        return None if inbox is None else inbox.frames_after(after)
+
+    def over(self) -> bool:
+        """Never of itself: the inbox says when it is over (``EventStream.end``)."""
+        return False
+
+    def watching(self) -> tuple[str, ...]:
+        return (self.name,)
+
+    def detach(self, stream: EventStream) -> None:
+        if self._inbox is not None:
+            self._registry.unsubscribe(self._inbox, stream)
+            self._inbox = None
+
+
 @implementer(IPushProducer)
 class EventStream:
-    """Writes an inbox's frames to one HTTP response until the inbox or the client ends.
+    """Writes a source's frames to one HTTP response until the source or the client ends.
 
     It finishes the response itself when the stream is over, and learns from
     the request's ``notifyFinish`` that the client went away, unsubscribing at
@@ -45,8 +121,8 @@ class EventStream:
     """
 
     __slots__ = (
-        "_request", "_registry", "_streams", "_user", "_clock", "_max_pending", "_expires",
-        "_inbox", "_stream_id", "_started", "_paused", "_writer", "events", "_recheck",
+        "_request", "_source", "_streams", "_user", "_clock", "_max_pending", "_expires",
+        "_started", "_paused", "_writer", "events", "_recheck",
         "_sent_upto", "_behind", "_ending", "_unsent_at_beat",
     )
     log = Logger()
@@ -54,7 +130,7 @@ class EventStream:
     def __init__(
         self,
         request: Request,
-        registry: InboxRegistry,
+        source: Source,
         streams: StreamSet,
         user: str,
         clock: IReactorTime,
@@ -63,40 +139,37 @@ class EventStream:
         recheck: Recheck | None = None,
     ) -> None:
         self._request = request
-        self._registry = registry
+        self._source = source
         self._streams = streams
         self._user = user
         self._clock = clock
         self._max_pending = max_pending
         self._expires = expires
         self._recheck = recheck
-        self._inbox: Inbox | None = None
-        self._stream_id = ""
         self._started: float | None = None
         self._paused = False
         self._writer: _fastpath.Writer = _fastpath.RequestWriter(request)
         self.events = 0
         self._sent_upto = 0  # the id of the last event written to the reader
         self._behind = False  # writing nothing new: catching up from the history instead
-        self._ending = False  # the inbox has ended: finish once caught up
+        self._ending = False  # the source has ended: finish once caught up
         self._unsent_at_beat = -1  # while behind and paused, what was unsent at the last heartbeat
 
-    def run(self, inbox_id: str, after: int = 0) -> None:
+    def run(self, after: int = 0) -> None:
         """Start the response, replay what the reader has not seen, then go live.
 
         Raises InboxClosed (before anything is written) if there is nothing
-        more to see, and InboxLimit if the inbox would be one too many.
+        more to see, and InboxLimit if an inbox would be one too many.
         """
-        self._stream_id = inbox_id
-        self._registry.admit(inbox_id, after, maker=self._user)
+        source = self._source
+        source.admit(after, self._user)
         self._start()
         self._request.notifyFinish().addErrback(self._gone)
         self._sent_upto = after
-        inbox = self._inbox = self._registry.subscribe(inbox_id, self, after, maker=self._user)
-        self.log.info("stream {stream} opened for {user}", stream=inbox_id, user=self._user)
+        source.attach(self, after, self._user)
+        self.log.info("stream {stream} opened for {user}", stream=source.name, user=self._user)
         self._streams.add(self)
-        if inbox.closed:  # the replay was all there is
-            self.end()
+        source.started(self)
 
     def deliver(self, batch: Batch) -> None:
         """The hot path: one write of bytes encoded once for every reader."""
@@ -108,20 +181,25 @@ class EventStream:
         if self._paused and self._writer.unsent() > self._max_pending:
             self._behind = True
 
-    def _catch_up(self) -> None:
-        """Write what the reader missed from the history, a piece at a time, while the socket takes it."""
-        inbox = self._inbox
-        while not self._paused and inbox is not None:
-            batch = inbox.frames_after(self._sent_upto)
+    def catch_up(self) -> None:
+        """Write what the reader has not had from the history, a piece at a time, while the socket takes it."""
+        self._behind = True  # until caught up: a pause leaves the rest to resumeProducing
+        source = self._source
+        while not self._paused and self._started is not None:
+            batch = source.next_batch(self._sent_upto)
             if batch is None:
                 self._behind = False
                 self._unsent_at_beat = -1
-                if self._ending:
-                    self._finish("inbox closed")
+                if self._ending or source.over():
+                    self._finish(source.ended)
                 return
             self.events += batch.events
             self._writer.write(batch)
             self._sent_upto = batch.last_id
+
+    def write_notice(self, frames: bytes) -> None:
+        """Write frames that are no event (a gap notice), ahead of the events."""
+        self._request.write(frames)
 
     def _start(self) -> None:
         """Send the headers and the retry time; learn how to write to this reader."""
@@ -151,11 +229,7 @@ class EventStream:
         else:
             self._request.write(KEEPALIVE)
             if self._recheck is not None and self._recheck.due <= now:
-                self._recheck.run(now, self.watching()).addCallback(self._rechecked)
-
-    def watching(self) -> tuple[str, ...]:
-        """The jobs this response shows: what a recheck asks access to."""
-        return (self._stream_id,)
+                self._recheck.run(now, self._source.watching()).addCallback(self._rechecked)
 
     def _check_progress(self) -> None:
         """Drop a reader that is behind and has taken nothing since the last heartbeat."""
@@ -168,11 +242,11 @@ class EventStream:
             self._unsent_at_beat = unsent
 
     def end(self) -> None:
-        """The inbox closed: finish the response, once the reader has all of it."""
+        """The source is over: finish the response, once the reader has all of it."""
         if self._behind:
             self._ending = True
         else:
-            self._finish("inbox closed")
+            self._finish(self._source.ended)
 
     def shutdown(self) -> None:
         """The server is stopping: a last retry hint, jittered so clients spread out."""
@@ -199,7 +273,7 @@ class EventStream:
         self._paused = False
         self._writer.resume()
         if self._behind:
-            self._catch_up()
+            self.catch_up()
 
     def stopProducing(self) -> None:
         """The connection is going away; notifyFinish's errback detaches."""
@@ -227,13 +301,11 @@ class EventStream:
 
     def _detach(self, reason: str) -> None:
         self._streams.discard(self)
-        if self._inbox is not None:
-            self._registry.unsubscribe(self._inbox, self)
-            self._inbox = None
+        self._source.detach(self)
         if self._started is not None:
             self.log.info(
                 "stream {stream} closed for {user}: {reason} after {duration:.1f}s, {events} events sent",
-                stream=self._stream_id,
+                stream=self._source.name,
                 user=self._user,
                 reason=reason,
                 duration=self._clock.seconds() - self._started,
