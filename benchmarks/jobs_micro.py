@@ -53,7 +53,7 @@ def run(jobs: int, readers: int, turns: int, many: bool) -> float:
     started = time.process_time()
     for _ in range(turns):
         for name in names:
-            registry.deliver(name, EVENT)
+            registry.publish(name, EVENT)
         clock.advance(0)
     return (time.process_time() - started) / (turns * jobs * readers) * 1e6
 

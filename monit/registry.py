@@ -103,11 +103,11 @@ class InboxRegistry(Service):
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}  # each job's latest run
         self._records: dict[str, list[Inbox]] = {}  # each job's earlier runs still kept, oldest first
-        # Bound methods made once and shared by every inbox (see monit.deadlines).
-        self._detached = self._schedule_expiry
-        self._on_idle = self._check_expiry
-        self._on_grace_over = self._retire
-        self._on_retention_over = self._retention_over
+        # Bound methods made once and shared by every inbox (see monit.deadlines): ``_kept_`` and the method's name.
+        self._kept_schedule_expiry = self._schedule_expiry
+        self._kept_check_expiry = self._check_expiry
+        self._kept_retire = self._retire
+        self._kept_retention_over = self._retention_over
         self._deadlines: Deadlines[Inbox] = Deadlines(clock)
         self._followers: list[Callable[[str, Event], None]] = []
         self._closers: dict[str, OneShotObserver[Event]] = {}
@@ -165,7 +165,7 @@ class InboxRegistry(Service):
             inbox = self._obtain(inbox_id, at=at)
         inbox.open()
         self._release(inbox)
-        self._publish(inbox, data, event, event_id, at)
+        self._append(inbox, data, event, event_id, at)
 
     @staticmethod
     def _seen(inbox: Inbox | None, event_id: int | None) -> bool:
@@ -181,10 +181,10 @@ class InboxRegistry(Service):
         """
         self._release(old)
         when = self.clock.seconds() if at is None else at
-        inbox = Inbox(old.id, self._history, when, self._base64, self._detached, old.last_id, old.last_id)
+        inbox = Inbox(old.id, self._history, when, self._base64, self._kept_schedule_expiry, old.last_id, old.last_id)
         old.hand_over(inbox)
         if old not in self._deadlines:  # a record kept past its retention for its followers
-            self._deadlines.set(old, old.ends_at + self._retention, self._on_retention_over)
+            self._deadlines.set(old, old.ends_at + self._retention, self._kept_retention_over)
         self._records.setdefault(old.id, []).append(old)
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
@@ -201,7 +201,7 @@ class InboxRegistry(Service):
                     return record
         return inbox
 
-    def deliver(
+    def publish(
         self,
         inbox_id: str,
         data: str,
@@ -209,12 +209,13 @@ class InboxRegistry(Service):
         event_id: int | None = None,
         at: float | None = None,
     ) -> None:
+        """Add an event to the job's inbox, made if need be; its readers get it in the turn's flush."""
         inbox = self._inboxes.get(inbox_id)
         if self._seen(inbox, event_id):
             return
         if inbox is None or inbox.state is CLOSED:  # the usual case, a live inbox, needs no more looking up
             inbox = self._obtain(inbox_id, at=at)
-        self._publish(inbox, data, event, event_id, at)
+        self._append(inbox, data, event, event_id, at)
 
     def close(
         self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None
@@ -223,10 +224,10 @@ class InboxRegistry(Service):
         if self._seen(self._inboxes.get(inbox_id), event_id):
             return
         inbox = self._obtain(inbox_id, at=at)
-        self._publish(inbox, data, event, event_id, at)
+        self._append(inbox, data, event, event_id, at)
         close_event = Event(inbox.last_id, event, parse_data(data))
         if inbox.close(close_event, self._grace):
-            self._deadlines.set(inbox, inbox.ends_at, self._on_grace_over)
+            self._deadlines.set(inbox, inbox.ends_at, self._kept_retire)
         closer = self._closers.pop(inbox_id, None)
         if closer is not None:
             closer.fire(close_event)
@@ -253,10 +254,10 @@ class InboxRegistry(Service):
         if new:
             self._check_room(maker, new)
 
-    def watch(self, inbox_id: str, follower: Subscriber, maker: str, after: int = 0) -> Inbox:
+    def follow_job(self, inbox_id: str, follower: Subscriber, maker: str, after: int = 0) -> Inbox:
         """Attach a follower of the job, which reads the histories itself (it is only told that events came).
 
-        It stays with the job from run to run, until it leaves (``unfollow``);
+        It stays with the job from run to run, until it leaves (``unfollow_job``);
         a closed inbox is kept for it past its retention, in case the job runs
         again. Returns the run a reader at ``after`` is in (see ``_run_for``).
         """
@@ -266,7 +267,7 @@ class InboxRegistry(Service):
         inbox.add_follower(follower)
         return self._run_for(inbox, after)
 
-    def unfollow(self, inbox_id: str, follower: Subscriber) -> None:
+    def unfollow_job(self, inbox_id: str, follower: Subscriber) -> None:
         """A follower leaves the job (it is always with the job's latest run)."""
         inbox = self._inboxes.get(inbox_id)
         if inbox is not None and follower in inbox.subscribers:
@@ -296,7 +297,7 @@ class InboxRegistry(Service):
     def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
         inbox.discard(subscriber, self.clock.seconds())
         if inbox.state is CLOSED and not inbox.subscribers and inbox not in self._deadlines:
-            self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
+            self._deadlines.set(inbox, inbox.ends_at + self._retention, self._kept_retention_over)
         self._schedule_expiry(inbox)
 
     def stopService(self) -> None:
@@ -323,7 +324,7 @@ class InboxRegistry(Service):
         if inbox is None:
             self._check_room(maker)
             when = self.clock.seconds() if at is None else at
-            inbox = Inbox(inbox_id, self._history, when, self._base64, self._detached, self._id_base, maker=maker)
+            inbox = Inbox(inbox_id, self._history, when, self._base64, self._kept_schedule_expiry, self._id_base, maker=maker)
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 self._made_by[maker] += 1
@@ -371,7 +372,7 @@ class InboxRegistry(Service):
             if not self._made_by[maker]:
                 del self._made_by[maker]
 
-    def _publish(
+    def _append(
         self, inbox: Inbox, data: str, event: str | None, event_id: int | None = None, at: float | None = None
     ) -> None:
         now = self.clock.seconds() if at is None else at
@@ -469,7 +470,7 @@ class InboxRegistry(Service):
         """
         state = inbox.state
         if inbox not in self._deadlines and state is not CLOSING and state is not CLOSED and not inbox.subscribers:
-            self._deadlines.set(inbox, self._idle_until(inbox), self._on_idle)
+            self._deadlines.set(inbox, self._idle_until(inbox), self._kept_check_expiry)
 
     def _idle_until(self, inbox: Inbox) -> float:
         return max(inbox.touched, inbox.left) + self._idle_limit(inbox)
@@ -480,14 +481,14 @@ class InboxRegistry(Service):
             return
         until = self._idle_until(inbox)
         if until - self.clock.seconds() > EARLY:
-            self._deadlines.set(inbox, until, self._on_idle)
+            self._deadlines.set(inbox, until, self._kept_check_expiry)
             return
         self.log.info("inbox {inbox} expired", inbox=inbox.id)
         self._drop(inbox)
 
     def _retire(self, inbox: Inbox) -> None:
         """The grace period is over: end the streams, keep the record a while."""
-        self._deadlines.set(inbox, inbox.ends_at + self._retention, self._on_retention_over)
+        self._deadlines.set(inbox, inbox.ends_at + self._retention, self._kept_retention_over)
         inbox.retire()
 
     def _retention_over(self, inbox: Inbox) -> None:

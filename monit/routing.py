@@ -213,7 +213,7 @@ class Router(Service):
         for index in range(start, stop):
             message = messages[index]
             if isinstance(message, dict):
-                self._registry.deliver(inbox_id, compact_json(message), None, event_id(position, index), at)
+                self._registry.publish(inbox_id, compact_json(message), None, event_id(position, index), at)
             else:
                 self._skip(subject, "an element of 'messages' is not an object")
         if stop < end:

@@ -7,16 +7,13 @@ from typing import Any
 import attrs
 
 from twisted.application.service import MultiService
-from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
 from monit import tuning
 from monit._twisted.startup import check_all
-from monit.auth.interface import AuthUnavailable
-from monit.auth.jwt_verifier import SECRET_SUBJECT
 from monit.auth.modes import verification_for
 from monit.auth.options import AuthOptions
 from monit.embedded import EmbeddedNATS
@@ -25,8 +22,7 @@ from monit.feed import JetStreamFeed
 from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
-from monit.nats.nkeys import Identity, creds_file, seed_file
-from monit.nats.protocol import NoResponders
+from monit.nats.nkeys import NATSUser, creds_file, seed_file
 from monit.nats.tls import ClientTLS
 from monit.registry import InboxRegistry
 from monit.routing import Router
@@ -40,9 +36,11 @@ from monit.web.site import MonitSite
 class MonitService(MultiService):
     """The NATS client, the inboxes, the router and the web endpoint, as one service.
 
-    Children start in order (the embedded nats-server if asked for, NATS, the
-    listener last). Stopping goes: stop accepting, end every stream with a
-    retry hint, close the HTTP connections once written, then let NATS go.
+    Children start in the order they are made: the embedded nats-server if
+    asked for, NATS, the registry, the router, the JetStream feed, token
+    checking, the web app, the listener. Stopping goes: stop accepting, end
+    every stream with a retry hint, close the HTTP connections once written,
+    then the rest in reverse order, NATS last.
 
     A program of the same process can act on jobs directly: ``watch`` reads
     one job's events, ``when_closed`` waits for its end, and ``follow`` sees
@@ -78,7 +76,7 @@ class MonitService(MultiService):
             ping_interval=settings.nats_ping_interval,
             max_pings_out=settings.nats_max_pings_out,
             tls=_nats_tls(settings),
-            identity=_nats_identity(settings),
+            user=_nats_user(settings),
         )
         self.nats.setServiceParent(self)
         self.registry = InboxRegistry(reactor, **registry_options(settings))
@@ -94,11 +92,8 @@ class MonitService(MultiService):
         else:
             for subject in self.router.subjects:
                 self.nats.subscribe(subject, self.router)
-        self.auth = verification_for(auth_options(settings), reactor, self.nats)
-        if self.auth.jwks is not None:
-            self.auth.jwks.setServiceParent(self)
-        if self.auth.redis is not None:
-            self.auth.redis.setServiceParent(self)
+        self.auth = verification_for(auth_options(settings), reactor, self.nats, self.on_fatal)
+        self.auth.setServiceParent(self)
         self.web = MonitWeb(
             self.registry,
             self.auth.verifier,
@@ -174,26 +169,9 @@ class MonitService(MultiService):
     def startService(self) -> None:
         tuning.apply()
         super().startService()
-        jwt = self.auth.jwt
-        if jwt is not None and not self.settings.jwt_secret:
-            checked = self.nats.when_connected().addCallback(lambda _: jwt.secret())
-            checked.addErrback(self._no_secret)
 
     def _log_fatal(self, line: str) -> None:
         self.log.critical("{line}", line=line)
-
-    def _no_secret(self, failure: Failure) -> None:
-        """Nobody answers for the secret: a startup problem. A slow answer is not."""
-        if failure.check(CancelledError):
-            return
-        error = failure.value
-        cause = error.__cause__ if isinstance(error, AuthUnavailable) else error
-        if isinstance(cause, (NoResponders, ValueError)):
-            self.on_fatal(
-                f"monit: no JWT secret: pass --jwt-secret, set JWT_SECRET or answer {SECRET_SUBJECT} on NATS"
-            )
-        else:
-            self.log.warn("JWT secret not fetched yet; asking again on the first request")
 
     def stopService(self) -> Deferred[None]:
         return ensureDeferred(self._stop())
@@ -204,8 +182,6 @@ class MonitService(MultiService):
         self.web.stopService()  # each stream ends with a retry hint before its connection is closed
         if self.listener is not None:
             await self.listener.close_connections()
-        if self.auth.pool is not None:
-            await self.auth.pool.closeCachedConnections()
         await super().stopService()
 
 
@@ -216,7 +192,7 @@ def _nats_tls(settings: Settings) -> ClientTLS | None:
     return ClientTLS.from_files(settings.nats_tls_ca, settings.nats_tls_cert, settings.nats_tls_key)
 
 
-def _nats_identity(settings: Settings) -> Identity | None:
+def _nats_user(settings: Settings) -> NATSUser | None:
     """The NKey or .creds user monit is to NATS, if one was given."""
     if settings.nats_creds is not None:
         return creds_file(settings.nats_creds)

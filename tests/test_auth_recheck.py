@@ -170,7 +170,7 @@ def test_an_auth_service_blip_keeps_the_stream(
     request = open_stream(registry, streams, clock, rechecker.for_stream(TOKEN, clock.seconds()))
     clock.advance(HEARTBEAT * 2)
     verifier.answer(AuthUnavailable("the auth service is unavailable"))
-    registry.deliver("s1", '{"body":"still here"}')
+    registry.publish("s1", '{"body":"still here"}')
     clock.advance(HEARTBEAT * 4)
     assert len(verifier.calls) == 2, "asked again a period later"
     verifier.answer(GRACE)

@@ -170,10 +170,11 @@ def test_redis_alone_fetches_no_jwt_secret_and_caps_the_cache_at_the_recheck_per
     settings = Settings(auth_redis="redis://:pw@cache:6380/1", auth_concurrency=3, auth_timeout=1.5,
                         auth_recheck=10, auth_cache_ttl=30)
     made = verification_for(auth_options(settings), MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
-    assert made.jwt is None and made.pool is None
+    assert made.jwt is None and made._pool is None
     redis, bound, deadline = made.backend, made.remote, made.verifier._inner
     assert isinstance(redis, RedisVerifier) and isinstance(bound, BoundedVerifier) and isinstance(deadline, Deadline)
-    assert made.redis is not None and list(made.redis) == [redis, bound], "the bound stops first, saying its last"
+    [lookups] = made
+    assert list(lookups) == [redis, bound], "the bound stops first, saying its last"
     connection = redis._store
     assert isinstance(connection, RedisConnection)
     assert connection._target == RedisTarget("cache", 6380, 1, "pw") and connection._timeout == 1.5

@@ -208,6 +208,9 @@ class NoNATS:
     def request(self, subject: str, payload: bytes, timeout: float) -> Any:
         raise AssertionError("no secret is asked for when keys are given")
 
+    def when_connected(self) -> Any:
+        raise AssertionError("no secret is asked for when keys are given")
+
 
 def test_settings_with_a_public_key_check_tokens_with_it(
     tmp_path: Path, signers: dict[str, Signer], clock: Clock

@@ -33,10 +33,10 @@ def make_registry(**kwargs):
 def test_late_reader_gets_history_then_live_events():
     clock, registry = make_registry()
     registry.open("job1", '{"id":"job1"}', "service.create")
-    registry.deliver("job1", '{"body":"one"}')
+    registry.publish("job1", '{"body":"one"}')
     reader = Reader()
     registry.subscribe("job1", reader)
-    registry.deliver("job1", '{"body":"two"}')
+    registry.publish("job1", '{"body":"two"}')
     clock.advance(0)
     assert reader.ids() == [1, 2, 3]
     assert b"event: service.create" in reader.received
@@ -48,7 +48,7 @@ def test_each_reader_gets_the_same_encoded_frame():
     readers = [Reader(), Reader()]
     for reader in readers:
         registry.subscribe("job", reader)
-    registry.deliver("job", '"x"')
+    registry.publish("job", '"x"')
     clock.advance(0)
     assert readers[0].received == readers[1].received == b'id: 1\ndata: "x"\n\n'
 
@@ -56,7 +56,7 @@ def test_each_reader_gets_the_same_encoded_frame():
 def test_replay_after_an_id():
     clock, registry = make_registry()
     for n in range(5):
-        registry.deliver("job", str(n))
+        registry.publish("job", str(n))
     reader = Reader()
     registry.subscribe("job", reader, after=3)
     assert reader.ids() == [4, 5]
@@ -65,7 +65,7 @@ def test_replay_after_an_id():
 def test_history_is_bounded():
     clock, registry = make_registry(history=3)
     for n in range(10):
-        registry.deliver("job", str(n))
+        registry.publish("job", str(n))
     reader = Reader()
     registry.subscribe("job", reader)
     assert reader.ids() == [8, 9, 10]
@@ -95,7 +95,7 @@ def test_close_is_delivered_then_streams_end_after_grace():
 def test_closed_record_gives_the_rest_then_nothing():
     clock, registry = make_registry()
     for n in range(3):
-        registry.deliver("job", str(n))
+        registry.publish("job", str(n))
     registry.close("job", "{}", "service.create.done")
     clock.advance(10)
     rest = Reader()
@@ -125,7 +125,7 @@ def test_activity_revives_a_closed_record_and_ids_go_on():
 
 def test_an_inbox_is_unopened_then_open_then_closing_then_closed_and_activity_revives_it():
     clock, registry = make_registry()
-    registry.deliver("job", "{}")
+    registry.publish("job", "{}")
     inbox = registry.get("job")
     assert inbox.state is InboxState.UNOPENED
     registry.open("job", "{}", "service.create")
@@ -134,7 +134,7 @@ def test_an_inbox_is_unopened_then_open_then_closing_then_closed_and_activity_re
     assert inbox.state is InboxState.CLOSING
     clock.advance(10)
     assert inbox.state is InboxState.CLOSED
-    registry.deliver("job", "{}")
+    registry.publish("job", "{}")
     assert registry.get("job") is inbox and inbox.state is InboxState.UNOPENED
 
 
@@ -160,7 +160,7 @@ def test_a_job_opened_again_by_what_waits_for_its_close_starts_a_new_run():
 def test_a_reader_behind_the_history_is_told_of_the_gap():
     clock, registry = make_registry(history=3)
     for n in range(10):
-        registry.deliver("job", str(n))
+        registry.publish("job", str(n))
     reader = Reader()
     registry.subscribe("job", reader, after=2)
     assert reader.received.startswith(b'event: gap\ndata: {"from":3,"to":7}\n\n')
@@ -169,7 +169,7 @@ def test_a_reader_behind_the_history_is_told_of_the_gap():
 
 def test_a_reader_from_an_earlier_life_gets_everything():
     clock, registry = make_registry()
-    registry.deliver("job", "1")
+    registry.publish("job", "1")
     reader = Reader()
     registry.subscribe("job", reader, after=57)
     assert reader.ids() == [1]
@@ -183,8 +183,8 @@ def test_inbox_limit_when_every_inbox_is_watched():
     with pytest.raises(InboxLimit):
         registry.admit("c")
     with pytest.raises(InboxLimit):
-        registry.deliver("c", "1")
-    registry.deliver("a", "still fine")
+        registry.publish("c", "1")
+    registry.publish("a", "still fine")
     assert registry.refused == 2
 
 
@@ -192,7 +192,7 @@ def test_base64_payloads():
     clock, registry = make_registry(base64=True)
     reader = Reader()
     registry.subscribe("job", reader)
-    registry.deliver("job", '{"body":"é"}')
+    registry.publish("job", '{"body":"é"}')
     clock.advance(0)
     assert reader.received == b"id: 1\ndata: eyJib2R5Ijoiw6kifQ==\n\n"
 
@@ -222,11 +222,11 @@ def test_a_job_that_opens_again_after_its_close_starts_a_new_run(after_grace):
 def test_a_reader_of_a_run_before_the_latest_gets_the_rest_of_it_and_its_end():
     clock, registry = make_registry()
     registry.open("job", "{}", "service.create")
-    registry.deliver("job", '{"n":1}')
+    registry.publish("job", '{"n":1}')
     registry.close("job", "{}", "service.create.done")
     clock.advance(1)
     registry.open("job", "{}", "service.create")  # run 2, in run 1's grace period
-    registry.deliver("job", '{"n":2}')
+    registry.publish("job", '{"n":2}')
     clock.advance(0)
     in_grace = Reader()
     registry.subscribe("job", in_grace, after=1)
@@ -243,7 +243,7 @@ def test_a_reader_of_a_run_before_the_latest_gets_the_rest_of_it_and_its_end():
 def test_a_run_record_goes_after_its_retention_and_a_reader_of_it_is_told_of_the_gap():
     clock, registry = make_registry()
     registry.open("job", "{}", "service.create")
-    registry.deliver("job", '{"n":1}')
+    registry.publish("job", '{"n":1}')
     registry.close("job", "{}", "service.create.done")
     clock.advance(1)
     registry.open("job", "{}", "service.create")
@@ -261,7 +261,7 @@ def test_a_job_that_runs_again_and_again_keeps_each_run_for_its_retention():
     clock, registry = make_registry()
     for run in range(3):
         registry.open("job", "{}", "service.create")
-        registry.deliver("job", f'{{"run":{run}}}')
+        registry.publish("job", f'{{"run":{run}}}')
         registry.close("job", "{}", "service.create.done")
         clock.advance(1)
     for after, first in ((0, 7), (1, 2), (3, 4), (5, 6), (6, 7)):
@@ -302,9 +302,9 @@ def test_unwatched_unopened_inbox_expires():
 
 def test_activity_postpones_expiry():
     clock, registry = make_registry()
-    registry.deliver("job", "1")
+    registry.publish("job", "1")
     clock.advance(200)
-    registry.deliver("job", "2")
+    registry.publish("job", "2")
     clock.advance(200)
     assert "job" in registry
     clock.advance(100)
@@ -343,9 +343,9 @@ def test_a_reader_that_leaves_while_being_sent_to_does_not_break_delivery():
     leaver = Leaver()
     inbox = registry.subscribe("job", leaver)
     registry.subscribe("job", others)
-    registry.deliver("job", "1")
+    registry.publish("job", "1")
     clock.advance(0)
-    registry.deliver("job", "2")
+    registry.publish("job", "2")
     clock.advance(0)
     assert leaver.ids() == [1]
     assert others.ids() == [1, 2]
@@ -367,7 +367,7 @@ def test_events_of_one_turn_reach_each_reader_in_one_write():
     for reader in readers:
         registry.subscribe("job", reader)
     for n in range(50):
-        registry.deliver("job", str(n))
+        registry.publish("job", str(n))
     assert readers[0].writes == 0, "nothing is written before the turn ends"
     clock.advance(0)
     assert [reader.writes for reader in readers] == [1, 1]
@@ -379,9 +379,9 @@ def test_a_reader_joining_mid_turn_gets_each_event_once():
     clock, registry = make_registry()
     early, late = Reader(), Reader()
     registry.subscribe("job", early)
-    registry.deliver("job", "1")
+    registry.publish("job", "1")
     registry.subscribe("job", late)
-    registry.deliver("job", "2")
+    registry.publish("job", "2")
     clock.advance(0)
     assert early.ids() == [1, 2]
     assert late.ids() == [1, 2]
@@ -401,10 +401,10 @@ def test_a_reader_that_raises_is_detached_and_the_others_get_every_event(events)
     registry.subscribe("job1", first)
     registry.subscribe("job2", second)  # an inbox flushed after the broken one, in the same turn
     for n in range(3):
-        registry.deliver("job1", f'{{"n":{n}}}')
-        registry.deliver("job2", f'{{"n":{n}}}')
+        registry.publish("job1", f'{{"n":{n}}}')
+        registry.publish("job2", f'{{"n":{n}}}')
     clock.advance(0)
-    registry.deliver("job1", '{"n":3}')
+    registry.publish("job1", '{"n":3}')
     clock.advance(0)
     assert first.ids() == [1, 3, 5, 7] and second.ids() == [2, 4, 6]  # ids are shared by every job
     assert broken.ended and broken not in registry.get("job1").subscribers
@@ -415,7 +415,7 @@ def test_a_reader_that_raises_is_detached_and_the_others_get_every_event(events)
 def test_a_lone_broken_reader_leaves_an_inbox_that_still_expires(events):
     clock, registry = make_registry()
     registry.subscribe("job1", Broken())
-    registry.deliver("job1", '{"n":1}')
+    registry.publish("job1", '{"n":1}')
     clock.advance(0)
     assert not registry.get("job1").subscribers
     clock.advance(300)
@@ -426,7 +426,7 @@ def test_a_reader_whose_id_is_from_no_history_of_ours_is_told_then_gets_everythi
     """As after the JetStream stream was made anew: its sequences started again."""
     clock, registry = make_registry()
     for n in range(3):
-        registry.deliver("job", f'{{"n":{n}}}')
+        registry.publish("job", f'{{"n":{n}}}')
     reader = Reader()
     registry.subscribe("job", reader, after=10**12)
     assert reader.received.startswith(b'event: gap\ndata: {"from":null,"to":null}\n\n')

@@ -34,7 +34,7 @@ def test_a_reset_ends_every_inbox_and_stream_forgets_ids_and_keeps_the_counters(
     reader = Reader()
     registry.open("a", "{}", "service.create", at(1))
     registry.subscribe("a", reader)
-    registry.deliver("b", "{}", None, at(2))
+    registry.publish("b", "{}", None, at(2))
     registry.subscribe("made-by-reader", Reader(), maker="alice")
     events = registry.events
     registry.reset()
@@ -50,7 +50,7 @@ def test_the_first_needed_id_is_the_oldest_kept_runs_first_event():
     assert registry.first_needed_id() is None
     registry.subscribe("watched-before-any-event", Reader(), maker="alice")
     assert registry.first_needed_id() is None, "an inbox with no event needs nothing"
-    registry.deliver("b", "{}", None, at(7, 3))
+    registry.publish("b", "{}", None, at(7, 3))
     registry.open("c", "{}", "service.create", at(9))
     assert registry.first_needed_id() == at(7, 3)
     registry.close("b", "{}", "service.create.done", at(10))
@@ -74,6 +74,6 @@ def test_ids_a_replay_starts_past_are_known():
     clock, registry = make()
     registry.start_after(at(100) - 1)
     assert registry.last_id == at(100) - 1
-    registry.deliver("x", "{}", None, at(101))
+    registry.publish("x", "{}", None, at(101))
     registry.start_after(at(50))
     assert registry.last_id == at(101), "never back"

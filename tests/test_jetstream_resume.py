@@ -93,7 +93,7 @@ def test_a_held_reader_starts_once_the_replay_passes_its_id_and_gets_exactly_wha
     stub.flush()
     assert not answered(asked) and list(holds.waiting.values()) == [3 << ID_SHIFT], "held, nothing sent"
     for seq in (2, 3, 4):
-        registry.deliver("job", f'{{"n":{seq}}}', None, seq << ID_SHIFT)
+        registry.publish("job", f'{{"n":{seq}}}', None, seq << ID_SHIFT)
     holds.replay_to(4 << ID_SHIFT)
     clock.advance(0)
     stub.flush()

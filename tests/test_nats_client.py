@@ -642,12 +642,12 @@ def test_servers_learnt_from_info_take_the_credentials_and_are_tried_next(
 def test_a_signer_answers_the_nonce_and_no_nonce_is_a_clear_refusal(
     servers: FakeServers, make_client: Callable[..., NATSClient]
 ) -> None:
-    from monit.nats.nkeys import Identity, NKey
+    from monit.nats.nkeys import NATSUser, NKey
 
     from pki import USER, KeyPair
 
     key = KeyPair(USER)
-    client = make_client(identity=Identity(NKey.from_seed(key.seed)))
+    client = make_client(user=NATSUser(NKey.from_seed(key.seed)))
     connection = servers.accept()
     connection.feed(b'INFO {"server_id":"S","nonce":"abc"}\r\n')
     connect = json.loads(connection.sent().split(b"\r\n")[0].partition(b" ")[2])

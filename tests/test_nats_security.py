@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import DeferredQueue
 
 from monit.nats.client import NATSClient
-from monit.nats.nkeys import Identity, NKey, creds_file, seed_file
+from monit.nats.nkeys import NATSUser, NKey, creds_file, seed_file
 from monit.nats.protocol import Msg
 from monit.nats.tls import ClientTLS
 
@@ -181,13 +181,13 @@ def test_tls_files_that_cannot_be_used_are_named(tmp_path: Path, ca: CA) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_an_nkey_user_signs_the_nonce(nkey_server: NATSServer, user_key: KeyPair, client) -> None:
-    signed = client(nkey_server.url, identity=Identity(NKey.from_seed(user_key.seed)))
+    signed = client(nkey_server.url, user=NATSUser(NKey.from_seed(user_key.seed)))
     assert (await round_trip(signed)).payload == b"over the wire"
 
 
 @pytest_twisted.ensureDeferred
 async def test_an_unknown_nkey_is_refused_with_the_servers_reason(nkey_server: NATSServer, client) -> None:
-    stranger = client(nkey_server.url, identity=Identity(NKey.from_seed(KeyPair(USER).seed)))
+    stranger = client(nkey_server.url, user=NATSUser(NKey.from_seed(KeyPair(USER).seed)))
     await wait_for(lambda: "Authorization Violation" in (stranger.problem or ""), what=lambda: stranger.problem)
 
 
@@ -214,7 +214,7 @@ async def test_a_creds_file_in_operator_mode(tmp_path: Path, client) -> None:
     server = NATSServer(extra=["-c", config])
     server.start()
     try:
-        signed = client(server.url, identity=creds_file(creds))
+        signed = client(server.url, user=creds_file(creds))
         assert (await round_trip(signed)).payload == b"over the wire"
         anonymous = client(server.url)
         await wait_for(lambda: "Authorization Violation" in (anonymous.problem or ""), what=lambda: anonymous.problem)

@@ -92,7 +92,7 @@ def test_one_user_makes_a_bounded_number_of_inboxes_nobody_opened():
 def test_a_flood_of_new_job_ids_never_refuses_a_job_and_never_grows_past_the_limit():
     clock, registry = make(max_inboxes=100)
     for n in range(10_000):
-        registry.deliver(f"flood{n}", "{}")
+        registry.publish(f"flood{n}", "{}")
     assert len(registry) <= 100 and registry.refused == 0 and registry.evicted >= 9_900
     registry.open("real", "{}", "service.create")
     assert "real" in registry
@@ -102,10 +102,10 @@ def test_histories_stay_within_the_memory_budget_least_recently_active_trimmed_f
     clock, registry = make(memory_budget=20_000, history=1000)
     payload = '"' + "x" * 100 + '"'  # frames of about 115 bytes
     for n in range(100):
-        registry.deliver("old", payload)
+        registry.publish("old", payload)
     clock.advance(1)
     for n in range(200):
-        registry.deliver("new", payload)
+        registry.publish("new", payload)
         assert registry.history_bytes <= 20_000
     old, new = registry.get("old"), registry.get("new")
     assert old.bytes < new.bytes and registry.history_bytes == old.bytes + new.bytes
@@ -116,7 +116,7 @@ def test_histories_stay_within_the_memory_budget_least_recently_active_trimmed_f
 
 def test_dropping_an_inbox_gives_its_bytes_back():
     clock, registry = make(expiry=5)
-    registry.deliver("gone", '"' + "x" * 100 + '"')
+    registry.publish("gone", '"' + "x" * 100 + '"')
     assert registry.history_bytes > 0
     clock.advance(5)
     assert "gone" not in registry and registry.history_bytes == 0
@@ -141,9 +141,9 @@ def test_replayed_events_are_judged_by_their_own_time():
 
 def test_an_event_delivered_again_is_not_taken_twice():
     clock, registry = make()
-    registry.deliver("job", '{"n":1}', event_id=5 << 20)
-    registry.deliver("job", '{"n":1}', event_id=5 << 20)
-    registry.deliver("job", '{"n":2}', event_id=(5 << 20) + 1)
+    registry.publish("job", '{"n":1}', event_id=5 << 20)
+    registry.publish("job", '{"n":1}', event_id=5 << 20)
+    registry.publish("job", '{"n":2}', event_id=(5 << 20) + 1)
     reader = Reader()
     registry.subscribe("job", reader)
     assert reader.received.count(b"data:") == 2
@@ -152,7 +152,7 @@ def test_an_event_delivered_again_is_not_taken_twice():
 def test_ids_from_the_stream_have_holes_and_readers_resume_between_them():
     clock, registry = make(history=3)
     for seq in (3, 9, 12, 20, 31):
-        registry.deliver("job", f'{{"seq":{seq}}}', event_id=seq << 20)
+        registry.publish("job", f'{{"seq":{seq}}}', event_id=seq << 20)
     fresh, resumed, behind = Reader(), Reader(), Reader()
     registry.subscribe("job", fresh)
     registry.subscribe("job", resumed, after=12 << 20)
@@ -169,22 +169,22 @@ def test_ids_from_the_stream_have_holes_and_readers_resume_between_them():
 def test_core_mode_ids_are_one_counter_for_every_job():
     clock, registry = make()
     registry.open("a", "{}", "service.create")
-    registry.deliver("b", "{}")
-    registry.deliver("a", "{}")
+    registry.publish("b", "{}")
+    registry.publish("a", "{}")
     base = registry.id_base
     assert (registry.get("a").last_id, registry.get("b").last_id, registry.last_id) == (base + 3, base + 2, base + 3)
 
 
 def test_jetstream_ids_come_from_the_stream_and_the_latest_is_known():
     clock, registry = make(jetstream=True)
-    registry.deliver("a", "{}", event_id=7 << 20)
-    registry.deliver("b", "{}", event_id=9 << 20)
+    registry.publish("a", "{}", event_id=7 << 20)
+    registry.publish("b", "{}", event_id=9 << 20)
     assert registry.last_id == 9 << 20 and registry.get("a").last_id == 7 << 20
 
 
 def test_room_for_several_inboxes_is_checked_at_once():
     clock, registry = make(max_inboxes_per_user=5)
-    registry.watch("old", Reader(), "mallory")
+    registry.follow_job("old", Reader(), "mallory")
     registry.admit_many(["old", "n1", "n2", "n3", "n4"], "mallory")  # four new: five in all
     with pytest.raises(UserInboxLimit):
         registry.admit_many(["n1", "n2", "n3", "n4", "n5"], "mallory")
@@ -193,20 +193,20 @@ def test_room_for_several_inboxes_is_checked_at_once():
 
 def test_watching_adds_a_follower_without_a_replay_and_a_closed_inbox_keeps_it_for_the_next_run():
     clock, registry = make(grace=1, retention=5)
-    registry.deliver("a", "{}")
+    registry.publish("a", "{}")
     reader = Reader()
-    inbox = registry.watch("a", reader, "alice")
+    inbox = registry.follow_job("a", reader, "alice")
     assert reader in inbox.subscribers and reader.received == b""
     registry.close("c", "{}", "service.create.done")
     clock.advance(2)
     follower = Reader()
-    closed = registry.watch("c", follower, "alice")
+    closed = registry.follow_job("c", follower, "alice")
     assert closed.closed and follower in closed.subscribers
     clock.advance(10)
     assert registry.get("c") is closed, "kept past its retention while followed"
     registry.open("c", "{}", "service.create")
     assert follower in registry.get("c").subscribers and closed.successor is registry.get("c")
-    registry.unfollow("c", follower)
+    registry.unfollow_job("c", follower)
     clock.advance(1)
     assert registry.get("c").state == "open" and not registry.get("c").subscribers
     assert registry.history_bytes == registry.get("c").bytes + inbox.bytes, "the old run's record went"
@@ -217,7 +217,7 @@ def test_after_flush_runs_once_every_inbox_has_handed_out_its_events():
     seen: list[int] = []
     reader = Reader()
     registry.subscribe("a", reader)
-    registry.deliver("a", "{}")
+    registry.publish("a", "{}")
     registry.after_flush(lambda: seen.append(len(reader.received)))
     registry.after_flush(lambda: 1 / 0)  # a failing one is logged; the others still run
     assert seen == []

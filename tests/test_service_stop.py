@@ -5,8 +5,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import LoopingCall, deferLater
 
+import treq
+
+from auth_service import auth_service  # noqa: F401 (a fixture)
 from streams import open_stream, start_monit
 from waiting import wait_for, within
 
@@ -45,3 +49,37 @@ async def test_a_stopped_service_leaves_no_timer_and_no_connection(nats_server, 
     await wait_for(lambda: selectables() <= before, what="monit's sockets closed")
     await deferLater(reactor, 0, lambda: None)  # a turn later, nothing came back
     assert selectables() <= before
+
+
+async def stopped_cleanly(monit, before: set[object]) -> None:
+    """Stop monit; then none of its timers is left and its sockets are closed."""
+    await within(monit.stopService())
+    assert [call for call in reactor.getDelayedCalls() if owned_by_monit(call)] == []
+    await wait_for(lambda: selectables() <= before, what="monit's sockets closed")
+    await deferLater(reactor, 0, lambda: None)  # a turn later, nothing came back
+    assert selectables() <= before
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_an_auth_service_the_bounds_tally_and_pooled_connections_go_too(nats_server, auth_service):
+    """--auth-url: a check refused at the bound starts the tally's timer; a check answered leaves a
+    pooled connection to the auth service. Both end with the service."""
+    before = selectables()
+    monit = await start_monit(nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_concurrency=1)
+    auth_service.hold = True
+    held = ensureDeferred(ask(monit, "slow-held"))
+    await wait_for(lambda: len(auth_service.held) == 1, what="one check in flight")
+    refused = await ask(monit, "slow-refused")
+    assert refused.code == 503 and monit.auth.remote.refused == 1
+    auth_service.release()
+    answered = await within(held)
+    assert answered.code == 200
+    answered.original._transport.loseConnection()
+    assert any(owned_by_monit(call) for call in reactor.getDelayedCalls()), "the tally's timer runs"
+
+    await stopped_cleanly(monit, before | set(auth_service.factory.protocols))
+    await wait_for(lambda: not auth_service.factory.protocols, what="the pooled connection closed by monit")
+
+
+async def ask(monit, token: str):
+    return await within(treq.get(f"{monit.base_url}/events?stream=j", headers={"X-Auth-Token": token}, unbuffered=True))

@@ -30,7 +30,7 @@ def watch(registry: InboxRegistry, settings: Settings, job: str, after: int = 0)
 def test_history_then_live_events_then_none_at_the_end():
     clock, registry, settings = make()
     registry.open("job", '{"id":"job"}', "service.create")
-    registry.deliver("job", '{"body":"one"}')
+    registry.publish("job", '{"body":"one"}')
     watcher = watch(registry, settings, "job")
     assert result_of(watcher.next()) == Event(1, "service.create", {"id": "job"})
     assert result_of(watcher.next()) == Event(2, "message", {"body": "one"})
@@ -47,7 +47,7 @@ def test_history_then_live_events_then_none_at_the_end():
 def test_after_skips_what_was_seen_and_a_gap_is_an_event():
     clock, registry, settings = make(history=2)
     for n in range(5):
-        registry.deliver("job", f'{{"n":{n}}}')
+        registry.publish("job", f'{{"n":{n}}}')
     watcher = watch(registry, settings, "job", after=1)
     assert result_of(watcher.next()) == Event(None, "gap", {"from": 2, "to": 3})
     assert [result_of(watcher.next()).data for _ in range(2)] == [{"n": 3}, {"n": 4}]
@@ -55,7 +55,7 @@ def test_after_skips_what_was_seen_and_a_gap_is_an_event():
 
 def test_base64_payloads_are_decoded():
     clock, registry, settings = make(base64=True)
-    registry.deliver("job", '{"body":"héllo"}')
+    registry.publish("job", '{"body":"héllo"}')
     assert result_of(watch(registry, settings, "job").next()).data == {"body": "héllo"}
 
 
@@ -66,7 +66,7 @@ def test_cancelling_a_wait_keeps_the_event_for_the_next_one():
     abandoned.cancel()
     with pytest.raises(CancelledError):
         result_of(abandoned)
-    registry.deliver("job", '{"n":1}')
+    registry.publish("job", '{"n":1}')
     clock.advance(0)
     assert result_of(watcher.next()).data == {"n": 1}
 
@@ -78,7 +78,7 @@ def test_cancel_unsubscribes():
     watcher.cancel()
     assert result_of(waiting) is None
     assert not registry.get("job").subscribers
-    registry.deliver("job", '{"n":1}')
+    registry.publish("job", '{"n":1}')
     clock.advance(0)
     assert result_of(watcher.next()) is None
 
@@ -86,13 +86,13 @@ def test_cancel_unsubscribes():
 def test_a_consumer_that_does_not_keep_up_is_dropped_like_a_slow_reader():
     clock, registry, settings = make(max_pending=1000)
     for n in range(50):  # history is not counted: joining a long job is fine
-        registry.deliver("job", '{"pad":"' + "x" * 100 + '"}')
+        registry.publish("job", '{"pad":"' + "x" * 100 + '"}')
     watcher = watch(registry, settings, "job")
     for n in range(8):
-        registry.deliver("job", '{"pad":"' + "x" * 100 + '"}')
+        registry.publish("job", '{"pad":"' + "x" * 100 + '"}')
         clock.advance(0)
     assert registry.get("job").subscribers
-    registry.deliver("job", '{"pad":"' + "x" * 100 + '"}')
+    registry.publish("job", '{"pad":"' + "x" * 100 + '"}')
     clock.advance(0)
     assert not registry.get("job").subscribers
     with pytest.raises(TooSlow):
@@ -101,7 +101,7 @@ def test_a_consumer_that_does_not_keep_up_is_dropped_like_a_slow_reader():
 
 def test_async_for_reads_until_the_end():
     clock, registry, settings = make()
-    registry.deliver("job", '{"n":1}')
+    registry.publish("job", '{"n":1}')
     registry.close("job", '{"id":"job"}', "build.create.done")
 
     async def collect() -> list[Event]:
@@ -115,7 +115,7 @@ def test_async_for_reads_until_the_end():
 def test_when_closed_fires_with_the_close_event_now_or_later():
     clock, registry, settings = make()
     later = registry.when_closed("job")
-    registry.deliver("job", '{"n":1}')
+    registry.publish("job", '{"n":1}')
     assert not later.called
     registry.close("job", '{"id":"job","status":"error"}', "service.create.error")
     closing = Event(2, "service.create.error", {"id": "job", "status": "error"})
@@ -134,9 +134,9 @@ def test_follow_sees_every_job_and_one_failing_follower_does_not_stop_it(events)
 
     stop = registry.follow(picky)
     for job, n in (("a", 1), ("b", 2), ("a", 3)):
-        registry.deliver(job, f'{{"n":{n}}}')
+        registry.publish(job, f'{{"n":{n}}}')
     stop()
-    registry.deliver("a", '{"n":4}')
+    registry.publish("a", '{"n":4}')
     assert seen == [("b", Event(2, "message", {"n": 2})), ("a", Event(3, "message", {"n": 3}))]
     assert len([e for e in events if "log_failure" in e]) == 1
 

@@ -164,7 +164,7 @@ def test_stream_headers_history_live_events_and_end(stub, registry, clock, token
     assert headers.getRawHeaders("cache-control") == ["no-cache"]
     assert headers.getRawHeaders("x-accel-buffering") == ["no"]
     chunks, done = read_stream(stub, response)
-    registry.deliver("job", '{"body":"live"}')
+    registry.publish("job", '{"body":"live"}')
     registry.close("job", '{"id":"job"}', "service.create.done")
     clock.advance(0)
     stub.flush()
@@ -194,7 +194,7 @@ def test_reconnect_after_the_end_is_204(stub, registry, clock, token):
 
 def test_last_event_id_replays_only_what_was_missed(stub, registry, token):
     for n in range(5):
-        registry.deliver("job", str(n))
+        registry.publish("job", str(n))
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token, "Last-Event-ID": str(BASE + 3)})
     chunks, _ = read_stream(stub, response)
     assert b"".join(chunks) == b"retry: 3000\n\nid: %d\ndata: 3\n\nid: %d\ndata: 4\n\n" % (BASE + 4, BASE + 5)

@@ -93,13 +93,13 @@ async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
     largest_unsent = 0
     deadline = time.monotonic() + 30
     while served.web.streams.dropped == 0 and time.monotonic() < deadline:
-        served.registry.deliver("job", json.dumps({"n": sent, "pad": "x" * 20_000}))
+        served.registry.publish("job", json.dumps({"n": sent, "pad": "x" * 20_000}))
         sent += 1
         await deferLater(reactor, 0, lambda: None)  # one reactor turn: the batch goes out
         largest_unsent = max(largest_unsent, stalled_stream._writer.unsent())
     stalled.close()
     assert served.web.streams.dropped == 1, "the stalled reader was never dropped"
-    served.registry.deliver("job", json.dumps({"n": sent}))
+    served.registry.publish("job", json.dumps({"n": sent}))
     await wait_for(lambda: len(healthy.events) == sent + 1)
     healthy.close()
     return healthy, stalled_stream, largest_unsent

@@ -43,8 +43,8 @@ class Other:
 
 def test_a_frame_waits_for_a_lower_id_that_is_not_handed_out_yet(registry, clock):
     request, stream, _ = follow(registry, clock, ["a", "b"])
-    registry.deliver("a", event(1))  # id 1, pending
-    registry.deliver("b", event(2))  # id 2, pending
+    registry.publish("a", event(1))  # id 1, pending
+    registry.publish("b", event(2))  # id 2, pending
     registry.subscribe("b", Other())  # a new reader of b: b's pending is handed out first, a's is not
     stream.resumeProducing()  # the socket asks for more before the flush: b's id 2 must wait for a's id 1
     assert request.ids() == []
@@ -55,7 +55,7 @@ def test_a_frame_waits_for_a_lower_id_that_is_not_handed_out_yet(registry, clock
 def test_jobs_interleaved_in_one_turn_go_out_in_id_order(registry, clock):
     request, _, _ = follow(registry, clock, ["a", "b", "c"])
     for n in range(30):
-        registry.deliver("abc"[n % 3], event(n))
+        registry.publish("abc"[n % 3], event(n))
     clock.advance(0)
     assert request.ids() == list(range(1, 31))
     text = b"".join(request.written)
@@ -64,7 +64,7 @@ def test_jobs_interleaved_in_one_turn_go_out_in_id_order(registry, clock):
 
 def test_a_long_history_of_several_jobs_comes_at_the_pace_of_the_socket(registry, clock):
     for n in range(1500):  # about 200 KB over three jobs
-        registry.deliver("abc"[n % 7 % 3], event(n))
+        registry.publish("abc"[n % 7 % 3], event(n))
     clock.advance(0)
     request, _, streams = follow(registry, clock, ["a", "b", "c"])
     assert len(request.transport.value()) < 4096 + 70_000, "one batch at a time"
@@ -75,26 +75,26 @@ def test_a_long_history_of_several_jobs_comes_at_the_pace_of_the_socket(registry
 
 def test_a_reader_resuming_from_one_id_gets_only_what_it_has_not_seen_of_each_job(registry, clock):
     for n in range(10):
-        registry.deliver("ab"[n % 2], event(n))
-    registry.deliver("c", event(10))
+        registry.publish("ab"[n % 2], event(n))
+    registry.publish("c", event(10))
     clock.advance(0)
     request, _, _ = follow(registry, clock, ["a", "b", "c"], after=6)
     assert request.ids() == [7, 8, 9, 10, 11]
 
 
 def test_a_job_that_had_no_events_when_the_reader_left_is_given_from_its_start(registry, clock):
-    registry.deliver("a", event(0))
+    registry.publish("a", event(0))
     clock.advance(0)
     request, _, _ = follow(registry, clock, ["a", "b"], after=1)  # b is new: made by the reader
-    registry.deliver("b", event(1))
-    registry.deliver("b", event(2))
+    registry.publish("b", event(1))
+    registry.publish("b", event(2))
     clock.advance(0)
     assert request.ids() == [2, 3] and b"gap" not in b"".join(request.written)
 
 
 def test_an_id_from_no_history_of_ours_gets_a_notice_per_job_then_everything(registry, clock):
-    registry.deliver("a", event(0))
-    registry.deliver("b", event(1))
+    registry.publish("a", event(0))
+    registry.publish("b", event(1))
     clock.advance(0)
     request, _, _ = follow(registry, clock, ["a", "b"], after=99)
     text = b"".join(request.written)
@@ -138,7 +138,7 @@ def test_a_reader_that_takes_nothing_for_a_heartbeat_is_dropped_from_every_job(r
     request, _, streams = follow(registry, clock, ["a", "b"], capacity=200, max_pending=1000)
     streams.start()
     for n in range(30):
-        registry.deliver("ab"[n % 2], event(n))
+        registry.publish("ab"[n % 2], event(n))
         clock.advance(0)
     clock.advance(15)  # the first heartbeat notes what is unsent
     assert not request.transport.disconnecting
@@ -175,11 +175,11 @@ def test_a_job_that_opens_again_is_followed_into_its_new_run(registry, clock):
     request, stream, streams = follow(registry, clock, ["a", "b"])
     registry.open("a", '{"run":1}', "service.create")
     registry.close("a", '{"run":1}', "service.create.done")
-    registry.deliver("b", event(0))
+    registry.publish("b", event(0))
     clock.advance(0.5)  # in a's grace period
     registry.open("a", '{"run":2}', "service.create")
-    registry.deliver("a", event(1))
-    registry.deliver("b", event(2))
+    registry.publish("a", event(1))
+    registry.publish("b", event(2))
     clock.advance(0)
     assert request.ids() == list(range(1, 7))
     clock.advance(2)  # run 1's grace is over: the response follows run 2
@@ -207,13 +207,13 @@ def test_a_job_that_opens_again_after_its_record_was_kept_for_the_follower(regis
 
 def test_a_reader_resuming_in_a_run_before_the_latest_gets_its_rest_then_the_new_run(registry, clock):
     registry.open("a", "{}", "service.create")
-    registry.deliver("a", event(0))
-    registry.deliver("b", event(1))
+    registry.publish("a", event(0))
+    registry.publish("b", event(1))
     registry.close("a", "{}", "service.create.done")
     clock.advance(0.5)
     registry.open("a", "{}", "service.create")
-    registry.deliver("a", event(2))
-    registry.deliver("b", event(3))
+    registry.publish("a", event(2))
+    registry.publish("b", event(3))
     clock.advance(0)
     request, _, _ = follow(registry, clock, ["a", "b"], after=2)
     assert request.ids() == [3, 4, 5, 6, 7]
@@ -225,10 +225,10 @@ def test_a_reader_from_before_a_core_mode_restart_is_told_of_the_gap_in_each_job
     clock.advance(2_000_000)
     registry = InboxRegistry(clock, **registry_options(Settings(grace=1)))
     before = registry.id_base - 500  # an id the previous process gave
-    registry.deliver("a", event(0))
+    registry.publish("a", event(0))
     clock.advance(0)
     request, _, _ = follow(registry, clock, ["a", "b"], after=before)
-    registry.deliver("b", event(1))
+    registry.publish("b", event(1))
     clock.advance(0)
     gaps = [(job, data) for name, job, data in frames(request) if name == "gap"]
     assert gaps == [("a", {"from": before + 1, "to": registry.id_base}),
@@ -257,7 +257,7 @@ def test_jobs_that_run_again_and_again_reach_a_reader_that_comes_and_goes_exactl
             registry.close(job, "{}", "service.create.done")
             state[job] = "closed"
         else:
-            registry.deliver(job, event(step))
+            registry.publish(job, event(step))
         published[job].append(registry.last_id)
         clock.advance(rng.choice([0, 0, 0, 0.4, 1.5]))
         if stream is not None and rng.random() < 0.05:

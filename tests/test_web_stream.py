@@ -74,7 +74,7 @@ def test_a_client_that_goes_away_is_unsubscribed_at_once(registry, clock):
     request.processingFailed(Failure(ConnectionLost()))
     assert not registry.get("job").subscribers
     assert len(streams) == 0
-    registry.deliver("job", '"after"')
+    registry.publish("job", '"after"')
     clock.advance(0)
     assert b"after" not in b"".join(request.written)
 
@@ -89,14 +89,14 @@ def test_past_max_pending_a_reader_falls_behind_then_catches_up_from_the_history
     stream = EventStream(request, OneJob(registry, "job"), streams, "slow", clock, max_pending=1000)
     stream.run()
     for n in range(30):  # frames of about 130 bytes: past 1,000 unsent bytes it writes nothing more
-        registry.deliver("job", event(n))
+        registry.publish("job", event(n))
         clock.advance(0)
     assert 1000 < len(request.transport.value()) < 1400
     request.drain()  # the socket empties: what it missed comes from the history, at its pace
     while request.paused:
         request.drain()
     assert request.ids() == list(range(1, 31))
-    registry.deliver("job", event(30))
+    registry.publish("job", event(30))
     clock.advance(0)
     assert request.ids()[-1] == 31 and streams.dropped == 0
 
@@ -108,7 +108,7 @@ def test_a_reader_that_fell_out_of_the_history_is_told_of_the_gap(clock):
     stream = EventStream(request, OneJob(registry, "job"), streams, "slow", clock, max_pending=300)
     stream.run()
     for n in range(30):
-        registry.deliver("job", event(n))
+        registry.publish("job", event(n))
         clock.advance(0)
     seen = request.ids()
     while request.paused:
@@ -119,7 +119,7 @@ def test_a_reader_that_fell_out_of_the_history_is_told_of_the_gap(clock):
 
 def test_a_long_history_is_replayed_at_the_pace_of_the_socket(registry, clock):
     for n in range(500):  # about 65 KB of history, against 1,000 bytes of max_pending
-        registry.deliver("job", event(n))
+        registry.publish("job", event(n))
     clock.advance(0)
     streams = StreamSet(clock, 15, 3000)
     request = StreamingRequest(capacity=4096)
@@ -136,7 +136,7 @@ def test_a_reader_that_takes_nothing_for_a_heartbeat_is_dropped(registry, clock)
     stream = EventStream(request, OneJob(registry, "job"), streams, "stalled", clock, max_pending=1000)
     stream.run()
     for n in range(30):
-        registry.deliver("job", event(n))
+        registry.publish("job", event(n))
         clock.advance(0)
     clock.advance(15)  # the first heartbeat notes what is unsent
     assert not request.transport.disconnecting
@@ -152,7 +152,7 @@ def test_a_reader_that_catches_up_is_kept(registry, clock):
     stream = EventStream(request, OneJob(registry, "job"), streams, "ok", clock, max_pending=1000)
     stream.run()
     for n in range(50):
-        registry.deliver("job", event(n))
+        registry.publish("job", event(n))
         clock.advance(0)
         request.drain()  # the socket took it all
     assert streams.dropped == 0 and registry.get("job").subscribers

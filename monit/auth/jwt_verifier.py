@@ -265,9 +265,11 @@ def _user(claims: Mapping[str, Any]) -> str:
 
 
 class NATSRequester(Protocol):
-    """What fetching the secret uses of a NATS client: one request."""
+    """What fetching the secret uses of a NATS client: one request, once connected."""
 
     def request(self, subject: str, payload: bytes, timeout: float) -> Deferred[Any]: ...
+
+    def when_connected(self) -> Deferred[None]: ...
 
 
 def secret_from_nats(client: NATSRequester, timeout: float) -> Callable[[], Deferred[str]]:

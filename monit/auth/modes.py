@@ -1,9 +1,11 @@
 """The ways an operator can have tokens checked, and how they combine."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import attrs
-from twisted.application.service import MultiService
-from twisted.internet.defer import Deferred, succeed
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -14,41 +16,105 @@ from monit.auth.bound import BoundedVerifier
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.jwks import JWKS, jwks_http_client
-from monit.auth.jwt_verifier import ALGORITHM, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats
+from monit.auth.jwt_verifier import (
+    ALGORITHM, SECRET_SUBJECT, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats,
+)
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
 from monit.auth.options import AuthOptions
 from monit.auth.redis_connection import RedisConnection, RedisTarget, redis_endpoint
 from monit.auth.redis_verifier import Deadline, RedisVerifier
 from monit.auth.remote import RemoteVerifier, remote_http_client, remote_pool
 from monit.auth.signed import SignedJWTVerifier, fixed_key
+from monit.nats.protocol import NoResponders
 from monit.nats.tls import ClientTLS
 from monit.redact import redacted_url
 
 log = Logger()
 
 
-@attrs.frozen
-class Verification:
-    """The verifier the settings call for, and the parts the service starts and stops."""
+class Verification(MultiService):
+    """Token checking as one service: the verifier the settings call for, and the parts it runs.
 
-    verifier: CachingVerifier
-    jwt: JWTVerifier | None  # its secret is fetched (and checked) at start when not given
-    pool: HTTPConnectionPool | None  # the auth service's connections, closed at stop
-    remote: BoundedVerifier | None = None  # the bound on the auth service's or Redis's checks, for the metrics
-    jwks: JWKS | None = None  # a service of its own: fetches at start, and now and then
-    redis: MultiService | None = None  # Redis's lookups and their bound: connect at start; say and close at stop
-    backend: RemoteVerifier | RedisVerifier | None = None  # the auth service or Redis, whose trouble /readyz says
+    Its children are what keeps time or connections: the JWKS refresh, Redis's
+    connection, the bound's tally of refusals. At start, a JWT secret to be
+    fetched from NATS is asked for once NATS is up, so that nobody answering
+    is a start-up problem (``on_fatal``); at stop, the auth service's pooled
+    connections are closed.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        verifier: CachingVerifier,
+        *,
+        jwt: JWTVerifier | None = None,
+        pool: HTTPConnectionPool | None = None,
+        jwks: JWKS | None = None,
+        remote: BoundedVerifier | None = None,
+        backend: RemoteVerifier | RedisVerifier | None = None,
+        parts: Iterable[Service] = (),
+        when_connected: Callable[[], Deferred[None]] | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__()
+        self.verifier = verifier
+        self.jwt = jwt  # its secret is fetched (and checked) at start when not given
+        self.jwks = jwks  # its problem is shown in /readyz
+        self.remote = remote  # the bound on the auth service's or Redis's checks, for the metrics
+        self.backend = backend  # the auth service or Redis, whose trouble /readyz says
+        self._pool = pool
+        self._when_connected = when_connected  # NATS's, when the secret is to be fetched from it
+        self._on_fatal = on_fatal or self._log_fatal
+        for part in parts:
+            part.setServiceParent(self)
 
     def problems(self) -> list[str]:
         """What keeps tokens from being checked now, in words, backend by backend (for /readyz)."""
         backends: list[JWKS | RemoteVerifier | RedisVerifier | None] = [self.jwks, self.backend]
         return [problem for backend in backends if backend is not None and (problem := backend.problem)]
 
+    def startService(self) -> None:
+        super().startService()
+        jwt = self.jwt
+        if jwt is not None and self._when_connected is not None:
+            checked = self._when_connected().addCallback(lambda _: jwt.secret())
+            checked.addErrback(self._no_secret)
 
-def verification_for(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> Verification:
+    def stopService(self) -> Deferred[object]:
+        stopped: Deferred[object] = maybeDeferred(super().stopService)
+        pool = self._pool
+        if pool is not None:
+            stopped.addCallback(lambda _: pool.closeCachedConnections())
+        return stopped
+
+    def _no_secret(self, failure: Failure) -> None:
+        """Nobody answers for the secret: a start-up problem. A slow answer is not."""
+        if failure.check(CancelledError):
+            return
+        error = failure.value
+        cause = error.__cause__ if isinstance(error, AuthUnavailable) else error
+        if isinstance(cause, (NoResponders, ValueError)):
+            self._on_fatal(
+                f"monit: no JWT secret: pass --jwt-secret, set JWT_SECRET or answer {SECRET_SUBJECT} on NATS"
+            )
+        else:
+            self.log.warn("JWT secret not fetched yet; asking again on the first request")
+
+    def _log_fatal(self, line: str) -> None:
+        self.log.critical("{line}", line=line)
+
+
+def verification_for(
+    settings: AuthOptions,
+    reactor: IReactorTime,
+    nats: NATSRequester,
+    on_fatal: Callable[[str], None] | None = None,
+) -> Verification:
     """JWTs (with a secret or with public keys) and/or the auth URL or Redis; with none, NATS's secret.
 
-    Every mode sits behind one cache of answers.
+    Every mode sits behind one cache of answers. ``on_fatal`` is told when
+    NATS is up and nobody answers for the secret.
     """
     jwt: JWTVerifier | None = None
     jwks: JWKS | None = None
@@ -75,9 +141,14 @@ def verification_for(settings: AuthOptions, reactor: IReactorTime, nats: NATSReq
         else:
             inner = asked.verifier if local is None else FirstValid(local, asked.verifier)
     cache = CachingVerifier(inner, reactor, ttl=cache_ttl(settings))
+    when_connected = nats.when_connected if jwt is not None and not settings.jwt_secret else None
+    parts: list[Service] = [] if jwks is None else [jwks]
     if asked is None:
-        return Verification(cache, jwt, pool, jwks=jwks)
-    return Verification(cache, jwt, pool, asked.bound, jwks, asked.service, asked.backend)
+        return Verification(cache, jwt=jwt, jwks=jwks, parts=parts, when_connected=when_connected, on_fatal=on_fatal)
+    return Verification(
+        cache, jwt=jwt, pool=pool, jwks=jwks, remote=asked.bound, backend=asked.backend,
+        parts=[*parts, asked.service], when_connected=when_connected, on_fatal=on_fatal,
+    )
 
 
 @attrs.frozen
@@ -87,7 +158,7 @@ class _Asked:
     verifier: ITokenVerifier  # the backend behind its bound
     bound: BoundedVerifier
     backend: RemoteVerifier | RedisVerifier
-    service: MultiService | None = None  # started and stopped by the service
+    service: Service  # what keeps time or a connection for it: started and stopped with the rest
 
 
 def asks_a_service(settings: AuthOptions) -> bool:
@@ -142,7 +213,7 @@ def _remote(settings: AuthOptions, reactor: IReactorTime, pool: HTTPConnectionPo
     bound = BoundedVerifier(
         remote, reactor, settings.auth_concurrency, log=remote.log, kind=redacted_url(settings.auth_url)
     )
-    return _Asked(bound, bound, remote)
+    return _Asked(bound, bound, remote, bound)
 
 
 def _redis(settings: AuthOptions, reactor: IReactorTime) -> _Asked:

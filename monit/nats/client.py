@@ -43,7 +43,7 @@ from monit._twisted import early_disconnect
 from monit._twisted.early_disconnect import SurviveEarlyDisconnectFactory
 from monit._twisted.quiet_logs import QuietClientService
 from monit._twisted.seam import fits
-from monit.nats.nkeys import Identity
+from monit.nats.nkeys import NATSUser
 from monit.nats.protocol import (
     Msg,
     NATSProtocol,
@@ -263,10 +263,10 @@ class NATSClient(Service):
         initial_delay: float = 0.1,
         max_delay: float = 5.0,
         tls: ClientTLS | None = None,
-        identity: Identity | None = None,
+        user: NATSUser | None = None,
     ) -> None:
         """``tls``: the CA and client certificate for TLS (the system's CAs if None);
-        ``identity``: an NKey or ``.creds`` user to sign the server's nonce with."""
+        ``user``: an NKey or ``.creds`` user to sign the server's nonce with."""
         if not urls:
             raise ValueError("no NATS server URL given")
         self._reactor = reactor
@@ -276,7 +276,7 @@ class NATSClient(Service):
         self._max_pings_out = max_pings_out
         self._tls = tls
         self._want_tls = tls is not None  # TLS options given: every server, tls:// or not
-        self._identity = identity
+        self._user = user
         self._why_not = "not connected yet"
         servers = [_Server.parse(url) for url in urls]
         self._endpoint = _RoundRobinEndpoint(reactor, servers, self._not_connected)
@@ -372,7 +372,7 @@ class NATSClient(Service):
             on_info=lambda info: self._learn(info, server),
             tls=lambda: self._client_tls().for_server(server.name),
             want_tls=server.tls or self._want_tls,
-            sign=self._identity.connect_fields if self._identity is not None else None,
+            sign=self._user.connect_fields if self._user is not None else None,
         )
 
     def _client_tls(self) -> ClientTLS:

@@ -77,7 +77,7 @@ class NKey:
 
 
 @attrs.frozen
-class Identity:
+class NATSUser:
     """What monit answers a server's nonce with: an NKey, and a user JWT with it (``.creds``)."""
 
     key: NKey
@@ -89,16 +89,16 @@ class Identity:
         return {**who, "sig": self.key.sign(nonce)}
 
 
-def seed_file(path: str) -> Identity:
+def seed_file(path: str) -> NATSUser:
     """The identity in an NKey seed file, or ValueError naming the file and the problem."""
     text = _read(path)
     try:
-        return Identity(NKey.from_seed(text))
+        return NATSUser(NKey.from_seed(text))
     except ValueError as error:
         raise ValueError(f"{path} {error}") from None
 
 
-def creds_file(path: str) -> Identity:
+def creds_file(path: str) -> NATSUser:
     """The user JWT and seed of a ``.creds`` file (as ``nsc`` writes them), or ValueError."""
     blocks = {name: body.strip() for name, body in _CREDS_BLOCK.findall(_read(path))}
     jwt = blocks.get("NATS USER JWT")
@@ -106,7 +106,7 @@ def creds_file(path: str) -> Identity:
     if not jwt or not seed:
         raise ValueError(f"{path} is not a .creds file: it needs a NATS USER JWT and a USER NKEY SEED block")
     try:
-        return Identity(NKey.from_seed(seed), jwt)
+        return NATSUser(NKey.from_seed(seed), jwt)
     except ValueError as error:
         raise ValueError(f"{path}: its seed {error}") from None
 

@@ -233,7 +233,7 @@ class MonitWeb(Service):
         )
 
     @app.route("/watch", methods=["GET"])
-    def watch(self, request: IRequest) -> bytes:
+    def watch_page(self, request: IRequest) -> bytes:
         """A page that follows one job live, for a person with a browser."""
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         request.setHeader(b"content-security-policy", self._page_policy)

@@ -103,7 +103,7 @@ class ManyJobs:
 
     def _follow(self, job_id: str, after: int, maker: str) -> _Job:
         job = _Job(job_id, self)
-        run = job.run = self._registry.watch(job_id, job, maker, after)
+        run = job.run = self._registry.follow_job(job_id, job, maker, after)
         # A reader past the job's last event has all of it so far; the job's next events
         # come after every id the reader has.
         job.cursor = run.last_id if run.start is not None and after >= run.last_id else after
@@ -197,4 +197,4 @@ class ManyJobs:
     def detach(self, stream: EventStream) -> None:
         self._catch_up = None
         for job in self._jobs:
-            self._registry.unfollow(job.id, job)
+            self._registry.unfollow_job(job.id, job)
