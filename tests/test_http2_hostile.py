@@ -438,31 +438,60 @@ def read_acking(client: RawH2, live: set[int], condition, timeout: float = 15.0)
     client.read_until(acknowledge_then, timeout)
 
 
+def last_seen(client: RawH2, stream: int) -> int:
+    """The ``n`` of the last whole event the stream has had, or -1."""
+    seen = sse_events(client.body(stream))
+    return seen[-1]["n"] if seen else -1
+
+
+def stalled_beside_live(monit: TLSMonit) -> tuple[RawH2, int, set[int]]:
+    """A connection watching one job on four streams: the first never gives its window back."""
+    client = RawH2(monit)
+    stalled = client.get("/events?stream=shared", monit.token())
+    live = {client.get("/events?stream=shared", monit.token()) for _ in range(3)}
+    read_acking(client, live, lambda events: all(client.responded(s) for s in live | {stalled}))
+    return client, stalled, live
+
+
 def test_a_stalled_stream_is_reset_alone_while_live_streams_beside_it_keep_receiving(
     tmp_path, nats_server, publisher
 ):
     monit = start(tmp_path, nats_server, "--heartbeat", "0.5", "--max-pending", "4096")
-    client = RawH2(monit)
+    client, stalled, live = stalled_beside_live(monit)
     try:
-        stalled = client.get("/events?stream=shared", monit.token())
-        live = {client.get("/events?stream=shared", monit.token()) for _ in range(3)}
-        read_acking(client, live, lambda events: all(client.responded(s) for s in live | {stalled}))
+        began = time.monotonic()
+        n = 0
+        while client.reset_code(stalled) is None:  # events flow on; the live streams take each
+            assert time.monotonic() - began < 5.0, f"not reset; {len(client.body(stalled))} bytes taken"
+            publish(publisher, "shared", {"n": n, "pad": "x" * 1000})
+            read_acking(client, live, lambda events: all(last_seen(client, s) == n for s in live))
+            n += 1
 
-        def last_seen(stream: int) -> int:
-            seen = sse_events(client.body(stream))
-            return seen[-1]["n"] if seen else -1
+        assert client.reset_code(stalled) == ErrorCodes.CANCEL
+        assert n > 64, "reset once its 64 kB window was spent, not before"
+        assert 0 < len(client.body(stalled)) <= 65535, "it got what its window allowed, no more"
+        assert client.goaway is None and not client.closed, "the connection lives"
+        assert all(client.reset_code(s) is None for s in live)
+    finally:
+        client.close()
+        stop(monit)
 
+
+def test_a_stream_that_stalls_with_the_last_events_of_a_burst_is_reset_too(tmp_path, nats_server, publisher):
+    monit = start(tmp_path, nats_server, "--heartbeat", "0.5", "--max-pending", "4096")
+    client, stalled, live = stalled_beside_live(monit)
+    try:
         for n in range(100):  # 100 kB: past the stalled stream's window (64 kB) and --max-pending
             publish(publisher, "shared", {"n": n, "pad": "x" * 1000})
         published = time.monotonic()
-        read_acking(client, live, lambda events: all(last_seen(s) == 99 for s in live))
+        read_acking(client, live, lambda events: all(last_seen(client, s) == 99 for s in live))
         read_acking(client, live, lambda events: client.reset_code(stalled) is not None, timeout=5.0)
 
         assert client.reset_code(stalled) == ErrorCodes.CANCEL
         assert time.monotonic() - published < 3.0, "reset after about two heartbeats"
         assert 0 < len(client.body(stalled)) <= 65535, "it got what its window allowed, no more"
         publish(publisher, "shared", {"n": 100})
-        read_acking(client, live, lambda events: all(last_seen(s) == 100 for s in live))
+        read_acking(client, live, lambda events: all(last_seen(client, s) == 100 for s in live))
         assert client.goaway is None and not client.closed, "the connection lives"
         assert all(client.reset_code(s) is None for s in live)
     finally:
