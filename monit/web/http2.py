@@ -306,9 +306,10 @@ class MonitH2Connection(TwistedProtocol):
         except h2.exceptions.ProtocolError as error:  # h2 has queued a GOAWAY with the error's code
             self._abandon(f"{type(error).__name__}: {error}")
             return
+        reset = _reset_in(events)
         for event in events:
             handler = _HANDLERS.get(type(event))
-            if handler is not None:
+            if handler is not None and not (reset and type(event) is h2.events.RequestReceived and event.stream_id in reset):
                 handler(self, event)
             if self._gone_away:
                 return
@@ -381,14 +382,12 @@ class MonitH2Connection(TwistedProtocol):
             self._count_reset()
 
     def _window_updated(self, event: h2.events.WindowUpdated | h2.events.RemoteSettingsChanged) -> None:
+        """Wake the blocked streams that now have room: their own window and the connection's."""
         stream_id = getattr(event, "stream_id", 0)
-        if stream_id:
-            stream = self._streams.get(stream_id)
-            if stream is not None and stream.blocked:
-                self._unblock(stream)
-            return
-        for stream in tuple(self._streams.values()):  # the connection's window, or every stream's
-            if stream.blocked:
+        streams = [self._streams.get(stream_id)] if stream_id else tuple(self._streams.values())
+        window = self.conn.local_flow_control_window
+        for stream in streams:
+            if stream is not None and stream.blocked and window(stream.stream_id) > 0:
                 self._unblock(stream)
 
     def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
@@ -622,6 +621,17 @@ class MonitH2Connection(TwistedProtocol):
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = self._clock.callLater(CLOSE_AFTER_GOAWAY, transport.abortConnection)
+
+
+def _reset_in(events: list[h2.events.Event]) -> set[int] | None:
+    """The streams the client reset in this read: a request among them is not answered.
+
+    h2 has closed such a stream (or forgotten it) before monit sees its
+    request, so an answer could only fail.
+    """
+    if len(events) < 2:
+        return None
+    return {event.stream_id for event in events if type(event) is h2.events.StreamReset} or None
 
 
 def _head_too_slow(stream: ServerStream) -> None:
