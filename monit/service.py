@@ -12,6 +12,8 @@ from twisted.internet.interfaces import IReactorProcess, IReactorTime
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
+from monit import tuning
+from monit._twisted.startup import check_all
 from monit.auth.modes import verification_for
 from monit.auth.options import AuthOptions
 from monit.embedded import EmbeddedNATS
@@ -22,6 +24,7 @@ from monit.metrics import MonitCollector, exposition
 from monit.nats.client import NATSClient
 from monit.nats.nkeys import NATSUser, creds_file, seed_file
 from monit.nats.tls import ClientTLS
+from monit.probe import RoundTrip
 from monit.registry import InboxRegistry
 from monit.routing import Router
 from monit.settings import Settings
@@ -36,9 +39,10 @@ class MonitService(MultiService):
 
     Children start in the order they are made: the embedded nats-server if
     asked for, NATS, the registry, the router, the JetStream feed, token
-    checking, the web app, the listener. Stopping goes: stop accepting, end
-    every stream with a retry hint, close the HTTP connections once written,
-    then the rest in reverse order, NATS last.
+    checking, the round trip of ``/readyz?deep=1``, the web app, the
+    listener. Stopping goes: stop accepting, end every stream with a retry
+    hint, close the HTTP connections once written, then the rest in reverse
+    order, NATS last.
 
     A program of the same process can act on jobs directly: ``watch`` reads
     one job's events, ``when_closed`` waits for its end, and ``follow`` sees
@@ -54,6 +58,7 @@ class MonitService(MultiService):
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
+        check_all()  # against the installed Twisted: each misfit said once; Unfit when monit cannot run with it
         self.settings = settings
         self.on_fatal = on_fatal or self._log_fatal
         nats_urls = settings.nats
@@ -91,12 +96,15 @@ class MonitService(MultiService):
                 self.nats.subscribe(subject, self.router)
         self.auth = verification_for(auth_options(settings), reactor, self.nats, self.on_fatal)
         self.auth.setServiceParent(self)
+        self.round_trip = RoundTrip(self.nats, reactor)
+        self.round_trip.setServiceParent(self)
         self.web = MonitWeb(
             self.registry,
             self.auth.verifier,
             reactor,
             **web_options(settings),
             readiness=self.readiness,
+            round_trip=self.round_trip.check,
             metrics=self._metrics if settings.metrics else None,
             hold=self.feed.hold if self.feed is not None else None,
         )
@@ -162,6 +170,10 @@ class MonitService(MultiService):
         return self.registry.follow(follower)
 
     # Service
+
+    def startService(self) -> None:
+        tuning.apply()
+        super().startService()
 
     def _log_fatal(self, line: str) -> None:
         self.log.critical("{line}", line=line)

@@ -1,7 +1,6 @@
 """``twistd monit``: options made from ``Settings``, and the service they build."""
 from __future__ import annotations
 
-import gc
 import os
 import signal
 import sys
@@ -128,21 +127,11 @@ def _stop_cleanly_on_signals(reactor: IReactorCore) -> None:
         signal.signal(signum, handler)
 
 
-# Young collections between full ones (Python's default is 10): ten times as few full pauses.
-FULL_COLLECTION_EVERY = 100
-
-
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)
-    # What exists once running (modules, classes, the services) lives as long as the process:
-    # out of the collector's way, every full collection (a pause for every reader) is shorter.
-    # And there are fewer: a flood of new jobs keeps inboxes long enough to reach the oldest
-    # generation, which Python would otherwise walk whole every few seconds.
-    reactor.callWhenRunning(gc.freeze)
-    gc.set_threshold(700, 10, FULL_COLLECTION_EVERY)
     try:
         return MonitService(reactor, options.settings, on_fatal=fatal)
-    except (RuntimeError, ValueError) as error:  # no nats-server or its port taken; NATS TLS files
+    except (RuntimeError, ValueError) as error:  # no nats-server or its port taken; NATS TLS files; a Twisted monit cannot use
         sys.exit(f"monit: {error}")

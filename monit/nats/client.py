@@ -1,5 +1,10 @@
 """A reconnecting NATS client service around Twisted's ClientService.
 
+ClientService comes shielded and quiet (``monit._twisted``): a connection
+lost while its handshake is pending does not raise out of it, and its line
+per retry is left out, since the client says why it cannot connect, once per
+reason.
+
 Subscriptions outlive connections: each keeps its sid, and every new
 connection subscribes them all again before anyone may use it.
 """
@@ -15,8 +20,7 @@ from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import attrs
-from automat import NoTransition
-from twisted.application.internet import ClientService, backoffPolicy
+from twisted.application.internet import backoffPolicy
 from twisted.application.service import Service
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
@@ -30,11 +34,15 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
 )
 from twisted.internet.protocol import Factory, connectionDone
-from twisted.logger import Logger, LogPublisher
-from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from monit._twisted import early_disconnect
+from monit._twisted.early_disconnect import SurviveEarlyDisconnectFactory
+from monit._twisted.quiet_logs import QuietClientService
+from monit._twisted.seam import fits
 from monit.nats.nkeys import NATSUser
 from monit.nats.protocol import (
     Msg,
@@ -139,29 +147,6 @@ class _Server:
         return {}
 
 
-class _SurviveEarlyDisconnect(ProtocolWrapper):
-    """Keep ClientService from raising out of connectionLost.
-
-    ClientService (Twisted 26.10) has no transition for a connection that
-    closes while prepareConnection is pending, or after it failed: it raises
-    NoTransition.  By then the NATS protocol has already been told, and the
-    failed handshake has already been counted as a failed attempt.
-    """
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        try:
-            super().connectionLost(reason)
-        except NoTransition:
-            pass
-
-
-class _SurviveEarlyDisconnectFactory(WrappingFactory):
-    """Puts _SurviveEarlyDisconnect between the transport and ClientService's protocol."""
-
-    protocol = _SurviveEarlyDisconnect
-    noisy = False
-
-
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -187,7 +172,7 @@ class _RoundRobinEndpoint:
         self.current = self._servers[self._attempts % len(self._servers)]
         self._attempts += 1
         endpoint = HostnameEndpoint(self._reactor, self.current.host, self.current.port)
-        connecting = endpoint.connect(_SurviveEarlyDisconnectFactory(factory))
+        connecting = endpoint.connect(SurviveEarlyDisconnectFactory(factory))
         return connecting.addCallbacks(_unwrapped, self._attempt_failed)
 
     @property
@@ -212,16 +197,6 @@ class _RoundRobinEndpoint:
         return f"<NATS servers {', '.join(server.redacted for server in self._servers)}>"
 
 
-class _QuietClientService(ClientService):
-    """ClientService without its line per retry: NATSClient says why, once per reason.
-
-    (ClientService logs through its class's ``_log``; a Logger with an
-    observer of its own keeps those lines out of the global log.)
-    """
-
-    _log = Logger(observer=LogPublisher())  # a publisher with no observers: lines go nowhere
-
-
 class _ConnectionFactory(Factory):
     """A new NATSProtocol for each connection, made by the client that owns them."""
 
@@ -235,7 +210,7 @@ class _ConnectionFactory(Factory):
 
 
 def _unwrapped(wrapper: IProtocol) -> IProtocol:
-    """The NATS protocol inside the wrapper that shields ClientService."""
+    """The protocol inside the wrapper that shields ClientService (its own, which it must be handed)."""
     return cast(ProtocolWrapper, wrapper).wrappedProtocol
 
 
@@ -306,7 +281,8 @@ class NATSClient(Service):
         servers = [_Server.parse(url) for url in urls]
         self._endpoint = _RoundRobinEndpoint(reactor, servers, self._not_connected)
         factory = _ConnectionFactory(self._build_protocol)
-        self._service = _QuietClientService(
+        fits(early_disconnect)  # raises Unfit when ClientService cannot be shielded
+        self._service = QuietClientService(
             self._endpoint,
             factory,
             retryPolicy=backoffPolicy(initial_delay, max_delay, factor=2, jitter=random.random),

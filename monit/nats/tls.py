@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 from OpenSSL import SSL, crypto
-from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.internet.error import VerifyError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import (
@@ -22,6 +22,9 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 
+if TYPE_CHECKING:
+    from monit._twisted.trust_root import TrustRoot
+
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
 
 
@@ -29,7 +32,7 @@ _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFIC
 class ClientTLS:
     """Whom monit trusts (a CA file, else the system's) and, for mutual TLS, who it is."""
 
-    trust: IOpenSSLTrustRoot = attrs.field(repr=False)
+    trust: TrustRoot = attrs.field(repr=False)
     certificate: PrivateCertificate | None = attrs.field(default=None, repr=False)
 
     @classmethod
@@ -46,12 +49,12 @@ class ClientTLS:
         return optionsForClientTLS(hostname, trustRoot=self.trust, clientCertificate=self.certificate)
 
 
-def _trust(path: str) -> IOpenSSLTrustRoot:
+def _trust(path: str) -> TrustRoot:
     blocks = _PEM_CERTIFICATE.findall(_read(path))
     if not blocks:
         raise ValueError(f"{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
     try:
-        trust: IOpenSSLTrustRoot = trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
+        trust: TrustRoot = trustRootFromCertificates([Certificate.loadPEM(block) for block in blocks])
     except (crypto.Error, ValueError) as error:
         raise ValueError(f"{path} holds a certificate that cannot be read: {error}") from None
     return trust

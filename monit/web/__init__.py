@@ -2,7 +2,8 @@
 
 - ``app``: the routes (``/events``, ``/healthz``, ``/readyz``, ``/metrics``);
 - ``stream``: one SSE response, and the keep-alive shared by all of them;
-- ``_fastpath``: HTTP chunks written to a reader's socket past ``Request.write``, the one
-  place that reads Twisted's private fields, checked at start-up;
+- ``_fastpath``: HTTP chunks written to a reader's socket past ``Request.write``, checked at
+  start-up (the private fields it reads are behind ``monit._twisted.tcp_buffer``);
+- ``errors``: the JSON body of every HTTP error;
 - ``site`` and ``listener``: the HTTP site and where it listens.
 """

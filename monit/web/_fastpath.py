@@ -1,4 +1,4 @@
-"""The fast path to a reader: the one module that reads Twisted's private fields.
+"""The fast path to a reader: a batch framed once, and written straight to each socket.
 
 ``Request.write`` frames every write as an HTTP chunk, per reader, and the
 TCP transport only registers for writing and sends on the next reactor turn:
@@ -6,12 +6,15 @@ two epoll changes per reader per event. Here a batch is framed as a chunk
 once for all readers, and a healthy reader's socket takes it at once. How
 many bytes a reader has left unread is read from the transport's buffer.
 
-All of that relies on private fields of ``twisted.internet.tcp.Connection``
-(``dataBuffer``, ``offset``, ``_tempDataBuffer``, ``_tempDataLen``), so
-``check()`` tries them once, at start-up, on a real socket pair. If they are
-not what this module expects, monit says so once and every stream goes
-through ``Request.write``, judging slowness by what it wrote while the
-transport asked it to pause: slower and coarser, never blind.
+Reading that buffer, and sending past it, needs private fields of
+``twisted.internet.tcp.Connection``: those two functions live behind the wall,
+in ``monit._twisted.tcp_buffer``, with the check that tries them on a real
+socket pair. The writers stay here, since the rest of what they do (framing,
+``Request.write``, the HTTP/2 stream) is monit's own or public. ``check()``
+runs once, when the streams start; if the fields are not what the wall
+expects, monit says so once, naming the Twisted, and every stream goes through
+``Request.write``, judging slowness by what it wrote while the transport asked
+it to pause: slower and coarser, never blind.
 
 An HTTP/2 stream (``monit.web.http2.ServerStream``, monit's own) takes a
 batch's bytes as they are, to be framed once per reactor turn with the rest
@@ -20,13 +23,15 @@ flow-control window, or the full socket under the connection, keeps back.
 """
 from __future__ import annotations
 
-import socket
 from typing import Protocol
 
 from twisted.internet import tcp
 from twisted.internet.interfaces import ITransport
 from twisted.web.server import Request
 
+from monit._twisted import tcp_buffer
+from monit._twisted.seam import unfit
+from monit._twisted.tcp_buffer import send_now, unsent
 from monit.inbox import Batch
 
 
@@ -48,27 +53,6 @@ def http_chunk(batch: Batch) -> bytes:
     if framed is None:
         framed = batch.framed = b"%x\r\n%s\r\n" % (len(batch.data), batch.data)
     return framed
-
-
-def unsent(connection: tcp.Connection) -> int:
-    """The bytes a TCP transport holds that its socket has not taken yet."""
-    return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
-
-
-def send_now(connection: tcp.Connection, data: bytes) -> None:
-    """Send at once when nothing is queued; let the transport queue what the socket refuses.
-
-    Whatever is already queued goes first, so order is kept.
-    """
-    if connection._tempDataLen or connection.offset != len(connection.dataBuffer):
-        connection.write(data)
-        return
-    try:
-        sent = connection.socket.send(data)
-    except OSError:  # full (EAGAIN) or broken: the transport queues it and learns which
-        sent = 0
-    if sent < len(data):
-        connection.write(data[sent:])
 
 
 class SocketWriter:
@@ -199,47 +183,9 @@ def tcp_below(transport: object) -> tcp.Connection | None:
     return None
 
 
-class _Reactor:
-    """Just enough of a reactor for a connection that is never run."""
-
-    def addWriter(self, writer: object) -> None:
-        pass
-
-    def removeWriter(self, writer: object) -> None:
-        pass
-
-
 def check() -> str | None:
-    """Why the fast path cannot be used with the running Twisted, or None when it can.
-
-    Writes through a real TCP transport on a socket pair (never handed to
-    the reactor) and checks that the fields say what ``unsent`` and
-    ``send_now`` take them to say.
-    """
-    ours, theirs = socket.socketpair()
-    try:
-        connection = tcp.Connection(ours, None, _Reactor())  # type: ignore[arg-type]
-        connection.connected = True
-        if unsent(connection) != 0 or not isinstance(connection.dataBuffer, bytes):
-            return "an idle TCP transport does not read as empty"
-        connection.write(b"queued")
-        if unsent(connection) != 6:
-            return "a write to a TCP transport is not counted as unsent"
-        connection.doWrite()
-        if unsent(connection) != 0:
-            return "a flushed TCP transport does not read as empty"
-        send_now(connection, b"+now")
-        theirs.settimeout(1)
-        received = b""
-        while len(received) < 10:
-            received += theirs.recv(64)
-        if received != b"queued+now":
-            return f"bytes arrived as {received!r}"
-        if not hasattr(Request, "chunked"):
-            return "twisted.web's Request has no chunked flag"
-        return None
-    except (AttributeError, TypeError, ValueError, OSError) as error:
-        return f"{type(error).__name__}: {error}"
-    finally:
-        ours.close()
-        theirs.close()
+    """Why the fast path cannot be used with the installed Twisted (named), or None when it can."""
+    problem = tcp_buffer.check()
+    if problem is None and not hasattr(Request, "chunked"):
+        problem = "twisted.web's Request has no chunked flag"
+    return None if problem is None else unfit(problem)

@@ -39,6 +39,7 @@ from monit.web.page import (
     session_token,
     watch_page,
 )
+from monit.web.errors import error_body
 from monit.web.stream import EventStream, OneJob, Source, StreamSet
 
 RETRY_AFTER_SECONDS = 5
@@ -118,14 +119,19 @@ def accepts_event_stream(request: IRequest) -> bool:
 
 
 def json_error(request: IRequest, code: int, message: str) -> bytes:
-    return json_body(request, code, {"error": message})
+    return json_answer(request, code, error_body(message))
 
 
 def json_body(request: IRequest, code: int, document: Mapping[str, object]) -> bytes:
+    return json_answer(request, code, json.dumps(document).encode("utf-8"))
+
+
+def json_answer(request: IRequest, code: int, body: bytes) -> bytes:
+    """The JSON body, once the status and headers every JSON answer has are set."""
     request.setResponseCode(code)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(document).encode("utf-8")
+    return body
 
 
 class MonitWeb(Service):
@@ -152,13 +158,15 @@ class MonitWeb(Service):
         auth_recheck: float,
         open_subjects: tuple[str, ...],
         readiness: Callable[[], Readiness] = lambda: Readiness({}),
+        round_trip: Callable[[], Deferred[bool]] | None = None,
         metrics: Callable[[], bytes] | None = None,
         hold: Callable[[int], Deferred[None] | None] | None = None,
     ) -> None:
         """``hold``: given a resuming reader's last id, None if it can be served now, else a
         Deferred that fires when it can (the JetStream replay has not reached that id yet).
         ``auth_recheck``: seconds between asking again about an open stream's token (0: never).
-        ``open_subjects``: what the watch page's demo publishes to."""
+        ``open_subjects``: what the watch page's demo publishes to.
+        ``round_trip``: fires True once a message sent through NATS came back (``/readyz?deep=1``)."""
         self._registry = registry
         self._verifier = verifier
         self._clock = clock
@@ -166,6 +174,7 @@ class MonitWeb(Service):
         self._max_jobs = max_jobs_per_stream
         self._max_pending = max_pending
         self._readiness = readiness
+        self._round_trip = round_trip
         self._hold = hold
         self._hold_seconds = heartbeat
         self._require_token = require_token
@@ -264,12 +273,28 @@ class MonitWeb(Service):
         return json_body(request, 200, {"status": "ok"})
 
     @app.route("/readyz", methods=["GET"])
-    def readyz(self, request: IRequest) -> bytes:
-        """Ready when NATS is connected and HTTP is listening: route traffic here."""
+    def readyz(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """Ready when NATS is connected and HTTP is listening: route traffic here.
+
+        ``?deep=1`` also sends a message through NATS and waits (up to a
+        second) for it to come back on monit's own subscription.
+        """
         readiness = self._readiness()
-        ready = all(readiness.checks.values())
-        document = {"ready": ready, **readiness.checks, "problems": list(readiness.problems)}
-        return json_body(request, 200 if ready else 503, document)
+        deep = _one_parameter(request, b"deep")
+        if deep in (None, "0"):
+            return self._ready_answer(request, readiness)
+        if deep != "1" or self._round_trip is None:
+            return json_error(request, 400, "'deep' is 1 or 0" if deep != "1" else "no deep check here")
+        return self._round_trip().addCallback(lambda heard: self._ready_answer(request, readiness, heard))
+
+    def _ready_answer(self, request: IRequest, readiness: Readiness, heard: bool | None = None) -> bytes:
+        checks, problems = dict(readiness.checks), list(readiness.problems)
+        if heard is not None:
+            checks["nats_round_trip"] = heard
+            if not heard:
+                problems.append("NATS: a message published by monit did not come back to it within a second")
+        ready = all(checks.values())
+        return json_body(request, 200 if ready else 503, {"ready": ready, **checks, "problems": problems})
 
     def _token(self, request: IRequest) -> str | None:
         token = token_from_request(request) or session_token(request)

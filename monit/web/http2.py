@@ -24,7 +24,6 @@ the bounds an HTTP/1.1 connection to monit has:
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter, deque
 from typing import Any, Protocol
@@ -49,6 +48,7 @@ from zope.interface import implementer
 
 from monit.deadlines import Deadlines
 from monit.web._fastpath import tcp_below
+from monit.web.errors import error_body
 
 MAX_STREAMS = 100  # streams one connection may have open at once (Chromium opens up to 100 before it waits)
 CLOSE_AFTER_GOAWAY = 1.0  # seconds a connection told GOAWAY may take to close before it is aborted
@@ -306,9 +306,10 @@ class MonitH2Connection(TwistedProtocol):
         except h2.exceptions.ProtocolError as error:  # h2 has queued a GOAWAY with the error's code
             self._abandon(f"{type(error).__name__}: {error}")
             return
+        reset = _reset_in(events)
         for event in events:
             handler = _HANDLERS.get(type(event))
-            if handler is not None:
+            if handler is not None and not (reset and type(event) is h2.events.RequestReceived and event.stream_id in reset):
                 handler(self, event)
             if self._gone_away:
                 return
@@ -381,14 +382,12 @@ class MonitH2Connection(TwistedProtocol):
             self._count_reset()
 
     def _window_updated(self, event: h2.events.WindowUpdated | h2.events.RemoteSettingsChanged) -> None:
+        """Wake the blocked streams that now have room: their own window and the connection's."""
         stream_id = getattr(event, "stream_id", 0)
-        if stream_id:
-            stream = self._streams.get(stream_id)
-            if stream is not None and stream.blocked:
-                self._unblock(stream)
-            return
-        for stream in tuple(self._streams.values()):  # the connection's window, or every stream's
-            if stream.blocked:
+        streams = [self._streams.get(stream_id)] if stream_id else tuple(self._streams.values())
+        window = self.conn.local_flow_control_window
+        for stream in streams:
+            if stream is not None and stream.blocked and window(stream.stream_id) > 0:
                 self._unblock(stream)
 
     def _terminated(self, event: h2.events.ConnectionTerminated) -> None:
@@ -444,7 +443,7 @@ class MonitH2Connection(TwistedProtocol):
 
     def _answer_error(self, stream_id: int, code: int, message: str) -> None:
         """A short JSON error on this stream alone, which is then reset: what the client sends on it is dropped."""
-        body = json.dumps({"error": message}).encode()
+        body = error_body(message)
         lines = [(b":status", b"%d" % code), (b"content-type", b"application/json"),
                  (b"content-length", b"%d" % len(body))]
         fits = self.conn.local_flow_control_window(stream_id) >= len(body)
@@ -622,6 +621,17 @@ class MonitH2Connection(TwistedProtocol):
         if self._abort is not None and self._abort.active():
             self._abort.cancel()
         self._abort = self._clock.callLater(CLOSE_AFTER_GOAWAY, transport.abortConnection)
+
+
+def _reset_in(events: list[h2.events.Event]) -> set[int] | None:
+    """The streams the client reset in this read: a request among them is not answered.
+
+    h2 has closed such a stream (or forgotten it) before monit sees its
+    request, so an answer could only fail.
+    """
+    if len(events) < 2:
+        return None
+    return {event.stream_id for event in events if type(event) is h2.events.StreamReset} or None
 
 
 def _head_too_slow(stream: ServerStream) -> None:

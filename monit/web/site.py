@@ -16,25 +16,27 @@ counts.
 """
 from __future__ import annotations
 
-import json
 import typing
 from collections import Counter
 from typing import Any
 
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IAddress, IDelayedCall, IHandshakeListener, IReactorTime, ISSLTransport
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger, LogPublisher
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel, Request
+from twisted.web.http import Request
 from twisted.web.resource import IResource
 from twisted.web.server import Request as ServerRequest
 from twisted.web.server import Site
 from zope.interface import implementer
 
+from monit import tuning
+from monit._twisted import head_counts
+from monit._twisted.quiet_logs import QuietHTTPChannel
+from monit._twisted.seam import fits
 from monit.deadlines import Deadlines
 from monit.oneshot import OneShotObserver
+from monit.web.errors import error_body
 
 try:
     from monit.web import http2
@@ -50,7 +52,7 @@ _REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Lar
 
 def refusal(code: int, message: str) -> bytes:
     """A whole HTTP/1.1 response: a short JSON error, then the connection closes."""
-    body = json.dumps({"error": message}).encode()
+    body = error_body(message)
     head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
     return head % (code, _REASONS[code], len(body)) + body
 
@@ -60,61 +62,35 @@ class MonitRequest(ServerRequest):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # Every request gets the attributes a stream sets when it registers as a producer, in
-        # the same order: instances then share their dict's keys. Otherwise, if the process's
-        # first request was not a stream (a health check), each stream's request dict is
-        # rebuilt unshared when it registers, at 1.5 KiB a stream.
-        self.producer = None
-        self.streamingProducer = False
+        tuning.preset_request(self)
 
     def process(self) -> None:
         if self.clientproto == b"HTTP/1.1" and not self.requestHeaders.hasHeader(b"host"):
             self.setResponseCode(400)
             self.setHeader(b"content-type", b"application/json")
             self.setHeader(b"connection", b"close")
-            self.write(json.dumps({"error": "an HTTP/1.1 request needs a Host header"}).encode())
+            self.write(error_body("an HTTP/1.1 request needs a Host header"))
             self.finish()
             return
         super().process()
 
 
-# What Twisted sets on a channel, and on its TCP transport, only once a request comes or a
-# stream registers. CPython keeps one table of attribute names for all the instances of a
-# class, and stops adding names to it once a few dozen instances exist; a name first set
-# after that gives that instance a whole dict of its own. Connections are made by the
-# thousand before any has a request, so each would have two such dicts (1.5 KiB an idle
-# stream), unless every connection sets these names at once, to the values they have.
-_CHANNEL_SETS_LATER = (
-    "_busyReceiving", "_buffer", "_receivedHeaderSize", "_HTTPChannel__first_line", "_HTTPChannel__header",
-    "_receivedHeaderCount", "persistent", "length", "_savedTimeOut", "line_mode", "_requestProducer",
-    "_requestProducerStreaming",
-    "_command", "_path", "_version",  # the request line, held while its head is read: None till then
-)
-_TRANSPORT_SETS_LATER = ("producer", "streamingProducer", "dataBuffer", "offset")
-
-
-def _set_early(instance: object, names: tuple[str, ...]) -> None:
-    """Give the instance its own copy of each name now, with the value it already has (or None)."""
-    for name in names:
-        setattr(instance, name, getattr(instance, name, None))
-
-
 @implementer(IHandshakeListener)
-class MonitChannel(HTTPChannel):
-    """HTTP/1.1 with the bounds in the module docstring; over TLS, HTTP/2 takes over if ALPN chose it."""
+class MonitChannel(QuietHTTPChannel):
+    """HTTP/1.1 with the bounds in the module docstring; over TLS, HTTP/2 takes over if ALPN chose it.
+
+    Without Twisted's line for every timed-out client: the site counts what it refuses.
+    """
 
     site: MonitSite  # set by the site that builds it
-    _log = Logger(observer=LogPublisher())  # its "Timing out client" line for every idle connection
     # Few attributes of its own: a channel's dict is sized by how many there are, and a
     # thousand idle streams are a thousand channels. The head's size and lines are counted
-    # by HTTPChannel itself (_receivedHeaderSize, _receivedHeaderCount).
+    # by HTTPChannel itself (read through monit._twisted.head_counts).
     _refused = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        _set_early(self, _CHANNEL_SETS_LATER)
-        if isinstance(self.transport, tcp.Connection):  # not over TLS: its transport is TLS's protocol
-            _set_early(self.transport, _TRANSPORT_SETS_LATER)
+        tuning.preset_connection(self)
         self.site.opened(self)
         self._start_head()
 
@@ -141,19 +117,24 @@ class MonitChannel(HTTPChannel):
     def _stop_head(self) -> None:
         self.site.stop_head_deadline(self)
 
+    def head_bytes(self) -> int:
+        """The bytes of the request head read so far (its lines, without line ends)."""
+        return head_counts.head_bytes(self)
+
+    def headers_read(self) -> int:
+        """The headers of the request head read whole so far."""
+        return head_counts.headers_read(self)
+
     def lineReceived(self, line: bytes) -> None:
         if self._refused:
             return
-        if (
-            self._receivedHeaderSize + len(line) > self.totalHeadersSize
-            or self._receivedHeaderCount >= self.maxHeaders
-        ):
+        if self.head_bytes() + len(line) > self.totalHeadersSize or self.headers_read() >= self.maxHeaders:
             self._refuse(431, "the request head is too large")
             return
         super().lineReceived(line)
 
     def lineLengthExceeded(self, line: bytes) -> None:
-        if self._receivedHeaderSize:
+        if self.head_bytes():
             self._refuse(431, "a request header is too long")
         else:
             self._refuse(414, "the request line is too long")
@@ -184,6 +165,33 @@ class MonitChannel(HTTPChannel):
         self.site.refused[code] += 1
         self.transport.write(refusal(code, message))
         self.transport.loseConnection()
+
+
+class SelfCountingChannel(MonitChannel):
+    """MonitChannel for a Twisted whose head counts monit cannot read: it counts for itself.
+
+    It counts as HTTPChannel does: the bytes of each line, and each header
+    once the line after it shows it whole (a continuation line is part of it).
+    """
+
+    _head_bytes = 0
+    _header_lines = 0  # lines that began a header, the last maybe not whole yet
+
+    def head_bytes(self) -> int:
+        return self._head_bytes
+
+    def headers_read(self) -> int:
+        return max(self._header_lines - 1, 0)
+
+    def lineReceived(self, line: bytes) -> None:
+        began_header = self._head_bytes > 0 and line[:1] not in (b"", b" ", b"\t")
+        super().lineReceived(line)
+        self._head_bytes += len(line)
+        self._header_lines += began_header
+
+    def allHeadersReceived(self) -> None:
+        self._head_bytes = self._header_lines = 0  # the next line begins the next head
+        super().allHeadersReceived()
 
 
 class _Connection(typing.Protocol):
@@ -259,6 +267,8 @@ class MonitSite(Site):
         max_per_address: int = 0,
     ) -> None:
         super().__init__(resource, timeout=head_timeout, reactor=clock)
+        if not fits(head_counts):
+            self.protocol = SelfCountingChannel
         self.clock = clock
         self.head_timeout = head_timeout
         self._max_connections = max_connections

@@ -266,8 +266,12 @@ class EventStream:
             self._finish(reason)
 
     def pauseProducing(self) -> None:
+        """The reader takes no more for now; past ``--max-pending`` unsent it is behind (HTTP/2 pauses a
+        stream only once its window is spent, after the turn's writes)."""
         self._paused = True
         self._writer.pause()
+        if self._writer.unsent() > self._max_pending:
+            self._behind = True
 
     def resumeProducing(self) -> None:
         self._paused = False

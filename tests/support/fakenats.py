@@ -3,7 +3,7 @@
 The server's end of a connection, byte by byte on a StringTransport (``Peer`` for
 the protocol alone, ``FakeServers`` for the reconnecting client on a fake
 reactor), and fake clients for the code that only asks a client for requests and
-subscriptions (``HandAnsweredNATS``, ``ScriptedNATS``, ``FakeJetStream``).
+subscriptions (``HandAnsweredNATS``, ``ScriptedNATS``, ``FakeJetStream``, ``LoopbackNATS``).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
+from monit.nats.client import NotConnected
 from monit.nats.protocol import Msg, NATSProtocol
 
 # What the server says first: Peer's server takes payloads of 1 KiB (the protocol tests reach
@@ -251,3 +252,34 @@ class FakeJetStream(Subscribing):
         reply = f"$JS.ACK.S.c.1.{stream_seq}.{consumer_seq}.{1_000 * 10**9}.0"  # stored when the clock starts
         payload = json.dumps({"id": job, "messages": [{"seq": stream_seq}]}).encode()
         subscription.callback(Msg("monitor.user", payload, reply))
+
+
+class LoopbackNATS:
+    """Hears what is published on what it was subscribed to, when ``echo`` is on; ``connected`` may be off."""
+
+    def __init__(self) -> None:
+        self.echo = True
+        self.connected = True
+        self.published: list[tuple[str, bytes]] = []
+        self.callbacks: dict[str, Any] = {}
+
+    def subscribe(self, subject: str, callback: Any) -> Any:
+        self.callbacks[subject] = callback
+        nats = self
+
+        class Subscription:
+            def unsubscribe(self) -> None:
+                nats.callbacks.pop(subject, None)
+
+        return Subscription()
+
+    def publish(self, subject: str, payload: bytes) -> None:
+        if not self.connected:
+            raise NotConnected("not connected to NATS")
+        self.published.append((subject, payload))
+
+    def deliver_all(self) -> None:
+        published, self.published = self.published, []
+        for subject, payload in published:
+            if self.echo and subject in self.callbacks:
+                self.callbacks[subject](Msg(subject, payload))

@@ -1,6 +1,7 @@
 """The fast path's start-up check on this Twisted's own TCP transport: it fits, and a changed field is noticed."""
 from __future__ import annotations
 
+import twisted
 from twisted.internet import tcp
 
 from monit.web import _fastpath
@@ -17,4 +18,4 @@ def test_a_twisted_whose_fields_changed_is_noticed(monkeypatch):
         self.queued = getattr(self, "queued", b"") + data
 
     monkeypatch.setattr(tcp.Connection, "write", write_elsewhere)
-    assert _fastpath.check() == "a write to a TCP transport is not counted as unsent"
+    assert _fastpath.check() == f"Twisted {twisted.__version__}: a write to a TCP transport is not counted as unsent"
