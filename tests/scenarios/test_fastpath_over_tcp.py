@@ -61,6 +61,7 @@ async def stop(served: Served) -> None:
     await stop_listening(served.port)
     served.web.stopService()
     await served.site.close_connections(reactor, 3)
+    served.registry.stopService()  # its timers too: a later test counts what monit left on the reactor
 
 
 async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
