@@ -115,6 +115,7 @@ class FakeServers:
     def refuse(self) -> None:
         """Refuse the pending attempt, as a host with nothing on the port does."""
         _, _, factory, _, _ = self.reactor.tcpClients.pop(0)
+        # no connector: the client's factory does not read it
         factory.clientConnectionFailed(None, Failure(ConnectionRefusedError()))  # type: ignore[arg-type]
         self.reactor.advance(0.5)  # the endpoint gives up on that address
 
