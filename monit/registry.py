@@ -356,11 +356,11 @@ class InboxRegistry(Service):
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 self._made_by[maker] += 1
-            elif self._abandoned:
-                self._forget_abandoned(inbox_id)  # the job speaks again
             if not watched:  # made by an event: a job that speaks, its open missed
                 self._schedule_expiry(inbox)
                 self._watch_silence(inbox)
+                if self._abandoned:
+                    self._forget_abandoned(inbox_id)  # the job speaks again
         elif inbox.state is CLOSED:
             inbox.revive()
             self._deadlines.cancel(inbox)
