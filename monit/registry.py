@@ -125,7 +125,7 @@ class InboxRegistry(Service):
         self._kept_check_stall = self._check_stall
         self._stalls: Deadlines[Inbox] = Deadlines(clock)
         self._kept_forget_abandoned = self._forget_abandoned
-        self._abandoned: dict[str, tuple[JobSummary, int]] = {}  # each summary, and the first id its run was built from
+        self._abandoned: dict[str, JobSummary] = {}
         self._abandoned_deadlines: Deadlines[str] = Deadlines(clock)
         self._followers: list[Callable[[str, Event], None]] = []
         self._closers: dict[str, OneShotObserver[Event]] = {}
@@ -590,7 +590,8 @@ class InboxRegistry(Service):
         A replay from this id's stream message (``id >> 20``) rebuilds every
         kept inbox as it is: each run, and each record of a job's earlier
         run, from its first event, and a re-opened job also from the last
-        event of the run before (its ``run_after``).
+        event of the run before (its ``run_after``). Not the runs of abandoned
+        jobs whose summaries are kept: a job given up is dropped, as before.
         """
         needed: int | None = None
         for inbox in self._every_run():
@@ -598,9 +599,6 @@ class InboxRegistry(Service):
             if start is None:
                 continue
             first = min(start + 1, inbox.run_after) if inbox.run_after else start + 1
-            if needed is None or first < needed:
-                needed = first
-        for _, first in self._abandoned.values():  # so that a restart keeps them too
             if needed is None or first < needed:
                 needed = first
         return needed
@@ -623,7 +621,7 @@ class InboxRegistry(Service):
         inbox = self._inboxes.get(job_id)
         kept = self._abandoned.get(job_id)
         if kept is not None and (inbox is None or job_state(inbox) == "waiting"):
-            return kept[0]
+            return kept
         if inbox is None:
             return None
         return JobSummary.of(inbox, self.runs(job_id))
@@ -640,7 +638,7 @@ class InboxRegistry(Service):
         inbox = self._inboxes.get(job_id)
         kept = self._abandoned.get(job_id)
         if kept is not None and (inbox is None or job_state(inbox) == "waiting"):
-            return kept[0].activity, "abandoned"
+            return kept.activity, "abandoned"
         if inbox is None:
             return None
         return inbox.touched, job_state(inbox)
@@ -712,8 +710,7 @@ class InboxRegistry(Service):
         Within ``max_inboxes`` of them: past it, the oldest go first.
         """
         self._forget_abandoned(inbox.id)
-        first = inbox.start + 1 if inbox.start is not None else self._last_id + 1
-        self._abandoned[inbox.id] = JobSummary.of(inbox).abandoned(), first
+        self._abandoned[inbox.id] = JobSummary.of(inbox).abandoned()
         self._abandoned_deadlines.set(inbox.id, at + self._retention, self._kept_forget_abandoned)
         if len(self._abandoned) > self._max_inboxes:
             self._forget_abandoned(next(iter(self._abandoned)))
