@@ -116,6 +116,9 @@ class Subscriber(Protocol):
 
     def end(self) -> None: ...
 
+    def notice(self, frame: bytes) -> None:
+        """A frame about the job that is no event (``monit.stalled``): it has no id, and no history keeps it."""
+
 
 class InboxState(StrEnum):
     """Where an inbox is in its life. The values are the ``monit_inboxes`` metric's labels."""
@@ -152,6 +155,7 @@ class Inbox:
         "id", "_detached", "state", "touched", "subscribers", "_history", "_ring",
         "_pending", "_last_id", "run_after", "_start", "_dropped", "_base64", "close_event", "maker",
         "bytes", "ends_at", "left", "_tagged", "successor",
+        "events", "opened_at", "closed_at", "stall_mark",
     )
 
     def __init__(
@@ -188,6 +192,10 @@ class Inbox:
         self.left = 0.0  # when its last reader left
         self._tagged: dict[int, bytes] | None = None  # frames as many-job streams send them, by id
         self.successor: Inbox | None = None  # the job's next run, once it opens again after this one's close
+        self.events = 0  # events of this run so far
+        self.opened_at: float | None = None  # when the job's open event came (its time, as ``touched``)
+        self.closed_at: float | None = None  # when its close event came
+        self.stall_mark: float | None = None  # ``touched`` when the job was found silent too long (see ``stalled``)
 
     @property
     def last_id(self) -> int:
@@ -220,6 +228,7 @@ class Inbox:
         if self.state is CLOSING:
             return False
         self.state = CLOSING
+        self.closed_at = self.touched
         self.ends_at = self.touched + grace
         return True
 
@@ -252,6 +261,7 @@ class Inbox:
         id, or a JetStream sequence), which the caller keeps above ``last_id``.
         """
         self.touched = now
+        self.events += 1
         if event_id is None:
             event_id = self._last_id + 1
         if self._start is None:
@@ -273,6 +283,28 @@ class Inbox:
             return True
         self._pending.append(frame)
         return False
+
+    @property
+    def stalled(self) -> bool:
+        """Found silent too long, and silent since (an event moves ``touched`` past the mark), and not over."""
+        state = self.state
+        return self.stall_mark is not None and self.touched == self.stall_mark and (state is OPEN or state is UNOPENED)
+
+    @property
+    def last_frame(self) -> bytes | None:
+        """The frame of its latest event, even when the history no longer holds it; None before any."""
+        if self._ring:
+            return self._ring[-1]
+        return self._dropped if isinstance(self._dropped, bytes) else None
+
+    def notify(self, frame: bytes, reader: Subscriber | None = None) -> None:
+        """Hand every reader (or one) a notice: a frame with no id, kept nowhere. One that fails is logged
+        and kept: a notice is no event, and missing one loses nothing of the job."""
+        for subscriber in tuple(self.subscribers) if reader is None else (reader,):
+            try:
+                subscriber.notice(frame)
+            except Exception:
+                self.log.failure("a notice to a reader of inbox {inbox} failed", inbox=self.id)
 
     def trim(self, keep: int) -> int:
         """Drop the oldest events until the history holds at most ``keep`` bytes; the bytes freed.

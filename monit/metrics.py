@@ -13,6 +13,7 @@ from typing import Protocol
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from monit.jobs import JOB_STATES
 from monit.routing import Action
 
 INBOX_STATES = ("unopened", "open", "closing", "closed")
@@ -30,6 +31,15 @@ class InboxFigures(Iterable[_HasState], Protocol):
     deliveries: int
     evicted: int
     history_bytes: int
+
+
+class JobFigures(Protocol):
+    """The jobs as a whole: how many in each state, and how many of the open ones are stalled."""
+
+    def job_counts(self) -> Mapping[str, int]: ...
+
+    @property
+    def stalled_jobs(self) -> int: ...
 
 
 class StreamFigures(Sized, Protocol):
@@ -111,6 +121,7 @@ class MonitCollector:
         remote: RemoteFigures | None = None,
         rechecks: RecheckFigures | None = None,
         site: SiteFigures | None = None,
+        jobs: JobFigures | None = None,
     ) -> None:
         self._inboxes = inboxes
         self._router = router
@@ -120,10 +131,12 @@ class MonitCollector:
         self._remote = remote
         self._rechecks = rechecks
         self._site = site
+        self._jobs = jobs
 
     def collect(self) -> Iterator[Metric]:
         yield from self._streams()
         yield from self._inbox_figures()
+        yield from self._job_figures()
         yield from self._nats_figures()
         yield from self._auth()
 
@@ -171,6 +184,18 @@ class MonitCollector:
         yield CounterMetricFamily(
             "monit_inboxes_evicted", "Unwatched inboxes dropped to make room for new jobs",
             value=self._inboxes.evicted,
+        )
+
+    def _job_figures(self) -> Iterator[Metric]:
+        if self._jobs is None:
+            return
+        jobs = GaugeMetricFamily("monit_jobs", "Jobs known, by state (as GET /jobs lists them)", labels=["state"])
+        counts = self._jobs.job_counts()
+        for state in JOB_STATES:
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "monit_jobs_stalled", "Open jobs silent for --stall-after seconds", value=self._jobs.stalled_jobs
         )
 
     def _nats_figures(self) -> Iterator[Metric]:

@@ -15,6 +15,7 @@ from monit.inbox import (
     CLOSED,
     CLOSING,
     OPEN,
+    UNOPENED,
     Event,
     Inbox,
     InboxClosed,
@@ -23,6 +24,7 @@ from monit.inbox import (
     UserInboxLimit,
     parse_data,
 )
+from monit.jobs import JobSummary, job_state, resumed_notice, speaks, stalled_notice
 from monit.oneshot import OneShotObserver
 from monit.tally import Tally
 
@@ -55,7 +57,15 @@ class InboxRegistry(Service):
     it. An inbox
     nothing opened (made by a reader, or by a message whose open was missed)
     expires after ``expiry`` idle seconds with nobody watching; an opened one
-    whose close never comes is abandoned after ``abandon`` seconds.
+    whose close never comes is abandoned after ``abandon`` seconds (its
+    summary is kept for ``retention`` seconds, as ``abandoned``).
+
+    An open job that publishes nothing for ``stall_after`` seconds (0: never)
+    is *stalled*: its readers get ``monit.stalled``, and ``monit.resumed``
+    when it speaks again. Its silence is judged from its last event's time
+    (JetStream's, with ``--jetstream``), on a deadline wheel of its own: no
+    work per event but the inbox's timestamp, and at most a flush's look
+    per turn at an inbox that readers watch.
 
     Room is kept for the jobs. At ``max_inboxes``, a new job first takes the
     place of unwatched inboxes: those readers made and no job opened, then
@@ -83,8 +93,10 @@ class InboxRegistry(Service):
         memory_budget: int,
         base64: bool,
         stream_ids: bool,
+        stall_after: float = 0.0,
     ) -> None:
-        """``stream_ids``: event ids are JetStream's stream sequences, given with each event."""
+        """``stream_ids``: event ids are JetStream's stream sequences, given with each event.
+        ``stall_after``: seconds of silence after which an open job is stalled (0: never)."""
         self.clock = clock
         self._history = history
         self._grace = grace
@@ -95,6 +107,7 @@ class InboxRegistry(Service):
         self._per_user = max_inboxes_per_user
         self._memory_budget = memory_budget
         self._base64 = base64
+        self._stall_after = stall_after
         self._made_by: Counter[str] = Counter()
         # Core mode: ids go on from the start time, in thousandths of a millisecond, so that
         # a restarted process's ids are above all of its predecessor's (JetStream: from the stream).
@@ -109,6 +122,11 @@ class InboxRegistry(Service):
         self._kept_retire = self._retire
         self._kept_retention_over = self._retention_over
         self._deadlines: Deadlines[Inbox] = Deadlines(clock)
+        self._kept_check_stall = self._check_stall
+        self._stalls: Deadlines[Inbox] = Deadlines(clock)
+        self._kept_forget_abandoned = self._forget_abandoned
+        self._abandoned: dict[str, JobSummary] = {}
+        self._abandoned_deadlines: Deadlines[str] = Deadlines(clock)
         self._followers: list[Callable[[str, Event], None]] = []
         self._closers: dict[str, OneShotObserver[Event]] = {}
         self._dirty: list[Inbox] = []
@@ -166,6 +184,9 @@ class InboxRegistry(Service):
         inbox.open()
         self._release(inbox)
         self._append(inbox, data, event, event_id, at)
+        if inbox.opened_at is None:
+            inbox.opened_at = inbox.touched
+            self._watch_silence(inbox)
 
     @staticmethod
     def _seen(inbox: Inbox | None, event_id: int | None) -> bool:
@@ -188,6 +209,7 @@ class InboxRegistry(Service):
         self._records.setdefault(old.id, []).append(old)
         self._inboxes[old.id] = inbox
         self._schedule_expiry(inbox)
+        self._watch_silence(inbox)
         return inbox
 
     def _run_for(self, inbox: Inbox, after: int) -> Inbox:
@@ -265,6 +287,8 @@ class InboxRegistry(Service):
         if inbox is None or inbox.state is not CLOSED:
             inbox = self._obtain(inbox_id, maker=maker, watched=True)
         inbox.add_follower(follower)
+        if inbox.stall_mark is not None:
+            self._greet(inbox, follower)
         return self._run_for(inbox, after)
 
     def unfollow_job(self, inbox_id: str, follower: Subscriber) -> None:
@@ -292,6 +316,8 @@ class InboxRegistry(Service):
                 return run
         inbox = self._obtain(inbox_id, maker=maker, watched=True)
         self.deliveries += inbox.add(subscriber, after)
+        if inbox.stall_mark is not None:
+            self._greet(inbox, subscriber)
         return inbox
 
     def unsubscribe(self, inbox: Inbox, subscriber: Subscriber) -> None:
@@ -312,6 +338,8 @@ class InboxRegistry(Service):
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
         self._deadlines.stop()
+        self._stalls.stop()
+        self._abandoned_deadlines.stop()
 
     def _obtain(
         self, inbox_id: str, maker: str | None = None, watched: bool = False, at: float | None = None
@@ -328,12 +356,16 @@ class InboxRegistry(Service):
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 self._made_by[maker] += 1
-            if not watched:
+            if not watched:  # made by an event: a job that speaks, its open missed
                 self._schedule_expiry(inbox)
+                self._watch_silence(inbox)
+                if self._abandoned:
+                    self._forget_abandoned(inbox_id)  # the job speaks again
         elif inbox.state is CLOSED:
             inbox.revive()
             self._deadlines.cancel(inbox)
             self._schedule_expiry(inbox)
+            self._watch_silence(inbox)
         return inbox
 
     def _check_room(self, maker: str | None, count: int = 1) -> None:
@@ -382,10 +414,12 @@ class InboxRegistry(Service):
         self.events += 1
         self.deliveries += len(inbox.subscribers)
         held = inbox.bytes
-        if inbox.publish(data, now, event, event_id):
+        if inbox.publish(data, now, event, event_id):  # the turn's first event for readers of this inbox
             self._dirty.append(inbox)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
+            if inbox.stall_mark is not None:
+                self._resumed(inbox)
         self.history_bytes += inbox.bytes - held
         if self.history_bytes > self._memory_budget:
             self._trim_histories()
@@ -484,6 +518,8 @@ class InboxRegistry(Service):
             self._deadlines.set(inbox, until, self._kept_check_expiry)
             return
         self.log.info("inbox {inbox} expired", inbox=inbox.id)
+        if speaks(inbox):
+            self._keep_abandoned(inbox, until)
         self._drop(inbox)
 
     def _retire(self, inbox: Inbox) -> None:
@@ -528,6 +564,7 @@ class InboxRegistry(Service):
 
     def _let_go(self, inbox: Inbox) -> None:
         self._deadlines.cancel(inbox)
+        self._stalls.cancel(inbox)
         self.history_bytes -= inbox.bytes
         inbox.let_go()
 
@@ -543,6 +580,8 @@ class InboxRegistry(Service):
         self.flush()
         for inbox in list(self._inboxes.values()):
             self._drop(inbox)
+        for job_id in list(self._abandoned):
+            self._forget_abandoned(job_id)
         self._last_id = self._id_base
 
     def first_needed_id(self) -> int | None:
@@ -551,7 +590,8 @@ class InboxRegistry(Service):
         A replay from this id's stream message (``id >> 20``) rebuilds every
         kept inbox as it is: each run, and each record of a job's earlier
         run, from its first event, and a re-opened job also from the last
-        event of the run before (its ``run_after``).
+        event of the run before (its ``run_after``). Not the runs of abandoned
+        jobs whose summaries are kept: a job given up is dropped, as before.
         """
         needed: int | None = None
         for inbox in self._every_run():
@@ -570,3 +610,111 @@ class InboxRegistry(Service):
         resumes with one is no stranger from a stream made anew.
         """
         self._last_id = max(self._last_id, event_id)
+
+    # Jobs as a whole: summaries, silence, and the record of abandoned ones
+
+    def summary(self, job_id: str) -> JobSummary | None:
+        """The job's summary (its latest run), or what is kept of it once abandoned; None if unknown.
+
+        A reader's request for an abandoned job does not hide it: only the job's own events do.
+        """
+        inbox = self._inboxes.get(job_id)
+        kept = self._abandoned.get(job_id)
+        if kept is not None and (inbox is None or job_state(inbox) == "waiting"):
+            return kept
+        if inbox is None:
+            return None
+        return JobSummary.of(inbox, self.runs(job_id))
+
+    def job_ids(self) -> Iterator[str]:
+        """Every job the registry can summarize: those held, then the abandoned ones kept."""
+        yield from self._inboxes
+        for job_id in self._abandoned:
+            if job_id not in self._inboxes:
+                yield job_id
+
+    def job_activity(self, job_id: str) -> tuple[float, str] | None:
+        """When the job last did something, and its state: cheap, for ordering and filtering a listing."""
+        inbox = self._inboxes.get(job_id)
+        kept = self._abandoned.get(job_id)
+        if kept is not None and (inbox is None or job_state(inbox) == "waiting"):
+            return kept.activity, "abandoned"
+        if inbox is None:
+            return None
+        return inbox.touched, job_state(inbox)
+
+    def job_counts(self) -> Counter[str]:
+        """How many jobs are in each state (``GET /metrics``)."""
+        return Counter(state for _, state in filter(None, map(self.job_activity, self.job_ids())))
+
+    @property
+    def stalled_jobs(self) -> int:
+        """How many open jobs are stalled now."""
+        return sum(1 for inbox in self._inboxes.values() if inbox.stalled)
+
+    def _watch_silence(self, inbox: Inbox) -> None:
+        """Look at a new inbox, or a revived one, once it could have been silent too long."""
+        if self._stall_after and inbox not in self._stalls:
+            self._stalls.set(inbox, inbox.touched + self._stall_after, self._kept_check_stall)
+
+    def _check_stall(self, inbox: Inbox) -> None:
+        """Stall an open job silent for ``stall_after``; else look again when it could be.
+
+        A stalled one is looked at again a period later: if it spoke with
+        nobody watching (a watched one is seen at its readers' flush), it is
+        resumed quietly and judged anew.
+        """
+        state = inbox.state
+        if state is CLOSING or state is CLOSED:
+            inbox.stall_mark = None
+            return
+        now = self.clock.seconds()
+        if inbox.stall_mark is not None and not inbox.stalled:
+            inbox.stall_mark = None
+        when = now + self._stall_after
+        if inbox.stall_mark is None and speaks(inbox):
+            until = inbox.touched + self._stall_after
+            if until - now > EARLY:
+                when = until
+            else:
+                self._stall(inbox, now)
+        self._stalls.set(inbox, when, self._kept_check_stall)
+
+    def _stall(self, inbox: Inbox, now: float) -> None:
+        inbox.stall_mark = inbox.touched
+        self.log.info("job {job} is stalled: nothing for {silent:.0f}s", job=inbox.id, silent=now - inbox.touched)
+        inbox.notify(stalled_notice(now - inbox.touched, inbox.touched))
+
+    def _resumed(self, inbox: Inbox) -> None:
+        """A stalled job spoke again, with readers: tell them before its event, and judge its silence anew."""
+        mark = inbox.stall_mark
+        assert mark is not None, "only a stalled job resumes"
+        inbox.stall_mark = None
+        if inbox.state is OPEN or inbox.state is UNOPENED:
+            self._stalls.set(inbox, inbox.touched + self._stall_after, self._kept_check_stall)
+        inbox.notify(resumed_notice(inbox.touched - mark, inbox.touched))
+
+    def _greet(self, inbox: Inbox, reader: Subscriber) -> None:
+        """A new reader of a stalled job is told so; a job that has spoken since is no longer stalled."""
+        if inbox.stalled:
+            now = self.clock.seconds()
+            inbox.notify(stalled_notice(now - inbox.touched, inbox.touched), reader)
+            return
+        inbox.stall_mark = None
+        if self._stall_after:
+            self._stalls.set(inbox, inbox.touched + self._stall_after, self._kept_check_stall)
+
+    def _keep_abandoned(self, inbox: Inbox, at: float) -> None:
+        """Keep the summary of a job let go without its close, for ``retention`` seconds from ``at``.
+
+        Within ``max_inboxes`` of them: past it, the oldest go first.
+        """
+        self._forget_abandoned(inbox.id)
+        self._abandoned[inbox.id] = JobSummary.of(inbox).abandoned()
+        self._abandoned_deadlines.set(inbox.id, at + self._retention, self._kept_forget_abandoned)
+        if len(self._abandoned) > self._max_inboxes:
+            self._forget_abandoned(next(iter(self._abandoned)))
+
+    def _forget_abandoned(self, job_id: str) -> None:
+        if self._abandoned.pop(job_id, None) is not None:
+            self._abandoned_deadlines.cancel(job_id)

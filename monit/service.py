@@ -131,6 +131,7 @@ class MonitService(MultiService):
             remote=self.auth.remote,
             rechecks=self.web.rechecker,
             site=self.listener.site if self.listener is not None else None,
+            jobs=self.registry,
         )
 
     def _metrics(self) -> bytes:
@@ -215,7 +216,7 @@ def registry_options(settings: Settings) -> dict[str, Any]:
         "history": settings.history, "grace": settings.grace, "expiry": settings.expiry,
         "abandon": settings.abandon, "retention": settings.retention, "max_inboxes": settings.max_inboxes,
         "max_inboxes_per_user": settings.max_inboxes_per_user, "memory_budget": settings.memory_budget,
-        "base64": settings.base64, "stream_ids": settings.jetstream,
+        "base64": settings.base64, "stream_ids": settings.jetstream, "stall_after": settings.stall_after,
     }
 
 

@@ -468,6 +468,12 @@ class Settings:
         3600.0,
         "how long an opened inbox whose close never comes lives on in silence with nobody watching",
     )
+    stall_after: float = _option(
+        300.0,
+        "an open job that publishes nothing this long is stalled: its streams get `monit.stalled`, "
+        "and `monit.resumed` when it speaks again (see Finding jobs); `0`: never",
+        _number(float, 0, inclusive=True), metavar="SECONDS", validator=attrs.validators.ge(0),
+    )
     history: int = _amount(1000, "events an inbox keeps for late and reconnecting readers", "N")
     heartbeat: float = _amount(15.0, "keep-alive comment interval, so proxies keep idle streams open")
     retry_ms: int = _amount(

@@ -100,6 +100,9 @@ class Watch:
             self._unsubscribe()
             self._end(Failure(TooSlow(f"over {self._max_pending} bytes of events untaken")))
 
+    def notice(self, frame: bytes) -> None:
+        """A notice about the job (``monit.stalled``) is for SSE readers: a watch yields events only."""
+
     def end(self) -> None:
         """The inbox ended (a Subscriber's part)."""
         self._inbox = None

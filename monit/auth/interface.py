@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred
 from zope.interface import Interface
 
 MAX_TOKEN_LENGTH = 8 * 1024
+LIST_SCOPE = "monit:jobs"  # the right to list every job (GET /jobs), in a token's ``scope``
 
 
 @attrs.frozen
@@ -38,6 +39,17 @@ class Identity:
         claim = self.claims.get("streams", "*")
         if claim == "*":
             return None
+        if isinstance(claim, list) and all(isinstance(s, str) for s in claim):
+            return frozenset(claim)
+        return frozenset()
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The rights the ``scope`` claim grants: space-separated, as in OAuth 2.0 (a list of
+        strings is read too); anything else grants none."""
+        claim = self.claims.get("scope", "")
+        if isinstance(claim, str):
+            return frozenset(claim.split())
         if isinstance(claim, list) and all(isinstance(s, str) for s in claim):
             return frozenset(claim)
         return frozenset()

@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from monit.auth.bound import BoundedVerifier
 from monit.auth.cache import CachingVerifier
-from monit.auth.interface import AuthUnavailable, Identity, InvalidToken, ITokenVerifier
+from monit.auth.interface import LIST_SCOPE, AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.jwks import JWKS, jwks_http_client
 from monit.auth.jwt_verifier import (
     ALGORITHM, SECRET_SUBJECT, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats,
@@ -254,7 +254,7 @@ class NoAuth:
     """Everyone is ``anonymous``: for local use with --insecure-no-auth only."""
 
     def verify(self, token: str) -> Deferred[Identity]:
-        return succeed(Identity(user="anonymous", claims={}, expires=None))
+        return succeed(Identity(user="anonymous", claims={"scope": LIST_SCOPE}, expires=None))
 
 
 @implementer(ITokenVerifier)

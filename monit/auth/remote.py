@@ -8,11 +8,12 @@ The answer is read from the status code and, for a yes, the body:
   ``Infinity``, nor a number past a double such as ``1e999``) whose top level is
   an object, in which ``username``, if present, is a string (``""`` names no
   one: the user is ``"unknown"``) and ``streams``, if present, is ``"*"`` or a
-  list of strings (the stream ids the user may watch).  Other fields are
-  ignored.  An identity from here is ``revocable``: open streams ask again.
+  list of strings (the stream ids the user may watch), and ``scope``, if
+  present, is a string of space-separated rights (``monit:jobs`` lists every
+  job).  Other fields are ignored.  An identity from here is ``revocable``: open streams ask again.
 - ``2xx`` with anything else (an empty body, as with ``204``; HTML, such as a
   proxy's login page; a JSON array, string or null; ``null`` or a number as
-  ``username``; ``streams`` of the wrong type): a malformed reply, logged as
+  ``username``; ``streams`` or ``scope`` of the wrong type): a malformed reply, logged as
   such, and L{AuthUnavailable}.  A yes we cannot read is not a yes.
 - ``401``/``403``: L{InvalidToken}.
 - Anything else, including redirects (not followed, so the token never goes
@@ -205,6 +206,8 @@ def _identity(body: bytes) -> Identity:
     claims: dict[str, Any] = {"username": user or "unknown"}
     if "streams" in reply:
         claims["streams"] = _streams(reply["streams"])
+    if "scope" in reply:
+        claims["scope"] = _scope(reply["scope"])
     return Identity(
         user=claims["username"], claims=MappingProxyType(claims), expires=None, revocable=True
     )
@@ -223,6 +226,12 @@ def _streams(value: object) -> list[str] | str:
     if isinstance(value, list) and all(isinstance(s, str) for s in value):
         return value
     raise MalformedReply("'streams' is not a list of ids or '*'")
+
+
+def _scope(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    raise MalformedReply("'scope' is not a string of space-separated rights")
 
 
 def _describe(error: BaseException | None) -> str:

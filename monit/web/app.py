@@ -32,6 +32,7 @@ from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.sse import encode_error, encode_retry
 from monit.web.jobs import ManyJobs
+from monit.web.listing import BadQuery, JobQuery, NotAllowed, list_jobs, listable, query_of
 from monit.web.page import (
     SESSION_SECONDS,
     cookie_safe,
@@ -234,6 +235,55 @@ class MonitWeb(Service):
             callbackArgs=(request, inbox_ids, after, token),
             errbackArgs=(request,),
         )
+
+    @app.route("/jobs", methods=["GET"])
+    def jobs(self, request: IRequest) -> Deferred[bytes] | bytes:
+        """The jobs this token may list, newest activity first, a page at a time."""
+        self._cors(request)
+        try:
+            query = query_of(request)
+        except BadQuery as reason:
+            return self._refuse(request, 400, str(reason))
+        return self._with_identity(request, lambda identity: self._listing(identity, request, query))
+
+    def _listing(self, identity: Identity, request: IRequest, query: JobQuery) -> bytes:
+        try:
+            allowed = listable(identity)
+        except NotAllowed as reason:
+            self.log.info("{user} may not list jobs", user=identity.user)
+            return self._refuse(request, 403, str(reason))
+        return json_body(request, 200, list_jobs(self._registry, query, allowed))
+
+    @app.route("/jobs/<job_id>", methods=["GET"])
+    def job(self, request: IRequest, job_id: str) -> Deferred[bytes] | bytes:
+        """One job's summary, for whoever may watch it."""
+        self._cors(request)
+        if not valid_inbox_id(job_id):
+            return self._refuse(request, 400, "a job id is 1 to 128 letters, digits or . _ : ~ -")
+        return self._with_identity(request, lambda identity: self._job_summary(identity, request, job_id))
+
+    def _job_summary(self, identity: Identity, request: IRequest, job_id: str) -> bytes:
+        if not may_watch(identity, job_id):
+            self.log.info("{user} may not watch stream {stream}", user=identity.user, stream=job_id)
+            return self._refuse(request, 403, "not allowed to watch this job")
+        summary = self._registry.summary(job_id)
+        if summary is None:
+            return json_error(request, 404, "no such job")
+        return json_body(request, 200, summary.as_json())
+
+    def _with_identity(
+        self, request: IRequest, answer: Callable[[Identity], bytes]
+    ) -> Deferred[bytes] | bytes:
+        """Check the request's token, then answer for its identity (or refuse, as streams are)."""
+        token = self._token(request)
+        if token is None:
+            return self._no_token(request)
+        verified = self._verifier.verify(token)
+        return verified.addCallbacks(self._verified, self._auth_failed, callbackArgs=(answer,), errbackArgs=(request,))
+
+    def _verified(self, identity: Identity, answer: Callable[[Identity], bytes]) -> bytes:
+        self.auth_results["valid"] += 1
+        return answer(identity)
 
     @app.route("/watch", methods=["GET"])
     def watch_page(self, request: IRequest) -> bytes:

@@ -51,6 +51,10 @@ class _Job:
         """A run is over; the reader still gets what is left of it, and the job may run again."""
         self._source.wake()
 
+    def notice(self, frame: bytes) -> None:
+        """A notice about the job (``monit.stalled``): the stream writes it at once, naming the job."""
+        self._source.notice(tag_frame(frame, self.tag))
+
     def current_run(self) -> Inbox:
         """The run to read: past those the reader has all of, into the job's later runs."""
         run = self.run
@@ -72,7 +76,7 @@ class ManyJobs:
     A job that ends does not end the response; the last one to end does.
     """
 
-    __slots__ = ("_registry", "_job_ids", "name", "_jobs", "_catch_up")
+    __slots__ = ("_registry", "_job_ids", "name", "_jobs", "_catch_up", "_notice")
     ended = "every job ended"
 
     def __init__(self, registry: InboxRegistry, job_ids: list[str]) -> None:
@@ -81,6 +85,7 @@ class ManyJobs:
         self.name = ",".join(job_ids)
         self._jobs: list[_Job] = []
         self._catch_up: Callable[[], None] | None = None  # the stream's, while it is attached
+        self._notice: Callable[[bytes], None] | None = None  # the stream's, while it is attached
 
     def admit(self, after: int, maker: str) -> None:
         """Raise InboxClosed if no job has more for the reader, InboxLimit if the jobs' new inboxes would be too many."""
@@ -96,6 +101,7 @@ class ManyJobs:
     def attach(self, stream: EventStream, after: int, maker: str) -> None:
         """Follow every job, those that are over too: they may run again."""
         self._catch_up = stream.catch_up
+        self._notice = stream.notice
         unknown = after > self._registry.last_id  # an id from no history of ours: the stream was made anew
         self._jobs = [self._follow(job_id, 0 if unknown else after, maker) for job_id in self._job_ids]
         if unknown:
@@ -123,6 +129,11 @@ class ManyJobs:
 
     def over(self) -> bool:
         return all(job.over for job in self._jobs)
+
+    def notice(self, frame: bytes) -> None:
+        """Write a job's notice, tagged with the job, while the stream is attached."""
+        if self._notice is not None:
+            self._notice(frame)
 
     def next_batch(self, after: int) -> Batch | None:
         """About a batch's worth of the jobs' unseen frames, in id order, notices first.
@@ -195,6 +206,6 @@ class ManyJobs:
         return Batch(b"".join(out), events, last)
 
     def detach(self, stream: EventStream) -> None:
-        self._catch_up = None
+        self._catch_up = self._notice = None
         for job in self._jobs:
             self._registry.unfollow_job(job.id, job)

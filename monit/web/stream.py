@@ -201,6 +201,11 @@ class EventStream:
         """Write frames that are no event (a gap notice), ahead of the events."""
         self._request.write(frames)
 
+    def notice(self, frame: bytes) -> None:
+        """The inbox's notice about the job (``monit.stalled``): written at once, while the stream is open."""
+        if self._started is not None:
+            self._request.write(frame)
+
     def _start(self) -> None:
         """Send the headers and the retry time; learn how to write to this reader."""
         request = self._request
