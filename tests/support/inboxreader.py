@@ -19,6 +19,10 @@ class InboxReader:
     def end(self) -> None:
         self.ended = True
 
+    def notice(self, frame: bytes) -> None:
+        """A frame that is no event (a stalled job's notice), in order with the events."""
+        self.frames.append(frame)
+
     @property
     def received(self) -> bytes:
         """Every byte delivered, in order."""

@@ -1,6 +1,9 @@
 """Jobs as a whole, in the registry: summaries, abandoned records, counts; a fake clock."""
 from __future__ import annotations
 
+from typing import Any
+
+from inboxreader import InboxReader
 from twisted.internet.task import Clock
 
 from monit.jobs import JobSummary, iso_time
@@ -11,26 +14,10 @@ from monit.settings import Settings
 NOW = 1_700_000_000.0
 
 
-class Reader:
-    """A reader that keeps what it is handed."""
-
-    def __init__(self) -> None:
-        self.received = b""
-
-    def deliver(self, batch) -> None:
-        self.received += batch.data
-
-    def end(self) -> None:
-        pass
-
-    def notice(self, frame: bytes) -> None:
-        self.received += frame
-
-
 def make(**settings) -> tuple[Clock, InboxRegistry]:
     clock = Clock()
     clock.advance(NOW)
-    options = dict(grace=10, retention=600, expiry=300, abandon=3600, stall_after=0)
+    options: dict[str, Any] = dict(grace=10, retention=600, expiry=300, abandon=3600, stall_after=0)
     options.update(settings)
     return clock, InboxRegistry(clock, **registry_options(Settings(**options)))
 
@@ -41,7 +28,7 @@ def test_an_open_job_is_summarized_from_its_events():
     clock.advance(2)
     registry.publish("job", '{"body":"one"}')
     registry.publish("job", '{"body":"two"}')
-    reader = Reader()
+    reader = InboxReader()
     registry.subscribe("job", reader)
     assert registry.summary("job").as_json() == {
         "id": "job", "state": "open", "opened_at": iso_time(NOW), "closed_at": None, "events": 3,
@@ -66,7 +53,7 @@ def test_a_close_makes_it_closed_or_error_by_its_subject():
 
 def test_a_job_a_reader_asked_for_waits_and_one_that_speaks_without_an_open_is_open():
     _, registry = make()
-    registry.subscribe("asked", Reader())
+    registry.subscribe("asked", InboxReader())
     registry.publish("speaking", '{"body":"x"}')
     asked, speaking = registry.summary("asked"), registry.summary("speaking")
     assert (asked.state, asked.events, asked.last_event_at, asked.last_event_type) == ("waiting", 0, None, None)
@@ -77,7 +64,7 @@ def test_a_job_a_reader_asked_for_waits_and_one_that_speaks_without_an_open_is_o
 def test_a_new_run_is_summarized_and_counts_readers_of_every_run():
     clock, registry = make()
     registry.open("job", '{"id":"job"}', "service.create")
-    registry.subscribe("job", Reader())
+    registry.subscribe("job", InboxReader())
     registry.close("job", '{"id":"job"}', "service.create.done")
     clock.advance(1)
     registry.open("job", '{"id":"job"}', "service.create")  # runs again, the old run in its grace period
@@ -119,7 +106,7 @@ def test_an_abandoned_job_that_speaks_again_is_open_and_a_reader_does_not_hide_i
     clock, registry = make()
     registry.open("job", '{"id":"job"}', "service.create")
     clock.advance(3600.2)
-    registry.subscribe("job", Reader())  # a reader asks for it: it still shows as abandoned
+    registry.subscribe("job", InboxReader())  # a reader asks for it: it still shows as abandoned
     assert registry.summary("job").state == "abandoned"
     registry.publish("job", '{"body":"back"}')
     assert registry.summary("job").state == "open"
@@ -140,7 +127,7 @@ def test_job_counts_by_state():
     registry.open("a", '{"id":"a"}', "service.create")
     registry.open("b", '{"id":"b"}', "service.create")
     registry.close("b", '{"id":"b"}', "service.create.error")
-    registry.subscribe("c", Reader())
+    registry.subscribe("c", InboxReader())
     assert registry.job_counts() == {"open": 1, "error": 1, "waiting": 1}
 
 

@@ -1,15 +1,14 @@
 """Stalled jobs: ``monit.stalled`` after --stall-after seconds of silence, ``monit.resumed`` when the job speaks.
 
-Unit tests with a fake clock (registry, one-job and many-job streams), then
-once for real: a nats-server, monit over HTTP and a short --stall-after.
+With a fake clock: the registry, one-job and many-job streams (for real: tests/scenarios/test_stalled_jobs.py).
 """
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
-import pytest_twisted
-import treq
+from inboxreader import InboxReader
 from twisted.internet.task import Clock
 
 from monit.registry import InboxRegistry
@@ -18,38 +17,23 @@ from monit.settings import Settings
 from monit.sse import decode_frames
 from monit.web.jobs import ManyJobs
 
-from streams import auth, job_message, open_stream, start_monit
-from waiting import wait_for, within
-
 NOW = 1_700_000_000.0
 
 
-class Reader:
-    """A reader that keeps what it is handed, in order, notices too."""
+class Reader(InboxReader):
+    """Reads back what it was handed as frames: (id, event name, data)."""
 
-    def __init__(self) -> None:
-        self.received = b""
-
-    def deliver(self, batch) -> None:
-        self.received += batch.data
-
-    def end(self) -> None:
-        pass
-
-    def notice(self, frame: bytes) -> None:
-        self.received += frame
-
-    def frames(self) -> list[tuple[int | None, str | None, object]]:
+    def decoded(self) -> list[tuple[int | None, str | None, object]]:
         return [(event_id, name, json.loads(data)) for event_id, name, data, _ in decode_frames(self.received)]
 
     def names(self) -> list[str | None]:
-        return [name for _, name, _ in self.frames()]
+        return [name for _, name, _ in self.decoded()]
 
 
 def make(stall_after: float = 300, **settings) -> tuple[Clock, InboxRegistry]:
     clock = Clock()
     clock.advance(NOW)
-    options = dict(grace=10, retention=600, expiry=300, abandon=3600, stall_after=stall_after)
+    options: dict[str, Any] = dict(grace=10, retention=600, expiry=300, abandon=3600, stall_after=stall_after)
     options.update(settings)
     return clock, InboxRegistry(clock, **registry_options(Settings(**options)))
 
@@ -67,7 +51,7 @@ def test_a_silent_open_job_stalls_and_its_readers_are_told_without_an_id():
     clock.advance(299.8)
     assert reader.names() == ["service.create"] and not registry.summary("job").stalled
     clock.advance(0.3)
-    event_id, name, data = reader.frames()[-1]
+    event_id, name, data = reader.decoded()[-1]
     assert (event_id, name) == (None, "monit.stalled")
     assert data == {"silent_for": pytest.approx(300.1), "last_event_at": "2023-11-14T22:13:20.000Z"}
     assert registry.summary("job").stalled and registry.stalled_jobs == 1
@@ -79,7 +63,7 @@ def test_the_job_speaking_again_resumes_it_before_its_event():
     clock.advance(400)
     registry.publish("job", '{"body":"back"}')
     clock.advance(0)
-    frames = reader.frames()
+    frames = reader.decoded()
     assert [name for _, name, _ in frames] == ["service.create", "monit.stalled", "monit.resumed", None]
     assert frames[2][0] is None and frames[2][2] == {"silent_for": 400.0, "last_event_at": "2023-11-14T22:20:00.000Z"}
     assert frames[3][2] == {"body": "back"}
@@ -117,7 +101,7 @@ def test_a_reader_that_comes_to_a_stalled_job_is_told_after_its_history():
     clock.advance(350.2)
     reader = Reader()
     registry.subscribe("job", reader)
-    frames = reader.frames()
+    frames = reader.decoded()
     assert [name for _, name, _ in frames] == ["service.create", "monit.stalled"]
     assert frames[1][2]["silent_for"] == 350.2
 
@@ -140,7 +124,7 @@ def test_judged_from_the_stream_time_with_jetstream():
     reader = Reader()
     registry.subscribe("job", reader)
     clock.advance(50.2)
-    assert reader.frames()[-1][1:] == ("monit.stalled", {"silent_for": 300.2, "last_event_at": "2023-11-14T22:09:10.000Z"})
+    assert reader.decoded()[-1][1:] == ("monit.stalled", {"silent_for": 300.2, "last_event_at": "2023-11-14T22:09:10.000Z"})
 
 
 def test_a_replayed_job_silent_for_long_is_stalled_at_once():
@@ -203,34 +187,3 @@ def test_a_many_job_stream_gets_each_jobs_notices_naming_the_job():
     assert frames[-1] == (None, {"stream": "a", "data": {"body": "back"}})
     clock.advance(100)
     assert b'event: monit.stalled\ndata: {"stream":"b","data":{"silent_for":300.2' in stream.written
-
-
-# Once for real
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_real_job_stalls_and_resumes_on_its_streams(nats_server, publisher):
-    monit = await start_monit(nats_server.url, stall_after=0.5)
-    try:
-        publisher.publish("service.create", {"service": "env-stall1", "name": "env"})
-        one = await open_stream(monit, "stall1")
-        many = await open_stream(monit, "stall1", query="&stream=other1")
-        await wait_for(lambda: "monit.stalled" in [e.event for e in one.events], what="a stalled notice")
-        await wait_for(lambda: "monit.stalled" in [e.event for e in many.events], what="a tagged one")
-        summary = json.loads(await within(treq.content(await within(
-            treq.get(f"{monit.base_url}/jobs/stall1", headers=auth())))))
-        assert summary["stalled"] is True and summary["state"] == "open"
-        stalled = next(frame for frame in decode_frames(one.raw) if frame[1] == "monit.stalled")
-        assert stalled[0] is None and json.loads(stalled[2])["silent_for"] >= 0.5
-        assert json.loads(next(e for e in many.events if e.event == "monit.stalled").data)["stream"] == "stall1"
-        publisher.publish("monitor.user", job_message("stall1", "back"))
-        await wait_for(lambda: one.data() == [{"body": "back", "level": "INFO"}], what="the event after the stall")
-        names = [e.event for e in one.events]
-        assert names.index("monit.resumed") == names.index("message") - 1
-        assert names[:2] == ["service.create", "monit.stalled"]
-        metrics = await within(treq.content(await within(treq.get(f"{monit.base_url}/metrics", headers=auth()))))
-        assert b'monit_jobs{state="open"}' in metrics and b"monit_jobs_stalled " in metrics
-        one.close()
-        many.close()
-    finally:
-        await monit.stopService()
