@@ -25,7 +25,7 @@ def _bars(ax, labels: list[str], values: dict[str, list], ylabel: str, title: st
         xs = [i + (k - 0.5) * width for i in range(len(labels))]
         ys = [v if v is not None else 0 for v in values[target]]
         ax.bar(xs, ys, width, label=target, color=COLORS[target])
-        for x, v in zip(xs, values[target]):
+        for x, v in zip(xs, values[target], strict=True):
             if v is None:
                 ax.text(x, 0, "n/a", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(labels)), labels)
@@ -37,7 +37,7 @@ def _bars(ax, labels: list[str], values: dict[str, list], ylabel: str, title: st
 def fanout_latency(scenario: dict, ax_row) -> None:
     """p50 / p99 against the event rate, one panel per reader count."""
     counts = scenario.get("params", {}).get("readers", [])
-    for ax, n in zip(ax_row, counts):
+    for ax, n in zip(ax_row, counts, strict=True):
         for target in TARGETS:
             rows = [p for p in _phases(scenario, target) if p.get("kind") == "rate" and p.get("readers") == n]
             rows = [p for p in rows if not p["invalid"]]

@@ -36,12 +36,12 @@ import urllib.request
 from pathlib import Path
 
 import nats
+from run import SCRIPTS, SECRET, Processes, free_port, pinning, wait_for_port
 
 from monit.checkpoint import Checkpoint, bucket_for
 from monit.service import feed_options
 from monit.settings import Settings
 from monit.token import mint
-from run import SCRIPTS, SECRET, Processes, free_port, pinning, wait_for_port
 
 PAD = "x" * 120
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogEvent, formatEvent
@@ -35,7 +35,7 @@ class JSONLines:
 def record_of(event: LogEvent) -> dict[str, Any]:
     level = event.get("log_level")
     record: dict[str, Any] = {
-        "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(timespec="milliseconds"),
+        "time": datetime.fromtimestamp(event.get("log_time", 0), UTC).isoformat(timespec="milliseconds"),
         "level": level.name if level is not None else "info",
         "system": _system(event),
         "message": formatEvent(event),

@@ -5,7 +5,6 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.interfaces import IReactorProcess, IReactorTime
@@ -16,8 +15,8 @@ from monit import tuning
 from monit._twisted.startup import check_all
 from monit.auth.modes import verification_for
 from monit.auth.options import AuthOptions
-from monit.embedded import EmbeddedNATS
 from monit.checkpoint import checkpoint_key
+from monit.embedded import EmbeddedNATS
 from monit.feed import JetStreamFeed
 from monit.inbox import Event
 from monit.metrics import MonitCollector, exposition

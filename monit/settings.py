@@ -20,7 +20,12 @@ import attrs
 from twisted.internet.endpoints import serverFromString
 
 from monit.auth.keys import (
-    HMAC_ALGORITHMS, algorithms_for, check_algorithms, describe, load_public_key, parse_algorithms,
+    HMAC_ALGORITHMS,
+    algorithms_for,
+    check_algorithms,
+    describe,
+    load_public_key,
+    parse_algorithms,
 )
 from monit.auth.redis_connection import RedisTarget
 from monit.nats.client import check_url

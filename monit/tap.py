@@ -7,12 +7,12 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import twisted
 from twisted.application.service import IService
 from twisted.internet.interfaces import IReactorCore, IReactorFromThreads
 from twisted.logger import Logger
 from twisted.python import usage
 
-import twisted
 from monit import __version__
 from monit import settings as settings_table
 from monit.service import MonitService

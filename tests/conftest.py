@@ -5,6 +5,8 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import EventLoggingObserver
 from twisted.logger import globalLogPublisher
 
+from auth_service import auth_service  # noqa: F401 (a fixture, for every test)
+from dripping import drip  # noqa: F401 (a fixture, for every test)
 from natsserver import NATSServer
 from publisher import Publisher
 from signing import Signer

@@ -39,8 +39,9 @@ _TRANSPORT_SETS_LATER = ("producer", "streamingProducer", "dataBuffer", "offset"
 def preset(channel: HTTPChannel) -> None:
     """Give a new channel, and its TCP transport, every name they would set later, as they are."""
     _set_early(channel, _CHANNEL_SETS_LATER)
-    if isinstance(channel.transport, tcp.Connection):  # not over TLS: its transport is TLS's protocol
-        _set_early(channel.transport, _TRANSPORT_SETS_LATER)
+    transport: object = channel.transport  # typed as an interface, which tcp.Connection does not name
+    if isinstance(transport, tcp.Connection):  # not over TLS: its transport is TLS's protocol
+        _set_early(transport, _TRANSPORT_SETS_LATER)
 
 
 def _set_early(instance: object, names: tuple[str, ...]) -> None:

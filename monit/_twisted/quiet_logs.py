@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IProtocol, IProtocolFactory, IStreamClie
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import ILogObserver, Logger, LogPublisher, LogEvent
+from twisted.logger import ILogObserver, LogEvent, Logger, LogPublisher
 from twisted.web.http import HTTPChannel
 from zope.interface import implementer
 

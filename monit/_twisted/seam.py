@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from twisted.logger import Logger
-
 import twisted
+from twisted.logger import Logger
 
 log = Logger()
 _found: dict[str, str | None] = {}  # each seam's problem with this Twisted (None: it fits), once checked

@@ -8,7 +8,6 @@ HMAC secret: that is how "HS256 signed with the public key" is refused.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import attrs
 from cryptography import x509
@@ -24,9 +23,7 @@ EDDSA = "EdDSA"
 ASYMMETRIC_ALGORITHMS = (*RSA_ALGORITHMS, *EC_CURVES, EDDSA)
 ALGORITHMS = (*HMAC_ALGORITHMS, *ASYMMETRIC_ALGORITHMS)
 
-PublicKey = Union[
-    rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey
-]
+PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 PUBLIC_KEY_TYPES = (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
 # Shorter RSA keys can be factored by those with the means (NIST SP 800-131A): refused, not warned about.
 MIN_RSA_BITS = 2048

@@ -17,7 +17,12 @@ from monit.auth.cache import CachingVerifier
 from monit.auth.interface import LIST_SCOPE, AuthUnavailable, Identity, InvalidToken, ITokenVerifier
 from monit.auth.jwks import JWKS, jwks_http_client
 from monit.auth.jwt_verifier import (
-    ALGORITHM, SECRET_SUBJECT, ClaimChecks, JWTVerifier, NATSRequester, secret_from_nats,
+    ALGORITHM,
+    SECRET_SUBJECT,
+    ClaimChecks,
+    JWTVerifier,
+    NATSRequester,
+    secret_from_nats,
 )
 from monit.auth.keys import ASYMMETRIC_ALGORITHMS, SigningKey, algorithms_for, load_public_key
 from monit.auth.options import AuthOptions

@@ -44,6 +44,7 @@ from monit.redact import redacted_url
 
 DEFAULT_PORT = 6379
 MAX_BACKOFF = 10.0  # seconds between attempts, at most, while Redis cannot be reached
+BACKOFF = backoffPolicy(0.2, MAX_BACKOFF, factor=2, jitter=random.random)
 RETRY_REFUSED = 30.0  # seconds before trying again credentials or a database Redis refused
 MAX_VALUE_BYTES = 64 * 1024  # a longer value is skipped, never held (see resp)
 
@@ -144,7 +145,7 @@ class RedisConnection(Service):
         endpoint: IStreamClientEndpoint,
         clock: IReactorTime,
         timeout: float,
-        backoff: Callable[[int], float] = backoffPolicy(0.2, MAX_BACKOFF, factor=2, jitter=random.random),
+        backoff: Callable[[int], float] = BACKOFF,
     ) -> None:
         self._target = target
         self._shown = str(target)

@@ -18,7 +18,6 @@ them all. Every command still waiting then fails with L{ConnectionLost}.
 from __future__ import annotations
 
 from collections import deque
-from typing import Union
 
 import attrs
 from twisted.internet.defer import Deferred, fail
@@ -55,7 +54,7 @@ class Oversized:
     size: int
 
 
-Reply = Union[bytes, str, int, None, Oversized]
+Reply = bytes | str | int | None | Oversized
 
 
 def encode(*args: bytes) -> bytes:

@@ -33,7 +33,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.python.failure import Failure
@@ -90,7 +90,7 @@ class _Server:
         if not parts.hostname:
             raise ValueError("no host")
         try:
-            parts.port
+            _ = parts.port  # reading it checks it
         except ValueError:
             raise ValueError("the port is not a number from 1 to 65535") from None
         user = unquote(parts.username) if parts.username else None

@@ -385,7 +385,7 @@ class NATSProtocol(Protocol):
         self._reading_paused = paused
         producer = IPushProducer(self.transport, None)
         if producer is None:
-            return
+            return  # type: ignore[unreachable]  # mypy-zope types an adaptation with a default as never None
         if paused:
             producer.pauseProducing()
         else:

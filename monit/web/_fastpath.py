@@ -162,8 +162,9 @@ def writer_for(request: Request, fast: bool) -> Writer:
     """The fastest writer that is safe for this response, once its headers are out."""
     if fast and getattr(request, "chunked", False):
         transport = request.channel.transport
-        if isinstance(transport, tcp.Connection):
-            return SocketWriter(transport)
+        connection: object = transport  # typed as an interface, which tcp.Connection does not name
+        if isinstance(connection, tcp.Connection):
+            return SocketWriter(connection)
         below = tcp_below(transport)
         if transport is not None and below is not None:
             return ChunkWriter(transport, below)

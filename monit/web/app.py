@@ -31,6 +31,7 @@ from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.sse import encode_error, encode_retry
+from monit.web.errors import error_body
 from monit.web.jobs import ManyJobs
 from monit.web.listing import BadQuery, JobQuery, NotAllowed, list_jobs, listable, query_of
 from monit.web.page import (
@@ -40,7 +41,6 @@ from monit.web.page import (
     session_token,
     watch_page,
 )
-from monit.web.errors import error_body
 from monit.web.stream import EventStream, OneJob, Source, StreamSet
 
 RETRY_AFTER_SECONDS = 5

@@ -311,8 +311,8 @@ class MonitH2Connection(TwistedProtocol):
             handler = _HANDLERS.get(type(event))
             if handler is not None and not (reset and type(event) is h2.events.RequestReceived and event.stream_id in reset):
                 handler(self, event)
-            if self._gone_away:
-                return
+            if self._gone_away:  # a handler may have said GOAWAY (mypy holds to the check above)
+                return  # type: ignore[unreachable]
         self._flush()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
@@ -651,7 +651,7 @@ _HANDLERS: dict[type, Any] = {
 
 def take_over(channel: HTTPChannel, site: Host) -> MonitH2Connection:
     """Hand a connection whose TLS handshake chose h2 from its HTTP/1.1 channel (which has read nothing) to HTTP/2."""
-    transport = channel.transport
+    transport: object = channel.transport  # typed as an interface, which ProtocolWrapper does not name
     if not isinstance(transport, ProtocolWrapper):
         raise TypeError(f"HTTP/2 needs a TLS transport that wraps its protocol, not {transport!r}")
     site.stop_head_deadline(channel)

@@ -8,15 +8,15 @@ import time
 import pytest
 import pytest_twisted
 import treq
-from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, ensureDeferred
 from twisted.logger import globalLogPublisher
 
 from monit.token import mint
 
-from auth_service import ARRAY, BANNED, EMPTY, GOOD, LOGIN_PAGE, ONLY_A1, auth_service  # noqa: F401 (a fixture)
+from auth_service import ARRAY, BANNED, EMPTY, GOOD, LOGIN_PAGE, ONLY_A1
 from streams import SECRET, Reader, auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
+
 
 @pytest.fixture
 def remote_monit(nats_server, auth_service):

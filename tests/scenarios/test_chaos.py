@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import partial
 from itertools import zip_longest
 from pathlib import Path
@@ -161,7 +161,7 @@ async def retrying(attempt: Callable[[], Coroutine[Any, Any, T]], timeout: float
             return await attempt()
         except NotFoundError:
             raise  # an answer
-        except (nats.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error):
             if time.monotonic() > deadline:
                 raise
         await asyncio.sleep(0.2)
@@ -223,7 +223,7 @@ class Engine:
         """The stream's leader, and whether every replica is current (no node down or behind)."""
         try:
             info = await self._js.stream_info(STREAM)
-        except (nats.errors.Error, asyncio.TimeoutError):
+        except (TimeoutError, nats.errors.Error):
             return None, False
         cluster = info.cluster
         if cluster is None or not cluster.leader:
@@ -559,7 +559,7 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
         publishing = loop.submit(engine.run(jobs, began))
         reading = loop.submit(read_all(readers, instances, began, began + SECONDS + 3 * SETTLE_SECONDS))
         chaos = Chaos(cluster, instances, engine, loop, began)
-        chaos.say(f"the chaos begins: {datetime.now(timezone.utc):%H:%M:%S.%f} UTC, as the monit logs tell time")
+        chaos.say(f"the chaos begins: {datetime.now(UTC):%H:%M:%S.%f} UTC, as the monit logs tell time")
         chaos.run(kills, SECONDS)
         publishing.result(timeout=SETTLE_SECONDS)
         chaos.say("the engine has published every job")

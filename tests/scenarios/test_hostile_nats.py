@@ -99,7 +99,7 @@ async def test_a_reader_joining_a_history_bigger_than_max_pending_gets_all_of_it
         for n in range(200):  # about 2 MB of history
             publisher.publish("monitor.user", {"id": "long", "messages": [{"n": n, "pad": "x" * 10_000}]})
         await wait_for(lambda: "long" in monit.registry and monit.registry.get("long").last_id == monit.registry.id_base + 200)
-        for attempt in range(3):  # as a reconnecting reader would, again and again
+        for _attempt in range(3):  # as a reconnecting reader would, again and again
             reader = await open_stream(monit, "long")
             await wait_for(lambda: len(reader.events) == 200, what="the whole history")
             assert [e["n"] for e in reader.data()] == list(range(200))

@@ -13,12 +13,12 @@ from twisted.internet import reactor
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-
 from publisher import Publisher
 from redisserver import RedisServer
 from streams import SECRET as MONIT_SECRET
 from streams import auth, job_message, open_stream, start_monit
 from waiting import wait_for, within
+
 
 async def get_json(url: str, headers: dict) -> tuple[int, dict]:
     response = await within(treq.get(url, headers=headers))

@@ -16,7 +16,6 @@ from twisted.internet import reactor
 from monit.auth.jwks import JWKS, jwks_http_client
 
 from devtools import Browser
-from dripping import drip  # noqa: F401 (a fixture)
 from jwks_provider import ThreadedJWKS, jwks_in_a_thread
 from natsserver import free_port
 from processes import script, stop, wait_until_ready

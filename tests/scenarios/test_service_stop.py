@@ -3,15 +3,13 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
 from twisted.internet.base import DelayedCall
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.task import LoopingCall, deferLater
 
-import treq
-
-from auth_service import auth_service  # noqa: F401 (a fixture)
 from streams import open_stream, start_monit, token_header
 from waiting import wait_for, within
 

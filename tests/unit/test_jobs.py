@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from inboxreader import InboxReader
 from twisted.internet.task import Clock
 
 from monit.jobs import JobSummary, iso_time
 from monit.registry import InboxRegistry
 from monit.service import registry_options
 from monit.settings import Settings
+
+from inboxreader import InboxReader
 
 NOW = 1_700_000_000.0
 

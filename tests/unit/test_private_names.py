@@ -22,9 +22,9 @@ from pathlib import Path
 from types import ModuleType
 
 import attrs
+import twisted
 
 import monit
-import twisted
 
 MONIT = Path(monit.__file__).parent
 TWISTED = Path(twisted.__file__).parent

@@ -92,10 +92,10 @@ def test_a_flood_of_new_job_ids_never_refuses_a_job_and_never_grows_past_the_lim
 def test_histories_stay_within_the_memory_budget_least_recently_active_trimmed_first():
     clock, registry = make(memory_budget=20_000, history=1000)
     payload = '"' + "x" * 100 + '"'  # frames of about 115 bytes
-    for n in range(100):
+    for _ in range(100):
         registry.publish("old", payload)
     clock.advance(1)
-    for n in range(200):
+    for _ in range(200):
         registry.publish("new", payload)
         assert registry.history_bytes <= 20_000
     old, new = registry.get("old"), registry.get("new")

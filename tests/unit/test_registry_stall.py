@@ -8,7 +8,6 @@ import json
 from typing import Any
 
 import pytest
-from inboxreader import InboxReader
 from twisted.internet.task import Clock
 
 from monit.registry import InboxRegistry
@@ -16,6 +15,8 @@ from monit.service import registry_options
 from monit.settings import Settings
 from monit.sse import decode_frames
 from monit.web.jobs import ManyJobs
+
+from inboxreader import InboxReader
 
 NOW = 1_700_000_000.0
 

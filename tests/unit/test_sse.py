@@ -41,7 +41,7 @@ def test_multiline_payload_is_split_over_data_lines():
 
 def test_non_ascii_payload_is_utf8():
     frame = encode_event(3, compact_json({"body": "déploiement ✓ 完了"}))
-    assert frame == 'id: 3\ndata: {"body":"déploiement ✓ 完了"}\n\n'.encode("utf-8")
+    assert frame == 'id: 3\ndata: {"body":"déploiement ✓ 完了"}\n\n'.encode()
 
 
 def test_event_name_cannot_break_the_frame():

@@ -82,10 +82,10 @@ def test_cancel_unsubscribes():
 
 def test_a_consumer_that_does_not_keep_up_is_dropped_like_a_slow_reader():
     clock, registry, settings = make(max_pending=1000)
-    for n in range(50):  # history is not counted: joining a long job is fine
+    for _ in range(50):  # history is not counted: joining a long job is fine
         registry.publish("job", '{"pad":"' + "x" * 100 + '"}')
     watcher = watch(registry, settings, "job")
-    for n in range(8):
+    for _ in range(8):
         registry.publish("job", '{"pad":"' + "x" * 100 + '"}')
         clock.advance(0)
     assert registry.get("job").subscribers

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import pytest
+import twisted
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
-import twisted
 from monit import tuning
 from monit._twisted import early_disconnect, head_counts, key_sharing, quiet_logs, seam, tcp_buffer, trust_root
 from monit._twisted.startup import SEAMS, check_all

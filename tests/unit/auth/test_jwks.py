@@ -16,8 +16,8 @@ from twisted.logger import LogLevel, formatEvent
 from monit.auth.cache import CachingVerifier
 from monit.auth.interface import AuthUnavailable, InvalidToken
 from monit.auth.jwks import JWKS, MAX_JWKS_BYTES, KeySet, UnknownSigningKey, parse_jwks
-from monit.auth.keys import SigningKey
 from monit.auth.jwt_verifier import ClaimChecks
+from monit.auth.keys import SigningKey
 from monit.auth.signed import SignedJWTVerifier
 
 from deferreds import result_of

@@ -70,7 +70,7 @@ def test_parse_algorithms_refuses(text: str, said: str) -> None:
 def test_load_a_public_key_and_a_certificates_key(tmp_path: Path, rsa: Signer, ec: Signer) -> None:
     assert public_numbers(load_public_key(rsa.write_pem(tmp_path))) == rsa.public.public_numbers()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "id.example")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     certificate = (
         x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ec.public)
         .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))

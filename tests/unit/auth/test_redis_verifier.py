@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+
 import attrs
 import pytest
 from twisted.internet import defer

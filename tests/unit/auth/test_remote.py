@@ -48,7 +48,6 @@ from monit.settings import Settings
 
 from auth_service import OneAnswerAuthService
 from deferreds import result_of
-from dripping import drip  # noqa: F401 (a fixture)
 from loopback import base_url, listen, stop_listening
 from stubhttp import StubHTTP
 from waiting import wait_for, within
@@ -416,7 +415,7 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
     service.hang = True
     verifier = bounded(stub, clock, concurrency=1, timeout=100.0)
     verifier.verify("the-one-in-flight").addErrback(lambda f: f.trap(AuthUnavailable))
-    for second in range(3):
+    for _second in range(3):
         for _ in range(10):
             verifier.verify("another-token").addErrback(lambda f: f.trap(AuthUnavailable))
         clock.advance(5.0)

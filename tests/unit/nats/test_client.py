@@ -180,7 +180,7 @@ def test_credentials_go_into_connect_and_never_into_logs(
 def test_why_connecting_fails_is_said_once_per_reason_not_once_per_retry(
     servers: FakeServers, client: NATSClient, log_events: list
 ) -> None:
-    for attempt in range(5):
+    for _attempt in range(5):
         servers.refuse()
         servers.next_attempt()
     said = [formatEvent(e) for e in log_events if e.get("log_namespace", "").startswith(("monit", "twisted.application"))]

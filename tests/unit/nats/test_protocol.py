@@ -330,7 +330,7 @@ def test_any_split_of_any_frames_parses_the_same(
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=10)))
     peer = Peer()
     peer.handshake()
-    peer.feed(*(stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)])))
+    peer.feed(*(stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)))
     assert peer.received == [message for _, message in sequence]
     assert not peer.transport.disconnecting
 

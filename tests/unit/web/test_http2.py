@@ -20,7 +20,12 @@ from zope.interface import implementer
 
 from monit.web import _fastpath
 from monit.web.http2 import (
-    CLOSE_AFTER_GOAWAY, CONTROL_BACKLOG, GOAWAY_AFTER_ENDS, MAX_STREAMS, RESETS_AT_ONCE, MonitH2Connection,
+    CLOSE_AFTER_GOAWAY,
+    CONTROL_BACKLOG,
+    GOAWAY_AFTER_ENDS,
+    MAX_STREAMS,
+    RESETS_AT_ONCE,
+    MonitH2Connection,
 )
 from monit.web.site import MonitSite
 

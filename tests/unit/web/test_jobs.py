@@ -276,4 +276,4 @@ def received(request) -> list[tuple[str, int]]:
     """(job, id) of every event frame written; there must be no gap notice."""
     written = frames(request)
     assert all(name != "gap" for name, _, _ in written)
-    return list(zip([job for _, job, _ in written], request.ids()))
+    return list(zip([job for _, job, _ in written], request.ids(), strict=True))

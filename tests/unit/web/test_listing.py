@@ -2,7 +2,6 @@
 filters, paging and who may list."""
 from __future__ import annotations
 
-
 import jwt
 import pytest
 from treq.testing import StubTreq
