@@ -3,6 +3,7 @@
 ``make matrix`` runs every session. The oldest versions are read from setup.cfg's floors at each
 run, so what setup.cfg promises is what is tested.
 """
+
 from __future__ import annotations
 
 import configparser

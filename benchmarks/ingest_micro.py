@@ -6,6 +6,7 @@ No sockets and no reactor: frames are fed to the NATS protocol as one read of
 500 frames at a time, as a busy connection delivers them. It complements the
 end-to-end `ingest` scenario of run.py, which includes the kernel and NATS.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -7,6 +7,7 @@ turn publishes one event to each job and flushes, as a busy reactor turn
 does. One-job readers share each inbox's batch; a many-job reader reads the
 histories itself and tags each frame with its job, which this measures.
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """PNG plots of benchmarks/results/results.json: ``python benchmarks/plot.py [results.json]``."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,10 @@ def plot_all(results: dict, outdir: Path) -> list[Path]:
         fanout_latency(fanout, axes[0])
         save(fig, "fanout_latency.png")
         fig, ax = plt.subplots(figsize=(6, 4))
-        values = {t: [fanout.get(t, {}).get("summary", {}).get(f"burst_deliveries_per_s@{n}") for n in counts]
-                  for t in TARGETS}
+        values = {
+            t: [fanout.get(t, {}).get("summary", {}).get(f"burst_deliveries_per_s@{n}") for n in counts]
+            for t in TARGETS
+        }
         _bars(ax, [f"{n} readers" for n in counts], values, "deliveries/s", "fan-out burst throughput")
         save(fig, "fanout_burst.png")
 
@@ -80,8 +83,13 @@ def plot_all(results: dict, outdir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for target in TARGETS:
             levels = memory.get(target, {}).get("levels", [])
-            ax.plot([x["streams"] for x in levels], [x["rss_per_stream_kb"] for x in levels], "o-",
-                    color=COLORS[target], label=target)
+            ax.plot(
+                [x["streams"] for x in levels],
+                [x["rss_per_stream_kb"] for x in levels],
+                "o-",
+                color=COLORS[target],
+                label=target,
+            )
         ax.set_xscale("log")
         ax.set_xlabel("open streams")
         ax.set_ylabel("RSS per open stream (kB)")
@@ -97,12 +105,21 @@ def plot_all(results: dict, outdir: Path) -> list[Path]:
         _bars(ax, ["cold alone", "cold (with hot)", "hot"], values, "p99 latency (ms)", "many streams: isolation")
         save(fig, "many_streams.png")
 
-    cost = [(name, key) for name, key in [("cpu-per-delivery", "cpu_us_per_delivery"), ("many-streams", "cpu_us_per_delivery"),
-                                          ("ingest", "cpu_us_per_msg")] if name in scenarios]
+    cost = [
+        (name, key)
+        for name, key in [
+            ("cpu-per-delivery", "cpu_us_per_delivery"),
+            ("many-streams", "cpu_us_per_delivery"),
+            ("ingest", "cpu_us_per_msg"),
+        ]
+        if name in scenarios
+    ]
     if cost:
         fig, ax = plt.subplots(figsize=(7, 4))
         values = {t: [scenarios[name].get(t, {}).get("summary", {}).get(key) for name, key in cost] for t in TARGETS}
-        _bars(ax, [f"{name}\n{key}" for name, key in cost], values, "server CPU (µs)", "server CPU per delivery / message")
+        _bars(
+            ax, [f"{name}\n{key}" for name, key in cost], values, "server CPU (µs)", "server CPU per delivery / message"
+        )
         save(fig, "cpu_cost.png")
     return written
 

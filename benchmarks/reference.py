@@ -9,6 +9,7 @@ then frames. The benchmarks report monit's figures as ratios to this one's.
 
     python benchmarks/reference.py --nats nats://127.0.0.1:4222 --port 9000
 """
+
 from __future__ import annotations
 
 import argparse

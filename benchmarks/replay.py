@@ -20,6 +20,7 @@ then the checkpoint bucket is deleted and one more instance replays the
 whole stream, for comparison. Each live job's history (ids and data) is read
 from every instance and compared with the peer's.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,20 @@ LIVE_JOBS, LIVE_MESSAGES, EVENTS_PER_MESSAGE = 10, 10, 5  # 10 live jobs of an o
 
 def start_monit(procs: Processes, nats_url: str, log, *extra: str) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    argv = [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--jetstream", "--nats", nats_url,
-            "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, *extra]
+    argv = [
+        str(SCRIPTS / "twistd"),
+        "-n",
+        "--pidfile=",
+        "monit",
+        "--jetstream",
+        "--nats",
+        nats_url,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-secret",
+        SECRET,
+        *extra,
+    ]
     proc = procs.start(argv, core="server_core", stdout=log, stderr=subprocess.STDOUT)
     return proc, f"http://127.0.0.1:{port}"
 
@@ -196,11 +209,19 @@ def checkpoint_run(args: argparse.Namespace, procs: Processes, url: str, logs: P
         publish_s = asyncio.run(publish_jobs(url, args.messages, args.per_job))
         asyncio.run(publish_live(url))
         first_live = args.messages + 1
-        wait_until(lambda: asyncio.run(stored_horizon(url, stream, settings)) == first_live, 600,
-                   "the peer's checkpoint at the first live job")
+        wait_until(
+            lambda: asyncio.run(stored_horizon(url, stream, settings)) == first_live,
+            600,
+            "the peer's checkpoint at the first live job",
+        )
         peer_histories = {f"live{job}": history(peer_url, f"live{job}", events) for job in range(LIVE_JOBS)}
-        result: dict = {"finished_job_messages": args.messages, "live_jobs": LIVE_JOBS, "events_per_live_job": events,
-                        "published_per_s": round(args.messages / publish_s), "horizon": first_live}
+        result: dict = {
+            "finished_job_messages": args.messages,
+            "live_jobs": LIVE_JOBS,
+            "events_per_live_job": events,
+            "published_per_s": round(args.messages / publish_s),
+            "horizon": first_live,
+        }
         for name, prepare in (("checkpointed", None), ("whole", "delete the bucket")):
             if prepare:
                 asyncio.run(delete_stream(url, f"KV_{bucket_for(stream)}"))
@@ -211,8 +232,12 @@ def checkpoint_run(args: argparse.Namespace, procs: Processes, url: str, logs: P
                 rss = rss_mb(monit.pid)
                 same = all(history(base_url, job, events) == peer_histories[job] for job in peer_histories)
                 procs.stop(monit)
-            result[name] = {"seconds_to_ready": round(to_ready, 2), "replayed_from": replayed_from(log_path),
-                            "histories_match_peer": same, "rss_mb_when_ready": round(rss, 1)}
+            result[name] = {
+                "seconds_to_ready": round(to_ready, 2),
+                "replayed_from": replayed_from(log_path),
+                "histories_match_peer": same,
+                "rss_mb_when_ready": round(rss, 1),
+            }
         procs.stop(peer)
     return result
 
@@ -221,8 +246,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--checkpoint", action="store_true",
-                        help="finished jobs, then live ones: a start from the peers' checkpoint against a whole replay")
+    parser.add_argument(
+        "--checkpoint",
+        action="store_true",
+        help="finished jobs, then live ones: a start from the peers' checkpoint against a whole replay",
+    )
     parser.add_argument("--per-job", type=int, default=1000, help="with --checkpoint: messages a finished job has")
     args = parser.parse_args()
     procs = Processes(pinning())
@@ -231,9 +259,12 @@ def main() -> int:
     logs.mkdir()
     try:
         nats_port = free_port()
-        nats_proc = procs.start([str(SCRIPTS / "nats-server"), "-a", "127.0.0.1", "-p", str(nats_port), "-js",
-                                 "-sd", store], core="nats_core", stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        nats_proc = procs.start(
+            [str(SCRIPTS / "nats-server"), "-a", "127.0.0.1", "-p", str(nats_port), "-js", "-sd", store],
+            core="nats_core",
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for_port(nats_port, nats_proc, "nats-server")
         url = f"nats://127.0.0.1:{nats_port}"
         if args.checkpoint:

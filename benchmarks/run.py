@@ -6,6 +6,7 @@ started fresh. Results go to benchmarks/results/results.json and PNG plots
 beside it; benchmarks/README.md explains the numbers. With ``--http2``, monit
 over HTTP/2 is also set against monit over HTTP/1.1 in the same run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,16 +45,36 @@ HTTP2_GOALS = {"cpu_us_per_delivery": 1.5, "rss_per_stream_kb": 1.0}  # the most
 # Every scenario's sizes, full and --smoke. The generator reads them as they are.
 SCENARIOS: dict[str, dict[str, dict]] = {
     "fanout": {
-        "full": dict(readers=[100, 1000, 5000], burst_deliveries=100_000, burst_min=20, burst_max=1000,
-                     burst_timeout_s=60, rates=[10, 50, 100, 200], rate_seconds=3, drain_s=2, knee_p99_ms=100),
-        "smoke": dict(readers=[20, 100], burst_deliveries=2_000, burst_min=5, burst_max=100,
-                      burst_timeout_s=10, rates=[10, 50], rate_seconds=0.3, drain_s=1, knee_p99_ms=100),
+        "full": dict(
+            readers=[100, 1000, 5000],
+            burst_deliveries=100_000,
+            burst_min=20,
+            burst_max=1000,
+            burst_timeout_s=60,
+            rates=[10, 50, 100, 200],
+            rate_seconds=3,
+            drain_s=2,
+            knee_p99_ms=100,
+        ),
+        "smoke": dict(
+            readers=[20, 100],
+            burst_deliveries=2_000,
+            burst_min=5,
+            burst_max=100,
+            burst_timeout_s=10,
+            rates=[10, 50],
+            rate_seconds=0.3,
+            drain_s=1,
+            knee_p99_ms=100,
+        ),
     },
     "many-streams": {
-        "full": dict(cold_streams=2000, cold_readers=2, hot_readers=1000, cold_rate=500, hot_rate=20,
-                     seconds=5, drain_s=2),
-        "smoke": dict(cold_streams=50, cold_readers=2, hot_readers=50, cold_rate=100, hot_rate=20,
-                      seconds=0.5, drain_s=1),
+        "full": dict(
+            cold_streams=2000, cold_readers=2, hot_readers=1000, cold_rate=500, hot_rate=20, seconds=5, drain_s=2
+        ),
+        "smoke": dict(
+            cold_streams=50, cold_readers=2, hot_readers=50, cold_rate=100, hot_rate=20, seconds=0.5, drain_s=1
+        ),
     },
     "idle-memory": {
         "full": dict(streams=[1000, 5000, 10000], settle_ms=1000),
@@ -216,9 +237,23 @@ def monit_argv(nats_url: str, port: int, *extra: str, tls: Certificate | None = 
     listen = f"tcp:{port}:interface=127.0.0.1"
     if tls is not None:
         listen = f"ssl:{port}:interface=127.0.0.1:privateKey={tls.key}:certKey={tls.cert}"
-    return [str(SCRIPTS / "twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url,
-            "--listen", listen, "--jwt-secret", SECRET, "--heartbeat", "15",
-            "--max-inboxes-per-user", "1000000", *extra]
+    return [
+        str(SCRIPTS / "twistd"),
+        "-n",
+        "--pidfile=",
+        "monit",
+        "--nats",
+        nats_url,
+        "--listen",
+        listen,
+        "--jwt-secret",
+        SECRET,
+        "--heartbeat",
+        "15",
+        "--max-inboxes-per-user",
+        "1000000",
+        *extra,
+    ]
 
 
 class Certificate:
@@ -237,45 +272,84 @@ class Certificate:
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "monit benchmark")])
         now = datetime.datetime.now(datetime.UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            )
             .sign(key, hashes.SHA256())
         )
         self.cert, self.key = folder / "monit-cert.pem", folder / "monit-key.pem"
         self.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        self.key.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
 
 
-def loadgen_env(scenario: str, target: str, params: dict, port: int, token: str, nats: dict,
-                server_pid: int, deadline_s: float, http2: bool = False) -> dict:
+def loadgen_env(
+    scenario: str,
+    target: str,
+    params: dict,
+    port: int,
+    token: str,
+    nats: dict,
+    server_pid: int,
+    deadline_s: float,
+    http2: bool = False,
+) -> dict:
     """What the generator is told: where the server is, what to run, the limits of a valid phase.
 
     It knows two kinds of server: the reference and monit, whose streams it reads over HTTP
     (over HTTP/2 with ``http2``, for the ``monit`` target only).
     """
     return {
-        "scenario": scenario, "target": "reference" if target == "reference" else "monit", "params": params,
+        "scenario": scenario,
+        "target": "reference" if target == "reference" else "monit",
+        "params": params,
         "http2": http2 and target == "monit",
-        "host": "127.0.0.1", "port": port, "token": token, "nats": nats["url"],
-        "serverPid": server_pid, "natsPid": nats["pid"], "clkTck": os.sysconf("SC_CLK_TCK"),
-        "maxLoadgenCpu": MAX_LOADGEN_CPU, "maxOtherCpu": MAX_OTHER_CPU, "deadline_s": deadline_s,
+        "host": "127.0.0.1",
+        "port": port,
+        "token": token,
+        "nats": nats["url"],
+        "serverPid": server_pid,
+        "natsPid": nats["pid"],
+        "clkTck": os.sysconf("SC_CLK_TCK"),
+        "maxLoadgenCpu": MAX_LOADGEN_CPU,
+        "maxOtherCpu": MAX_OTHER_CPU,
+        "deadline_s": deadline_s,
     }
 
 
 def start_target(
-    procs: Processes, target: str, scenario: str, nats_url: str, port: int, log, monit_args: list[str],
+    procs: Processes,
+    target: str,
+    scenario: str,
+    nats_url: str,
+    port: int,
+    log,
+    monit_args: list[str],
     tls: Certificate | None = None,
 ) -> subprocess.Popen:
     monit = target != "reference"
     if monit:
         argv = monit_argv(nats_url, port, *monit_args, tls=tls)
     else:
-        argv = [sys.executable, str(HERE / "reference.py"), "--nats", nats_url, "--port", str(port),
-                *REFERENCE_ARGS.get(scenario, [])]
+        argv = [
+            sys.executable,
+            str(HERE / "reference.py"),
+            "--nats",
+            nats_url,
+            "--port",
+            str(port),
+            *REFERENCE_ARGS.get(scenario, []),
+        ]
     proc = procs.start(argv, core="server_core", stdout=log, stderr=subprocess.STDOUT)
     wait_for_port(port, proc, target)
     if monit:
@@ -303,8 +377,9 @@ def wait_ready(port: int, proc: subprocess.Popen, deadline: float = 30.0, tls: b
 
 def run_loadgen(procs: Processes, env: dict) -> dict:
     """Run the generator once; its last stdout line is the result."""
-    proc = procs.start(["node", str(LOADGEN / "main.js"), json.dumps(env)], core="loadgen_core",
-                       stdout=subprocess.PIPE, text=True)
+    proc = procs.start(
+        ["node", str(LOADGEN / "main.js"), json.dumps(env)], core="loadgen_core", stdout=subprocess.PIPE, text=True
+    )
     try:
         out, _ = proc.communicate(timeout=env["deadline_s"] + 30)
     finally:
@@ -317,7 +392,14 @@ def run_loadgen(procs: Processes, env: dict) -> dict:
 
 
 def run_scenario(
-    procs: Processes, name: str, params: dict, nats, token: str, smoke: bool, outdir: Path, monit_args: list[str],
+    procs: Processes,
+    name: str,
+    params: dict,
+    nats,
+    token: str,
+    smoke: bool,
+    outdir: Path,
+    monit_args: list[str],
     tls: Certificate | None = None,
 ) -> dict:
     entry: dict = {}
@@ -326,10 +408,12 @@ def run_scenario(
         log_path = outdir / "logs" / f"{name}-{target}.log"
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
         with open(log_path, "wb") as log:
-            server = start_target(procs, target, name, nats["url"], port, log, monit_args,
-                                  tls if target == "monit" else None)
-            env = loadgen_env(name, target, params, port, token, nats, server.pid, 120 if smoke else 1200,
-                              http2=tls is not None)
+            server = start_target(
+                procs, target, name, nats["url"], port, log, monit_args, tls if target == "monit" else None
+            )
+            env = loadgen_env(
+                name, target, params, port, token, nats, server.pid, 120 if smoke else 1200, http2=tls is not None
+            )
             try:
                 entry[target] = {**run_loadgen(procs, env), "target": target}
             except Exception as error:  # noqa: BLE001 - recorded, and the run exits non-zero
@@ -339,8 +423,9 @@ def run_scenario(
                 procs.stop(server)
     entry["ratios"] = ratios(entry["monit"].get("summary", {}), entry["reference"].get("summary", {}))
     if HTTP1_TARGET in entry:
-        entry["http2_vs_http1"] = http2_vs_http1(entry["monit"].get("summary", {}),
-                                                 entry[HTTP1_TARGET].get("summary", {}))
+        entry["http2_vs_http1"] = http2_vs_http1(
+            entry["monit"].get("summary", {}), entry[HTTP1_TARGET].get("summary", {})
+        )
     return entry
 
 
@@ -366,23 +451,29 @@ def http2_vs_http1(http2: dict, http1: dict) -> dict:
 
 def http2_markdown(scenarios: dict) -> str:
     """Each HTTP/2 figure beside HTTP/1.1's, their ratio and its goal: the table --http2 prints."""
-    rows = ["monit over HTTP/2 (TLS) against monit over HTTP/1.1 (plain TCP), same run", "",
-            "| scenario | figure | HTTP/2 | HTTP/1.1 | HTTP/2 ÷ HTTP/1.1 | goal |",
-            "| --- | --- | --- | --- | --- | --- |"]
+    rows = [
+        "monit over HTTP/2 (TLS) against monit over HTTP/1.1 (plain TCP), same run",
+        "",
+        "| scenario | figure | HTTP/2 | HTTP/1.1 | HTTP/2 ÷ HTTP/1.1 | goal |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for name, entry in scenarios.items():
         for key, ratio in entry.get("http2_vs_http1", {}).items():
             http2, http1 = (entry[target].get("summary", {}).get(key) for target in ("monit", HTTP1_TARGET))
             goal = HTTP2_GOALS[key.split("@")[0]]
             verdict = "n/a" if ratio is None else "met" if ratio <= goal else "**missed**"
-            rows.append(f"| {name} | {key} | {http2} | {http1} | {'n/a' if ratio is None else ratio} "
-                        f"| ≤ {goal:g}: {verdict} |")
+            rows.append(
+                f"| {name} | {key} | {http2} | {http1} | {'n/a' if ratio is None else ratio} | ≤ {goal:g}: {verdict} |"
+            )
     return "\n".join(rows)
 
 
 def machine_info(pins: dict, fd_limit: int, nats_binary: str) -> dict:
     model = ""
     with contextlib.suppress(OSError):
-        model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "")
+        model = next(
+            (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), ""
+        )
     return {
         "cores": os.cpu_count(),
         "usable_cores": len(os.sched_getaffinity(0)),
@@ -406,12 +497,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", choices=list(SCENARIOS), help="run only this one (repeatable)")
     parser.add_argument("--no-plots", action="store_true", help="write results.json only")
     parser.add_argument("--results", type=Path, default=RESULTS, help=f"output folder (default: {RESULTS})")
-    parser.add_argument("--jetstream", action="store_true",
-                        help="monit with --jetstream, on a nats-server with JetStream made anew for each scenario")
-    parser.add_argument("--http2", action="store_true",
-                        help=f"monit over HTTP/2 (TLS, ALPN h2, a self-signed certificate made for the run) and, "
-                             f"as {HTTP1_TARGET}, over HTTP/1.1; only {', '.join(HTTP2_SCENARIOS)}; "
-                             f"the reference stays plain TCP")
+    parser.add_argument(
+        "--jetstream",
+        action="store_true",
+        help="monit with --jetstream, on a nats-server with JetStream made anew for each scenario",
+    )
+    parser.add_argument(
+        "--http2",
+        action="store_true",
+        help=f"monit over HTTP/2 (TLS, ALPN h2, a self-signed certificate made for the run) and, "
+        f"as {HTTP1_TARGET}, over HTTP/1.1; only {', '.join(HTTP2_SCENARIOS)}; "
+        f"the reference stays plain TCP",
+    )
     args = parser.parse_args(argv)
     if args.http2 and not set(args.scenario or HTTP2_SCENARIOS) <= set(HTTP2_SCENARIOS):
         parser.error(f"--http2 runs only {', '.join(HTTP2_SCENARIOS)}")
@@ -469,8 +566,12 @@ def start_nats(procs: Processes, binary: str, jetstream: bool, outdir: Path) -> 
     store = outdir / "jetstream"
     shutil.rmtree(store, ignore_errors=True)
     extra = ["-js", "-sd", str(store)] if jetstream else []
-    proc = procs.start([binary, "-a", "127.0.0.1", "-p", str(port), *extra], core="nats_core",
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = procs.start(
+        [binary, "-a", "127.0.0.1", "-p", str(port), *extra],
+        core="nats_core",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, proc, "nats-server")
     return proc, {"url": f"nats://127.0.0.1:{port}", "pid": proc.pid}
 

@@ -11,6 +11,7 @@ It reuses run.py's process handling: nats-server, monit (twistd, pinned) and
 the Node generator (loadgen/main.js, scenario ``soak``, which forks
 loadgen/attack.js for the attack). Results go to benchmarks/results/soak.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,12 @@ import run  # noqa: E402  (benchmarks/ is not a package)
 # --smoke's flood is smaller, and so are its limits, so that it meets them too.
 MONIT_LIMITS = {
     "full": [
-        "--max-payload", "65536",  # the ~100 KB messages are oversized
-        "--max-inboxes", "20000",  # the flood reaches it in seconds: eviction, not growth
-        "--max-inboxes-per-user", "200",  # churn on fresh ids meets it
+        "--max-payload",
+        "65536",  # the ~100 KB messages are oversized
+        "--max-inboxes",
+        "20000",  # the flood reaches it in seconds: eviction, not growth
+        "--max-inboxes-per-user",
+        "200",  # churn on fresh ids meets it
     ],
     "smoke": ["--max-payload", "65536", "--max-inboxes", "1000", "--max-inboxes-per-user", "20"],
 }
@@ -42,21 +46,50 @@ RSS_FLAT_MB_PER_MIN = 0.5  # over the second half of the attack; only meaningful
 # Sizes and rates; every one is also a flag (--flood-rate 5000). Rates are per second.
 PARAMS: dict[str, dict] = {
     "full": dict(
-        control_readers=5, rate=20,  # the control job: its readers, its events/s
-        readers=1000, bg_jobs=100, bg_rate=20,  # the other readers, over bg_jobs jobs sharing bg_rate events/s
-        baseline_s=60, attack_s=600, lead_s=3, drain_s=5, cooldown_s=15,
-        rss_every_s=5, window_s=60,  # RSS sampling; control p99 per window of the attack
+        control_readers=5,
+        rate=20,  # the control job: its readers, its events/s
+        readers=1000,
+        bg_jobs=100,
+        bg_rate=20,  # the other readers, over bg_jobs jobs sharing bg_rate events/s
+        baseline_s=60,
+        attack_s=600,
+        lead_s=3,
+        drain_s=5,
+        cooldown_s=15,
+        rss_every_s=5,
+        window_s=60,  # RSS sampling; control p99 per window of the attack
         poison_rate=5,  # of each of the 7 poison kinds
-        oversized_rate=1, oversized_kb=100,
+        oversized_rate=1,
+        oversized_kb=100,
         flood_rate=3000,  # service.create with a fresh job id
-        slowloris=300, slowloris_interval_s=1.5,  # connections; seconds between their bytes
-        churn_rate=50, churn_hold_ms=500, churn_fresh=0.5,  # readers/s; mean stay; share on fresh ids
+        slowloris=300,
+        slowloris_interval_s=1.5,  # connections; seconds between their bytes
+        churn_rate=50,
+        churn_hold_ms=500,
+        churn_fresh=0.5,  # readers/s; mean stay; share on fresh ids
     ),
     "smoke": dict(
-        control_readers=2, rate=20, readers=50, bg_jobs=5, bg_rate=10,
-        baseline_s=3, attack_s=6, lead_s=0.5, drain_s=2, cooldown_s=1, rss_every_s=1, window_s=2,
-        poison_rate=2, oversized_rate=1, oversized_kb=100, flood_rate=500,
-        slowloris=20, slowloris_interval_s=1.5, churn_rate=10, churn_hold_ms=200, churn_fresh=0.5,
+        control_readers=2,
+        rate=20,
+        readers=50,
+        bg_jobs=5,
+        bg_rate=10,
+        baseline_s=3,
+        attack_s=6,
+        lead_s=0.5,
+        drain_s=2,
+        cooldown_s=1,
+        rss_every_s=1,
+        window_s=2,
+        poison_rate=2,
+        oversized_rate=1,
+        oversized_kb=100,
+        flood_rate=500,
+        slowloris=20,
+        slowloris_interval_s=1.5,
+        churn_rate=10,
+        churn_hold_ms=200,
+        churn_fresh=0.5,
     ),
 }
 
@@ -79,13 +112,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, help="length of the attack phase (default 10; --smoke: 0.1)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds per phase (what the tests run)")
     parser.add_argument("--results", type=Path, default=run.RESULTS, help=f"output folder (default: {run.RESULTS})")
-    parser.add_argument("--monit-arg", action="append", default=[], metavar="ARG",
-                        help="one more argument for twistd monit, after the soak's limits (repeatable; "
-                             "--monit-arg=--max-inboxes=5000 overrides)")
+    parser.add_argument(
+        "--monit-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="one more argument for twistd monit, after the soak's limits (repeatable; "
+        "--monit-arg=--max-inboxes=5000 overrides)",
+    )
     for key, value in PARAMS["full"].items():
         fractional = isinstance(value, float) or key.endswith(("_s", "_rate", "_ms"))  # counts are whole
-        parser.add_argument(f"--{key.replace('_', '-')}", type=float if fractional else int, metavar="N",
-                            help=f"default {value} ({PARAMS['smoke'][key]} with --smoke)")
+        parser.add_argument(
+            f"--{key.replace('_', '-')}",
+            type=float if fractional else int,
+            metavar="N",
+            help=f"default {value} ({PARAMS['smoke'][key]} with --smoke)",
+        )
     return parser.parse_args(argv)
 
 
@@ -122,7 +164,7 @@ def rss_figures(samples: list[dict]) -> dict:
     if not rss:
         return {}
     attack = [(s["t_s"], s["rss_mb"]) for s in rss if s["phase"] == "attack"]
-    late = attack[len(attack) // 2:]
+    late = attack[len(attack) // 2 :]
     fds = [s["fds"] for s in rss if s.get("fds") is not None]
     during = [s for s in rss if s["phase"] == "attack"]
     rounded = lambda x: None if x is None else round(x, 3)  # noqa: E731
@@ -141,12 +183,17 @@ def rss_figures(samples: list[dict]) -> dict:
 
 def counts(metrics: dict, baseline: dict) -> dict:
     """monit's own counts at the end of the attack, and how much each grew during it."""
-    out = {"requests_refused": {k.split('"')[1]: v for k, v in metrics.items()
-                                if k.startswith("monit_requests_refused_total{")}}
+    out = {
+        "requests_refused": {
+            k.split('"')[1]: v for k, v in metrics.items() if k.startswith("monit_requests_refused_total{")
+        }
+    }
     for name, key in COUNTS.items():
         out[name] = metrics.get(key)
-        if name not in ("history_bytes", "streams_open", "open_inboxes", "unopened_inboxes") \
-                and None not in (metrics.get(key), baseline.get(key)):
+        if name not in ("history_bytes", "streams_open", "open_inboxes", "unopened_inboxes") and None not in (
+            metrics.get(key),
+            baseline.get(key),
+        ):
             out[f"{name}_during_attack"] = metrics[key] - baseline[key]
     return out
 
@@ -188,13 +235,18 @@ def markdown(s: dict, attack: dict, params: dict) -> str:
         f"(2nd half {s.get('rss_slope_late_mb_per_min')}) | flat: {mark(goals['rss_flat'])} |",
         f"| monit descriptors | {s.get('fds_start')} | max {s.get('fds_max')}, after {s.get('fds_end')} | |",
     ]
-    lines = [f"soak: {minutes:g} min attack, {params['readers']} readers", "", *rows, "",
-             f"monit's /metrics during the attack: malformed +{m.get('malformed_during_attack')}, "
-             f"NATS refused +{m.get('nats_refused_during_attack')}, readers dropped "
-             f"+{m.get('readers_dropped_during_attack')}, inboxes evicted +{m.get('inboxes_evicted_during_attack')}, "
-             f"requests refused {m.get('requests_refused')}, history {m.get('history_bytes')} B, "
-             f"open inboxes {m.get('open_inboxes')}; control foreign frames {s['control_foreign_frames']}, "
-             f"control readers ended {s['control_readers_ended']}"]
+    lines = [
+        f"soak: {minutes:g} min attack, {params['readers']} readers",
+        "",
+        *rows,
+        "",
+        f"monit's /metrics during the attack: malformed +{m.get('malformed_during_attack')}, "
+        f"NATS refused +{m.get('nats_refused_during_attack')}, readers dropped "
+        f"+{m.get('readers_dropped_during_attack')}, inboxes evicted +{m.get('inboxes_evicted_during_attack')}, "
+        f"requests refused {m.get('requests_refused')}, history {m.get('history_bytes')} B, "
+        f"open inboxes {m.get('open_inboxes')}; control foreign frames {s['control_foreign_frames']}, "
+        f"control readers ended {s['control_readers_ended']}",
+    ]
     if "error" not in attack:
         slow, churn = attack["slowloris"], attack["churn"]
         lines.append(
@@ -202,7 +254,8 @@ def markdown(s: dict, attack: dict, params: dict) -> str:
             f"flood {attack['flood']} ({attack['flood_per_s']}/s); slowloris opened {slow['opened']}, "
             f"closed by monit {slow['closed_by_server']}, open at end {slow['open_at_end']}; churn "
             f"{churn['started']} started, statuses {churn['statuses']}, errors {churn['errors']}, "
-            f"timeouts {churn['timeouts']}")
+            f"timeouts {churn['timeouts']}"
+        )
     if s["invalid"] or s["noisy"]:
         lines.append(f"invalid phases: {s['invalid']}; noisy phases: {s['noisy']}")
     return "\n".join(lines)
@@ -226,13 +279,15 @@ def soak(procs: run.Processes, params: dict, monit_args: list[str], outdir: Path
     port = run.free_port()
     log_path = outdir / "logs" / "soak-monit.log"
     with open(log_path, "wb") as log:
-        server = procs.start(run.monit_argv(nats["url"], port, *monit_args), core="server_core",
-                             stdout=log, stderr=subprocess.STDOUT)
+        server = procs.start(
+            run.monit_argv(nats["url"], port, *monit_args), core="server_core", stdout=log, stderr=subprocess.STDOUT
+        )
         run.wait_for_port(port, server, "monit")
         phases_s = params["baseline_s"] + params["attack_s"] + params["lead_s"] + params["cooldown_s"]
         deadline = phases_s + 2 * params["drain_s"] + (120 if smoke else 300)
-        env = run.loadgen_env("soak", "monit", params, port, mint(run.SECRET, "bench", 24 * 3600), nats,
-                              server.pid, deadline)
+        env = run.loadgen_env(
+            "soak", "monit", params, port, mint(run.SECRET, "bench", 24 * 3600), nats, server.pid, deadline
+        )
         env["churnToken"] = mint(run.SECRET, "churn", 24 * 3600)
         try:
             return run.run_loadgen(procs, env)
@@ -251,8 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     pins = run.pinning()
     run.ensure_node_modules()
     monit_args = [*MONIT_LIMITS["smoke" if args.smoke else "full"], *args.monit_arg]
-    report: dict = {"smoke": args.smoke, "params": params, "monit_flags": ["--heartbeat", "15", *monit_args],
-                    "machine": run.machine_info(pins, fd_limit, run.find_nats_server())}
+    report: dict = {
+        "smoke": args.smoke,
+        "params": params,
+        "monit_flags": ["--heartbeat", "15", *monit_args],
+        "machine": run.machine_info(pins, fd_limit, run.find_nats_server()),
+    }
     procs = run.Processes(pins)
     started = time.monotonic()
     try:

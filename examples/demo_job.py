@@ -4,6 +4,7 @@
 
 Watch it with the curl line that ``make run`` prints.
 """
+
 import argparse
 import json
 
@@ -38,7 +39,9 @@ async def publish_job(reactor, url: str, job: str, interval: float) -> None:
         await client.when_connected().addTimeout(CONNECT_TIMEOUT, reactor)
     except defer.TimeoutError:
         await client.stopService()
-        raise SystemExit(f"demo: no NATS answers at {url} within {CONNECT_TIMEOUT:g} s: start one with 'make run'") from None
+        raise SystemExit(
+            f"demo: no NATS answers at {url} within {CONNECT_TIMEOUT:g} s: start one with 'make run'"
+        ) from None
     service = f"web-env-{job}"
 
     def send(subject: str, document: dict) -> None:

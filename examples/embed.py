@@ -5,6 +5,7 @@ its resource mounted in your Site, and the program told of each job's end.
     curl -N -H "X-Auth-Token: $(monit-token --secret s --user me)" \
         'http://127.0.0.1:8081/monit/events?stream=demo1'
 """
+
 import argparse
 import os
 

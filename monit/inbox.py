@@ -1,4 +1,5 @@
 """An inbox: one job's events, encoded once, and the readers that watch it."""
+
 from __future__ import annotations
 
 import json
@@ -152,10 +153,30 @@ class Inbox:
     log = Logger()
     # Slots: a flood of new jobs makes inboxes by the thousand, and each is smaller without a dict.
     __slots__ = (
-        "id", "_detached", "state", "touched", "subscribers", "_history", "_ring",
-        "_pending", "_last_id", "run_after", "_start", "_dropped", "_base64", "close_event", "maker",
-        "bytes", "ends_at", "left", "_tagged", "successor",
-        "events", "opened_at", "closed_at", "stall_mark",
+        "id",
+        "_detached",
+        "state",
+        "touched",
+        "subscribers",
+        "_history",
+        "_ring",
+        "_pending",
+        "_last_id",
+        "run_after",
+        "_start",
+        "_dropped",
+        "_base64",
+        "close_event",
+        "maker",
+        "bytes",
+        "ends_at",
+        "left",
+        "_tagged",
+        "successor",
+        "events",
+        "opened_at",
+        "closed_at",
+        "stall_mark",
     )
 
     def __init__(

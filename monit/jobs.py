@@ -4,6 +4,7 @@ A summary is made from what every ``--jetstream`` instance sees alike: the
 events' own times (the stream's timestamps), their count and the close
 event's subject. Only ``readers`` is the instance's own.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

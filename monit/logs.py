@@ -6,6 +6,7 @@ rendered ``message``, and the event's own named fields (stream, user,
 reason, duration, events, subject, url, code …). A failure adds its
 ``traceback``. Values that are not JSON are written as their text.
 """
+
 from __future__ import annotations
 
 import json

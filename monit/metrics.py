@@ -4,6 +4,7 @@ Nothing is counted twice on the hot path: the figures are the plain integers
 the router, inboxes, streams and NATS client keep anyway, gathered by one
 collector when Prometheus asks.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -144,11 +145,13 @@ class MonitCollector:
         streams = self._web.streams
         yield GaugeMetricFamily("monit_streams_open", "SSE responses open now", value=len(streams))
         yield CounterMetricFamily(
-            "monit_events_delivered", "Events handed to readers (one per reader per event)",
+            "monit_events_delivered",
+            "Events handed to readers (one per reader per event)",
             value=self._inboxes.deliveries,
         )
         yield CounterMetricFamily(
-            "monit_readers_dropped", "Readers disconnected for falling too far behind",
+            "monit_readers_dropped",
+            "Readers disconnected for falling too far behind",
             value=streams.dropped,
         )
         refused = CounterMetricFamily(
@@ -174,15 +177,15 @@ class MonitCollector:
         for state in INBOX_STATES:
             inboxes.add_metric([state], states[state])
         yield inboxes
-        yield CounterMetricFamily(
-            "monit_events", "Events that entered an inbox", value=self._inboxes.events
-        )
+        yield CounterMetricFamily("monit_events", "Events that entered an inbox", value=self._inboxes.events)
         yield GaugeMetricFamily(
-            "monit_history_bytes", "Bytes the inboxes' histories hold (within --memory-budget)",
+            "monit_history_bytes",
+            "Bytes the inboxes' histories hold (within --memory-budget)",
             value=self._inboxes.history_bytes,
         )
         yield CounterMetricFamily(
-            "monit_inboxes_evicted", "Unwatched inboxes dropped to make room for new jobs",
+            "monit_inboxes_evicted",
+            "Unwatched inboxes dropped to make room for new jobs",
             value=self._inboxes.evicted,
         )
 
@@ -201,45 +204,45 @@ class MonitCollector:
     def _nats_figures(self) -> Iterator[Metric]:
         router = self._router
         received = CounterMetricFamily(
-            "monit_nats_messages", "NATS messages received, by what their subject does",
+            "monit_nats_messages",
+            "NATS messages received, by what their subject does",
             labels=["action"],
         )
         for action in Action:
             received.add_metric([action.value], router.received.get(action, 0))
         yield received
         yield CounterMetricFamily(
-            "monit_nats_malformed", "NATS messages (or elements) skipped as unusable",
+            "monit_nats_malformed",
+            "NATS messages (or elements) skipped as unusable",
             value=router.malformed + self._nats.unusable,
         )
         yield CounterMetricFamily(
-            "monit_nats_refused", "NATS messages skipped because the inbox limit was reached",
+            "monit_nats_refused",
+            "NATS messages skipped because the inbox limit was reached",
             value=router.refused,
         )
-        yield GaugeMetricFamily(
-            "monit_nats_connected", "1 while connected to NATS", value=int(self._nats.connected)
-        )
+        yield GaugeMetricFamily("monit_nats_connected", "1 while connected to NATS", value=int(self._nats.connected))
         yield CounterMetricFamily(
-            "monit_nats_reconnects", "Connections to NATS made again after losing one",
+            "monit_nats_reconnects",
+            "Connections to NATS made again after losing one",
             value=self._nats.reconnects,
         )
 
     def _auth(self) -> Iterator[Metric]:
-        results = CounterMetricFamily(
-            "monit_auth_results", "Token checks, by outcome", labels=["outcome"]
-        )
+        results = CounterMetricFamily("monit_auth_results", "Token checks, by outcome", labels=["outcome"])
         for outcome in ("valid", "invalid", "unavailable"):
             results.add_metric([outcome], self._web.auth_results.get(outcome, 0))
         yield results
         cache = self._auth_cache
-        yield CounterMetricFamily("monit_auth_cache_hits", "Token checks answered from the cache",
-                                  value=cache.hits)
-        yield CounterMetricFamily("monit_auth_cache_misses", "Token checks that asked a verifier",
-                                  value=cache.misses)
+        yield CounterMetricFamily("monit_auth_cache_hits", "Token checks answered from the cache", value=cache.hits)
+        yield CounterMetricFamily("monit_auth_cache_misses", "Token checks that asked a verifier", value=cache.misses)
         if self._remote is not None:
-            yield GaugeMetricFamily("monit_auth_checks_in_flight", "Token checks waiting for the auth service",
-                                    value=self._remote.in_flight)
-            yield CounterMetricFamily("monit_auth_checks_refused", "Token checks refused at --auth-concurrency",
-                                      value=self._remote.refused)
+            yield GaugeMetricFamily(
+                "monit_auth_checks_in_flight", "Token checks waiting for the auth service", value=self._remote.in_flight
+            )
+            yield CounterMetricFamily(
+                "monit_auth_checks_refused", "Token checks refused at --auth-concurrency", value=self._remote.refused
+            )
         if self._rechecks is not None:
             rechecks = CounterMetricFamily(
                 "monit_auth_rechecks", "Open streams' tokens asked about again, by outcome", labels=["outcome"]

@@ -1,4 +1,5 @@
 """Waiting for something that happens once, each caller with a Deferred of its own."""
+
 from __future__ import annotations
 
 from typing import Generic, TypeVar

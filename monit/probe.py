@@ -6,6 +6,7 @@ changed, an import was removed): monit would then stream nothing, while
 plain ``/readyz`` says ready. Only a message that comes back proves that
 what is published reaches monit.
 """
+
 from __future__ import annotations
 
 import secrets
@@ -81,6 +82,9 @@ class RoundTrip(Service):
         self._timer = None
         if answer is not None:
             if not heard:
-                self.log.warn("NATS: a probe published on {subject} did not come back in {timeout} s",
-                              subject=self.subject, timeout=self._timeout)
+                self.log.warn(
+                    "NATS: a probe published on {subject} did not come back in {timeout} s",
+                    subject=self.subject,
+                    timeout=self._timeout,
+                )
             answer.fire(heard)

@@ -1,4 +1,5 @@
 """What a log line may show of a URL: secrets in it (passwords, query values) never leave."""
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit

@@ -1,4 +1,5 @@
 """The inboxes by id: opening, closing, keeping and expiring them, and room for new ones."""
+
 from __future__ import annotations
 
 import heapq
@@ -166,9 +167,7 @@ class InboxRegistry(Service):
         latest = self._inboxes.get(inbox_id)
         return [] if latest is None else [*self._records.get(inbox_id, ()), latest]
 
-    def open(
-        self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None
-    ) -> None:
+    def open(self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None) -> None:
         """A job starts; after its close, that is a new run of it.
 
         ``event_id`` and ``at``: the event's id and time when they come from
@@ -239,9 +238,7 @@ class InboxRegistry(Service):
             inbox = self._obtain(inbox_id, at=at)
         self._append(inbox, data, event, event_id, at)
 
-    def close(
-        self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None
-    ) -> None:
+    def close(self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None) -> None:
         """Deliver the job's last event, then end its streams after the grace period."""
         if self._seen(self._inboxes.get(inbox_id), event_id):
             return
@@ -297,9 +294,7 @@ class InboxRegistry(Service):
         if inbox is not None and follower in inbox.subscribers:
             self.unsubscribe(inbox, follower)
 
-    def subscribe(
-        self, inbox_id: str, subscriber: Subscriber, after: int = 0, maker: str | None = None
-    ) -> Inbox:
+    def subscribe(self, inbox_id: str, subscriber: Subscriber, after: int = 0, maker: str | None = None) -> Inbox:
         """Attach a reader, creating the inbox (as ``maker``'s) if nobody has opened it yet.
 
         A closed inbox sends what the reader has not seen, without adding it
@@ -341,9 +336,7 @@ class InboxRegistry(Service):
         self._stalls.stop()
         self._abandoned_deadlines.stop()
 
-    def _obtain(
-        self, inbox_id: str, maker: str | None = None, watched: bool = False, at: float | None = None
-    ) -> Inbox:
+    def _obtain(self, inbox_id: str, maker: str | None = None, watched: bool = False, at: float | None = None) -> Inbox:
         """The live inbox for this id: made if there is room, revived if closed.
 
         One made for a reader gets its expiry timer when the last reader leaves.
@@ -352,7 +345,9 @@ class InboxRegistry(Service):
         if inbox is None:
             self._check_room(maker)
             when = self.clock.seconds() if at is None else at
-            inbox = Inbox(inbox_id, self._history, when, self._base64, self._kept_schedule_expiry, self._id_base, maker=maker)
+            inbox = Inbox(
+                inbox_id, self._history, when, self._base64, self._kept_schedule_expiry, self._id_base, maker=maker
+            )
             self._inboxes[inbox_id] = inbox
             if maker is not None:
                 self._made_by[maker] += 1
@@ -386,7 +381,8 @@ class InboxRegistry(Service):
         the least recently active. A reader only displaces what readers made.
         """
         candidates = [
-            inbox for inbox in self._inboxes.values()
+            inbox
+            for inbox in self._inboxes.values()
             if not inbox.subscribers and (not for_reader or inbox.maker is not None)
         ]
         chosen = heapq.nsmallest(max(1, self._max_inboxes // 20), candidates, key=_eviction_order)

@@ -1,4 +1,5 @@
 """A caller's Deferred for work whose own chain the caller must not reach into."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

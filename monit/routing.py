@@ -1,4 +1,5 @@
 """From NATS subjects to inbox actions, with the seed service's rules."""
+
 from __future__ import annotations
 
 import enum
@@ -98,6 +99,7 @@ def event_id(position: Position | None, index: int) -> int | None:
     if position is None:
         return None
     return (position.seq << ID_SHIFT) + index
+
 
 class Router(Service):
     """Turns each NATS message into inbox events; bad input is logged, counted, skipped.
@@ -200,9 +202,7 @@ class Router(Service):
             self._registry.close(inbox_id, compact_json(document), msg.subject, event_id(position, 0), at)
         return 1
 
-    def _deliver(
-        self, subject: str, inbox_id: str, messages: list[Any], start: int, position: Position | None
-    ) -> int:
+    def _deliver(self, subject: str, inbox_id: str, messages: list[Any], start: int, position: Position | None) -> int:
         """Each element of ``messages`` is one event; a bad element is skipped alone.
 
         At most SLICE of them now; the rest wait for the next turn, first in line.

@@ -1,4 +1,5 @@
 """monit as one Twisted service, for ``twistd monit`` and for embedding: the parts, put together."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -212,17 +213,25 @@ def _nats_user(settings: Settings) -> NATSUser | None:
 def registry_options(settings: Settings) -> dict[str, Any]:
     """``InboxRegistry``'s."""
     return {
-        "history": settings.history, "grace": settings.grace, "expiry": settings.expiry,
-        "abandon": settings.abandon, "retention": settings.retention, "max_inboxes": settings.max_inboxes,
-        "max_inboxes_per_user": settings.max_inboxes_per_user, "memory_budget": settings.memory_budget,
-        "base64": settings.base64, "stream_ids": settings.jetstream, "stall_after": settings.stall_after,
+        "history": settings.history,
+        "grace": settings.grace,
+        "expiry": settings.expiry,
+        "abandon": settings.abandon,
+        "retention": settings.retention,
+        "max_inboxes": settings.max_inboxes,
+        "max_inboxes_per_user": settings.max_inboxes_per_user,
+        "memory_budget": settings.memory_budget,
+        "base64": settings.base64,
+        "stream_ids": settings.jetstream,
+        "stall_after": settings.stall_after,
     }
 
 
 def router_options(settings: Settings) -> dict[str, Any]:
     """``Router``'s."""
     return {
-        "open_subjects": settings.open_subjects, "deliver_subjects": settings.deliver_subjects,
+        "open_subjects": settings.open_subjects,
+        "deliver_subjects": settings.deliver_subjects,
         "max_payload": settings.max_payload,
     }
 
@@ -230,14 +239,22 @@ def router_options(settings: Settings) -> dict[str, Any]:
 def feed_options(settings: Settings) -> dict[str, Any]:
     """``JetStreamFeed``'s; its checkpoints' key names the settings that decide what is kept."""
     key = checkpoint_key(
-        open_subjects=settings.open_subjects, deliver_subjects=settings.deliver_subjects, grace=settings.grace,
-        retention=settings.retention, expiry=settings.expiry, abandon=settings.abandon,
-        max_inboxes=settings.max_inboxes, max_payload=settings.max_payload,
+        open_subjects=settings.open_subjects,
+        deliver_subjects=settings.deliver_subjects,
+        grace=settings.grace,
+        retention=settings.retention,
+        expiry=settings.expiry,
+        abandon=settings.abandon,
+        max_inboxes=settings.max_inboxes,
+        max_payload=settings.max_payload,
     )
     return {
-        "stream": settings.jetstream_stream, "replicas": settings.jetstream_replicas,
-        "max_age": settings.jetstream_max_age, "recreate": settings.jetstream_recreate,
-        "request_timeout": settings.request_timeout, "check_every": settings.jetstream_check,
+        "stream": settings.jetstream_stream,
+        "replicas": settings.jetstream_replicas,
+        "max_age": settings.jetstream_max_age,
+        "recreate": settings.jetstream_recreate,
+        "request_timeout": settings.request_timeout,
+        "check_every": settings.jetstream_check,
         "checkpoint_key": key if settings.jetstream_checkpoint else None,
     }
 
@@ -245,11 +262,17 @@ def feed_options(settings: Settings) -> dict[str, Any]:
 def web_options(settings: Settings) -> dict[str, Any]:
     """``MonitWeb``'s."""
     return {
-        "max_streams": settings.max_streams, "max_jobs_per_stream": settings.max_jobs_per_stream,
-        "max_pending": settings.max_pending, "heartbeat": settings.heartbeat, "retry_ms": settings.retry_ms,
-        "require_token": not settings.insecure_no_auth, "allow_query_token": settings.allow_query_token,
-        "cors_origins": settings.cors_origins, "metrics_public": settings.metrics_public,
-        "auth_recheck": settings.auth_recheck, "open_subjects": settings.open_subjects,
+        "max_streams": settings.max_streams,
+        "max_jobs_per_stream": settings.max_jobs_per_stream,
+        "max_pending": settings.max_pending,
+        "heartbeat": settings.heartbeat,
+        "retry_ms": settings.retry_ms,
+        "require_token": not settings.insecure_no_auth,
+        "allow_query_token": settings.allow_query_token,
+        "cors_origins": settings.cors_origins,
+        "metrics_public": settings.metrics_public,
+        "auth_recheck": settings.auth_recheck,
+        "open_subjects": settings.open_subjects,
     }
 
 

@@ -8,6 +8,7 @@ monit``'s options, the environment and the README's table are all made from
 it (``python -m monit.settings`` prints the table, ``--update README.md``
 puts it in place).
 """
+
 from __future__ import annotations
 
 import sys
@@ -315,31 +316,42 @@ class Settings:
         "NATS servers, tried in turn, and those a server says its cluster has; credentials in "
         "the URL (`nats://user:pass@host:4222`, `nats://token@host:4222`); `tls://` for TLS. "
         "monit reconnects with exponential backoff and jitter, and re-subscribes.",
-        _nats_urls, metavar="URL[,URL…]", legacy_env=("NATS_URI",), converter=tuple,
+        _nats_urls,
+        metavar="URL[,URL…]",
+        legacy_env=("NATS_URI",),
+        converter=tuple,
     )
     nats_ping_interval: float = _amount(
         3.0,
         "how often monit PINGs NATS; with `--nats-max-pings-out`, how soon a frozen server is noticed "
         "(3 × 3 s: about 9 s), and `/readyz` says 503",
     )
-    nats_max_pings_out: int = _amount(
-        2, "PINGs left unanswered before monit drops the connection and reconnects", "N"
-    )
+    nats_max_pings_out: int = _amount(2, "PINGs left unanswered before monit drops the connection and reconnects", "N")
     nats_tls_ca: str | None = _option(
-        None, "the CA (PEM) a NATS server's certificate must be signed by; implies TLS",
-        _pem_file, metavar="FILE", default_text="the system's CAs, for `tls://`",
+        None,
+        "the CA (PEM) a NATS server's certificate must be signed by; implies TLS",
+        _pem_file,
+        metavar="FILE",
+        default_text="the system's CAs, for `tls://`",
     )
     nats_tls_cert: str | None = _option(
-        None, "the client certificate (PEM) monit shows NATS, with `--nats-tls-key`; implies TLS",
-        _pem_file, metavar="FILE",
+        None,
+        "the client certificate (PEM) monit shows NATS, with `--nats-tls-key`; implies TLS",
+        _pem_file,
+        metavar="FILE",
     )
     nats_tls_key: str | None = _option(None, "its private key (PEM)", _pem_file, metavar="FILE")
     nats_nkey: str | None = _option(
-        None, "a file holding the NKey seed (`SU…`) of the NATS user monit is", _nkey_file, metavar="SEED_FILE",
+        None,
+        "a file holding the NKey seed (`SU…`) of the NATS user monit is",
+        _nkey_file,
+        metavar="SEED_FILE",
     )
     nats_creds: str | None = _option(
-        None, "a `.creds` file (user JWT and seed, as `nsc` writes it) for a NATS server in operator mode",
-        _creds_file, metavar="FILE",
+        None,
+        "a `.creds` file (user JWT and seed, as `nsc` writes it) for a NATS server in operator mode",
+        _creds_file,
+        metavar="FILE",
     )
     jetstream: bool = _option(
         False,
@@ -347,8 +359,10 @@ class Settings:
         "and restarts lose nothing (see Running several instances)",
     )
     jetstream_stream: str = _option(
-        "MONIT", "the JetStream stream monit uses (made if missing, never changed if it exists)",
-        _text, metavar="NAME",
+        "MONIT",
+        "the JetStream stream monit uses (made if missing, never changed if it exists)",
+        _text,
+        metavar="NAME",
     )
     jetstream_recreate: bool = _option(
         False,
@@ -363,26 +377,33 @@ class Settings:
     )
     embedded_nats: bool = _option(
         False,
-        "start `nats-server` (from the `embedded` extra) on loopback and use it; "
-        "for development and demos",
+        "start `nats-server` (from the `embedded` extra) on loopback and use it; for development and demos",
     )
     embedded_nats_port: int = _option(
         0, "its port", _number(int, 0, inclusive=True), metavar="N", default_text="any free port"
     )
     embedded_nats_store: str | None = _option(
-        None, "where the embedded nats-server keeps JetStream's files", _text, metavar="DIR",
+        None,
+        "where the embedded nats-server keeps JetStream's files",
+        _text,
+        metavar="DIR",
         default_text="a temporary folder, removed at exit",
     )
     listen: str | None = _option(
         None,
         "a Twisted endpoint string: `tcp:8080:interface=127.0.0.1`, or TLS with "
         "`ssl:8443:privateKey=key.pem:certKey=cert.pem`",
-        _endpoint, metavar="ENDPOINT",
+        _endpoint,
+        metavar="ENDPOINT",
         default_text='ask NATS `config.get.monitor` (reply `{"host": …, "port": …}`), else `tcp:8080`',
     )
     jwt_secret: str | None = _option(
-        None, "the HMAC secret (HS256) tokens are checked with", _text, metavar="S",
-        legacy_env=("JWT_SECRET",), secret=True,
+        None,
+        "the HMAC secret (HS256) tokens are checked with",
+        _text,
+        metavar="S",
+        legacy_env=("JWT_SECRET",),
+        secret=True,
         default_text="ask NATS `config.get.jwt_token` (unless `--auth-url`, `--auth-redis` or keys are given)",
     )
     jwt_jwks_url: str | None = _option(
@@ -390,46 +411,62 @@ class Settings:
         "check JWTs signed by an identity provider with the public keys at its JWKS URL (below); "
         "fetched at start, every 10 minutes, and when a token names an unknown `kid` (at most "
         "once a second); redirects are not followed",
-        _jwks_url, metavar="URL", validator=_valid_jwks_url, shown=_shown_url,
+        _jwks_url,
+        metavar="URL",
+        validator=_valid_jwks_url,
+        shown=_shown_url,
     )
     jwt_public_key: str | None = _option(
-        None, "check JWTs with this public key: a PEM file holding an RSA, EC or Ed25519 public key "
-        "or a certificate", _public_key_file, metavar="FILE",
+        None,
+        "check JWTs with this public key: a PEM file holding an RSA, EC or Ed25519 public key or a certificate",
+        _public_key_file,
+        metavar="FILE",
     )
     jwt_algorithms: tuple[str, ...] | None = _option(
         None,
         "the JWT algorithms accepted, of `HS256`, `HS384`, `HS512` (with a secret) or `RS256`…`RS512`, "
         "`PS256`…`PS512`, `ES256`, `ES384`, `ES512`, `EdDSA` (with keys); never `none`",
-        _algorithms, metavar="ALG,…", converter=attrs.converters.optional(tuple),
+        _algorithms,
+        metavar="ALG,…",
+        converter=attrs.converters.optional(tuple),
         default_text="`HS256` with a secret; with keys, all those the key's kind suits",
     )
     jwt_audience: str | None = _option(
         None,
         "a JWT's `aud` must name this; without it, a JWT that has an `aud` is refused (RFC 7519)",
-        _text, metavar="AUD",
+        _text,
+        metavar="AUD",
     )
     jwt_issuer: str | None = _option(None, "a JWT's `iss` must be this", _text, metavar="ISS")
     auth_url: str | None = _option(
         None,
         "ask this URL about each token (below); no `user:password@` (refused at start), "
         "and its query values are never logged",
-        _http_url, metavar="URL", validator=_valid_auth_url, shown=_shown_url,
+        _http_url,
+        metavar="URL",
+        validator=_valid_auth_url,
+        shown=_shown_url,
     )
     auth_redis: str | None = _option(
         None,
         "look each token up in this Redis, as the Go service did: `GET token` gives the user "
         "(below); `redis://:password@host:port/db` for a password, `redis://user:password@…` for an "
         "ACL user, `rediss://` for TLS; the password is never logged",
-        _redis_url, metavar="URL", validator=_valid_auth_redis, shown=_shown_url,
+        _redis_url,
+        metavar="URL",
+        validator=_valid_auth_redis,
+        shown=_shown_url,
     )
     auth_redis_tls_ca: str | None = _option(
-        None, "the CA (PEM) a `rediss://` server's certificate must be signed by",
-        _pem_file, metavar="FILE", default_text="the system's CAs",
+        None,
+        "the CA (PEM) a `rediss://` server's certificate must be signed by",
+        _pem_file,
+        metavar="FILE",
+        default_text="the system's CAs",
     )
     auth_timeout: float = _amount(
         2.0,
-        "how long a token check may take; also how long a connection may take to send its "
-        "request headers",
+        "how long a token check may take; also how long a connection may take to send its request headers",
     )
     auth_cache_ttl: float = _amount(
         30.0,
@@ -446,7 +483,9 @@ class Settings:
         300.0,
         "ask the auth service (or Redis) again about an open stream's token this often, and end the "
         "stream if the token is now refused (below); `0`: never",
-        _number(float, 0, inclusive=True), metavar="SECONDS", validator=attrs.validators.ge(0),
+        _number(float, 0, inclusive=True),
+        metavar="SECONDS",
+        validator=attrs.validators.ge(0),
     )
     require_exp: bool = _option(False, "refuse a JWT without `exp` (`401`)")
     insecure_no_auth: bool = _option(
@@ -460,11 +499,13 @@ class Settings:
         frozenset(),
         "repeatable; pages from this origin (`https://app.example.com`) may read streams, with "
         "credentials; `*` lets any page read them without credentials",
-        _origin, metavar="ORIGIN", name="cors-origin", repeatable=True, converter=frozenset,
+        _origin,
+        metavar="ORIGIN",
+        name="cors-origin",
+        repeatable=True,
+        converter=frozenset,
     )
-    grace: float = _amount(
-        10.0, "how long a finished job's stream stays open, so late readers still get its end"
-    )
+    grace: float = _amount(10.0, "how long a finished job's stream stays open, so late readers still get its end")
     retention: float = _amount(
         600.0, "how long a closed inbox is kept so a reconnecting reader gets its end (then `204`)"
     )
@@ -477,22 +518,22 @@ class Settings:
         300.0,
         "an open job that publishes nothing this long is stalled: its streams get `monit.stalled`, "
         "and `monit.resumed` when it speaks again (see Finding jobs); `0`: never",
-        _number(float, 0, inclusive=True), metavar="SECONDS", validator=attrs.validators.ge(0),
+        _number(float, 0, inclusive=True),
+        metavar="SECONDS",
+        validator=attrs.validators.ge(0),
     )
     history: int = _amount(1000, "events an inbox keeps for late and reconnecting readers", "N")
     heartbeat: float = _amount(15.0, "keep-alive comment interval, so proxies keep idle streams open")
     retry_ms: int = _amount(
         3000,
         "the SSE `retry:` a stream starts with: how long clients wait before reconnecting",
-        "MS", name="retry",
+        "MS",
+        name="retry",
     )
-    base64: bool = _option(
-        False, "send each `data:` payload base64-encoded, as the Go service's `EncodeBase64` did"
-    )
+    base64: bool = _option(False, "send each `data:` payload base64-encoded, as the Go service's `EncodeBase64` did")
     max_pending: int = _amount(
         MIB,
-        "a reader whose socket holds more unsent bytes than this is dropped, so slow readers "
-        "cannot grow the process",
+        "a reader whose socket holds more unsent bytes than this is dropped, so slow readers cannot grow the process",
         "BYTES",
     )
     max_streams: int = _amount(50_000, "concurrent SSE responses; past it, refused (below)", "N")
@@ -513,7 +554,9 @@ class Settings:
         0,
         "HTTP connections from one client address; past it, `503`. Off (0) by default: thousands of "
         "users can share one address behind NAT or a proxy; set it where monit faces the internet",
-        _number(int, 0, inclusive=True), metavar="N", default_text="off",
+        _number(int, 0, inclusive=True),
+        metavar="N",
+        default_text="off",
     )
     max_inboxes_per_user: int = _amount(
         1000,
@@ -530,15 +573,19 @@ class Settings:
     open_subjects: tuple[str, ...] = _option(
         LIFECYCLE_SUBJECTS,
         "subjects that open an inbox; each followed by `.done` or `.error` closes it",
-        _subjects, metavar="S,…", default_text="the seed's seven (below)", converter=tuple,
+        _subjects,
+        metavar="S,…",
+        default_text="the seed's seven (below)",
+        converter=tuple,
     )
     deliver_subjects: tuple[str, ...] = _option(
-        DELIVER_SUBJECTS, "subjects whose `messages` list holds a job's events",
-        _subjects, metavar="S,…", converter=tuple,
+        DELIVER_SUBJECTS,
+        "subjects whose `messages` list holds a job's events",
+        _subjects,
+        metavar="S,…",
+        converter=tuple,
     )
-    metrics: bool = _option(
-        True, "do not serve `/metrics`", name="no-metrics", invert=True, default_text="metrics on"
-    )
+    metrics: bool = _option(True, "do not serve `/metrics`", name="no-metrics", invert=True, default_text="metrics on")
     metrics_public: bool = _option(False, "serve `/metrics` without a token")
 
     # For embedding only.
@@ -579,8 +626,11 @@ class Settings:
             )
         service = "--auth-url" if self.auth_url is not None else "--auth-redis" if self.auth_redis else None
         if service is not None and not (with_keys or self.jwt_secret):
-            for name, value in (("algorithms", self.jwt_algorithms), ("audience", self.jwt_audience),
-                                ("issuer", self.jwt_issuer)):
+            for name, value in (
+                ("algorithms", self.jwt_algorithms),
+                ("audience", self.jwt_audience),
+                ("issuer", self.jwt_issuer),
+            ):
                 if value is not None:
                     raise ValueError(f"--jwt-{name} is for JWTs, and with only {service} no JWT is checked here")
         if self.jwt_algorithms is not None:
@@ -605,6 +655,7 @@ class Settings:
                         f"--jwt-algorithms {name} does not suit --jwt-public-key {self.jwt_public_key} "
                         f"({describe(key)})"
                     )
+
 
 def options() -> Iterator[OptionField]:
     """The operator's options, in the order ``--help`` and the README give them."""

@@ -1,4 +1,5 @@
 """Server-Sent Events framing: every event is encoded once, when it arrives."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,7 @@ def compact_json(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
-def encode_event(
-    event_id: int | None, data: str, event: str | None = None, base64: bool = False
-) -> bytes:
+def encode_event(event_id: int | None, data: str, event: str | None = None, base64: bool = False) -> bytes:
     """One SSE frame: ``id``, optional ``event``, one ``data:`` line per payload line.
 
     A payload line break of any kind (CRLF, CR, LF) starts a new ``data:``
@@ -70,7 +69,7 @@ def tag_frame(frame: bytes, stream: bytes, base64: bool = False) -> bytes:
     head, _, data = frame[:-2].partition(b"data: ")
     if base64 and head.startswith(b"id: "):
         data = b'"' + data + b'"'
-    return b"%sdata: {\"stream\":\"%s\",\"data\":%s}\n\n" % (head, stream, data)
+    return b'%sdata: {"stream":"%s","data":%s}\n\n' % (head, stream, data)
 
 
 ERROR_EVENT = "monit.error"  # not "error": EventSource fires its own "error" on every reconnect

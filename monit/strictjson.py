@@ -5,6 +5,7 @@ and ``-Infinity``, and numbers too large for a double (``1e999``) as infinity.
 monit would send those on as bare ``NaN``/``Infinity``, which no browser reads,
 or act on a document its sender's peers would refuse. Here they are not JSON.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Keeping a flood of bad input from becoming a flood of log lines, without hiding it."""
+
 from __future__ import annotations
 
 from collections import Counter

@@ -1,4 +1,5 @@
 """``twistd monit``: options made from ``Settings``, and the service they build."""
+
 from __future__ import annotations
 
 import os
@@ -107,7 +108,6 @@ def _leads_nowhere(fd: int) -> bool:
         return True
 
 
-
 def _stop_cleanly_on_signals(reactor: IReactorCore) -> None:
     """SIGTERM and SIGINT are the normal way to stop monit: exit 0, not by the signal.
 
@@ -133,5 +133,8 @@ def makeService(options: Options) -> IService:
     reactor.callWhenRunning(_stop_cleanly_on_signals, reactor)
     try:
         return MonitService(reactor, options.settings, on_fatal=fatal)
-    except (RuntimeError, ValueError) as error:  # no nats-server or its port taken; NATS TLS files; a Twisted monit cannot use
+    except (
+        RuntimeError,
+        ValueError,
+    ) as error:  # no nats-server or its port taken; NATS TLS files; a Twisted monit cannot use
         sys.exit(f"monit: {error}")

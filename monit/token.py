@@ -1,4 +1,5 @@
 """monit-token: mint an HS256 JWT that monit accepts, for development and demos."""
+
 from __future__ import annotations
 
 import argparse

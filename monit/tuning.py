@@ -7,6 +7,7 @@ private fields live behind the wall (``monit._twisted.key_sharing``), checked
 at start-up: if they do not fit the installed Twisted, connections are not
 preset.
 """
+
 from __future__ import annotations
 
 import gc

@@ -5,6 +5,7 @@ the events so far and then the live ones, reads the same encoded frames, and
 is dropped the same way when it falls too far behind. The Deferreds exist
 only for the consumers that ask for them; the push path does not change.
 """
+
 from __future__ import annotations
 
 from base64 import b64decode
@@ -36,9 +37,7 @@ class Watch:
 
     log = Logger()
 
-    def __init__(
-        self, registry: InboxRegistry, job_id: str, after: int, max_pending: int, base64: bool
-    ) -> None:
+    def __init__(self, registry: InboxRegistry, job_id: str, after: int, max_pending: int, base64: bool) -> None:
         self.job_id = job_id
         self._registry = registry
         self._max_pending = max_pending

@@ -9,6 +9,7 @@ protocol swallows just that. ``check()`` runs a real ClientService through
 such a loss and asks that nothing escape and that it try again. There is no
 public way around it: if it does not fit, monit refuses to start.
 """
+
 from __future__ import annotations
 
 from automat import NoTransition
@@ -71,7 +72,10 @@ def check() -> str | None:
     preparing: Deferred[None] = Deferred()
     prepared = iter((preparing, succeed(None)))  # the first is lost while pending; the next is made
     service = _Quiet(
-        endpoint, Factory.forProtocol(Protocol), retryPolicy=lambda attempt: 1.0, clock=clock,
+        endpoint,
+        Factory.forProtocol(Protocol),
+        retryPolicy=lambda attempt: 1.0,
+        clock=clock,
         prepareConnection=lambda protocol: next(prepared),
     )
     service.startService()

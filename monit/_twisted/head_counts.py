@@ -7,6 +7,7 @@ on each of thousands of idle connections. ``check()`` feeds a real channel a
 head and compares. Without them the site's channels count for themselves
 (``monit.web.site.SelfCountingChannel``).
 """
+
 from __future__ import annotations
 
 from twisted.internet.protocol import connectionDone

@@ -14,6 +14,7 @@ the answer is whole and that Twisted set no name the presets missed. Without
 them connections are not preset: the same service, with more memory for
 each idle connection.
 """
+
 from __future__ import annotations
 
 import socket
@@ -28,10 +29,21 @@ WHAT = "the attributes HTTPChannel sets later"
 INSTEAD = "connections are not preset, and each idle one takes more memory"
 
 _CHANNEL_SETS_LATER = (
-    "_busyReceiving", "_buffer", "_receivedHeaderSize", "_HTTPChannel__first_line", "_HTTPChannel__header",
-    "_receivedHeaderCount", "persistent", "length", "_savedTimeOut", "line_mode", "_requestProducer",
+    "_busyReceiving",
+    "_buffer",
+    "_receivedHeaderSize",
+    "_HTTPChannel__first_line",
+    "_HTTPChannel__header",
+    "_receivedHeaderCount",
+    "persistent",
+    "length",
+    "_savedTimeOut",
+    "line_mode",
+    "_requestProducer",
     "_requestProducerStreaming",
-    "_command", "_path", "_version",  # the request line, held while its head is read: None till then
+    "_command",
+    "_path",
+    "_version",  # the request line, held while its head is read: None till then
 )
 _TRANSPORT_SETS_LATER = ("producer", "streamingProducer", "dataBuffer", "offset")
 

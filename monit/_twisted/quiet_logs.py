@@ -7,6 +7,7 @@ and the NATS client says why it cannot connect, once per reason. ``check()``
 makes each class log such a line, and hears it through ``_log``. Without it
 Twisted's lines show: noisier, nothing else.
 """
+
 from __future__ import annotations
 
 from twisted.application.internet import ClientService

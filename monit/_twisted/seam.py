@@ -1,4 +1,5 @@
 """A private Twisted name monit uses, checked once a process against the installed Twisted."""
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -42,9 +43,13 @@ def fits(seam: Seam) -> bool:
         if problem is not None and seam.INSTEAD is not None:
             log.warn(
                 "{what} does not fit {problem}; {instead}",
-                what=seam.WHAT, problem=unfit(problem), instead=seam.INSTEAD,
+                what=seam.WHAT,
+                problem=unfit(problem),
+                instead=seam.INSTEAD,
             )
     problem = _found[name]
     if problem is not None and seam.INSTEAD is None:
-        raise Unfit(f"{seam.WHAT} does not fit {unfit(problem)}, and monit has no other way: install a Twisted it is tested with")
+        raise Unfit(
+            f"{seam.WHAT} does not fit {unfit(problem)}, and monit has no other way: install a Twisted it is tested with"
+        )
     return problem is None

@@ -1,4 +1,5 @@
 """Every check of ``monit._twisted`` run at once, when the service is made."""
+
 from __future__ import annotations
 
 from monit._twisted import early_disconnect, head_counts, key_sharing, quiet_logs, trust_root

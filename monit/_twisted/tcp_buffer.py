@@ -11,6 +11,7 @@ by what they wrote while paused (``monit.web._fastpath.RequestWriter``):
 coarser, never blind. The streams run this check themselves when they start,
 since they choose the writer.
 """
+
 from __future__ import annotations
 
 import socket

@@ -7,6 +7,7 @@ private module. ``check()`` asks whether the public functions still make what
 that interface describes. Without it nothing changes when monit runs: only
 its type annotations are stale.
 """
+
 from __future__ import annotations
 
 from importlib import import_module

@@ -7,6 +7,7 @@ dripping in would leave its connection open until the server ends it. Here,
 cancelling (as ``addTimeout`` does) or passing the limit closes the
 connection at once.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

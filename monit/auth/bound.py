@@ -11,6 +11,7 @@ slot when its work ends, at once if the work is abandoned then (an HTTP
 request, L{monit.auth.remote}), when the answer comes if it must not be
 (a Redis ``GET`` keeps its place, L{monit.auth.redis_verifier.Deadline}).
 """
+
 from __future__ import annotations
 
 from typing import TypeVar

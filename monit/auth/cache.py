@@ -7,6 +7,7 @@ any moment (not ``lasting``: a signing key not published yet); an
 L{AuthUnavailable} not at all, so the next request asks again.  Concurrent
 checks of one token share one call to the inner verifier.
 """
+
 from __future__ import annotations
 
 import hashlib

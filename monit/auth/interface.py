@@ -4,6 +4,7 @@ Verification is asynchronous and fails closed: a token that cannot be checked
 is refused with L{AuthUnavailable}, never let through. Tokens are never
 logged, and no error message quotes one (or any part of one).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

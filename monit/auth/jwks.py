@@ -22,6 +22,7 @@ them. A key a token names is chosen by its ``kid`` and the token's ``alg``
 (an RSA and an EC key may share a kid, RFC 7517 4.5). RSA keys under 2048
 bits are left out, said once per key.
 """
+
 from __future__ import annotations
 
 import json
@@ -182,9 +183,7 @@ class JWKS(Service):
         """Fetch now, then every ``refresh`` seconds."""
         super().startService()
         if self._url.startswith("http://"):
-            self.log.warn(
-                "the JWKS URL {url} is plain HTTP: anyone on the path can swap the keys", url=self._shown_url
-            )
+            self.log.warn("the JWKS URL {url} is plain HTTP: anyone on the path can swap the keys", url=self._shown_url)
         self._refresh = LoopingCall(self.refresh)
         self._refresh.clock = self._clock
         self._refresh.start(self._refresh_interval, now=True)

@@ -5,6 +5,7 @@ while it cannot be fetched, tokens are refused with L{AuthUnavailable}.
 What a token's claims must say (times, audience, issuer) is L{ClaimChecks},
 shared with the verifier of tokens signed with public keys (``signed``).
 """
+
 from __future__ import annotations
 
 import json
@@ -144,8 +145,12 @@ class JWTVerifier:
         if not secret:
             raise ValueError("the JWT secret is empty")
         verifier = cls(
-            lambda: succeed(secret), clock, require_exp=require_exp,
-            audience=audience, issuer=issuer, algorithms=algorithms,
+            lambda: succeed(secret),
+            clock,
+            require_exp=require_exp,
+            audience=audience,
+            issuer=issuer,
+            algorithms=algorithms,
         )
         verifier._fetched(secret)  # known now: a short one is warned about at start-up
         return verifier

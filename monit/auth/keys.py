@@ -5,6 +5,7 @@ key is only ever used with the algorithms of its own kind (an RSA key with
 RS… and PS…, a P-256 key with ES256, an Ed25519 key with EdDSA), never as an
 HMAC secret: that is how "HS256 signed with the public key" is refused.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """The ways an operator can have tokens checked, and how they combine."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -151,8 +152,15 @@ def verification_for(
     if asked is None:
         return Verification(cache, jwt=jwt, jwks=jwks, parts=parts, when_connected=when_connected, on_fatal=on_fatal)
     return Verification(
-        cache, jwt=jwt, pool=pool, jwks=jwks, remote=asked.bound, backend=asked.backend,
-        parts=[*parts, asked.service], when_connected=when_connected, on_fatal=on_fatal,
+        cache,
+        jwt=jwt,
+        pool=pool,
+        jwks=jwks,
+        remote=asked.bound,
+        backend=asked.backend,
+        parts=[*parts, asked.service],
+        when_connected=when_connected,
+        on_fatal=on_fatal,
     )
 
 
@@ -172,9 +180,7 @@ def asks_a_service(settings: AuthOptions) -> bool:
 
 
 def _checks(settings: AuthOptions) -> ClaimChecks:
-    return ClaimChecks(
-        require_exp=settings.require_exp, audience=settings.jwt_audience, issuer=settings.jwt_issuer
-    )
+    return ClaimChecks(require_exp=settings.require_exp, audience=settings.jwt_audience, issuer=settings.jwt_issuer)
 
 
 def _hmac(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> JWTVerifier:
@@ -187,8 +193,12 @@ def _hmac(settings: AuthOptions, reactor: IReactorTime, nats: NATSRequester) -> 
         )
     fetch = secret_from_nats(nats, settings.request_timeout)
     return JWTVerifier(
-        fetch, reactor, require_exp=checks.require_exp, audience=checks.audience,
-        issuer=checks.issuer, algorithms=algorithms,
+        fetch,
+        reactor,
+        require_exp=checks.require_exp,
+        audience=checks.audience,
+        issuer=checks.issuer,
+        algorithms=algorithms,
     )
 
 

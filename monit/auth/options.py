@@ -1,4 +1,5 @@
 """What the auth parts are told by the service: the auth options alone, not the whole settings."""
+
 from __future__ import annotations
 
 import attrs

@@ -11,6 +11,7 @@ A refusal ends the stream.  An auth service that cannot answer does not:
 fail-closed is for new requests, and ending every open stream whenever the
 service blips would turn its outage into everyone's.
 """
+
 from __future__ import annotations
 
 import random
@@ -37,9 +38,7 @@ class Rechecker:
 
     log = Logger()
 
-    def __init__(
-        self, verifier: ITokenVerifier, period: float, jitter: Callable[[], float] = random.random
-    ) -> None:
+    def __init__(self, verifier: ITokenVerifier, period: float, jitter: Callable[[], float] = random.random) -> None:
         self.verifier = verifier
         self.period = period
         self._jitter = jitter

@@ -13,6 +13,7 @@ wrong password is fixed by a person, not by asking again and again.
 Why there is no connection is said once per reason, and that Redis answers
 again once; ``problem`` says it meanwhile (for /readyz).
 """
+
 from __future__ import annotations
 
 import random

@@ -31,6 +31,7 @@ has had the deadline's answer.
 
 The password never reaches a log line: the URL is shown without it.
 """
+
 from __future__ import annotations
 
 from types import MappingProxyType

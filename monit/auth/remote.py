@@ -24,6 +24,7 @@ A check that times out, or that its caller abandons, ends its request then:
 the bound on checks in flight (L{monit.auth.bound}) frees its slot when the
 check's Deferred fires.  The URL's query values never reach the log.
 """
+
 from __future__ import annotations
 
 from http.cookiejar import DefaultCookiePolicy
@@ -208,9 +209,7 @@ def _identity(body: bytes) -> Identity:
         claims["streams"] = _streams(reply["streams"])
     if "scope" in reply:
         claims["scope"] = _scope(reply["scope"])
-    return Identity(
-        user=claims["username"], claims=MappingProxyType(claims), expires=None, revocable=True
-    )
+    return Identity(user=claims["username"], claims=MappingProxyType(claims), expires=None, revocable=True)
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

@@ -1,4 +1,5 @@
 """Where a request carries its token: headers always, the query or a cookie for browsers."""
+
 from __future__ import annotations
 
 from twisted.web.iweb import IRequest

@@ -15,6 +15,7 @@ reply, and those of the commands after it, would come too late, and Redis
 that has stopped answering one connection has usually stopped answering
 them all. Every command still waiting then fails with L{ConnectionLost}.
 """
+
 from __future__ import annotations
 
 from collections import deque

@@ -7,6 +7,7 @@ suits (L{monit.auth.keys.SigningKey.suits}): an HS256 header "signed" with
 the public key as an HMAC secret is refused before any signature is checked.
 Claims are read as for HMAC tokens (L{ClaimChecks}).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -56,4 +57,3 @@ class SignedJWTVerifier:
         if not key.suits(algorithm):
             raise InvalidToken("algorithm not allowed")
         return decode(token, key.key, (algorithm,), self._checks, self._clock.seconds())
-

@@ -159,9 +159,7 @@ def _is_ip(host: str) -> bool:
 class _RoundRobinEndpoint:
     """Connect to the next server of the list on each attempt; the list grows with the cluster."""
 
-    def __init__(
-        self, reactor: IReactorTime, servers: Sequence[_Server], failed: Callable[[str], None]
-    ) -> None:
+    def __init__(self, reactor: IReactorTime, servers: Sequence[_Server], failed: Callable[[str], None]) -> None:
         self._reactor = reactor
         self._servers = list(servers)
         self._failed = failed
@@ -408,9 +406,7 @@ class NATSClient(Service):
             lambda reason: self._handshake_failed(reason, protocol, server),
         )
 
-    def _handshake_failed(
-        self, reason: Failure, protocol: NATSProtocol, server: _Server
-    ) -> Failure:
+    def _handshake_failed(self, reason: Failure, protocol: NATSProtocol, server: _Server) -> Failure:
         if not reason.check(CancelledError):
             self._not_connected(f"NATS handshake with {server.redacted} failed: {reason.getErrorMessage()}")
         if protocol.transport is not None:
@@ -480,9 +476,7 @@ class NATSClient(Service):
         if subscription is not None:
             subscription.callback(msg)
 
-    def subscribe(
-        self, subject: str, callback: Callable[[Msg], None], queue: str | None = None
-    ) -> Subscription:
+    def subscribe(self, subject: str, callback: Callable[[Msg], None], queue: str | None = None) -> Subscription:
         """Call callback with every message on subject, across reconnects."""
         check_subject(subject)
         if queue is not None:
@@ -512,9 +506,7 @@ class NATSClient(Service):
 
     # Requests
 
-    def request(
-        self, subject: str, payload: bytes = b"", timeout: float | None = None
-    ) -> Deferred[Msg]:
+    def request(self, subject: str, payload: bytes = b"", timeout: float | None = None) -> Deferred[Msg]:
         """Publish with a reply subject of ours; fire with the first reply.
 
         Fails with RequestTimeout, or NoResponders when nobody listens on

@@ -7,6 +7,7 @@ messages come in stream order, flow control is answered, idle heartbeats are
 watched, and a sequence gap, a missed heartbeat or a reconnection start a new
 consumer from the last stream sequence seen plus one.
 """
+
 from __future__ import annotations
 
 import json
@@ -213,16 +214,21 @@ def why_it_cannot_store(info: Mapping[str, Any]) -> str | None:
     if config.get("discard_new_per_subject") and per_subject > 0:
         full = sorted(subject for subject, count in (state.get("subjects") or {}).items() if count >= per_subject)
         if full:
-            return (f"{', '.join(full)} holds {per_subject} messages, its max_msgs_per_subject, "
-                    "and refuses new ones (discard: new)")
+            return (
+                f"{', '.join(full)} holds {per_subject} messages, its max_msgs_per_subject, "
+                "and refuses new ones (discard: new)"
+            )
     return None
 
 
 def needs_subject_counts(info: Mapping[str, Any]) -> bool:
     """Whether ``why_it_cannot_store`` needs the stream's counts per subject."""
     config = info.get("config", {})
-    return bool(config.get("discard") == "new" and config.get("discard_new_per_subject")
-                and int(config.get("max_msgs_per_subject", -1)) > 0)
+    return bool(
+        config.get("discard") == "new"
+        and config.get("discard_new_per_subject")
+        and int(config.get("max_msgs_per_subject", -1)) > 0
+    )
 
 
 class Position(NamedTuple):
@@ -316,7 +322,9 @@ class OrderedConsumer:
             config["deliver_policy"] = "all"
         self.log.info(
             "following JetStream stream {stream} from sequence {seq} ({why})",
-            stream=self._stream, seq=self.last_seq + 1, why=why,
+            stream=self._stream,
+            seq=self.last_seq + 1,
+            why=why,
         )
         created = self._api.create_consumer(self._stream, config)
         created.addCallbacks(self._created, self._not_created, callbackArgs=(subject,))
@@ -331,7 +339,8 @@ class OrderedConsumer:
         """Logged; the watchdog tries again when no heartbeat comes."""
         self.log.warn(
             "could not make a JetStream consumer on {stream}: {why}",
-            stream=self._stream, why=failure.getErrorMessage(),
+            stream=self._stream,
+            why=failure.getErrorMessage(),
         )
         self._trouble()
 

@@ -7,6 +7,7 @@ public key (or, from a ``.creds`` file, its user JWT) and the nonce's
 signature. ``cryptography``, which Twisted's TLS already needs, does the
 Ed25519; the encoding is the few lines below, so no ``nkeys`` package.
 """
+
 from __future__ import annotations
 
 import base64

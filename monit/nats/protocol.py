@@ -151,9 +151,7 @@ def _size(text: bytes | bytearray) -> int:
     return size
 
 
-def _message(
-    op: bytes, args: list[bytearray], buf: bytearray, start: int, stop: int
-) -> tuple[int, Msg]:
+def _message(op: bytes, args: list[bytearray], buf: bytearray, start: int, stop: int) -> tuple[int, Msg]:
     """The sid and message of a complete MSG or HMSG whose body is buf[start:stop].
 
     Raises ValueError (a UnicodeDecodeError, a bad number, an _UnusableMessage)
@@ -174,9 +172,7 @@ def _message(
         raise _UnusableMessage("HMSG headers larger than the message")
     headers, status, description = _parse_headers(bytes(buf[start:split]))
     reply = args[3].decode() if len(args) == 6 else None
-    return int(args[2]), Msg(
-        args[1].decode(), bytes(buf[split:stop]), reply, headers, status, description
-    )
+    return int(args[2]), Msg(args[1].decode(), bytes(buf[split:stop]), reply, headers, status, description)
 
 
 class NATSProtocol(Protocol):
@@ -323,9 +319,7 @@ class NATSProtocol(Protocol):
     def _check_size(self, size: int) -> None:
         """The server would close the connection on a message over max_payload."""
         if size > self.max_payload:
-            raise ValueError(
-                f"message of {size} bytes exceeds the server's max_payload of {self.max_payload}"
-            )
+            raise ValueError(f"message of {size} bytes exceeds the server's max_payload of {self.max_payload}")
 
     def ping(self) -> Deferred[None]:
         """Send PING; fire on the PONG that answers it."""

@@ -4,6 +4,7 @@ A NATS server speaks plain text until its INFO, then the client upgrades
 the connection (``startTLS``) before CONNECT; so TLS is a step of the
 handshake, not an endpoint of its own.
 """
+
 from __future__ import annotations
 
 import re

@@ -21,6 +21,7 @@ batch's bytes as they are, to be framed once per reactor turn with the rest
 of its connection's streams; what its reader has not taken is what its
 flow-control window, or the full socket under the connection, keeps back.
 """
+
 from __future__ import annotations
 
 from typing import Protocol

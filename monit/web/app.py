@@ -1,4 +1,5 @@
 """The HTTP face: ``GET /events?stream=ID`` as Server-Sent Events, errors as short JSON."""
+
 from __future__ import annotations
 
 import json
@@ -271,9 +272,7 @@ class MonitWeb(Service):
             return json_error(request, 404, "no such job")
         return json_body(request, 200, summary.as_json())
 
-    def _with_identity(
-        self, request: IRequest, answer: Callable[[Identity], bytes]
-    ) -> Deferred[bytes] | bytes:
+    def _with_identity(self, request: IRequest, answer: Callable[[Identity], bytes]) -> Deferred[bytes] | bytes:
         """Check the request's token, then answer for its identity (or refuse, as streams are)."""
         token = self._token(request)
         if token is None:

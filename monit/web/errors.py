@@ -1,4 +1,5 @@
 """The body of every error monit answers over HTTP, whichever HTTP and whoever answers."""
+
 from __future__ import annotations
 
 import json

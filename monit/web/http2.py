@@ -22,6 +22,7 @@ the bounds an HTTP/1.1 connection to monit has:
   ``CLOSE_AFTER_GOAWAY``; floods of resets, PINGs or SETTINGS are bounded;
 - at shutdown it says GOAWAY once every stream has sent its end.
 """
+
 from __future__ import annotations
 
 import re
@@ -164,8 +165,19 @@ class ServerStream:
     flush sends what the stream's window allows.
     """
 
-    __slots__ = ("_connection", "stream_id", "site", "head", "request", "producer", "pending", "unsent_bytes",
-                 "answered", "ending", "blocked")
+    __slots__ = (
+        "_connection",
+        "stream_id",
+        "site",
+        "head",
+        "request",
+        "producer",
+        "pending",
+        "unsent_bytes",
+        "answered",
+        "ending",
+        "blocked",
+    )
     transport = None  # a stream has no transport of its own; it is reset alone (see abortConnection)
 
     def __init__(self, connection: MonitH2Connection, stream_id: int, head: RequestHead) -> None:
@@ -309,7 +321,9 @@ class MonitH2Connection(TwistedProtocol):
         reset = _reset_in(events)
         for event in events:
             handler = _HANDLERS.get(type(event))
-            if handler is not None and not (reset and type(event) is h2.events.RequestReceived and event.stream_id in reset):
+            if handler is not None and not (
+                reset and type(event) is h2.events.RequestReceived and event.stream_id in reset
+            ):
                 handler(self, event)
             if self._gone_away:  # a handler may have said GOAWAY (mypy holds to the check above)
                 return  # type: ignore[unreachable]
@@ -444,8 +458,11 @@ class MonitH2Connection(TwistedProtocol):
     def _answer_error(self, stream_id: int, code: int, message: str) -> None:
         """A short JSON error on this stream alone, which is then reset: what the client sends on it is dropped."""
         body = error_body(message)
-        lines = [(b":status", b"%d" % code), (b"content-type", b"application/json"),
-                 (b"content-length", b"%d" % len(body))]
+        lines = [
+            (b":status", b"%d" % code),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]
         fits = self.conn.local_flow_control_window(stream_id) >= len(body)
         self.conn.send_headers(stream_id, lines, end_stream=not fits)
         if fits:

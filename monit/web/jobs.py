@@ -19,6 +19,7 @@ It follows each job, not one run of it: a job that opens again after its
 close is followed into its new run, once the reader has all of the run
 before (whose record the registry keeps for ``--retention``).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

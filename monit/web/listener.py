@@ -1,4 +1,5 @@
 """Where monit listens: the endpoint given, else the one NATS names, else tcp:8080."""
+
 from __future__ import annotations
 
 import json

@@ -5,6 +5,7 @@ needs no more: it may watch them); an unrestricted one needs the
 ``monit:jobs`` right in its ``scope``, since the list would show it other
 users' job ids.
 """
+
 from __future__ import annotations
 
 import base64

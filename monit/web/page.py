@@ -7,6 +7,7 @@ server), posts it to ``/session``, and monit answers with a short-lived
 ``EventSource`` works with the default settings: no ``?token=`` in a URL, and
 no script can read the token back.
 """
+
 from __future__ import annotations
 
 import base64

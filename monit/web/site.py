@@ -14,6 +14,7 @@ Over TLS the site offers ``h2`` and ``http/1.1`` by ALPN (``h2`` only when the
 ``monit.web.http2`` once its handshake is done, and keeps its place in the
 counts.
 """
+
 from __future__ import annotations
 
 import typing
@@ -46,8 +47,14 @@ except ImportError as missing:
 else:
     HTTP2_OFF = None
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large", 414: b"URI Too Long",
-            431: b"Request Header Fields Too Large", 503: b"Service Unavailable"}
+_REASONS = {
+    400: b"Bad Request",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
 
 
 def refusal(code: int, message: str) -> bytes:
@@ -336,4 +343,3 @@ class MonitSite(Site):
             channel.close_when_done()
         waiter.addTimeout(timeout, clock, onTimeoutCancel=lambda *_: None)
         return waiter
-

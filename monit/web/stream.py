@@ -1,4 +1,5 @@
 """One SSE response, fed by one job or many; and the set of them that share a keep-alive."""
+
 from __future__ import annotations
 
 import random
@@ -121,9 +122,22 @@ class EventStream:
     """
 
     __slots__ = (
-        "_request", "_source", "_streams", "_user", "_clock", "_max_pending", "_expires",
-        "_started", "_paused", "_writer", "events", "_recheck",
-        "_sent_upto", "_behind", "_ending", "_unsent_at_beat",
+        "_request",
+        "_source",
+        "_streams",
+        "_user",
+        "_clock",
+        "_max_pending",
+        "_expires",
+        "_started",
+        "_paused",
+        "_writer",
+        "events",
+        "_recheck",
+        "_sent_upto",
+        "_behind",
+        "_ending",
+        "_unsent_at_beat",
     )
     log = Logger()
 
@@ -328,9 +342,7 @@ class StreamSet:
 
     log = Logger()
 
-    def __init__(
-        self, clock: IReactorTime, heartbeat: float, retry_ms: int, fast_path: bool = True
-    ) -> None:
+    def __init__(self, clock: IReactorTime, heartbeat: float, retry_ms: int, fast_path: bool = True) -> None:
         self._streams: dict[EventStream, None] = {}
         self.fast_path = fast_path
         self._heartbeat = heartbeat

@@ -1,4 +1,5 @@
 """Who may watch: a real auth service, per-stream access, browsers' tokens, CORS, expiry."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ from waiting import wait_for, within
 
 @pytest.fixture
 def remote_monit(nats_server, auth_service):
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=1.0)))
+    service = pytest_twisted.blockon(
+        ensureDeferred(start_monit(nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=1.0))
+    )
     yield service
     pytest_twisted.blockon(service.stopService())
 
@@ -29,31 +31,44 @@ def remote_monit(nats_server, auth_service):
 @pytest.fixture
 def rechecking_monit(nats_server, auth_service):
     """Asks again about open streams' tokens every half second (heartbeat 0.2 s)."""
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=1.0,
-        auth_recheck=0.5)))
+    service = pytest_twisted.blockon(
+        ensureDeferred(
+            start_monit(nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=1.0, auth_recheck=0.5)
+        )
+    )
     yield service
     pytest_twisted.blockon(service.stopService())
 
 
 @pytest.fixture
 def browser_monit(nats_server):
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, allow_query_token=True,
-        cors_origins=frozenset({"https://app.example.com"}))))
+    service = pytest_twisted.blockon(
+        ensureDeferred(
+            start_monit(nats_server.url, allow_query_token=True, cors_origins=frozenset({"https://app.example.com"}))
+        )
+    )
     yield service
     pytest_twisted.blockon(service.stopService())
 
 
 async def get(monit, query: str, headers=None, method="GET"):
-    return await within(treq.request(method, f"{monit.base_url}/events{query}", headers=headers or {},
-                                     unbuffered=True))
+    return await within(treq.request(method, f"{monit.base_url}/events{query}", headers=headers or {}, unbuffered=True))
 
 
 @pytest_twisted.ensureDeferred
-@pytest.mark.parametrize("token, stream, code", [
-    (GOOD, "any1", 200), (ONLY_A1, "a1", 200), (ONLY_A1, "b2", 403), (BANNED, "a1", 401),
-    ("unknown", "a1", 401), (LOGIN_PAGE, "a1", 503), (ARRAY, "a1", 503), (EMPTY, "a1", 503)])
+@pytest.mark.parametrize(
+    "token, stream, code",
+    [
+        (GOOD, "any1", 200),
+        (ONLY_A1, "a1", 200),
+        (ONLY_A1, "b2", 403),
+        (BANNED, "a1", 401),
+        ("unknown", "a1", 401),
+        (LOGIN_PAGE, "a1", 503),
+        (ARRAY, "a1", 503),
+        (EMPTY, "a1", 503),
+    ],
+)
 async def test_remote_verdicts(remote_monit, token, stream, code):
     response = await get(remote_monit, f"?stream={stream}", {"X-Auth-Token": token})
     assert response.code == code
@@ -84,13 +99,16 @@ async def test_a_yes_that_is_not_a_verdict_fails_closed_and_is_logged(remote_mon
 async def test_checks_in_flight_to_a_slow_auth_service_are_bounded(nats_server, auth_service):
     """Distinct tokens against a slow service: at most --auth-concurrency reach it, the
     rest get 503 at once (not after the auth timeout), and are counted."""
-    monit = await start_monit(nats_server.url, jwt_secret=None, auth_url=auth_service.url,
-                              auth_timeout=20.0, auth_concurrency=5)
+    monit = await start_monit(
+        nats_server.url, jwt_secret=None, auth_url=auth_service.url, auth_timeout=20.0, auth_concurrency=5
+    )
     auth_service.hold = True
     try:
         started = time.monotonic()
-        pending = [ensureDeferred(get(monit, "?stream=slow", {"X-Auth-Token": f"slow-{n}", "Accept": "*/*"}))
-                   for n in range(40)]
+        pending = [
+            ensureDeferred(get(monit, "?stream=slow", {"X-Auth-Token": f"slow-{n}", "Accept": "*/*"}))
+            for n in range(40)
+        ]
         await wait_for(lambda: sum(d.called for d in pending) == 35, what="35 answered at once")
         assert time.monotonic() - started < 10, "refused at once, not after the 20 s auth timeout"
         refused = [d for d in pending if d.called]
@@ -135,8 +153,7 @@ async def test_a_revoked_tokens_open_stream_ends(rechecking_monit, auth_service,
 
 
 @pytest_twisted.ensureDeferred
-async def test_rechecks_while_the_auth_service_is_down_keep_streams_open(
-        rechecking_monit, auth_service, publisher):
+async def test_rechecks_while_the_auth_service_is_down_keep_streams_open(rechecking_monit, auth_service, publisher):
     """Fail closed is for new requests; ending every stream on an auth outage would be worse."""
     reader = await open_stream(rechecking_monit, "k1", {"X-Auth-Token": GOOD})
     await auth_service.stop()
@@ -153,8 +170,9 @@ async def test_rechecks_while_the_auth_service_is_down_keep_streams_open(
 async def test_the_auth_urls_query_is_sent_but_never_logged(nats_server, auth_service):
     seen = []
     globalLogPublisher.addObserver(seen.append)
-    monit = await start_monit(nats_server.url, jwt_secret=None, auth_timeout=1.0,
-                              auth_url=auth_service.url + "?apikey=sekrit-key-42")
+    monit = await start_monit(
+        nats_server.url, jwt_secret=None, auth_timeout=1.0, auth_url=auth_service.url + "?apikey=sekrit-key-42"
+    )
     try:
         assert (await get(monit, "?stream=q", {"X-Auth-Token": "bad-token"})).code == 401
         assert auth_service.queries[-1] == {b"apikey": [b"sekrit-key-42"]}
@@ -171,10 +189,13 @@ async def test_the_auth_urls_query_is_sent_but_never_logged(nats_server, auth_se
 
 @pytest_twisted.ensureDeferred
 async def test_a_reconnect_storm_with_one_token_makes_one_auth_call(remote_monit, auth_service):
-    responses = await within(DeferredList(
-        [ensureDeferred(get(remote_monit, f"?stream=s{n % 10}", {"X-Auth-Token": GOOD}))
-         for n in range(300)],
-        consumeErrors=True), timeout=30)
+    responses = await within(
+        DeferredList(
+            [ensureDeferred(get(remote_monit, f"?stream=s{n % 10}", {"X-Auth-Token": GOOD})) for n in range(300)],
+            consumeErrors=True,
+        ),
+        timeout=30,
+    )
     assert [ok and response.code for ok, response in responses] == [200] * 300
     assert auth_service.calls == 1
     for _, response in responses:
@@ -183,15 +204,15 @@ async def test_a_reconnect_storm_with_one_token_makes_one_auth_call(remote_monit
 
 
 @pytest_twisted.ensureDeferred
-async def test_auth_service_down_new_clients_503_existing_streams_flow(
-        remote_monit, auth_service, publisher):
+async def test_auth_service_down_new_clients_503_existing_streams_flow(remote_monit, auth_service, publisher):
     existing = await open_stream(remote_monit, "d1", {"X-Auth-Token": GOOD})
     await auth_service.stop()
     response = await get(remote_monit, "?stream=d1", {"X-Auth-Token": "never-seen", "Accept": "*/*"})
     assert response.code == 503
     assert response.headers.getRawHeaders("retry-after") == ["5"]
-    browser = await get(remote_monit, "?stream=d1",
-                        {"X-Auth-Token": "never-seen-either", "Accept": "text/event-stream"})
+    browser = await get(
+        remote_monit, "?stream=d1", {"X-Auth-Token": "never-seen-either", "Accept": "text/event-stream"}
+    )
     assert browser.code == 200
     body = await within(treq.content(browser))
     assert body.startswith(b"retry: ") and b'event: monit.error\ndata: {"error":' in body
@@ -225,8 +246,11 @@ async def test_query_token_and_cookie_are_accepted_only_when_enabled(browser_mon
 
 @pytest_twisted.ensureDeferred
 async def test_cors_preflight_and_actual_request(browser_monit):
-    allowed = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "GET",
-               "Access-Control-Request-Headers": "x-auth-token"}
+    allowed = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "x-auth-token",
+    }
     preflight = await get(browser_monit, "?stream=c1", allowed, method="OPTIONS")
     assert preflight.code == 204
     headers = preflight.headers
@@ -264,8 +288,11 @@ async def test_tokens_never_reach_the_log(browser_monit, remote_monit):
         reader.close()
         await get(browser_monit, "?stream=l1&token=not-a-valid-token-at-all")
         await get(remote_monit, "?stream=l1", {"X-Auth-Token": "remote-secret-token"})
-        await wait_for(lambda: any("closed for kim" in str(event.get("log_format", "")) or
-                                   event.get("user") == "kim" for event in seen))
+        await wait_for(
+            lambda: any(
+                "closed for kim" in str(event.get("log_format", "")) or event.get("user") == "kim" for event in seen
+            )
+        )
     finally:
         globalLogPublisher.removeObserver(seen.append)
     text = repr(seen)

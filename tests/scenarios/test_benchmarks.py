@@ -3,6 +3,7 @@
 It checks that every scenario produced numbers for monit and the reference,
 not what the numbers are: performance is measured, never asserted in tests.
 """
+
 import json
 import math
 import subprocess
@@ -83,8 +84,15 @@ def test_soak_smoke_run_measures_the_control_stream_through_every_attack(tmp_pat
     done = smoke_run(SOAK, "--smoke", results=tmp_path)
     report = json.loads((tmp_path / "soak.json").read_text())
     summary = report["summary"]
-    for key in ("control_delivered_baseline", "control_delivered_attack", "control_p99_baseline_ms",
-                "control_p99_attack_ms", "rss_start_mb", "rss_max_mb", "rss_slope_attack_mb_per_min"):
+    for key in (
+        "control_delivered_baseline",
+        "control_delivered_attack",
+        "control_p99_baseline_ms",
+        "control_p99_attack_ms",
+        "rss_start_mb",
+        "rss_max_mb",
+        "rss_slope_attack_mb_per_min",
+    ):
         assert isinstance(summary[key], (int, float)) and math.isfinite(summary[key]), (key, summary[key])
     attack = report["attack"]
     assert all(sent > 0 for sent in attack["poison"].values()), attack["poison"]

@@ -7,6 +7,7 @@ six to end, unless one EventSource names all the jobs
 (``/events?stream=a&stream=b…``). ``Dashboard`` opens any set of
 EventSources and reports each one's readyState and events.
 """
+
 from __future__ import annotations
 
 import json

@@ -20,6 +20,7 @@ So the drop gives one error (CONNECTING) and one open; the end of the stream
 after the grace period gives one error (CONNECTING), and the 204 one error
 (CLOSED): two opens in all, and the errors' readyStates are 0, 0, 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -119,10 +120,17 @@ class Chromium:
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [
-                binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={self.profile}", url,
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={self.profile}",
+                url,
             ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -185,17 +193,20 @@ async def test_eventsource_resumes_after_a_drop_exactly_once_and_stops_on_204(na
             retry_ms=RETRY_MS,
         )
         publisher = Publisher(nats_server.url)
-        query = urlencode({
-            "monit": monit.base_url,
-            "stream": STREAM,
-            "token": mint(SECRET, "alice", 3600),
-            "settle": SETTLE_MS,
-        })
+        query = urlencode(
+            {
+                "monit": monit.base_url,
+                "stream": STREAM,
+                "token": mint(SECRET, "alice", 3600),
+                "settle": SETTLE_MS,
+            }
+        )
         browser = Chromium(binary, f"{page_origin}/eventsource.html?{query}")
 
         # The page connects; monit serves it.
-        await wait_for(lambda: reports.of("open") and len(monit.web.streams) == 1,
-                       timeout=30, what="the page's EventSource opened")
+        await wait_for(
+            lambda: reports.of("open") and len(monit.web.streams) == 1, timeout=30, what="the page's EventSource opened"
+        )
         first = the_stream(monit)
         assert first._request.getHeader(b"origin") == page_origin.encode()
         assert first._request.getHeader(b"last-event-id") is None
@@ -207,15 +218,17 @@ async def test_eventsource_resumes_after_a_drop_exactly_once_and_stops_on_204(na
 
         # monit drops the browser; events arrive while it is away.
         first._request.transport.abortConnection()
-        await wait_for(lambda: len(monit.web.streams) == 0 and not inbox.subscribers,
-                       what="monit let go of the dropped stream")
+        await wait_for(
+            lambda: len(monit.web.streams) == 0 and not inbox.subscribers, what="monit let go of the dropped stream"
+        )
         deliver(publisher, 4, 5, 6)
         await wait_for(lambda: inbox.last_id == base + 6, what="events 4-6 in the inbox")
         assert len(monit.web.streams) == 0, "the browser came back before 4-6 arrived: nothing was missed"
 
         # The browser comes back by itself, from where it was, and gets what it missed.
-        await wait_for(lambda: len(reports.of("open")) == 2 and len(monit.web.streams) == 1,
-                       what="the EventSource reconnected")
+        await wait_for(
+            lambda: len(reports.of("open")) == 2 and len(monit.web.streams) == 1, what="the EventSource reconnected"
+        )
         second = the_stream(monit)
         assert second is not first
         assert second._request.getHeader(b"last-event-id") == str(base + 3).encode()
@@ -226,15 +239,14 @@ async def test_eventsource_resumes_after_a_drop_exactly_once_and_stops_on_204(na
         # The job ends: its last event, then after the grace period the stream ends,
         # the browser asks for more after id 10, and monit's 204 closes the source for good.
         publisher.publish("service.create.done", {"id": STREAM})
-        await wait_for(lambda: reports.of("settled"), timeout=15,
-                       what="the page saw its EventSource closed, and waited")
+        await wait_for(
+            lambda: reports.of("settled"), timeout=15, what="the page saw its EventSource closed, and waited"
+        )
 
         assert reports.numbers() == list(range(1, 10))
-        assert [report["lastEventId"] for report in reports.of("message")] == [
-            str(base + n) for n in range(1, 10)]
+        assert [report["lastEventId"] for report in reports.of("message")] == [str(base + n) for n in range(1, 10)]
         timeline = [
-            (report["kind"], report.get("readyState", report.get("lastEventId")))
-            for report in reports.ordered()
+            (report["kind"], report.get("readyState", report.get("lastEventId"))) for report in reports.ordered()
         ]
         assert timeline == [
             ("created", CONNECTING),

@@ -1,4 +1,5 @@
 """Capacity one user or one publisher could take from everyone, against the real server."""
+
 from __future__ import annotations
 
 import pytest_twisted
@@ -25,7 +26,9 @@ async def test_one_reader_asking_for_many_ids_cannot_crowd_out_the_jobs(nats_ser
         watcher = await open_stream(monit, "1a2b")  # the only watched inbox
         publisher.publish("service.create", {"service": "env-job1"})
         publisher.publish("monitor.user", job_message("job1", "the engine's job finds room"))
-        await wait_for(lambda: "job1" in monit.registry and monit.registry.get("job1").last_id == monit.registry.id_base + 2)
+        await wait_for(
+            lambda: "job1" in monit.registry and monit.registry.get("job1").last_id == monit.registry.id_base + 2
+        )
         assert monit.router.refused == 0 and len(monit.registry) <= 30
         assert "1a2b" in monit.registry
         watcher.close()

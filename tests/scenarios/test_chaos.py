@@ -16,6 +16,7 @@ The schedule is random but seeded. The seed is printed and named in every
 failure; ``CHAOS_SEED=N`` replays that schedule (``make chaos CHAOS_SEED=N``),
 and ``CHAOS_SECONDS`` changes the minute.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -179,8 +180,12 @@ class Engine:
 
     async def connect(self) -> None:
         self._nc = await nats.connect(
-            servers=self._urls, max_reconnect_attempts=-1, reconnect_time_wait=0.1,
-            ping_interval=1, max_outstanding_pings=2, connect_timeout=2,
+            servers=self._urls,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.1,
+            ping_interval=1,
+            max_outstanding_pings=2,
+            connect_timeout=2,
         )
         self._js = self._nc.jetstream(timeout=2.0)
 
@@ -261,8 +266,10 @@ class Visit:
     outcome: str = ""
 
     def __str__(self) -> str:
-        return (f"{self.at:7.2f}s :{self.port} after {self.after}: "
-                f"events #{self.first}..#{self.first + self.events - 1} ({self.events}), {self.outcome}")
+        return (
+            f"{self.at:7.2f}s :{self.port} after {self.after}: "
+            f"events #{self.first}..#{self.first + self.events - 1} ({self.events}), {self.outcome}"
+        )
 
 
 @attrs.define
@@ -279,8 +286,9 @@ class Reader:
     visits: list[Visit] = attrs.Factory(list)
     ended: bool = False  # a reconnection after the close event was answered 204
 
-    async def run(self, client: httpx.AsyncClient, instances: list[MonitInstance], began: float,
-                  deadline: float) -> None:
+    async def run(
+        self, client: httpx.AsyncClient, instances: list[MonitInstance], began: float, deadline: float
+    ) -> None:
         rng = random.Random(f"{SEED} {self.name}")
         loop = asyncio.get_running_loop()
         await asyncio.sleep(max(0.0, began + self.start - loop.time()))
@@ -301,8 +309,9 @@ class Reader:
             if not self.ended:
                 await asyncio.sleep(rng.uniform(0.05, 0.3))  # an EventSource's retry, shortened
 
-    async def _visit(self, client: httpx.AsyncClient, instance: MonitInstance, last: str | None, visit: Visit,
-                     leave_after: int) -> None:
+    async def _visit(
+        self, client: httpx.AsyncClient, instance: MonitInstance, last: str | None, visit: Visit, leave_after: int
+    ) -> None:
         """One response, read until it ends or fails, or for ``leave_after`` events.
 
         The id to resume after is the last one received (an SSE client keeps
@@ -365,8 +374,11 @@ def expected_by(reader: Reader, expected: dict[str, list[tuple[Any, str, Any]]])
     """What a reader of its jobs must get: one job's events, or several jobs' in id order, each naming its job."""
     if len(reader.jobs) == 1:
         return expected.get(reader.jobs[0], [])
-    tagged = [(event_id, name, {"stream": job, "data": data})
-              for job in reader.jobs for event_id, name, data in expected.get(job, [])]
+    tagged = [
+        (event_id, name, {"stream": job, "data": data})
+        for job in reader.jobs
+        for event_id, name, data in expected.get(job, [])
+    ]
     return sorted(tagged, key=lambda event: event[0])
 
 
@@ -420,8 +432,9 @@ def _short(events: list[tuple[Any, str, Any]], index: int) -> str:
 class Chaos:
     """Carries out the kills on time; every start and kill goes in the timeline."""
 
-    def __init__(self, cluster: NATSCluster, instances: list[MonitInstance], engine: Engine, loop: LoopThread,
-                 began: float) -> None:
+    def __init__(
+        self, cluster: NATSCluster, instances: list[MonitInstance], engine: Engine, loop: LoopThread, began: float
+    ) -> None:
         self._cluster = cluster
         self._instances = instances
         self._engine = engine
@@ -475,8 +488,9 @@ class Chaos:
             name = [node for node in ("node0", "node1", "node2") if node != leader][kill.pick]
         node = self._cluster.node(name)
         node.kill()
-        self.say(f"killed NATS {name} ({'the stream leader' if name == leader else 'a follower'}), "
-                 f"down {kill.down:.2f}s")
+        self.say(
+            f"killed NATS {name} ({'the stream leader' if name == leader else 'a follower'}), down {kill.down:.2f}s"
+        )
         self._restarts.append((time.monotonic() + kill.down, node.start, f"NATS {name}"))
 
     def wait_until_whole(self) -> None:
@@ -542,8 +556,11 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
     jobs = plan_jobs(rng, SECONDS)
     kills = plan_kills(rng, SECONDS)
     readers = [
-        Reader((job.id,), f"{job.id}-reader{n}", max(0.0, job.start + rng.uniform(-1.0, 0.8 * job.steps * job.interval)))
-        for job in jobs for n in range(READERS_PER_JOB)
+        Reader(
+            (job.id,), f"{job.id}-reader{n}", max(0.0, job.start + rng.uniform(-1.0, 0.8 * job.steps * job.interval))
+        )
+        for job in jobs
+        for n in range(READERS_PER_JOB)
     ]
     for n in range(MANY_JOB_READERS):
         some = sorted(rng.sample(jobs, rng.randint(2, JOBS)), key=lambda job: job.id)
@@ -580,8 +597,12 @@ def test_readers_get_exactly_what_the_stream_stored_while_instances_and_nodes_di
     problems = [p for p in (difference(r, expected_by(r, expected), closes) for r in readers) if p]
     assert not problems, (
         f"chaos seed {SEED} (CHAOS_SEED={SEED} replays it); {len(problems)} of {len(readers)} readers got "
-        f"other than the stream stored; monit logs in {tmp_path}\n" + "\n".join(problems[:8])
-        + "\ntimeline:\n" + "\n".join(chaos.timeline) + "\n" + troubles(instances)
+        f"other than the stream stored; monit logs in {tmp_path}\n"
+        + "\n".join(problems[:8])
+        + "\ntimeline:\n"
+        + "\n".join(chaos.timeline)
+        + "\n"
+        + troubles(instances)
     )
     assert sum(len(events) for events in expected.values()) > JOBS * 20, "the chaos had something to lose"
 

@@ -1,4 +1,5 @@
 """EmbeddedNATS: a real nats-server child on the real reactor, and a child that dies."""
+
 from pathlib import Path
 
 import pytest

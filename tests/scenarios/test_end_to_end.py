@@ -1,4 +1,5 @@
 """monit end to end: a real nats-server, nats-py publishing, real HTTP readers."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,7 @@ async def test_open_messages_done_then_the_stream_ends_after_grace(monit, publis
     publisher.publish("monitor.user", job_message("j1", "one", "two"))
     publisher.publish("service.create.done", {"id": "j1", "service": "env-j1"})
     await within(reader.done)
-    assert [event.event for event in reader.events] == [
-        "service.create", "message", "message", "service.create.done"]
+    assert [event.event for event in reader.events] == ["service.create", "message", "message", "service.create.done"]
     assert reader.raw.startswith(b"retry: 3000\n\n")
     assert [int(event.id) - monit.registry.id_base for event in reader.events] == [1, 2, 3, 4]
     assert reader.data() == [{"body": "one", "level": "INFO"}, {"body": "two", "level": "INFO"}]
@@ -53,8 +53,7 @@ async def test_client_first_then_open(monit, publisher):
     publisher.publish("monitor.user", job_message("j3", "deleting"))
     publisher.publish("service.delete.done", {"service": "env-j3"})
     await within(reader.done)
-    assert [event.event for event in reader.events] == [
-        "service.delete", "message", "service.delete.done"]
+    assert [event.event for event in reader.events] == ["service.delete", "message", "service.delete.done"]
 
 
 @pytest_twisted.ensureDeferred
@@ -77,8 +76,14 @@ async def test_two_streams_see_only_their_own_events(monit, publisher):
 @pytest_twisted.ensureDeferred
 async def test_malformed_payloads_are_skipped_and_the_next_good_one_arrives(monit, publisher):
     reader = await open_stream(monit, "m1")
-    bad = [b"\xff\xfe", b"not json", b"[]", b'{"service": 5}', b'{"id": "m1", "messages": {}}',
-           json.dumps({"id": "m1", "messages": ["x"]}).encode()]
+    bad = [
+        b"\xff\xfe",
+        b"not json",
+        b"[]",
+        b'{"service": 5}',
+        b'{"id": "m1", "messages": {}}',
+        json.dumps({"id": "m1", "messages": ["x"]}).encode(),
+    ]
     for payload in bad:
         publisher.publish("monitor.user", payload)
     publisher.publish("monitor.user", job_message("m1", "good"))
@@ -100,9 +105,7 @@ async def test_malformed_payloads_are_skipped_and_the_next_good_one_arrives(moni
     ],
 )
 async def test_refusals(monit, query, headers, code):
-    response = await within(
-        treq.get(f"{monit.base_url}/events{query}", headers=auth() if headers is None else headers)
-    )
+    response = await within(treq.get(f"{monit.base_url}/events{query}", headers=auth() if headers is None else headers))
     assert response.code == code
     body = await within(response.json())
     assert set(body) == {"error"}
@@ -110,9 +113,7 @@ async def test_refusals(monit, query, headers, code):
 
 @pytest_twisted.ensureDeferred
 async def test_a_client_that_disconnects_is_unsubscribed(monit):
-    response = await within(
-        treq.get(f"{monit.base_url}/events?stream=gone", headers=auth(), unbuffered=True)
-    )
+    response = await within(treq.get(f"{monit.base_url}/events?stream=gone", headers=auth(), unbuffered=True))
     await wait_for(lambda: monit.registry.get("gone") and monit.registry.get("gone").subscribers)
     response.original._transport.loseConnection()
     await wait_for(lambda: not monit.registry.get("gone").subscribers, what="unsubscribed")

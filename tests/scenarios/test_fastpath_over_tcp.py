@@ -3,6 +3,7 @@
 Nothing here fakes a transport's fields: the streams run on Twisted's own TCP
 transport, and a stalled reader is a real socket that is never read.
 """
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """A buggy or hostile publisher, and a NATS server that freezes: nobody loses events they should get."""
+
 from __future__ import annotations
 
 import json
@@ -83,8 +84,11 @@ async def test_a_huge_message_neither_drops_fast_readers_nor_holds_the_reactor(n
         assert response.code == 200
         assert monit.registry.events < elements, "/healthz waited for the whole message"
         last = str(monit.registry.id_base + elements)
-        await wait_for(lambda: all(r.events and r.events[-1].id == last for r in readers),
-                       timeout=60, what="every reader at the last event")
+        await wait_for(
+            lambda: all(r.events and r.events[-1].id == last for r in readers),
+            timeout=60,
+            what="every reader at the last event",
+        )
         assert monit.web.streams.dropped == 0 and len(monit.web.streams) == 3
         for reader in readers:
             reader.close()
@@ -98,7 +102,9 @@ async def test_a_reader_joining_a_history_bigger_than_max_pending_gets_all_of_it
     try:
         for n in range(200):  # about 2 MB of history
             publisher.publish("monitor.user", {"id": "long", "messages": [{"n": n, "pad": "x" * 10_000}]})
-        await wait_for(lambda: "long" in monit.registry and monit.registry.get("long").last_id == monit.registry.id_base + 200)
+        await wait_for(
+            lambda: "long" in monit.registry and monit.registry.get("long").last_id == monit.registry.id_base + 200
+        )
         for _attempt in range(3):  # as a reconnecting reader would, again and again
             reader = await open_stream(monit, "long")
             await wait_for(lambda: len(reader.events) == 200, what="the whole history")

@@ -4,6 +4,7 @@ Each test is a client that breaks the protocol or leans on a bound, and checks
 what monit answers on the wire, that it stays within its memory and CPU, and
 that other clients are still served.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,7 +51,7 @@ def stop(monit: TLSMonit) -> None:
 def no_tracebacks(monit: TLSMonit) -> None:
     """Nothing went wrong inside monit that it did not handle."""
     log = monit.log.read_text()
-    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:3000]
+    assert "Traceback" not in log, log[log.index("Traceback") - 300 :][:3000]
 
 
 @pytest.fixture
@@ -101,7 +102,7 @@ def healthy_on(client: RawH2, monit: TLSMonit) -> None:
 
 def sse_events(body: bytes) -> list[dict]:
     """The data of each whole event in a stream's body (the last may still be coming)."""
-    whole = body[:body.rfind(b"\n\n") + 1].decode()
+    whole = body[: body.rfind(b"\n\n") + 1].decode()
     return [json.loads(line[6:]) for line in whole.split("\n") if line.startswith("data: ")]
 
 
@@ -138,8 +139,9 @@ def continuation_flood() -> bytes:
     return frame(HEADERS, 0, 1, head) + frame(CONTINUATION, 0, 1, b"") * 65
 
 
-@pytest.mark.parametrize("error", [frame(PING, 0, 1, bytes(8)), continuation_flood()], ids=["ping-on-a-stream",
-                                                                                           "continuation-flood"])
+@pytest.mark.parametrize(
+    "error", [frame(PING, 0, 1, bytes(8)), continuation_flood()], ids=["ping-on-a-stream", "continuation-flood"]
+)
 def test_after_goaway_for_an_error_monit_reads_nothing_more_and_closes_within_a_second(monit, error):
     client = RawH2(monit)
     try:
@@ -160,6 +162,7 @@ def test_after_goaway_for_an_error_monit_reads_nothing_more_and_closes_within_a_
 
 
 # 2. Half-open requests: reset at the head deadline, and a connection with no answered stream closed.
+
 
 def open_half_open_streams(client: RawH2, count: int) -> list[int]:
     """Request heads with ``content-length: 0`` whose END_STREAM never comes."""
@@ -183,8 +186,9 @@ def test_connections_of_half_open_streams_are_closed_at_the_head_deadline_while_
             for client in clients:
                 client.ping()
 
-        read_all_until(clients, lambda: all(tcp_gone(client) for client in clients),
-                       timeout=8.0, every=0.3, tick=ping_all)
+        read_all_until(
+            clients, lambda: all(tcp_gone(client) for client in clients), timeout=8.0, every=0.3, tick=ping_all
+        )
 
         assert time.monotonic() - began < 6.0, "closed about a second after the head deadline"
         for client in clients:
@@ -206,8 +210,9 @@ def test_a_half_open_stream_is_reset_alone_beside_an_answered_live_one(tmp_path,
         [half_open] = open_half_open_streams(client, 1)
         opened = time.monotonic()
 
-        read_all_until([client], lambda: client.reset_code(half_open) is not None, timeout=5.0,
-                       every=0.3, tick=client.ping)
+        read_all_until(
+            [client], lambda: client.reset_code(half_open) is not None, timeout=5.0, every=0.3, tick=client.ping
+        )
 
         assert client.reset_code(half_open) == ErrorCodes.CANCEL
         assert 0.5 < time.monotonic() - opened < 3.0, "reset at the head deadline"
@@ -221,6 +226,7 @@ def test_a_half_open_stream_is_reset_alone_beside_an_answered_live_one(tmp_path,
 
 
 # 3. CONNECT: 405 on its stream, and the connection goes on.
+
 
 def test_connect_gets_405_on_its_stream_and_the_connection_goes_on(monit):
     client = RawH2(monit, validate=False)
@@ -237,6 +243,7 @@ def test_connect_gets_405_on_its_stream_and_the_connection_goes_on(monit):
 
 
 # 4. Stream errors, not connection errors.
+
 
 def test_the_101st_stream_is_refused_alone_and_the_hundred_others_keep_receiving(monit, publisher):
     client = RawH2(monit)
@@ -307,6 +314,7 @@ def test_a_request_reset_in_the_same_read_as_its_head_is_dropped_quietly(tmp_pat
 
 # 5. Rapid reset (CVE-2023-44487).
 
+
 def test_a_client_that_opens_and_resets_thousands_of_streams_is_told_to_calm_down(tmp_path, nats_server):
     monit = start(tmp_path, nats_server)
     bystander = RawH2(monit)
@@ -341,6 +349,7 @@ def test_a_client_that_opens_and_resets_thousands_of_streams_is_told_to_calm_dow
 
 # 6. SETTINGS and PING floods from a client that reads nothing.
 
+
 @pytest.mark.parametrize("flood", [frame(SETTINGS, 0, 0, b""), frame(PING, 0, 0, bytes(8))], ids=["settings", "ping"])
 def test_a_flood_of_frames_to_answer_from_a_client_that_reads_nothing_is_cut_off(monit, flood):
     client = RawH2(monit, receive_buffer=4096)
@@ -367,6 +376,7 @@ def test_a_flood_of_frames_to_answer_from_a_client_that_reads_nothing_is_cut_off
 
 # 7. HPACK bomb.
 
+
 def test_a_header_block_that_expands_past_the_limit_is_a_goaway_and_memory_stays_bounded(monit):
     client = RawH2(monit)
     try:
@@ -375,8 +385,7 @@ def test_a_header_block_that_expands_past_the_limit_is_a_goaway_and_memory_stays
         # a 4 kB value indexed once, then referenced by one byte each: 16 kB that expand to 64 MB
         bomb = hpack.Encoder().encode(HEALTH + [(b"x-bomb", b"b" * 4000)] * 16000)
         assert len(bomb) < 20_000
-        client.send_raw(frame(HEADERS, END_STREAM, 1, bomb[:16384])
-                        + frame(CONTINUATION, END_HEADERS, 1, bomb[16384:]))
+        client.send_raw(frame(HEADERS, END_STREAM, 1, bomb[:16384]) + frame(CONTINUATION, END_HEADERS, 1, bomb[16384:]))
         client.read_until(lambda events: client.goaway is not None)
 
         assert client.goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
@@ -388,6 +397,7 @@ def test_a_header_block_that_expands_past_the_limit_is_a_goaway_and_memory_stays
 
 
 # 8. Zero-window readers cost no CPU.
+
 
 def test_readers_that_give_no_window_cost_monit_no_cpu_while_events_flow(monit, publisher):
     zero = {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0}
@@ -419,6 +429,7 @@ def test_readers_that_give_no_window_cost_monit_no_cpu_while_events_flow(monit, 
 
 
 # 9. One stalled stream beside live ones on the same connection.
+
 
 def read_acking(
     client: RawH2, live: set[int], condition: Callable[[list[h2.events.Event]], bool], timeout: float = 15.0
@@ -456,9 +467,7 @@ def stalled_beside_live(monit: TLSMonit) -> tuple[RawH2, int, set[int]]:
     return client, stalled, live
 
 
-def test_a_stalled_stream_is_reset_alone_while_live_streams_beside_it_keep_receiving(
-    tmp_path, nats_server, publisher
-):
+def test_a_stalled_stream_is_reset_alone_while_live_streams_beside_it_keep_receiving(tmp_path, nats_server, publisher):
     monit = start(tmp_path, nats_server, "--heartbeat", "0.5", "--max-pending", "4096")
     client, stalled, live = stalled_beside_live(monit)
     try:
@@ -504,20 +513,25 @@ def test_a_stream_that_stalls_with_the_last_events_of_a_burst_is_reset_too(tmp_p
 
 # 10. Many connections of many streams.
 
+
 def test_ten_connections_of_a_hundred_streams_all_get_a_published_event(monit, publisher):
     jobs = [f"wide-{n}" for n in range(100)]
     clients = [RawH2(monit) for _ in range(10)]
     try:
-        streams = {client: {client.get(f"/events?stream={job}", monit.token()): job for job in jobs}
-                   for client in clients}
+        streams = {
+            client: {client.get(f"/events?stream={job}", monit.token()): job for job in jobs} for client in clients
+        }
         read_all_until(clients, lambda: all(c.responded(s) for c, ids in streams.items() for s in ids), timeout=30)
 
         for job in jobs:
             publish(publisher, job, {"job": job})
 
         def everyone_has_theirs() -> bool:
-            return all(sse_events(c.body(stream)) == [{"job": job}]
-                       for c, ids in streams.items() for stream, job in ids.items())
+            return all(
+                sse_events(c.body(stream)) == [{"job": job}]
+                for c, ids in streams.items()
+                for stream, job in ids.items()
+            )
 
         read_all_until(clients, everyone_has_theirs, timeout=30)
         assert all(client.goaway is None for client in clients)

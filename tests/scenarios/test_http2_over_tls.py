@@ -1,4 +1,5 @@
 """HTTP/2 over TLS against ``twistd monit`` on ``ssl:``: real clients (httpx, a raw h2 client), real NATS."""
+
 from __future__ import annotations
 
 import asyncio
@@ -106,10 +107,13 @@ def test_a_stalled_stream_is_dropped_alone_while_another_connection_keeps_receiv
                     # the stalled stream is reset, and this one still gets what comes next
                     await asyncio.to_thread(
                         stalled.read_until,
-                        lambda events: any(isinstance(e, h2.events.StreamReset) and e.stream_id == stream
-                                           for e in events),
+                        lambda events: any(
+                            isinstance(e, h2.events.StreamReset) and e.stream_id == stream for e in events
+                        ),
                     )
-                    await asyncio.to_thread(publisher.publish, "monitor.user", {"id": "stall", "messages": [{"n": 200}]})
+                    await asyncio.to_thread(
+                        publisher.publish, "monitor.user", {"id": "stall", "messages": [{"n": 200}]}
+                    )
                     return int((await first_event(response, lines))["n"])
 
         assert asyncio.run(keep_reading()) == 200

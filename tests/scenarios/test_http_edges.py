@@ -1,4 +1,5 @@
 """HTTP at its edges, with raw sockets against a real server on loopback: bodies, slowloris, caps, nits."""
+
 from __future__ import annotations
 
 import json
@@ -84,8 +85,9 @@ async def exchange(site: ServedSite, *pieces: bytes) -> tuple[int, dict]:
 @pytest.mark.parametrize("body_header", [b"Content-Length: 500000000", b"Transfer-Encoding: chunked"])
 @pytest_twisted.ensureDeferred
 async def test_a_request_body_is_refused_before_it_is_read(site, body_header):
-    status, body = await exchange(site, b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + body_header + b"\r\n\r\n",
-                                  b"x" * 100_000)
+    status, body = await exchange(
+        site, b"POST /healthz HTTP/1.1\r\nHost: x\r\n" + body_header + b"\r\n\r\n", b"x" * 100_000
+    )
     assert status == 413 and "no request bodies" in body["error"]
     assert site.refused[413] == 1
 
@@ -126,8 +128,9 @@ async def test_http_1_1_without_host_is_400(site):
 @pytest.mark.parametrize("query", ["lastEventId=%C2%B2", "lastEventId=%D9%A3"])
 @pytest_twisted.ensureDeferred
 async def test_a_last_event_id_in_other_digits_is_400_not_500(site, query):
-    status, body = await exchange(site, f"GET /events?stream=a&{query} HTTP/1.1\r\nHost: x\r\n"
-                                        "Connection: close\r\n\r\n".encode())
+    status, body = await exchange(
+        site, f"GET /events?stream=a&{query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
     assert status == 400 and "Last-Event-ID" in body["error"]
 
 

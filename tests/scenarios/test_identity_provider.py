@@ -1,5 +1,6 @@
 """Tokens of an identity provider, end to end: a JWKS served on loopback, monit in process and
 as ``twistd monit``, real HTTP readers, a real nats-server."""
+
 from __future__ import annotations
 
 import json
@@ -46,10 +47,17 @@ def provider(rsa: Signer, ec: Signer, ed: Signer) -> Iterator[Provider]:
 
 @pytest.fixture
 def monit(nats_server, provider: Provider):
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, jwt_secret=None, jwt_jwks_url=provider.url, jwt_audience=AUDIENCE,
-        jwt_issuer=ISSUER,
-    )))
+    service = pytest_twisted.blockon(
+        ensureDeferred(
+            start_monit(
+                nats_server.url,
+                jwt_secret=None,
+                jwt_jwks_url=provider.url,
+                jwt_audience=AUDIENCE,
+                jwt_issuer=ISSUER,
+            )
+        )
+    )
     pytest_twisted.blockon(ensureDeferred(wait_for(lambda: provider.requests == 1, what="keys fetched at start")))
     yield service
     pytest_twisted.blockon(service.stopService())
@@ -99,7 +107,8 @@ async def test_refusals_say_why(monit, rsa: Signer, ec: Signer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_a_key_rotated_in_just_after_a_fetch_is_taken_at_its_first_use(
-        monit, provider: Provider, rsa: Signer) -> None:
+    monit, provider: Provider, rsa: Signer
+) -> None:
     new = Signer.make("RS256")
     provider.body = jwks(rsa, new)  # the start-up fetch was a moment ago
     started = time.monotonic()
@@ -126,7 +135,8 @@ async def test_made_up_kids_cost_one_fetch_a_second_shared(monit, provider: Prov
 
 @pytest_twisted.ensureDeferred
 async def test_an_rsa_and_an_ec_key_sharing_a_kid_each_check_their_own_tokens(
-        monit, provider: Provider, rsa: Signer, ec: Signer) -> None:
+    monit, provider: Provider, rsa: Signer, ec: Signer
+) -> None:
     provider.body = json.dumps({"keys": [rsa.jwk(kid="shared"), ec.jwk(kid="shared")]}).encode()
     for signer in (rsa, ec):
         assert await first_status(monit, signer.token(kid="shared")) == 200, signer.algorithm
@@ -152,7 +162,8 @@ async def test_while_the_jwks_is_down_known_keys_stream_unknown_ones_get_503_and
     assert code == 200 and document["ready"], "listed, not unready: known keys and open streams still work"
     [problem] = document["problems"]
     assert problem.startswith(f"auth: JWKS at {provider.url}: Connection was refused") and problem.endswith(
-        "(keeping the 3 keys we have)"), problem
+        "(keeping the 3 keys we have)"
+    ), problem
     assert (await open_stream(monit, "down2", headers={"X-Auth-Token": ec.token()})).response.code == 200
     known.close()
 
@@ -169,8 +180,10 @@ async def test_a_redirect_is_not_followed_even_to_the_same_keys(
         assert await answer(monit, Signer.make("ES256").token()) == (503, {"error": "token cannot be checked now"})
         assert elsewhere.requests == 0
         problems = (await readiness(monit))[1]["problems"]
-        assert problems == [f"auth: JWKS at {provider.url}: HTTP 302: a redirect, which monit does not follow "
-                            "(give the URL it points to) (keeping the 3 keys we have)"]
+        assert problems == [
+            f"auth: JWKS at {provider.url}: HTTP 302: a redirect, which monit does not follow "
+            "(give the URL it points to) (keeping the 3 keys we have)"
+        ]
     finally:
         await stop_listening(port)
 
@@ -189,8 +202,10 @@ async def test_an_rsa_key_under_2048_bits_is_refused_and_said_once(
     for token in tokens[1:]:
         assert await answer(monit, token) == (401, {"error": "invalid token: signing key refused"})
     said = [formatEvent(e) for e in events if "refuses" in formatEvent(e)]
-    assert said == [f"the JWKS at {provider.url} has a key monit refuses, weak-rsa: an RSA key of 1024 bits: "
-                    "2048 or more are needed; tokens it signed get 401"]
+    assert said == [
+        f"the JWKS at {provider.url} has a key monit refuses, weak-rsa: an RSA key of 1024 bits: "
+        "2048 or more are needed; tokens it signed get 401"
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -217,8 +232,10 @@ async def test_a_jwks_answering_garbage_is_said_once_and_fails_closed(
 
 def twistd(tmp_path: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [script("twistd"), "-n", "--pidfile=", "monit", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -251,20 +268,35 @@ def watch_one_message(base: str, token: str, nats_url: str, job: str) -> bytes:
 def test_twistd_with_a_jwks_url(tmp_path: Path, nats_server, threaded_provider: str, rsa: Signer, ec: Signer) -> None:
     port = free_port()
     process = twistd(
-        tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-        "--jwt-jwks-url", threaded_provider, "--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER,
-        "--jwt-algorithms", "RS256,ES256",
+        tmp_path,
+        "--nats",
+        nats_server.url,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-jwks-url",
+        threaded_provider,
+        "--jwt-audience",
+        AUDIENCE,
+        "--jwt-issuer",
+        ISSUER,
+        "--jwt-algorithms",
+        "RS256,ES256",
     )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base)
         for signer, job in ((rsa, "tw1"), (ec, "tw2")):
             assert b'data: {"body":"from twistd","level":"INFO"}\n' in watch_one_message(
-                base, signer.token(), nats_server.url, job)
+                base, signer.token(), nats_server.url, job
+            )
         assert refused(f"{base}/events?stream=tw1", rsa.token(iss="https://evil.example")) == (
-            401, {"error": "invalid token: unexpected issuer"})
+            401,
+            {"error": "invalid token: unexpected issuer"},
+        )
         assert refused(f"{base}/events?stream=tw1", hmac_with_public_key(rsa)) == (
-            401, {"error": "invalid token: algorithm not allowed"})
+            401,
+            {"error": "invalid token: algorithm not allowed"},
+        )
     finally:
         assert stop(process) == 0
 
@@ -272,17 +304,26 @@ def test_twistd_with_a_jwks_url(tmp_path: Path, nats_server, threaded_provider: 
 def test_twistd_with_a_public_key(tmp_path: Path, nats_server, ec: Signer) -> None:
     port = free_port()
     process = twistd(
-        tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-        "--jwt-public-key", ec.write_pem(tmp_path),
+        tmp_path,
+        "--nats",
+        nats_server.url,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-public-key",
+        ec.write_pem(tmp_path),
     )
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until_ready(base)
         assert b"from twistd" in watch_one_message(base, ec.token(kid=None, aud=None), nats_server.url, "pk1")
         assert refused(f"{base}/events?stream=pk1", hmac_with_public_key(ec, aud=None)) == (
-            401, {"error": "invalid token: algorithm not allowed"})
+            401,
+            {"error": "invalid token: algorithm not allowed"},
+        )
         assert refused(f"{base}/events?stream=pk1", Signer.make("ES256").token(aud=None)) == (
-            401, {"error": "invalid token: bad signature"})
+            401,
+            {"error": "invalid token: bad signature"},
+        )
     finally:
         assert stop(process) == 0
 
@@ -291,21 +332,35 @@ def test_twistd_with_a_public_key(tmp_path: Path, nats_server, ec: Signer) -> No
 @pytest.mark.parametrize(
     "args, said",
     [
-        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "none"],
-         "monit: --jwt-algorithms must not allow 'none': an unsigned token proves nothing"),
-        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "RS256,none"],
-         "monit: --jwt-algorithms must not allow 'none'"),
-        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "RS257"],
-         "monit: --jwt-algorithms 'RS257' is not an algorithm monit knows"),
-        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "HS256"],
-         "monit: --jwt-algorithms HS256 needs --jwt-secret: a public key is never an HMAC secret"),
+        (
+            ["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "none"],
+            "monit: --jwt-algorithms must not allow 'none': an unsigned token proves nothing",
+        ),
+        (
+            ["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "RS256,none"],
+            "monit: --jwt-algorithms must not allow 'none'",
+        ),
+        (
+            ["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "RS257"],
+            "monit: --jwt-algorithms 'RS257' is not an algorithm monit knows",
+        ),
+        (
+            ["--jwt-jwks-url", "https://id.example/certs", "--jwt-algorithms", "HS256"],
+            "monit: --jwt-algorithms HS256 needs --jwt-secret: a public key is never an HMAC secret",
+        ),
         (["--jwt-jwks-url", "id.example/certs"], "monit: --jwt-jwks-url 'id.example/certs' must be an http"),
-        (["--jwt-jwks-url", "https://id.example/certs", "--jwt-secret", "s"],
-         "monit: --jwt-secret (or JWT_SECRET) cannot go with --jwt-jwks-url or --jwt-public-key"),
-        (["--jwt-public-key", "/nonexistent/key.pem"],
-         "monit: --jwt-public-key cannot read /nonexistent/key.pem: No such file or directory"),
-        (["--jwt-public-key", "KEY", "--jwt-algorithms", "ES256"],
-         "monit: --jwt-algorithms ES256 does not suit --jwt-public-key"),
+        (
+            ["--jwt-jwks-url", "https://id.example/certs", "--jwt-secret", "s"],
+            "monit: --jwt-secret (or JWT_SECRET) cannot go with --jwt-jwks-url or --jwt-public-key",
+        ),
+        (
+            ["--jwt-public-key", "/nonexistent/key.pem"],
+            "monit: --jwt-public-key cannot read /nonexistent/key.pem: No such file or directory",
+        ),
+        (
+            ["--jwt-public-key", "KEY", "--jwt-algorithms", "ES256"],
+            "monit: --jwt-algorithms ES256 does not suit --jwt-public-key",
+        ),
         (["--jwt-public-key", "GARBAGE"], "is not a PEM public key or certificate"),
     ],
 )
@@ -316,7 +371,10 @@ def test_jwt_options_that_cannot_work_stop_twistd_with_one_line(
     garbage.write_text("not a key")
     args = [{"KEY": rsa.write_pem(tmp_path), "GARBAGE": str(garbage)}.get(arg, arg) for arg in args]
     result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path, capture_output=True, text=True,
+        [script("twistd"), "-n", "--pidfile=", "monit", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
         timeout=30,
     )
     assert result.returncode == 1

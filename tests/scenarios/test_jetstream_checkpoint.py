@@ -5,6 +5,7 @@ monit instances in this process, nats-py as the engine and to read the
 bucket. The central test compares an instance started from the checkpoint
 with one that replayed the whole stream, inbox by inbox, frame by frame.
 """
+
 from __future__ import annotations
 
 import base64
@@ -114,18 +115,28 @@ async def test_a_start_from_the_checkpoint_builds_what_a_whole_replay_builds(jet
         last = last_seq(publisher, stream)
         settings = Settings(**TIMERS)
         # The first kept run is rerun's first: the record of it is kept for --retention.
-        await wait_for(lambda: feed_of(peer).checkpoint == old + 1 and peer.registry.last_id >> ID_SHIFT == last,
-                       what="the peer's checkpoint: the start of rerun's first run")
-        await wait_for(lambda: stored_checkpoint(publisher, stream, settings) is not None
-                       and stored_checkpoint(publisher, stream, settings).horizon == old + 1, what="stored")
+        await wait_for(
+            lambda: feed_of(peer).checkpoint == old + 1 and peer.registry.last_id >> ID_SHIFT == last,
+            what="the peer's checkpoint: the start of rerun's first run",
+        )
+        await wait_for(
+            lambda: (
+                stored_checkpoint(publisher, stream, settings) is not None
+                and stored_checkpoint(publisher, stream, settings).horizon == old + 1
+            ),
+            what="stored",
+        )
 
         checkpointed = await jetstream_monit(jetstream_server, stream)
         started.append(checkpointed)
         whole = await jetstream_monit(jetstream_server, stream, jetstream_checkpoint=False)
         started.append(whole)
         assert feed_of(checkpointed).replayed_from == old and feed_of(whole).replayed_from == 0
-        await wait_for(lambda: snapshot(checkpointed) == snapshot(whole) == snapshot(peer), timeout=5,
-                       what="the same inboxes, histories and ids")
+        await wait_for(
+            lambda: snapshot(checkpointed) == snapshot(whole) == snapshot(peer),
+            timeout=5,
+            what="the same inboxes, histories and ids",
+        )
         kept = snapshot(checkpointed)
         assert sorted(kept) == ["finished", "live", "rerun", "stray"]
         first, second = kept["rerun"]
@@ -158,8 +169,10 @@ async def test_a_checkpoint_of_a_stream_made_anew_or_past_its_end_is_ignored(jet
         for n in range(5):
             publisher.publish("monitor.user", job_message("kept", f"k{n}"))
         created = api(publisher, f"STREAM.INFO.{stream}")["created"]
-        for written, why in ((Checkpoint(4, "2001-01-01T00:00:00Z"), "made anew since"),
-                             (Checkpoint(7, created), "past the end")):
+        for written, why in (
+            (Checkpoint(4, "2001-01-01T00:00:00Z"), "made anew since"),
+            (Checkpoint(7, created), "past the end"),
+        ):
             await wait_for(lambda: write(publisher, stream, written), what="written")
             monit = await jetstream_monit(jetstream_server, stream, LONG)
             try:
@@ -194,8 +207,10 @@ async def test_without_a_bucket_it_replays_everything_and_makes_the_bucket(jetst
             bucket = api(publisher, f"STREAM.INFO.KV_{bucket_for(stream)}")["config"]
             assert bucket["max_msgs_per_subject"] == 1 and bucket["num_replicas"] == 1
             assert bucket["subjects"] == [f"$KV.{bucket_for(stream)}.>"] and bucket["allow_rollup_hdrs"]
-            await wait_for(lambda: stored_checkpoint(publisher, stream, Settings(**LONG)) is not None,
-                           what="written once caught up")
+            await wait_for(
+                lambda: stored_checkpoint(publisher, stream, Settings(**LONG)) is not None,
+                what="written once caught up",
+            )
             assert stored_checkpoint(publisher, stream, Settings(**LONG)).horizon == 1, "kept needs everything"
         finally:
             await monit.stopService()

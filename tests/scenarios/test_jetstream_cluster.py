@@ -3,6 +3,7 @@
 Real parts only: three nats-servers routed on loopback with JetStream, monit as
 ``twistd monit`` processes, curl as the reader, nats-py as the engine.
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -3,6 +3,7 @@
 Real parts: a nats-server with JetStream, monit in this process over real
 HTTP, nats-py as the engine and as the operator (deleting, making, sealing).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -37,8 +38,12 @@ def info(publisher: Publisher, stream: str) -> dict:
 
 def operators_stream(publisher: Publisher, stream: str, **config) -> dict:
     """A stream an operator makes, capturing every subject monit listens to."""
-    body = {"name": stream, "subjects": ["service.>", "build.>", "environment.>", "monitor.>"], "no_ack": True,
-            **config}
+    body = {
+        "name": stream,
+        "subjects": ["service.>", "build.>", "environment.>", "monitor.>"],
+        "no_ack": True,
+        **config,
+    }
     made = api(publisher, f"STREAM.CREATE.{stream}", body)
     assert "error" not in made, made
     return made
@@ -76,16 +81,24 @@ async def test_a_deleted_stream_that_monit_made_is_made_again_and_followed(jetst
         created = info(publisher, stream)["created"]
         assert info(publisher, stream)["config"]["metadata"]["made-by"] == "monit"
         assert api(publisher, f"STREAM.DELETE.{stream}")["success"]
-        await wait_for(lambda: "error" not in info(publisher, stream) and info(publisher, stream)["created"] != created,
-                       what="the stream made again")
+        await wait_for(
+            lambda: "error" not in info(publisher, stream) and info(publisher, stream)["created"] != created,
+            what="the stream made again",
+        )
         # monit hears that it made the stream a moment after the server has it: wait for both.
-        await wait_for(lambda: "before" not in monit.registry and feed_of(monit).caught_up,
-                       what="every inbox of the old stream ended, and the new stream followed")
+        await wait_for(
+            lambda: "before" not in monit.registry and feed_of(monit).caught_up,
+            what="every inbox of the old stream ended, and the new stream followed",
+        )
         await a_job_gets_through(monit, publisher, "after")
-        assert await readyz(monit) == (200, {"ready": True, "nats": True, "jetstream": True, "listening": True,
-                                             "problems": []})
-        assert any("monit made it again" in str(e.get("log_format", "")) or e.get("why") == "monit made it again"
-                   for e in events)
+        assert await readyz(monit) == (
+            200,
+            {"ready": True, "nats": True, "jetstream": True, "listening": True, "problems": []},
+        )
+        assert any(
+            "monit made it again" in str(e.get("log_format", "")) or e.get("why") == "monit made it again"
+            for e in events
+        )
     finally:
         publisher.close()
         await monit.stopService()
@@ -130,8 +143,10 @@ async def test_an_operators_stream_that_is_deleted_makes_monit_unready_naming_it
         await wait_for(lambda: feed_of(monit).caught_up, what="following the operator's new stream")
         assert "before" not in monit.registry
         await a_job_gets_through(monit, publisher, "after")
-        assert (await readyz(monit)) == (200, {"ready": True, "nats": True, "jetstream": True, "listening": True,
-                                               "problems": []})
+        assert (await readyz(monit)) == (
+            200,
+            {"ready": True, "nats": True, "jetstream": True, "listening": True, "problems": []},
+        )
         assert "made-by" not in (info(publisher, stream)["config"].get("metadata") or {}), "the operator's, unchanged"
     finally:
         publisher.close()
@@ -155,8 +170,7 @@ async def test_told_to_recreate_monit_makes_an_operators_stream_again(jetstream_
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stream_made_anew_is_replayed_from_its_first_message_and_old_ids_get_the_gap_notice(
-        jetstream_server):
+async def test_a_stream_made_anew_is_replayed_from_its_first_message_and_old_ids_get_the_gap_notice(jetstream_server):
     stream = fresh_stream()
     publisher = Publisher(jetstream_server.url)
     monit = await jetstream_monit(jetstream_server, stream)
@@ -171,14 +185,23 @@ async def test_a_stream_made_anew_is_replayed_from_its_first_message_and_old_ids
         # Someone else (another instance, an operator's script) deletes it and makes it again at once,
         # and the engine goes on: the new stream's first messages must not be skipped.
         api(publisher, f"STREAM.DELETE.{stream}")
-        api(publisher, f"STREAM.CREATE.{stream}", {key: value for key, value in config.items()
-                                                   if key != "metadata"} | {"metadata": {"made-by": "monit"}})
+        api(
+            publisher,
+            f"STREAM.CREATE.{stream}",
+            {key: value for key, value in config.items() if key != "metadata"} | {"metadata": {"made-by": "monit"}},
+        )
         publisher.publish("service.create", {"id": "anew"})
         for n in range(20):
             publisher.publish("monitor.user", job_message("anew", f"new{n}"))
         await within(reader.done)  # the old stream's inboxes ended
-        await wait_for(lambda: feed_of(monit).caught_up and "anew" in monit.registry
-                       and monit.registry.get("anew").last_id >> ID_SHIFT == 21, what="the new stream replayed")
+        await wait_for(
+            lambda: (
+                feed_of(monit).caught_up
+                and "anew" in monit.registry
+                and monit.registry.get("anew").last_id >> ID_SHIFT == 21
+            ),
+            what="the new stream replayed",
+        )
         fresh = await open_stream(monit, "anew")
         await wait_for(lambda: len(fresh.data()) == 20, what="all twenty")
         assert [e["body"] for e in fresh.data()] == [f"new{n}" for n in range(20)]

@@ -1,4 +1,5 @@
 """--jetstream against a real nats-server with JetStream: ids from the stream, nothing lost across restarts."""
+
 from __future__ import annotations
 
 import itertools
@@ -59,8 +60,7 @@ async def test_event_ids_are_the_stream_sequence_and_a_restart_loses_nothing(jet
         publisher.publish("monitor.user", job_message("js1", "one", "two"))
         await wait_for(lambda: len(reader.events) == 3)
         seq = stream_info(publisher, stream)["state"]["last_seq"]
-        assert [int(e.id) for e in reader.events] == [
-            (seq - 1) << ID_SHIFT, seq << ID_SHIFT, (seq << ID_SHIFT) + 1]
+        assert [int(e.id) for e in reader.events] == [(seq - 1) << ID_SHIFT, seq << ID_SHIFT, (seq << ID_SHIFT) + 1]
         seen = reader.events[-1].id
         reader.close()
     finally:
@@ -122,11 +122,11 @@ async def test_a_reader_of_several_jobs_moves_between_instances_with_one_id(jets
         for n in range(4, 6):
             publisher.publish("monitor.user", job_message("right", f"r{n}"))
             publisher.publish("monitor.user", job_message("left", f"l{n}"))
-        moved = await open_stream(
-            two, "left", {**auth(), "Last-Event-ID": reader.events[-1].id}, query="&stream=right")
+        moved = await open_stream(two, "left", {**auth(), "Last-Event-ID": reader.events[-1].id}, query="&stream=right")
         await wait_for(lambda: len(moved.events) == 4)
-        seen = [(json.loads(e.data)["stream"], json.loads(e.data)["data"]["body"])
-                for e in reader.events + moved.events]
+        seen = [
+            (json.loads(e.data)["stream"], json.loads(e.data)["data"]["body"]) for e in reader.events + moved.events
+        ]
         assert sorted(seen) == sorted([("left", f"l{n}") for n in range(6)] + [("right", f"r{n}") for n in range(6)])
         ids = [int(e.id) for e in reader.events + moved.events]
         assert ids == sorted(set(ids)) and all(i >> ID_SHIFT for i in ids)

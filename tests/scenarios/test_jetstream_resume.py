@@ -3,6 +3,7 @@
 Real parts: a nats-server with JetStream, two monit instances in this process
 over real HTTP, nats-py as the engine.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -62,10 +63,14 @@ async def test_a_reader_resuming_on_an_instance_still_replaying_gets_only_what_f
         reader.close()
         # The second instance replays the whole stream (no checkpoint: the other jobs are all kept
         # anyway), and the reader comes to it with the first one's last id before it is done.
-        two = await start_monit(jetstream_server.url, jetstream=True, jetstream_stream=stream,
-                                jetstream_checkpoint=False, heartbeat=60)
-        asked = treq.get(f"{two.base_url}/events?stream=mine", headers={**auth(), "Last-Event-ID": reader.events[-1].id},
-                         unbuffered=True)
+        two = await start_monit(
+            jetstream_server.url, jetstream=True, jetstream_stream=stream, jetstream_checkpoint=False, heartbeat=60
+        )
+        asked = treq.get(
+            f"{two.base_url}/events?stream=mine",
+            headers={**auth(), "Last-Event-ID": reader.events[-1].id},
+            unbuffered=True,
+        )
         await wait_for(lambda: feed_of(two).held == 1, what="the reader held: it came while the replay ran")
         resumed = Reader(await within(asked, timeout=60))
         assert two.registry.get("mine").last_id == int(reader.events[-1].id), "let go once the replay passed it"
@@ -92,8 +97,10 @@ async def test_a_held_reader_that_goes_away_is_let_go(jetstream_server):
         host, port = two.base_url.rsplit("/", 1)[-1].split(":")
         token = mint(MONIT_SECRET, "alice", 3600)
         with socket.create_connection((host, int(port))) as client:
-            client.sendall(f"GET /events?stream=x HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n"
-                           f"Last-Event-ID: {60_000 << ID_SHIFT}\r\n\r\n".encode())
+            client.sendall(
+                f"GET /events?stream=x HTTP/1.1\r\nHost: x\r\nX-Auth-Token: {token}\r\n"
+                f"Last-Event-ID: {60_000 << ID_SHIFT}\r\n\r\n".encode()
+            )
             await wait_for(lambda: feed_of(two).holding == 1, what="held")
             two.nats.pause_reading(True)  # the replay stalls: only the client's going can let it go
         try:
@@ -119,13 +126,23 @@ async def test_a_reader_held_longer_than_the_auth_timeout_keeps_its_connection(j
         await publish_many(jetstream_server.url, 50_000, 100)
         publisher.publish("service.create", {"id": "slow"})
         publisher.publish("monitor.user", job_message("slow", "seen"))
-        await wait_for(lambda: "slow" in one.registry and one.registry.get("slow").last_id >> ID_SHIFT == 50_002,
-                       timeout=60, what="the first instance has both events")
+        await wait_for(
+            lambda: "slow" in one.registry and one.registry.get("slow").last_id >> ID_SHIFT == 50_002,
+            timeout=60,
+            what="the first instance has both events",
+        )
         last = str(one.registry.get("slow").last_id)
-        two = await start_monit(jetstream_server.url, jetstream=True, jetstream_stream=stream,
-                                jetstream_checkpoint=False, heartbeat=60, auth_timeout=0.2)
-        asked = treq.get(f"{two.base_url}/events?stream=slow", headers={**auth(), "Last-Event-ID": last},
-                         unbuffered=True)
+        two = await start_monit(
+            jetstream_server.url,
+            jetstream=True,
+            jetstream_stream=stream,
+            jetstream_checkpoint=False,
+            heartbeat=60,
+            auth_timeout=0.2,
+        )
+        asked = treq.get(
+            f"{two.base_url}/events?stream=slow", headers={**auth(), "Last-Event-ID": last}, unbuffered=True
+        )
         response = answered(asked)
         await wait_for(lambda: feed_of(two).holding == 1, what="held")
         two.nats.pause_reading(True)  # the replay stalls for five times the auth timeout

@@ -1,5 +1,6 @@
 """``GET /jobs`` for real: a nats-server, monit over HTTP, an auth service over HTTP, a Redis, and two
 ``--jetstream`` instances that must give the same answer."""
+
 from __future__ import annotations
 
 import json
@@ -157,8 +158,9 @@ async def test_two_jetstream_instances_give_the_same_answer(jetstream_server):
         readers = [{job["id"]: job["readers"] for job in answer[1]["jobs"]}["js1"] for answer in answers]
         assert readers == [1, 0], "readers are each instance's own"
         for job in ("js1", "js2"):
-            assert (await get_json(f"{one.base_url}/jobs/{job}", auth()))[1]["events"] == \
-                (await get_json(f"{two.base_url}/jobs/{job}", auth()))[1]["events"]
+            assert (await get_json(f"{one.base_url}/jobs/{job}", auth()))[1]["events"] == (
+                await get_json(f"{two.base_url}/jobs/{job}", auth())
+            )[1]["events"]
         reader.close()
     finally:
         publisher.close()

@@ -1,6 +1,7 @@
 """Fetching a JWKS over real HTTP on loopback from servers that misbehave: a body dripped slowly
 (each fetch times out, and its connection is closed, not left open), and a browser's EventSource
 whose token names a key rotated in just after monit's last fetch."""
+
 from __future__ import annotations
 
 import subprocess
@@ -35,8 +36,10 @@ async def test_a_dripped_body_times_out_and_each_attempt_closes_its_connection(d
             if attempt > 1:
                 await within(keys.refresh())
             else:
-                await wait_for(lambda: keys.problem is not None and "no answer in time" in keys.problem,
-                               what="the first fetch to time out")
+                await wait_for(
+                    lambda: keys.problem is not None and "no answer in time" in keys.problem,
+                    what="the first fetch to time out",
+                )
             await wait_for(lambda: factory.open == 0, timeout=2, what=f"attempt {attempt}'s connection closed")
         assert factory.made == 3
         assert keys.problem == f"JWKS at {url}: no answer in time (keeping the 0 keys we have)"
@@ -67,10 +70,25 @@ def test_an_eventsource_whose_key_was_rotated_in_after_the_last_fetch_opens(
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     monit = subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-jwks-url", threaded_provider,
-         "--jwt-audience", AUDIENCE, "--jwt-issuer", ISSUER, "--allow-query-token"],
-        cwd=tmp_path)
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--jwt-jwks-url",
+            threaded_provider,
+            "--jwt-audience",
+            AUDIENCE,
+            "--jwt-issuer",
+            ISSUER,
+            "--allow-query-token",
+        ],
+        cwd=tmp_path,
+    )
     browser = None
     try:
         wait_until_ready(base)

@@ -1,4 +1,5 @@
 """The README's first steps, as a new user takes them: make run, the curl line it prints, make demo."""
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen(["make", "--no-print-directory", *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True, **kwargs)
+    return subprocess.Popen(
+        ["make", "--no-print-directory", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **kwargs,
+    )
 
 
 def test_make_run_prints_a_curl_line_for_its_port_and_make_demo_plays_a_job():
@@ -30,8 +37,9 @@ def test_make_run_prints_a_curl_line_for_its_port_and_make_demo_plays_a_job():
         assert f"http://127.0.0.1:{http}/watch?stream=demo1#token=ey" in said
         assert said.index("watch a job") < said.index("make demo"), "in the README's order"
         wait_until_ready(f"http://127.0.0.1:{http}", timeout=30)
-        curl = subprocess.Popen(["sh", "-c", curl_line.replace("curl -N", "curl -sN --max-time 60")],
-                                stdout=subprocess.PIPE)
+        curl = subprocess.Popen(
+            ["sh", "-c", curl_line.replace("curl -N", "curl -sN --max-time 60")], stdout=subprocess.PIPE
+        )
         read_until(curl, b"retry: 3000")
         demo = make("demo", f"NATS_PORT={nats}")
         assert demo.wait(timeout=60) == 0

@@ -1,4 +1,5 @@
 """Many jobs on one response (``?stream=a&stream=b``): a real nats-server, nats-py, real HTTP readers."""
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,11 @@ from waiting import wait_for, within
 
 @pytest.fixture
 def monit(nats_server):
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, history=1000, retention=30, max_jobs_per_stream=5, max_inboxes_per_user=8)))
+    service = pytest_twisted.blockon(
+        ensureDeferred(
+            start_monit(nats_server.url, history=1000, retention=30, max_jobs_per_stream=5, max_inboxes_per_user=8)
+        )
+    )
     yield service
     pytest_twisted.blockon(service.stopService())
 
@@ -53,9 +57,11 @@ async def test_every_frame_names_its_job_and_ids_increase_across_jobs(monit, pub
     frames = tagged(reader)
     assert frames[0] == ("a1", "service.create", {"id": "a1"})
     assert [body["body"] for job, name, body in frames if job == "a1" and name == "message"] == [
-        f"a{n}" for n in range(20)]
+        f"a{n}" for n in range(20)
+    ]
     assert [body["body"] for job, name, body in frames if job == "b1" and name == "message"] == [
-        f"b{n}" for n in range(20)]
+        f"b{n}" for n in range(20)
+    ]
     assert ids(reader) == sorted(ids(reader)) and len(set(ids(reader))) == 42
     assert reader.raw.startswith(b"retry: 3000\n\n")
 
@@ -74,13 +80,17 @@ async def test_one_last_event_id_resumes_every_job(monit, publisher):
         publisher.publish("monitor.user", job_message("r3", f"three{n}"))
     await wait_for(lambda: "r3" in monit.registry and monit.registry.get("r3").last_id == monit.registry.last_id)
     second = await open_stream(
-        monit, "r1", {**auth(), "Last-Event-ID": first.events[-1].id}, query=jobs_query("r2", "r3"))
+        monit, "r1", {**auth(), "Last-Event-ID": first.events[-1].id}, query=jobs_query("r2", "r3")
+    )
     publisher.publish("monitor.user", job_message("r1", "one-later"))
     await wait_for(lambda: len(second.events) == 7, what="the missed events of r2 and r3, and r1's new one")
     seen = [(job, body["body"]) for job, _, body in tagged(first) + tagged(second)]
     assert sorted(seen) == sorted(
-        [("r1", f"one{n}") for n in range(5)] + [("r1", "one-later")]
-        + [("r2", f"two{n}") for n in range(8)] + [("r3", f"three{n}") for n in range(5, 8)])
+        [("r1", f"one{n}") for n in range(5)]
+        + [("r1", "one-later")]
+        + [("r2", f"two{n}") for n in range(8)]
+        + [("r3", f"three{n}") for n in range(5, 8)]
+    )
     assert ids(first) + ids(second) == sorted(set(ids(first) + ids(second)))
 
 
@@ -97,11 +107,17 @@ async def test_the_response_ends_when_the_last_job_ends_and_a_reconnect_gets_204
     publisher.publish("service.create.done", {"id": "e2"})
     await within(reader.done)
     assert [(job, name) for job, name, _ in tagged(reader)] == [
-        ("e1", "service.create"), ("e2", "service.create"), ("e1", "service.create.done"),
-        ("e2", "message"), ("e2", "service.create.done")]
-    again = await within(treq.get(
-        f"{monit.base_url}/events?stream=e1&stream=e2",
-        headers={**auth(), "Last-Event-ID": reader.events[-1].id}))
+        ("e1", "service.create"),
+        ("e2", "service.create"),
+        ("e1", "service.create.done"),
+        ("e2", "message"),
+        ("e2", "service.create.done"),
+    ]
+    again = await within(
+        treq.get(
+            f"{monit.base_url}/events?stream=e1&stream=e2", headers={**auth(), "Last-Event-ID": reader.events[-1].id}
+        )
+    )
     assert again.code == 204
 
 
@@ -139,8 +155,9 @@ async def test_a_history_larger_than_max_pending_arrives_whole_and_in_order(nats
 @pytest_twisted.ensureDeferred
 async def test_a_refusal_for_one_job_refuses_the_request_naming_it(monit):
     token = mint(SECRET, "heidi", 3600, streams=["a1", "b1"])
-    response = await within(treq.get(
-        f"{monit.base_url}/events?stream=a1&stream=b1&stream=c1", headers={"X-Auth-Token": token}))
+    response = await within(
+        treq.get(f"{monit.base_url}/events?stream=a1&stream=b1&stream=c1", headers={"X-Auth-Token": token})
+    )
     assert response.code == 403
     assert json.loads(await response.content()) == {"error": "not allowed to watch stream 'c1'"}
     assert "c1" not in monit.registry and "a1" not in monit.registry
@@ -148,8 +165,9 @@ async def test_a_refusal_for_one_job_refuses_the_request_naming_it(monit):
 
 @pytest_twisted.ensureDeferred
 async def test_more_jobs_than_max_jobs_per_stream_is_a_400(monit):
-    response = await within(treq.get(
-        f"{monit.base_url}/events?{jobs_query(*(f'j{n}' for n in range(6)))[1:]}", headers=auth()))
+    response = await within(
+        treq.get(f"{monit.base_url}/events?{jobs_query(*(f'j{n}' for n in range(6)))[1:]}", headers=auth())
+    )
     assert response.code == 400
     assert json.loads(await response.content()) == {"error": "at most 5 'stream' parameters in one request"}
 
@@ -158,8 +176,9 @@ async def test_more_jobs_than_max_jobs_per_stream_is_a_400(monit):
 async def test_jobs_count_against_what_one_user_may_make(monit):
     """--max-inboxes-per-user 8: a second request for five new jobs is refused whole."""
     first = await open_stream(monit, "u1", query=jobs_query("u2", "u3", "u4", "u5"))
-    response = await within(treq.get(
-        f"{monit.base_url}/events?{jobs_query('u6', 'u7', 'u8', 'u9', 'u10')[1:]}", headers=auth()))
+    response = await within(
+        treq.get(f"{monit.base_url}/events?{jobs_query('u6', 'u7', 'u8', 'u9', 'u10')[1:]}", headers=auth())
+    )
     assert response.code == 503
     assert json.loads(await response.content()) == {"error": "too many inboxes that no job opened for this user"}
     assert not any(f"u{n}" in monit.registry for n in range(6, 11))
@@ -208,8 +227,9 @@ async def read_coming_and_going(monit, jobs: list[str], rng: random.Random) -> l
     last = None
     while True:
         headers = auth() if last is None else {**auth(), "Last-Event-ID": last}
-        response = await within(treq.get(
-            f"{monit.base_url}/events?{jobs_query(*jobs)[1:]}", headers=headers, unbuffered=True))
+        response = await within(
+            treq.get(f"{monit.base_url}/events?{jobs_query(*jobs)[1:]}", headers=headers, unbuffered=True)
+        )
         if response.code == 204:
             return received
         assert response.code == 200
@@ -266,12 +286,17 @@ async def test_a_many_job_reader_from_before_a_restart_is_told_of_the_gap(nats_s
     try:
         publisher.publish("monitor.user", job_message("rs1", "lost"))  # nobody hears this one
         await wait_for(lambda: "rs1" in second.registry)
-        back = await open_stream(second, "rs1", {**auth(), "Last-Event-ID": reader.events[-1].id},
-                                 query=jobs_query("rs2"))
+        back = await open_stream(
+            second, "rs1", {**auth(), "Last-Event-ID": reader.events[-1].id}, query=jobs_query("rs2")
+        )
         publisher.publish("monitor.user", job_message("rs2", "after"))
         await wait_for(lambda: len(back.events) == 4, what="a notice for each job and both events")
         assert [(event.event, json.loads(event.data)["stream"]) for event in back.events] == [
-            ("gap", "rs1"), ("message", "rs1"), ("gap", "rs2"), ("message", "rs2")]
+            ("gap", "rs1"),
+            ("message", "rs1"),
+            ("gap", "rs2"),
+            ("message", "rs2"),
+        ]
         back.close()
     finally:
         await second.stopService()

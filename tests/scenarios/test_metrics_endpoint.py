@@ -1,4 +1,5 @@
 """/metrics parses with prometheus_client's own parser, and its figures move with traffic."""
+
 from __future__ import annotations
 
 import time

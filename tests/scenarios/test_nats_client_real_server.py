@@ -80,9 +80,7 @@ async def test_round_trip(nats_server: Any, real_client: Callable[[str], NATSCli
 async def test_request_reply(nats_server: Any, real_client: Callable[[str], NATSClient]) -> None:
     responder, requester = real_client(nats_server.url), real_client(nats_server.url)
     await within(responder.when_connected())
-    responder.subscribe(
-        "svc.upper", lambda msg: responder.publish(msg.reply or "", msg.payload.upper())
-    )
+    responder.subscribe("svc.upper", lambda msg: responder.publish(msg.reply or "", msg.payload.upper()))
     # The server handles a connection's commands in order: once this round trip
     # is done, it has the subscription above too.
     await subscribed(responder, "responder.ready")
@@ -91,9 +89,7 @@ async def test_request_reply(nats_server: Any, real_client: Callable[[str], NATS
 
 
 @pytest_twisted.ensureDeferred
-async def test_no_responders_fails_fast(
-    nats_server: Any, real_client: Callable[[str], NATSClient]
-) -> None:
+async def test_no_responders_fails_fast(nats_server: Any, real_client: Callable[[str], NATSClient]) -> None:
     client = real_client(nats_server.url)
     await within(client.when_connected())
     started = time.monotonic()
@@ -116,9 +112,7 @@ def publish_with_nats_py(url: str, subject: str, payload: bytes) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_nats_py_publishes_we_receive(
-    nats_server: Any, real_client: Callable[[str], NATSClient]
-) -> None:
+async def test_nats_py_publishes_we_receive(nats_server: Any, real_client: Callable[[str], NATSClient]) -> None:
     from twisted.internet.threads import deferToThread
 
     client = real_client(nats_server.url)

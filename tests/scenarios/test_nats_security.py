@@ -1,5 +1,6 @@
 """How monit reaches production NATS: TLS (and mutual TLS), NKey users, .creds in operator mode,
 and the cluster's other servers learnt from INFO. Each against a real nats-server."""
+
 from __future__ import annotations
 
 import ssl
@@ -48,9 +49,7 @@ def tls_server(ca: CA) -> Iterator[NATSServer]:
 def mutual_tls_server(ca: CA) -> Iterator[NATSServer]:
     """A nats-server that wants a client certificate signed by the CA."""
     cert, key = ca.issue("nats-server", server=True)
-    yield from started(
-        NATSServer(extra=["--tlsverify", "--tlscert", cert, "--tlskey", key, "--tlscacert", ca.path])
-    )
+    yield from started(NATSServer(extra=["--tlsverify", "--tlscert", cert, "--tlskey", key, "--tlscacert", ca.path]))
 
 
 @pytest.fixture

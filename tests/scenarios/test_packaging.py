@@ -1,4 +1,5 @@
 """Packaging: an editable install, as a developer makes one, keeps ``twistd monit``."""
+
 import shutil
 import subprocess
 import sys
@@ -28,13 +29,33 @@ def test_an_editable_install_lists_monit_in_twistd_help(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          check=True, capture_output=True, text=True).stdout.strip()
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     Path(site, "dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    subprocess.run([sys.executable, "-m", "pip", "--python", python, "install", "-q", "--no-deps",
-                    "--no-build-isolation", "-e", str(project)], check=True, cwd=tmp_path)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            python,
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(project),
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
     listing = subprocess.run([python, "-c", TWISTD_HELP], capture_output=True, text=True, cwd=tmp_path)
     assert "Gather NATS job progress" in listing.stdout, listing.stdout + listing.stderr
-    found = subprocess.run([python, "-c", "import monit; print(monit.__file__)"],
-                           check=True, capture_output=True, text=True, cwd=tmp_path).stdout
+    found = subprocess.run(
+        [python, "-c", "import monit; print(monit.__file__)"], check=True, capture_output=True, text=True, cwd=tmp_path
+    ).stdout
     assert found.startswith(str(project)), found

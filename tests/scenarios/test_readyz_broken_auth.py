@@ -1,5 +1,6 @@
 """/readyz with a broken auth backend: monit with a real auth service on loopback lists the service's
 problem and /readyz stays 200 (README, "When the backend fails")."""
+
 from __future__ import annotations
 
 import pytest
@@ -36,8 +37,10 @@ async def test_readyz_lists_an_auth_service_that_cannot_answer_and_stays_200(nat
         assert await get(f"{monit.base_url}/readyz") == (200, {**ready, "problems": []})
         auth_service.code = 503
         assert (await get(f"{monit.base_url}/events?stream=r1", "tok-a"))[0] == 503
-        assert await get(f"{monit.base_url}/readyz") == (200, {**ready, "problems": [
-            f"auth: auth service at {auth_service.url}: the auth service answered HTTP 503"]})
+        assert await get(f"{monit.base_url}/readyz") == (
+            200,
+            {**ready, "problems": [f"auth: auth service at {auth_service.url}: the auth service answered HTTP 503"]},
+        )
         auth_service.code = 401
         assert (await get(f"{monit.base_url}/events?stream=r1", "tok-b"))[0] == 401
         assert await get(f"{monit.base_url}/readyz") == (200, {**ready, "problems": []})

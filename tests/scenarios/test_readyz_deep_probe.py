@@ -3,6 +3,7 @@
 A client can stay connected, and publish, with no right left to subscribe:
 plain /readyz says ready, the deep check must not.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -60,8 +61,7 @@ async def test_a_connection_that_may_not_subscribe_is_not_ready_deep(deaf_nats):
         assert code == 200 and document["nats"] is True, "connected, so plain /readyz is ready"
         code, document = await readyz(monit, "?deep=1")
         assert code == 503 and document["ready"] is False and document["nats_round_trip"] is False
-        assert document["problems"] == [
-            "NATS: a message published by monit did not come back to it within a second"]
+        assert document["problems"] == ["NATS: a message published by monit did not come back to it within a second"]
     finally:
         await monit.stopService()
 

@@ -1,6 +1,7 @@
 """--auth-redis through a Redis that stalls (``DEBUG SLEEP``, SIGSTOP): lookups time out, and so do
 the reconnection's AUTH and SELECT; monit keeps reconnecting with backoff, /readyz lists the trouble
 meanwhile, and tokens are taken again once Redis answers. Real redis-server, real HTTP."""
+
 from __future__ import annotations
 
 import time
@@ -34,15 +35,19 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def monit(nats_server, redis_server):
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, jwt_secret=None, auth_redis=redis_server.url(db=DB), auth_timeout=1.0)))
+    service = pytest_twisted.blockon(
+        ensureDeferred(
+            start_monit(nats_server.url, jwt_secret=None, auth_redis=redis_server.url(db=DB), auth_timeout=1.0)
+        )
+    )
     yield service
     pytest_twisted.blockon(service.stopService())
 
 
 async def status(monit, token: str) -> int:
-    response = await within(treq.get(f"{monit.base_url}/events?stream=s1",
-                                     headers=token_header(token), unbuffered=True))
+    response = await within(
+        treq.get(f"{monit.base_url}/events?stream=s1", headers=token_header(token), unbuffered=True)
+    )
     if response.code == 200:
         hang_up(response)
     else:
@@ -67,8 +72,9 @@ class Tokens:
         return f"sess-fresh-{self.count}"
 
 
-async def watch_until(monit, condition: Callable[[int], bool], token: Callable[[], str], timeout: float,
-                      seen: list[str]) -> list[int]:
+async def watch_until(
+    monit, condition: Callable[[int], bool], token: Callable[[], str], timeout: float, seen: list[str]
+) -> list[int]:
     """Ask with fresh tokens until ``condition(status)``, noting /readyz's problems meanwhile."""
     deadline = time.monotonic() + timeout
     codes: list[int] = []
@@ -87,9 +93,14 @@ def said(events: EventLoggingObserver, text: str) -> list[str]:
     return [formatEvent(event) for event in events if text in formatEvent(event)]
 
 
-async def survive(monit, redis_server: RedisServer, stall: Callable[[], object],
-                  end: Callable[[], Awaitable[object]], events: EventLoggingObserver,
-                  until_auth_times_out: bool) -> list[str]:
+async def survive(
+    monit,
+    redis_server: RedisServer,
+    stall: Callable[[], object],
+    end: Callable[[], Awaitable[object]],
+    events: EventLoggingObserver,
+    until_auth_times_out: bool,
+) -> list[str]:
     """Stall Redis; see lookups fail (and, if asked, a new connection's AUTH time out), then recovery.
 
     Returns the problems /readyz listed meanwhile."""
@@ -102,8 +113,9 @@ async def survive(monit, redis_server: RedisServer, stall: Callable[[], object],
         codes = await watch_until(monit, lambda code: code == 503, fresh, timeout=3, seen=seen)
         assert set(codes[:-1]) <= {401}, codes  # unknown tokens, until the stall began
         if until_auth_times_out:  # a lookup gave up on the connection; the next one's AUTH gets no answer
-            await watch_until(monit, lambda _: bool(said(events, "no answer to AUTH in 1 s")), fresh, timeout=6,
-                              seen=seen)
+            await watch_until(
+                monit, lambda _: bool(said(events, "no answer to AUTH in 1 s")), fresh, timeout=6, seen=seen
+            )
     finally:
         await end()
     redis_server.cli("SET", "sess-after", "bob", db=DB)
@@ -118,8 +130,7 @@ async def survive(monit, redis_server: RedisServer, stall: Callable[[], object],
 
 
 @pytest_twisted.ensureDeferred
-async def test_debug_sleep_4_times_lookups_out_then_monit_reconnects_by_itself(
-        monit, redis_server, events):
+async def test_debug_sleep_4_times_lookups_out_then_monit_reconnects_by_itself(monit, redis_server, events):
     sleeper = None
 
     def sleep() -> None:
@@ -138,7 +149,8 @@ async def test_debug_sleep_4_times_lookups_out_then_monit_reconnects_by_itself(
 
 @pytest_twisted.ensureDeferred
 async def test_sigstop_then_sigcont_is_survived_and_a_new_connections_auth_times_out_meanwhile(
-        monit, redis_server, events):
+    monit, redis_server, events
+):
     async def resume() -> None:
         redis_server.resume()
 

@@ -1,5 +1,6 @@
 """--auth-redis against a real redis-server and a real nats-server, over real HTTP:
 in-process monit read with treq, and ``twistd monit`` read with curl."""
+
 from __future__ import annotations
 
 import json
@@ -35,15 +36,25 @@ def redis_server(tmp_path):
 @pytest.fixture
 def redis_monit(nats_server, redis_server):
     """monit looking tokens up in the test's Redis, asking again about open streams every half second."""
-    service = pytest_twisted.blockon(ensureDeferred(start_monit(
-        nats_server.url, jwt_secret=None, auth_redis=redis_server.url(), auth_timeout=1.0, auth_recheck=0.5)))
+    service = pytest_twisted.blockon(
+        ensureDeferred(
+            start_monit(
+                nats_server.url, jwt_secret=None, auth_redis=redis_server.url(), auth_timeout=1.0, auth_recheck=0.5
+            )
+        )
+    )
     yield service
     pytest_twisted.blockon(service.stopService())
 
 
 async def get(monit, stream: str, token: str):
-    response = await within(treq.get(f"{monit.base_url}/events?stream={stream}",
-                                     headers={**token_header(token), "Accept": "*/*"}, unbuffered=True))
+    response = await within(
+        treq.get(
+            f"{monit.base_url}/events?stream={stream}",
+            headers={**token_header(token), "Accept": "*/*"},
+            unbuffered=True,
+        )
+    )
     if response.code == 200:
         hang_up(response)
     return response
@@ -77,7 +88,8 @@ async def test_an_unknown_token_is_401_with_a_reason_and_a_challenge(redis_monit
     assert response.code == 401
     assert await within(response.json()) == {"error": "invalid token: unknown token"}
     assert response.headers.getRawHeaders("www-authenticate") == [
-        'Bearer realm="monit", error="invalid_token", error_description="invalid token: unknown token"']
+        'Bearer realm="monit", error="invalid_token", error_description="invalid token: unknown token"'
+    ]
 
 
 @pytest_twisted.ensureDeferred
@@ -112,8 +124,9 @@ async def test_redis_stopped_is_503_and_back_to_200_when_it_returns(redis_monit,
     said = [formatEvent(event) for event in seen if "Redis at" in formatEvent(event)]
     gone, back = said[:-1], said[-1]
     assert gone and len(set(gone)) == len(gone), said  # each reason once: the connection lost, then refused
-    assert all(line.startswith(f"cannot look tokens up in Redis at redis://127.0.0.1:{redis_server.port}/0: ")
-               for line in gone), said
+    assert all(
+        line.startswith(f"cannot look tokens up in Redis at redis://127.0.0.1:{redis_server.port}/0: ") for line in gone
+    ), said
     assert back == f"Redis at redis://127.0.0.1:{redis_server.port}/0 answers again"
 
 
@@ -153,8 +166,7 @@ async def test_a_del_ends_an_open_stream_at_its_recheck(redis_monit, redis_serve
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_cache_answers_repeated_requests_without_asking_redis_each_time(
-        nats_server, redis_server):
+async def test_the_cache_answers_repeated_requests_without_asking_redis_each_time(nats_server, redis_server):
     redis_server.cli("SET", "sess-busy", "ivan")
     monit = await start_monit(nats_server.url, jwt_secret=None, auth_redis=redis_server.url(), auth_timeout=1.0)
     try:
@@ -203,8 +215,12 @@ async def test_a_wrong_password_fails_closed_and_is_said(nats_server, tmp_path, 
     server.start()
     try:
         server.cli("SET", "sess-x", "ken")
-        monit = await start_monit(nats_server.url, jwt_secret=None, auth_timeout=1.0,
-                                  auth_redis=f"redis://:wrong-password@127.0.0.1:{server.port}/0")
+        monit = await start_monit(
+            nats_server.url,
+            jwt_secret=None,
+            auth_timeout=1.0,
+            auth_redis=f"redis://:wrong-password@127.0.0.1:{server.port}/0",
+        )
         try:
             assert (await get(monit, "w1", "sess-x")).code == 503
             await wait_for(lambda: refusals(events), what="the refusal logged")
@@ -214,7 +230,8 @@ async def test_a_wrong_password_fails_closed_and_is_said(nats_server, tmp_path, 
         server.stop()
     assert refusals(events) == [
         f"Redis at redis://127.0.0.1:{server.port}/0: AUTH refused: WRONGPASS invalid username-password pair "
-        "or user is disabled.; token checks answer 503, and monit tries again every 30 s"]
+        "or user is disabled.; token checks answer 503, and monit tries again every 30 s"
+    ]
     assert not [event for event in events if "wrong-password" in repr(event)]
     assert not [event for event in events if "log_failure" in event], "closed without an error"
 
@@ -227,20 +244,35 @@ def refusals(events) -> list[str]:
 
 
 def twistd(tmp_path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def test_twistd_monit_with_auth_redis_streams_to_curl(tmp_path, nats_server, redis_server, publisher):
     redis_server.cli("SET", "sess-curl", "olga")
     port = free_port()
-    monit = twistd(tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-                   "--auth-redis", redis_server.url(), "--grace", "0.2")
+    monit = twistd(
+        tmp_path,
+        "--nats",
+        nats_server.url,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--auth-redis",
+        redis_server.url(),
+        "--grace",
+        "0.2",
+    )
     try:
         wait_until_ready(f"http://127.0.0.1:{port}")
         refused = subprocess.run(
             ["curl", "-s", "-H", "X-Auth-Token: sess-nobody", f"http://127.0.0.1:{port}/events?stream=t1"],
-            capture_output=True, timeout=30)
+            capture_output=True,
+            timeout=30,
+        )
         assert json.loads(refused.stdout) == {"error": "invalid token: unknown token"}
         publisher.publish("build.create", {"id": "t1"})
         curl = curl_stream(f"http://127.0.0.1:{port}/events?stream=t1", "sess-curl")
@@ -253,15 +285,23 @@ def test_twistd_monit_with_auth_redis_streams_to_curl(tmp_path, nats_server, red
         assert stop(monit) == 0, "SIGTERM is a clean stop"
 
 
-@pytest.mark.parametrize("args, said", [
-    (["--auth-redis", "redis://:pw-sekrit@cache.internal/db"],
-     "monit: --auth-redis 'redis://:***@cache.internal/db': the path must be a database number (/0, /1, …)"),
-    (["--auth-redis", "redis://cache.internal/0", "--auth-url", "http://auth.example/check"],
-     "monit: --auth-redis and --auth-url are two places to ask about a token: give one"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["--auth-redis", "redis://:pw-sekrit@cache.internal/db"],
+            "monit: --auth-redis 'redis://:***@cache.internal/db': the path must be a database number (/0, /1, …)",
+        ),
+        (
+            ["--auth-redis", "redis://cache.internal/0", "--auth-url", "http://auth.example/check"],
+            "monit: --auth-redis and --auth-url are two places to ask about a token: give one",
+        ),
+    ],
+)
 def test_start_up_errors_are_one_line_and_status_1(tmp_path, args, said):
-    result = subprocess.run([script("twistd"), "-n", "--pidfile=", "monit", *args],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1
     assert result.stderr.splitlines() == [said]
     assert "Traceback" not in result.stdout + result.stderr and "pw-sekrit" not in result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """--auth-redis with rediss:// and an ACL user (redis://user:password@host), as managed Redis services
 want them: Debian's redis-server with --tls-port and --user, monit in process and as ``twistd monit``,
 real HTTP readers."""
+
 from __future__ import annotations
 
 import subprocess
@@ -38,8 +39,11 @@ def tls_server(folder, ca: CA) -> RedisServer:
 @pytest.fixture(params=["rediss", "redis"])
 def redis_server(request, tmp_path, ca: CA):
     """An ACL user's Redis, with TLS only (rediss) or in plain text (redis)."""
-    server = tls_server(tmp_path, ca) if request.param == "rediss" else RedisServer(
-        str(tmp_path), password="admin-pw", users=[MONIT])
+    server = (
+        tls_server(tmp_path, ca)
+        if request.param == "rediss"
+        else RedisServer(str(tmp_path), password="admin-pw", users=[MONIT])
+    )
     server.start()
     yield server
     server.stop()
@@ -51,8 +55,9 @@ async def readiness(monit) -> tuple[int, dict]:
 
 
 async def status(monit, token: str) -> tuple[int, dict | None]:
-    response = await within(treq.get(f"{monit.base_url}/events?stream=t1", headers=token_header(token),
-                                      unbuffered=True))
+    response = await within(
+        treq.get(f"{monit.base_url}/events?stream=t1", headers=token_header(token), unbuffered=True)
+    )
     if response.code == 200:
         hang_up(response)
         return 200, None
@@ -63,9 +68,13 @@ async def status(monit, token: str) -> tuple[int, dict | None]:
 async def test_an_acl_user_looks_tokens_up_over_tls_or_not(nats_server, redis_server, ca, publisher, events):
     redis_server.cli("SET", "sess-ok", "olga", db=DB)
     redis_server.cli("SET", "other-key", "mallory", db=DB)  # outside what the ACL user may read
-    monit = await start_monit(nats_server.url, jwt_secret=None, auth_timeout=2.0,
-                              auth_redis=redis_server.url(db=DB, user=MONIT),
-                              auth_redis_tls_ca=ca.path if redis_server.tls else None)
+    monit = await start_monit(
+        nats_server.url,
+        jwt_secret=None,
+        auth_timeout=2.0,
+        auth_redis=redis_server.url(db=DB, user=MONIT),
+        auth_redis_tls_ca=ca.path if redis_server.tls else None,
+    )
     try:
         reader = await open_stream(monit, "t1", {"X-Auth-Token": "sess-ok"})
         publisher.publish("monitor.user", job_message("t1", "over TLS" if redis_server.tls else "in clear"))
@@ -79,7 +88,8 @@ async def test_an_acl_user_looks_tokens_up_over_tls_or_not(nats_server, redis_se
     shown = f"{'rediss' if redis_server.tls else 'redis'}://monit@127.0.0.1:{redis_server.port}/{DB}"
     assert [formatEvent(event) for event in events if "answered with an error" in formatEvent(event)] == [
         f"token lookups Redis answered with an error on {shown}: NOPERM this user has no permissions to access "
-        "one of the keys used as arguments"]
+        "one of the keys used as arguments"
+    ]
     assert not [event for event in events if "pw-acl-sekrit" in repr(event)]
 
 
@@ -90,14 +100,19 @@ async def test_a_wrong_acl_password_is_refused_and_said(nats_server, tmp_path, c
     try:
         server.cli("SET", "sess-ok", "olga", db=DB)
         url = f"rediss://monit:wrong-sekrit@127.0.0.1:{server.port}/{DB}"
-        monit = await start_monit(nats_server.url, jwt_secret=None, auth_timeout=1.0, auth_redis=url,
-                                  auth_redis_tls_ca=ca.path)
+        monit = await start_monit(
+            nats_server.url, jwt_secret=None, auth_timeout=1.0, auth_redis=url, auth_redis_tls_ca=ca.path
+        )
         try:
             assert await status(monit, "sess-ok") == (503, {"error": "token cannot be checked now"})
-            problem = (f"auth: Redis at rediss://monit@127.0.0.1:{server.port}/{DB}: AUTH refused: WRONGPASS "
-                       "invalid username-password pair or user is disabled.")
-            assert (await readiness(monit)) == (200, {"ready": True, "nats": True, "listening": True,
-                                                      "problems": [problem]})
+            problem = (
+                f"auth: Redis at rediss://monit@127.0.0.1:{server.port}/{DB}: AUTH refused: WRONGPASS "
+                "invalid username-password pair or user is disabled."
+            )
+            assert (await readiness(monit)) == (
+                200,
+                {"ready": True, "nats": True, "listening": True, "problems": [problem]},
+            )
         finally:
             await monit.stopService()
     finally:
@@ -111,8 +126,9 @@ async def test_a_certificate_no_trusted_ca_signed_is_refused(nats_server, tmp_pa
     server.start()
     try:
         server.cli("SET", "sess-ok", "olga", db=DB)
-        monit = await start_monit(nats_server.url, jwt_secret=None, auth_timeout=1.0,
-                                  auth_redis=server.url(db=DB, user=MONIT))  # the system's CAs: not ours
+        monit = await start_monit(
+            nats_server.url, jwt_secret=None, auth_timeout=1.0, auth_redis=server.url(db=DB, user=MONIT)
+        )  # the system's CAs: not ours
         try:
             assert await status(monit, "sess-ok") == (503, {"error": "token cannot be checked now"})
             problems = (await readiness(monit))[1]["problems"]
@@ -128,10 +144,26 @@ def test_twistd_monit_with_rediss_and_an_acl_user_streams_to_curl(tmp_path, nats
     server.start()
     port = free_port()
     monit = subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--auth-redis", server.url(db=DB, user=MONIT),
-         "--auth-redis-tls-ca", ca.path, "--grace", "0.2"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--auth-redis",
+            server.url(db=DB, user=MONIT),
+            "--auth-redis-tls-ca",
+            ca.path,
+            "--grace",
+            "0.2",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         server.cli("SET", "sess-curl", "olga", db=DB)
         wait_until_ready(f"http://127.0.0.1:{port}")
@@ -148,16 +180,24 @@ def test_twistd_monit_with_rediss_and_an_acl_user_streams_to_curl(tmp_path, nats
     assert b"pw-acl-sekrit" not in monit.stdout.read()
 
 
-@pytest.mark.parametrize("args, said", [
-    (["--auth-redis", "redis://cache.internal/0", "--auth-redis-tls-ca", "CA"],
-     "monit: --auth-redis-tls-ca is for a rediss:// --auth-redis (Redis over TLS)"),
-    (["--auth-redis", "rediss://monit@cache.internal/0"],
-     "monit: --auth-redis 'rediss://***@cache.internal/0' names a user but no password"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (
+            ["--auth-redis", "redis://cache.internal/0", "--auth-redis-tls-ca", "CA"],
+            "monit: --auth-redis-tls-ca is for a rediss:// --auth-redis (Redis over TLS)",
+        ),
+        (
+            ["--auth-redis", "rediss://monit@cache.internal/0"],
+            "monit: --auth-redis 'rediss://***@cache.internal/0' names a user but no password",
+        ),
+    ],
+)
 def test_start_up_errors_are_one_line(tmp_path, ca, args, said):
     args = [ca.path if arg == "CA" else arg for arg in args]
-    result = subprocess.run([script("twistd"), "-n", "--pidfile=", "monit", *args],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(said), result.stderr

@@ -3,6 +3,7 @@
 Only that the figures are there and the histories were compared: speed is
 measured, never asserted in tests.
 """
+
 import json
 import subprocess
 import sys
@@ -16,9 +17,19 @@ pytestmark = pytest.mark.integration  # nats-server, twistd
 
 def test_the_checkpoint_benchmark_compares_a_checkpointed_start_and_a_whole_replay_with_the_peer():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "replay.py"), "--checkpoint", "--messages", "3000",
-         "--per-job", "100"],
-        cwd=ROOT / "benchmarks", capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "replay.py"),
+            "--checkpoint",
+            "--messages",
+            "3000",
+            "--per-job",
+            "100",
+        ],
+        cwd=ROOT / "benchmarks",
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])

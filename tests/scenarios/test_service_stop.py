@@ -1,4 +1,5 @@
 """A stopped MonitService leaves nothing behind: no timer of its own, no connection, no listening port."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """A stream read by an SSE client library from PyPI (httpx-sse), reconnecting by Last-Event-ID."""
+
 from __future__ import annotations
 
 import json
@@ -45,7 +46,9 @@ async def test_httpx_sse_reads_a_job_and_resumes_where_it_left_off(monit, nats_s
         publisher.publish("build.create", {"id": "h1"})
         for n in range(4):
             publisher.publish("monitor.user", {"id": "h1", "messages": [{"n": n, "text": "a\nb"}]})
-        await wait_for(lambda: "h1" in monit.registry and monit.registry.get("h1").last_id == monit.registry.id_base + 5)
+        await wait_for(
+            lambda: "h1" in monit.registry and monit.registry.get("h1").last_id == monit.registry.id_base + 5
+        )
         first = await within(deferToThread(read_events, url, auth(), stop_after=3))
         assert [event for event, *_ in first] == ["build.create", "message", "message"]
         assert json.loads(first[1][2]) == {"n": 0, "text": "a\nb"}

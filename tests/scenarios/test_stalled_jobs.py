@@ -1,4 +1,5 @@
 """A job that goes quiet, for real: monit.stalled and monit.resumed on its streams with a short --stall-after."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ async def test_a_real_job_stalls_and_resumes_on_its_streams(nats_server, publish
         many = await open_stream(monit, "stall1", query="&stream=other1")
         await wait_for(lambda: "monit.stalled" in [e.event for e in one.events], what="a stalled notice")
         await wait_for(lambda: "monit.stalled" in [e.event for e in many.events], what="a tagged one")
-        summary = json.loads(await within(treq.content(await within(
-            treq.get(f"{monit.base_url}/jobs/stall1", headers=auth())))))
+        summary = json.loads(
+            await within(treq.content(await within(treq.get(f"{monit.base_url}/jobs/stall1", headers=auth()))))
+        )
         assert summary["stalled"] is True and summary["state"] == "open"
         stalled = next(frame for frame in decode_frames(one.raw) if frame[1] == "monit.stalled")
         assert stalled[0] is None and json.loads(stalled[2])["silent_for"] >= 0.5

@@ -1,4 +1,5 @@
 """Streams that survive: replay, gaps, ends, slow readers, NATS outages, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -76,8 +77,7 @@ async def test_after_a_closed_inbox_ends_a_reconnect_gets_204(monit, publisher):
     publisher.publish("service.create.done", {"id": "c1"})
     await within(reader.done)
     last = reader.events[-1].id
-    response = await within(treq.get(
-        f"{monit.base_url}/events?stream=c1", headers={**auth(), "Last-Event-ID": last}))
+    response = await within(treq.get(f"{monit.base_url}/events?stream=c1", headers={**auth(), "Last-Event-ID": last}))
     assert response.code == 204
     late = await open_stream(monit, "c1", {**auth(), "Last-Event-ID": str(monit.registry.id_base + 1)})
     await within(late.done)
@@ -109,8 +109,9 @@ async def test_a_job_that_runs_again_keeps_its_previous_run_for_readers_that_wer
     assert all(event.event != "gap" for event in back.events + onward.events)
     publisher.publish("service.create.done", {"id": "again", "run": 2})
     await within(onward.done)
-    response = await within(treq.get(
-        f"{monit.base_url}/events?stream=again", headers={**auth(), "Last-Event-ID": onward.events[-1].id}))
+    response = await within(
+        treq.get(f"{monit.base_url}/events?stream=again", headers={**auth(), "Last-Event-ID": onward.events[-1].id})
+    )
     assert response.code == 204
     new.close()
 

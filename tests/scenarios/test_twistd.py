@@ -1,4 +1,5 @@
 """``twistd monit`` from the installed package, driven like a user would: curl and NATS."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,15 @@ def twistd(tmp_path, *args: str) -> subprocess.Popen:
 def monit_process(tmp_path, nats_server):
     port = free_port()
     process = twistd(
-        tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-        "--jwt-secret", SECRET, "--grace", "0.2",
+        tmp_path,
+        "--nats",
+        nats_server.url,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-secret",
+        SECRET,
+        "--grace",
+        "0.2",
     )
     wait_until_ready(f"http://127.0.0.1:{port}")
     yield port, process
@@ -73,7 +81,7 @@ def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):
         publisher.close()
     assert curl.returncode == 0, "the stream ended by itself after the grace period"
     base = int(re.search(rb"id: (\d+)\nevent: build.create\n", output).group(1)) - 1  # ids go on from start time
-    assert b"id: %d\ndata: {\"body\":\"compiling\\nlinking\"}\n\n" % (base + 2) in output
+    assert b'id: %d\ndata: {"body":"compiling\\nlinking"}\n\n' % (base + 2) in output
     assert output.endswith(b'id: %d\nevent: build.create.done\ndata: {"id":"b7"}\n\n' % (base + 3))
 
 
@@ -100,7 +108,10 @@ def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
 def test_a_bad_option_is_one_clear_line_and_a_failure(tmp_path, args, said):
     result = subprocess.run(
         [script("twistd"), "-n", "--pidfile=", "monit", *args, "--jwt-secret", "x"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert said in one_line_on_stderr(result)
     assert result.stdout == ""
@@ -115,10 +126,14 @@ def test_an_auth_url_with_a_password_is_refused_at_start_without_showing_it(tmp_
     """Today's alternative was worse: accepted, then every token check failed."""
     result = subprocess.run(
         [script("twistd"), "-n", "--pidfile=", "monit", "--auth-url", "http://admin:pw-sekrit@auth.example/check"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert "--auth-url 'http://admin:***@auth.example/check' must not carry a user or password" in (
-        one_line_on_stderr(result))
+        one_line_on_stderr(result)
+    )
     assert "pw-sekrit" not in result.stdout + result.stderr
 
 
@@ -128,9 +143,22 @@ def test_port_in_use_is_one_line_and_status_1(tmp_path, nats_server):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
-             "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", "a-secret-long-enough-to-say-nothing"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+            [
+                script("twistd"),
+                "-n",
+                "--pidfile=",
+                "monit",
+                "--nats",
+                nats_server.url,
+                "--listen",
+                f"tcp:{port}:interface=127.0.0.1",
+                "--jwt-secret",
+                "a-secret-long-enough-to-say-nothing",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert result.returncode == 1
     assert "monit: cannot listen" in one_line_on_stderr(result)
@@ -146,9 +174,23 @@ def test_embedded_nats_on_a_taken_port_names_the_port(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run(
-            [script("twistd"), "-n", "--pidfile=", "monit", "--embedded-nats", "--embedded-nats-port",
-             str(port), "--listen", f"tcp:{free_port()}:interface=127.0.0.1", "--jwt-secret", "x"],
-            cwd=tmp_path, capture_output=True, text=True, timeout=30,
+            [
+                script("twistd"),
+                "-n",
+                "--pidfile=",
+                "monit",
+                "--embedded-nats",
+                "--embedded-nats-port",
+                str(port),
+                "--listen",
+                f"tcp:{free_port()}:interface=127.0.0.1",
+                "--jwt-secret",
+                "x",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert str(port) in one_line_on_stderr(result)
 
@@ -158,7 +200,8 @@ def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats
     example = subprocess.Popen(
         [sys.executable, str(ROOT / "examples" / "embed.py"), "--nats", nats_server.url, "--port", str(port)],
         env={"JWT_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     publisher = Publisher(nats_server.url)
     try:
@@ -182,9 +225,21 @@ def test_embedding_example_serves_its_own_pages_and_monit_streams(tmp_path, nats
 
 def test_no_secret_anywhere_stops_with_status_1(tmp_path, nats_server):
     result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
-         "--listen", f"tcp:{free_port()}:interface=127.0.0.1"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{free_port()}:interface=127.0.0.1",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 1
     assert "monit: no JWT secret" in one_line_on_stderr(result)
@@ -227,8 +282,21 @@ def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, na
     would hold most of the 30 MB for it.
     """
     port = free_port()
-    monit = twistd(tmp_path, "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-                   "--jwt-secret", SECRET, "--max-pending", "262144", "--history", "100", "--heartbeat", "1")
+    monit = twistd(
+        tmp_path,
+        "--nats",
+        nats_server.url,
+        "--listen",
+        f"tcp:{port}:interface=127.0.0.1",
+        "--jwt-secret",
+        SECRET,
+        "--max-pending",
+        "262144",
+        "--history",
+        "100",
+        "--heartbeat",
+        "1",
+    )
     publisher = Publisher(nats_server.url)
     token = mint(SECRET, "carol", 600)
     stalled = socket.socket()
@@ -250,16 +318,19 @@ def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, na
             # --max-pending and the history (a loaded machine would otherwise show it a gap).
             while curl_has.events() < (batch - 2) * 50 and time.monotonic() < deadline:
                 time.sleep(0.005)
-            publisher.publish("monitor.user", {"id": "s1", "messages": [
-                {"body": body, "n": n} for n in range(batch * 50, batch * 50 + 50)]})
+            publisher.publish(
+                "monitor.user",
+                {"id": "s1", "messages": [{"body": body, "n": n} for n in range(batch * 50, batch * 50 + 50)]},
+            )
         read_until(monit, b"too slow", timeout=30)
         while curl_has.events() < 15000 and time.monotonic() < deadline:
             time.sleep(0.05)
         grown = rss_kib(monit.pid) - before
         curl.terminate()
         curl.wait()
-        received = [json.loads(line[6:])["n"] for line in output.read_bytes().split(b"\n")
-                    if line.startswith(b"data: ")]
+        received = [
+            json.loads(line[6:])["n"] for line in output.read_bytes().split(b"\n") if line.startswith(b"data: ")
+        ]
         assert received == list(range(15000))
         assert grown < 12 * 1024, f"monit grew by {grown} KiB while 30 MB flowed"
     finally:
@@ -271,9 +342,7 @@ def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, na
 def test_sigterm_ends_streams_with_a_retry_hint_and_exits_0(monit_process):
     port, monit = monit_process
     token = mint(SECRET, "dave", 60)
-    readers = [
-        curl_stream(f"http://127.0.0.1:{port}/events?stream=t{n}", token) for n in range(3)
-    ]
+    readers = [curl_stream(f"http://127.0.0.1:{port}/events?stream=t{n}", token) for n in range(3)]
     for reader in readers:
         read_until(reader, b"retry: 3000\n\n")
     started = time.monotonic()
@@ -290,10 +359,23 @@ def test_json_logs_carry_the_stream_figures_and_never_the_token(tmp_path, nats_s
     port = free_port()
     token = mint(SECRET, "erin", 60)
     monit = subprocess.Popen(
-        [script("twistd"), "--logger=monit.logs.json_stdout", "-n", "--pidfile=", "monit",
-         "--nats", nats_server.url, "--listen", f"tcp:{port}:interface=127.0.0.1",
-         "--jwt-secret", SECRET, "--allow-query-token"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            script("twistd"),
+            "--logger=monit.logs.json_stdout",
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--jwt-secret",
+            SECRET,
+            "--allow-query-token",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_for_port(port, up=True)

@@ -1,4 +1,5 @@
 """The watch page in headless Chromium, against a live job, with monit's default security settings."""
+
 from __future__ import annotations
 
 import subprocess
@@ -20,9 +21,23 @@ LINES = "[...document.querySelectorAll('#log li')].map(li => [li.className, li.t
 def test_the_page_follows_a_job_live_on_a_session_cookie(tmp_path, nats_server, publisher):
     port = free_port()
     monit = subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET, "--grace", "0.5"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--jwt-secret",
+            SECRET,
+            "--grace",
+            "0.5",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     token = mint(SECRET, "dana", 600)
     browser = None
@@ -42,7 +57,8 @@ def test_the_page_follows_a_job_live_on_a_session_cookie(tmp_path, nats_server, 
         assert [css for css, _ in lines] == ["lifecycle", "INFO", "WARNING", "ERROR", "lifecycle"]
         assert "WARNINGPort 22 is open" in lines[2][1] and "service.create.done" in lines[4][1]
         assert browser.evaluate("getComputedStyle(document.querySelector('#log li.ERROR')).color") != (
-            browser.evaluate("getComputedStyle(document.querySelector('#log li.INFO')).color")), "levels coloured"
+            browser.evaluate("getComputedStyle(document.querySelector('#log li.INFO')).color")
+        ), "levels coloured"
         browser.wait_for("document.getElementById('reconnects').textContent === '1'")  # the end, then 204
         assert browser.evaluate(STATE) == "done" and browser.evaluate("document.getElementById('sign-in').hidden")
     finally:
@@ -54,9 +70,21 @@ def test_the_page_follows_a_job_live_on_a_session_cookie(tmp_path, nats_server, 
 def test_without_a_token_the_page_asks_for_one(tmp_path, nats_server):
     port = free_port()
     monit = subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_server.url,
-         "--listen", f"tcp:{port}:interface=127.0.0.1", "--jwt-secret", SECRET],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+        [
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--jwt-secret",
+            SECRET,
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
     )
     browser = None
     try:

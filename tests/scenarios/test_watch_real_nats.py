@@ -1,4 +1,5 @@
 """Jobs in process against a real nats-server: a program watches a job, waits for its end, follows every job."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """A platform's token check (``--auth-url``): over real HTTP, counting its calls, to hold or answer; and one that
 gives every check the one answer the test sets."""
+
 from __future__ import annotations
 
 import json
@@ -140,8 +141,7 @@ def auth_service() -> Iterator[AuthService]:
     service = AuthService()
     site = QuietSite(service)
     service.factory = WrappingFactory(site)
-    port = pytest_twisted.blockon(
-        TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(service.factory))
+    port = pytest_twisted.blockon(TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(service.factory))
     service.url = f"http://127.0.0.1:{port.getHost().port}/check"
     service.port = port
     yield service

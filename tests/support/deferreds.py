@@ -1,4 +1,5 @@
 """Reading Deferreds that have already fired, for deterministic unit tests."""
+
 from __future__ import annotations
 
 from typing import Any

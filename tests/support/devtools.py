@@ -3,6 +3,7 @@
 ``--remote-debugging-pipe`` makes Chromium read DevTools commands on fd 3 and
 answer on fd 4, as NUL-terminated JSON: no websocket and no library needed.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,14 @@ import time
 from typing import Any
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--remote-debugging-pipe",
 ]
 
@@ -44,7 +51,9 @@ class Browser:
             self.process = subprocess.Popen(
                 ["bash", "-c", f"exec {argv} 3<&{commands_read} 4>&{answers_write}"],
                 pass_fds=(commands_read, answers_write),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         os.close(commands_read)

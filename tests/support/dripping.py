@@ -1,4 +1,5 @@
 """An HTTP server on loopback whose every answer is a body that never ends: a header, then a byte every 50 ms."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -22,8 +23,9 @@ class Drip(Protocol):
     def dataReceived(self, data: bytes) -> None:
         assert self.transport is not None
         if self.dripping is None and b"\r\n\r\n" in data:
-            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                                 b"Content-Length: 100000\r\n\r\n{")
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{"
+            )
             self.dripping = LoopingCall(self.transport.write, b" ")
             self.dripping.start(0.05)
 

@@ -5,6 +5,7 @@ the protocol alone, ``FakeServers`` for the reconnecting client on a fake
 reactor), and fake clients for the code that only asks a client for requests and
 subscriptions (``HandAnsweredNATS``, ``ScriptedNATS``, ``FakeJetStream``, ``LoopbackNATS``).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,12 +58,14 @@ class Peer(ServerEnd):
     def __init__(self, **options: Any) -> None:
         self.clock = Clock()
         self.received: list[tuple[int, Msg]] = []
-        super().__init__(NATSProtocol(
-            self.clock,
-            lambda sid, msg: self.received.append((sid, msg)),
-            options.pop("connect_options", {"name": "test"}),
-            **options,
-        ))
+        super().__init__(
+            NATSProtocol(
+                self.clock,
+                lambda sid, msg: self.received.append((sid, msg)),
+                options.pop("connect_options", {"name": "test"}),
+                **options,
+            )
+        )
 
     def handshake(self) -> None:
         self.feed(PEER_INFO)

@@ -1,5 +1,6 @@
 """A reader of inboxes that keeps what it is delivered (the one fake subscriber of the registry tests), and an inbox
 the test knows is there."""
+
 from __future__ import annotations
 
 from monit.inbox import Batch, Inbox

@@ -1,4 +1,5 @@
 """``twistd monit --jetstream`` instances as child processes, for the cluster and chaos tests."""
+
 from __future__ import annotations
 
 import json
@@ -44,9 +45,24 @@ class MonitInstance:
         self.log_path = tmp_path / f"monit-{self.port}.log"
         self.cwd = tmp_path
         self.command = [
-            script("twistd"), "-n", "--pidfile=", "monit", "--jetstream", "--jetstream-replicas", "3",
-            "--nats", ",".join(nats_urls), "--listen", f"tcp:{self.port}:interface=127.0.0.1",
-            "--jwt-secret", SECRET, "--grace", "0.5", "--nats-ping-interval", "0.5", *options,
+            script("twistd"),
+            "-n",
+            "--pidfile=",
+            "monit",
+            "--jetstream",
+            "--jetstream-replicas",
+            "3",
+            "--nats",
+            ",".join(nats_urls),
+            "--listen",
+            f"tcp:{self.port}:interface=127.0.0.1",
+            "--jwt-secret",
+            SECRET,
+            "--grace",
+            "0.5",
+            "--nats-ping-interval",
+            "0.5",
+            *options,
         ]
         self.process: subprocess.Popen | None = None
         self.starts = 0

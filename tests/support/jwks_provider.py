@@ -1,4 +1,5 @@
 """An identity provider's JWKS endpoint, as a Twisted resource the test changes and as http.server in a thread."""
+
 from __future__ import annotations
 
 import http.server

@@ -1,4 +1,5 @@
 """What a test's log observer saw, as the text a reader of the log would see."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """Serving on a free loopback port: listening at once, and the port's number and URL."""
+
 from __future__ import annotations
 
 from twisted.internet import reactor

@@ -1,4 +1,5 @@
 """A real nats-server child process on a free loopback port, for the tests."""
+
 import os
 import random
 import shutil
@@ -122,8 +123,16 @@ class NATSCluster:
             NATSServer(
                 port=steady_port(),
                 store=f"{store}/node{n}",
-                extra=["-n", f"node{n}", "--cluster_name", "monit", "--cluster", f"nats://127.0.0.1:{routes[n]}",
-                       "--routes", solicit],
+                extra=[
+                    "-n",
+                    f"node{n}",
+                    "--cluster_name",
+                    "monit",
+                    "--cluster",
+                    f"nats://127.0.0.1:{routes[n]}",
+                    "--routes",
+                    solicit,
+                ],
             )
             for n in range(size)
         ]

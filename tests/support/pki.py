@@ -1,4 +1,5 @@
 """Test credentials for NATS: a CA with server and client certificates, NKeys, and operator-mode JWTs."""
+
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,9 @@ class CA:
         )
         self.path = self._write(f"{name.replace(' ', '-')}.pem", self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def _builder(self, subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey) -> x509.CertificateBuilder:
+    def _builder(
+        self, subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey
+    ) -> x509.CertificateBuilder:
         now = datetime.datetime.now(datetime.UTC)
         return (
             x509.CertificateBuilder()

@@ -1,4 +1,5 @@
 """Child processes for the tests: twistd, curl, examples; read with deadlines."""
+
 from __future__ import annotations
 
 import os
@@ -24,9 +25,7 @@ def script(name: str) -> str:
 def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess.Popen[bytes]:
     """``curl -N`` reading an SSE stream, as a user would, its output on a pipe."""
     auth = ["-H", f"X-Auth-Token: {token}"] if token else []
-    return subprocess.Popen(
-        ["curl", "-sN", "--max-time", "60", *options, *auth, url], stdout=subprocess.PIPE
-    )
+    return subprocess.Popen(["curl", "-sN", "--max-time", "60", *options, *auth, url], stdout=subprocess.PIPE)
 
 
 def read_until(process: subprocess.Popen[bytes], marker: bytes, timeout: float = 10.0) -> bytes:

@@ -1,4 +1,5 @@
 """The official nats-py client, in a thread of its own, as an independent publisher."""
+
 from __future__ import annotations
 
 import asyncio

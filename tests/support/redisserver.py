@@ -1,4 +1,5 @@
 """A real redis-server child process on a free loopback port, and redis-cli to talk to it."""
+
 from __future__ import annotations
 
 import shutil
@@ -73,12 +74,37 @@ class RedisServer:
         users = [arg for user in self.users for arg in ("--user", user.name, "on", f">{user.password}", *user.rules)]
         listen = ["--port", str(self.port)]
         if self.tls is not None:
-            listen = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls.cert,
-                      "--tls-key-file", self.tls.key, "--tls-ca-cert-file", self.tls.ca, "--tls-auth-clients", "no"]
+            listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                self.tls.cert,
+                "--tls-key-file",
+                self.tls.key,
+                "--tls-ca-cert-file",
+                self.tls.ca,
+                "--tls-auth-clients",
+                "no",
+            ]
         self.process = subprocess.Popen(
-            [redis_binary("redis-server"), *listen, "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", self.folder,
-             "--enable-debug-command", "local", *password, *users],
+            [
+                redis_binary("redis-server"),
+                *listen,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.folder,
+                "--enable-debug-command",
+                "local",
+                *password,
+                *users,
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -112,8 +138,9 @@ class RedisServer:
 
     def debug_sleep(self, seconds: float) -> subprocess.Popen:
         """``DEBUG SLEEP``: Redis answers nobody for that long. The redis-cli that asked, still waiting."""
-        return subprocess.Popen([*self._cli(), "DEBUG", "SLEEP", f"{seconds:g}"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return subprocess.Popen(
+            [*self._cli(), "DEBUG", "SLEEP", f"{seconds:g}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
     def cli(self, *args: str | bytes, db: int = 0) -> str:
         """One command with redis-cli (an independent client); its reply as text."""

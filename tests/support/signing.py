@@ -1,4 +1,5 @@
 """An identity provider of the tests' own: key pairs that sign tokens, and the JWKS that publishes them."""
+
 from __future__ import annotations
 
 import base64
@@ -75,8 +76,14 @@ class Signer:
         """
         issued = int(now if now is not None else time.time())
         body = {
-            "sub": "alice", "username": "alice", "iss": ISSUER, "aud": AUDIENCE,
-            "iat": issued, "exp": issued + 3600, "jti": str(next(_serial)), **claims,
+            "sub": "alice",
+            "username": "alice",
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "iat": issued,
+            "exp": issued + 3600,
+            "jti": str(next(_serial)),
+            **claims,
         }
         body = {name: value for name, value in body.items() if value is not None}
         headers = {} if kid is None else {"kid": kid or self.kid}
@@ -89,6 +96,7 @@ def jwks(*signers: Signer) -> bytes:
 
 def hmac_with_public_key(signer: Signer, **claims: Any) -> str:
     """The classic forgery: an HS256 token whose HMAC secret is the public key's PEM."""
+
     def b64(data: bytes) -> str:
         return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

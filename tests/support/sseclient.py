@@ -1,4 +1,5 @@
 """A reader of SSE streams written from the spec's parsing rules, for the tests."""
+
 from __future__ import annotations
 
 import attrs

@@ -1,4 +1,5 @@
 """A response on a DummyRequest whose socket fills and drains, for the stream tests, and an event to fill it."""
+
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest

@@ -1,4 +1,5 @@
 """Start an in-process monit against the test's nats-server, and read its streams with treq."""
+
 from __future__ import annotations
 
 import json
@@ -32,9 +33,7 @@ class ServedMonit(MonitService):
     base_url: str
 
 
-async def start_monit(
-    nats_url: str, on_fatal: Callable[[str], None] | None = None, **settings: Any
-) -> ServedMonit:
+async def start_monit(nats_url: str, on_fatal: Callable[[str], None] | None = None, **settings: Any) -> ServedMonit:
     options: dict[str, Any] = dict(listen="tcp:0:interface=127.0.0.1", jwt_secret=SECRET, grace=0.3, heartbeat=0.2)
     options.update(settings)
     service = ServedMonit(reactor, Settings(nats=(nats_url,), **options), on_fatal=on_fatal)
@@ -92,8 +91,11 @@ class Reader:
 
 async def open_stream(monit: ServedMonit, stream: str, headers: HeaderDict | None = None, query: str = "") -> Reader:
     response = await within(
-        treq.get(f"{monit.base_url}/events?stream={stream}{query}",
-                 headers=auth() if headers is None else headers, unbuffered=True)
+        treq.get(
+            f"{monit.base_url}/events?stream={stream}{query}",
+            headers=auth() if headers is None else headers,
+            unbuffered=True,
+        )
     )
     assert response.code == 200, response.code
     return Reader(response)

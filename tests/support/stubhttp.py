@@ -1,4 +1,5 @@
 """treq's StubTreq, declared as the HTTP client it stands in for."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,4 +1,5 @@
 """``twistd monit`` listening with TLS (``ssl:``) on a certificate of a test CA, and clients that trust it."""
+
 from __future__ import annotations
 
 import select
@@ -38,9 +39,22 @@ class TLSMonit:
         self.log = folder / "monit.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
-                [script("twistd"), "-n", "--pidfile=", "monit", "--nats", nats_url, "--listen", listen,
-                 "--jwt-secret", SECRET, *options],
-                cwd=folder, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    script("twistd"),
+                    "-n",
+                    "--pidfile=",
+                    "monit",
+                    "--nats",
+                    nats_url,
+                    "--listen",
+                    listen,
+                    "--jwt-secret",
+                    SECRET,
+                    *options,
+                ],
+                cwd=folder,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.wait_until_ready()
 
@@ -96,9 +110,13 @@ class RawH2:
         raw.connect(("127.0.0.1", monit.port))
         self.socket = monit.context("h2").wrap_socket(raw, server_hostname="localhost")
         assert self.socket.selected_alpn_protocol() == "h2"
-        self.connection = h2.connection.H2Connection(h2.config.H2Configuration(
-            header_encoding=None, validate_outbound_headers=validate, normalize_outbound_headers=validate,
-        ))
+        self.connection = h2.connection.H2Connection(
+            h2.config.H2Configuration(
+                header_encoding=None,
+                validate_outbound_headers=validate,
+                normalize_outbound_headers=validate,
+            )
+        )
         if settings:
             self.connection.local_settings = h2.settings.Settings(client=True, initial_values=settings)
         self.connection.initiate_connection()
@@ -119,7 +137,12 @@ class RawH2:
 
     def request(self, method: bytes, path: str, headers: list[tuple[bytes, bytes]], end_stream: bool = True) -> int:
         """Send a request's headers (and END_STREAM, unless a body is to follow); its stream id."""
-        pseudo = [(b":method", method), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", path.encode())]
+        pseudo = [
+            (b":method", method),
+            (b":scheme", b"https"),
+            (b":authority", b"localhost"),
+            (b":path", path.encode()),
+        ]
         return self.send_head(pseudo + headers, end_stream)
 
     def send_head(self, headers: list[tuple[bytes, bytes]], end_stream: bool = True) -> int:
@@ -164,7 +187,9 @@ class RawH2:
         )
 
     def status(self, stream_id: int) -> int:
-        response = next(e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id)
+        response = next(
+            e for e in self.events if isinstance(e, h2.events.ResponseReceived) and e.stream_id == stream_id
+        )
         return int(dict(response.headers)[b":status"])
 
     def read_until(self, condition: Callable[[list[h2.events.Event]], bool], timeout: float = 15.0) -> None:
@@ -212,7 +237,9 @@ class RawH2:
             self.closed = True
 
     def body(self, stream_id: int) -> bytes:
-        return b"".join(e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id)
+        return b"".join(
+            e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id
+        )
 
     def close(self) -> None:
         self.socket.close()

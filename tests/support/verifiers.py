@@ -1,4 +1,5 @@
 """Fake token verifiers for the auth tests: one the test answers by hand, one that raises."""
+
 from __future__ import annotations
 
 import attrs

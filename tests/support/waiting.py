@@ -1,4 +1,5 @@
 """Wait for a condition with a deadline, letting the reactor run meanwhile."""
+
 from __future__ import annotations
 
 import time

@@ -1,4 +1,5 @@
 """The checkpoint alone: what it is written for, what is not one, and which instances share one."""
+
 import pytest
 
 from monit.checkpoint import Checkpoint, bucket_for
@@ -21,8 +22,10 @@ def test_a_checkpoint_is_used_only_for_the_stream_it_was_written_for():
     assert "past the stream's last sequence 99" in checkpoint.unusable_for({**stream, "state": {"last_seq": 99}})
 
 
-@pytest.mark.parametrize("data", [b"", b"[]", b'{"horizon": 0, "created": "x"}', b'{"horizon": true, "created": "x"}',
-                                  b'{"horizon": 5}', b"\xff"])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"[]", b'{"horizon": 0, "created": "x"}', b'{"horizon": true, "created": "x"}', b'{"horizon": 5}', b"\xff"],
+)
 def test_a_checkpoint_that_is_not_one_is_refused(data):
     with pytest.raises(ValueError):
         Checkpoint.decode(data)
@@ -30,7 +33,14 @@ def test_a_checkpoint_that_is_not_one_is_refused(data):
 
 def test_instances_share_a_checkpoint_only_with_the_same_settings_that_decide_what_is_kept():
     assert key_of(Settings(history=10, heartbeat=1)) == key_of(Settings())
-    for other in (dict(retention=60), dict(abandon=7200), dict(expiry=5), dict(grace=1), dict(max_inboxes=10),
-                  dict(open_subjects=("job.start",)), dict(deliver_subjects=("job.log",))):
+    for other in (
+        dict(retention=60),
+        dict(abandon=7200),
+        dict(expiry=5),
+        dict(grace=1),
+        dict(max_inboxes=10),
+        dict(open_subjects=("job.start",)),
+        dict(deliver_subjects=("job.log",)),
+    ):
         assert key_of(Settings(**other)) != key_of(Settings()), other
     assert bucket_for("MONIT") == "MONIT_CHECKPOINTS" and bucket_for("odd~name") is None

@@ -1,4 +1,5 @@
 """Deadlines: many owners share a reactor call per tick, and each deadline fires once, on time."""
+
 from __future__ import annotations
 
 from twisted.internet.task import Clock

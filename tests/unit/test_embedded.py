@@ -1,4 +1,5 @@
 """EmbeddedNATS's stop logic and output on a fake reactor, and where it finds nats-server."""
+
 import os
 import sysconfig
 from pathlib import Path

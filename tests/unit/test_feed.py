@@ -1,4 +1,5 @@
 """The feed's looks at the stream, step by step: a fake JetStream played by the test, a fake clock."""
+
 from __future__ import annotations
 
 from twisted.internet.task import Clock
@@ -25,7 +26,14 @@ def started(stream: dict | None, **settings) -> tuple[FakeJetStream, Clock, Inbo
     options = Settings(jetstream=True, jetstream_checkpoint=False, jetstream_check=CHECK, **settings)
     registry = InboxRegistry(clock, **registry_options(options))
     # a fake client where JetStreamFeed names the real one
-    feed = JetStreamFeed(nats, Router(registry, **router_options(options)), registry, clock, print, **feed_options(options))  # type: ignore[arg-type]
+    feed = JetStreamFeed(
+        nats,  # type: ignore[arg-type]
+        Router(registry, **router_options(options)),
+        registry,
+        clock,
+        print,
+        **feed_options(options),
+    )
     feed.startService()
     return nats, clock, registry, feed
 
@@ -52,7 +60,8 @@ def test_an_operators_stream_that_is_gone_is_a_problem_until_it_is_back_as_it_wa
     clock.advance(CHECK)
     assert not feed.caught_up and feed.problems == [
         f"JetStream: stream {feed._stream} is gone: an operator made it, and monit may not make it again "
-        "(see --jetstream-recreate)"]
+        "(see --jetstream-recreate)"
+    ]
     assert not nats.subscriptions, "no consumer meanwhile"
     held = feed.hold(3 << ID_SHIFT)
     assert held is not None and feed.hold(2 << ID_SHIFT) is not None, "nothing is passed while it is gone"

@@ -1,4 +1,5 @@
 """Inboxes: replay, live delivery, grace on close, expiry of unwatched inboxes."""
+
 import pytest
 from twisted.internet.task import Clock
 
@@ -12,7 +13,9 @@ from inboxreader import InboxReader
 
 def make_registry(**kwargs):
     clock = Clock()
-    return clock, InboxRegistry(clock, **registry_options(Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs)))
+    return clock, InboxRegistry(
+        clock, **registry_options(Settings(grace=10, expiry=300, abandon=3600, retention=600, **kwargs))
+    )
 
 
 def test_late_reader_gets_history_then_live_events():

@@ -1,4 +1,5 @@
 """Jobs as a whole, in the registry: summaries, abandoned records, counts; a fake clock."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -32,8 +33,15 @@ def test_an_open_job_is_summarized_from_its_events():
     reader = InboxReader()
     registry.subscribe("job", reader)
     assert registry.summary("job").as_json() == {
-        "id": "job", "state": "open", "opened_at": iso_time(NOW), "closed_at": None, "events": 3,
-        "last_event_at": iso_time(NOW + 2), "last_event_type": "message", "readers": 1, "stalled": False,
+        "id": "job",
+        "state": "open",
+        "opened_at": iso_time(NOW),
+        "closed_at": None,
+        "events": 3,
+        "last_event_at": iso_time(NOW + 2),
+        "last_event_type": "message",
+        "readers": 1,
+        "stalled": False,
     }
     assert iso_time(NOW + 2) == "2023-11-14T22:13:22.000Z"
 

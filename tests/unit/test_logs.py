@@ -1,4 +1,5 @@
 """JSON log records: one object per line, the rendered message and the event's own fields."""
+
 import io
 import json
 

@@ -1,4 +1,5 @@
 """The collector alone: the figures it is given, read back with prometheus_client's own parser."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -11,14 +12,19 @@ from monit.routing import Action
 
 def test_the_collector_reads_the_figures_it_is_given():
     """No service and no nats-server: the collector takes its sources explicitly."""
-    inboxes = Figures(events=5, deliveries=12, evicted=3, history_bytes=4096,
-                      inboxes=[Figures(state="open"), Figures(state="closed")])
+    inboxes = Figures(
+        events=5, deliveries=12, evicted=3, history_bytes=4096, inboxes=[Figures(state="open"), Figures(state="closed")]
+    )
     streams = Sized(3, dropped=1)
     web = Figures(streams=streams, refusals={401: 2}, auth_results={"valid": 4})
     router = Figures(received={Action.DELIVER: 6}, malformed=1, refused=0)  # and 1 unusable frame
     collector = MonitCollector(
-        inboxes=inboxes, router=router, web=web, nats=Figures(connected=True, reconnects=2, unusable=1),
-        auth_cache=Figures(hits=7, misses=3), remote=Figures(in_flight=2, refused=5),
+        inboxes=inboxes,
+        router=router,
+        web=web,
+        nats=Figures(connected=True, reconnects=2, unusable=1),
+        auth_cache=Figures(hits=7, misses=3),
+        remote=Figures(in_flight=2, refused=5),
         rechecks=Figures(checks=10, revoked=1, unavailable=2),
     )
     samples = {

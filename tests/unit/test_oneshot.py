@@ -1,4 +1,5 @@
 """OneShotObserver: a fresh Deferred per caller, one outcome for all, cancels that only stop waiting."""
+
 import pytest
 from twisted.internet.defer import CancelledError
 from twisted.python.failure import Failure

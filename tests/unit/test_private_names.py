@@ -12,6 +12,7 @@ Every file of ``monit/`` is parsed. Outside ``monit/_twisted/`` it may not:
   private name one of its Twisted classes has: that is an override, or a
   reach into the parent.
 """
+
 from __future__ import annotations
 
 import ast
@@ -253,7 +254,10 @@ def monit_own(sources: list[tuple[Path, str, ast.Module]]) -> frozenset[str]:
 
 
 def _own_names(
-    body: list[ast.stmt], namespace: Mapping[str, object], class_name: str = "", overriding: frozenset[str] = frozenset()
+    body: list[ast.stmt],
+    namespace: Mapping[str, object],
+    class_name: str = "",
+    overriding: frozenset[str] = frozenset(),
 ) -> Iterator[str]:
     for statement in body:
         names = set(_defined_at(statement, class_name))
@@ -275,7 +279,7 @@ def test_nothing_outside_the_wall_touches_a_private_twisted_name():
     assert not found, "private Twisted names outside monit/_twisted/:\n" + "\n".join(map(str, sorted(found)))
 
 
-BREACHING = '''import os
+BREACHING = """import os
 from twisted.internet._sslverify import IOpenSSLTrustRoot
 from twisted.web import http
 from twisted.web.http import HTTPChannel
@@ -290,7 +294,7 @@ def dig(connection):
     setattr(connection, "_HTTPChannel__first_line", os._exit)
     names = ("_tempDataLen", "_ours")
     return connection._tempDataBuffer, connection._ours
-'''
+"""
 
 
 def test_the_scan_finds_each_kind_of_breach():
@@ -306,4 +310,3 @@ def test_the_scan_finds_each_kind_of_breach():
         (14, "_tempDataLen"),
         (15, "_tempDataBuffer"),
     }
-

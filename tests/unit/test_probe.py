@@ -1,4 +1,5 @@
 """The round trip of /readyz?deep=1 (monit.probe), with a NATS stand-in and a fake clock."""
+
 from __future__ import annotations
 
 from twisted.internet.task import Clock

@@ -1,4 +1,5 @@
 """Room for the jobs and a bound on memory: no reader or publisher can crowd the others out."""
+
 import pytest
 from twisted.internet.task import Clock
 

@@ -1,4 +1,5 @@
 """The registry's part in --jetstream's faults: a reset for a stream made anew, and where a replay may start."""
+
 from twisted.internet.task import Clock
 
 from monit.registry import InboxRegistry

@@ -2,6 +2,7 @@
 
 With a fake clock: the registry, one-job and many-job streams (for real: tests/scenarios/test_stalled_jobs.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -125,7 +126,10 @@ def test_judged_from_the_stream_time_with_jetstream():
     reader = Reader()
     registry.subscribe("job", reader)
     clock.advance(50.2)
-    assert reader.decoded()[-1][1:] == ("monit.stalled", {"silent_for": 300.2, "last_event_at": "2023-11-14T22:09:10.000Z"})
+    assert reader.decoded()[-1][1:] == (
+        "monit.stalled",
+        {"silent_for": 300.2, "last_event_at": "2023-11-14T22:09:10.000Z"},
+    )
 
 
 def test_a_replayed_job_silent_for_long_is_stalled_at_once():

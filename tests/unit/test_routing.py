@@ -1,4 +1,5 @@
 """The router: subject table, inbox id rules, and bad input skipped without loss."""
+
 import json
 
 import pytest
@@ -31,8 +32,15 @@ def msg(subject, payload):
 
 def test_default_subject_table_follows_the_seed():
     table = subject_table(LIFECYCLE_SUBJECTS, DELIVER_SUBJECTS)
-    for subject in ("service.create", "service.delete", "service.import", "build.create",
-                    "build.delete", "build.import", "environment.sync"):
+    for subject in (
+        "service.create",
+        "service.delete",
+        "service.import",
+        "build.create",
+        "build.delete",
+        "build.import",
+        "environment.sync",
+    ):
         assert table[subject] is Action.OPEN
         assert table[subject + ".done"] is Action.CLOSE
         assert table[subject + ".error"] is Action.CLOSE
@@ -57,8 +65,17 @@ def test_inbox_id_rules(payload, expected):
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"id": None}, {"id": True}, {"id": 1.5}, {"id": ["x"]}, {"service": "env-"},
-     {"service": "a b"}, {"id": "x" * 200}, {"service": 7}],
+    [
+        {},
+        {"id": None},
+        {"id": True},
+        {"id": 1.5},
+        {"id": ["x"]},
+        {"service": "env-"},
+        {"service": "a b"},
+        {"id": "x" * 200},
+        {"service": 7},
+    ],
 )
 def test_unusable_ids(payload):
     with pytest.raises(Malformed):
@@ -69,12 +86,15 @@ def test_each_element_of_messages_is_one_event():
     clock, registry, router = make_router()
     reader = InboxReader()
     registry.subscribe("1a2b", reader)
-    router(msg("monitor.user", {"service": "env-1a2b", "messages": [
-        {"body": "one", "level": "INFO"}, {"body": "two", "level": "ERROR"}]}))
+    router(
+        msg(
+            "monitor.user",
+            {"service": "env-1a2b", "messages": [{"body": "one", "level": "INFO"}, {"body": "two", "level": "ERROR"}]},
+        )
+    )
     clock.advance(0)
     assert reader.frames == [
-        b'id: 1\ndata: {"body":"one","level":"INFO"}\n\n'
-        b'id: 2\ndata: {"body":"two","level":"ERROR"}\n\n',
+        b'id: 1\ndata: {"body":"one","level":"INFO"}\n\nid: 2\ndata: {"body":"two","level":"ERROR"}\n\n',
     ]
 
 
@@ -204,8 +224,10 @@ def test_a_flood_of_bad_messages_is_one_line_then_a_count_every_ten_seconds():
             router(msg("monitor.user", b"junk"))
         router(msg("service.create", b"junk"))
         said = [formatEvent(event) for event in logged if event.get("what")]
-        assert said == ["skipped bad messages on monitor.user: payload is not JSON",
-                        "skipped bad messages on service.create: payload is not JSON"]
+        assert said == [
+            "skipped bad messages on monitor.user: payload is not JSON",
+            "skipped bad messages on service.create: payload is not JSON",
+        ]
         clock.advance(10)  # nothing more arrives, and the count is still said
         said = [formatEvent(event) for event in logged if event.get("what")]
         assert said[2:] == ["skipped bad messages: 999 more in the last 10 s (monitor.user: 999)"]

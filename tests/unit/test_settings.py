@@ -1,4 +1,5 @@
 """Settings: the one table of options, read from the command line, else the environment."""
+
 from pathlib import Path
 
 import attrs
@@ -51,8 +52,12 @@ def test_defaults_come_from_settings():
         ("MONIT_GRACE", "5", "grace", 5.0),
         ("MONIT_HISTORY", "20", "history", 20),
         ("MONIT_RETRY", "100", "retry_ms", 100),
-        ("MONIT_CORS_ORIGIN", "https://a.example, https://b.example", "cors_origins",
-         frozenset({"https://a.example", "https://b.example"})),
+        (
+            "MONIT_CORS_ORIGIN",
+            "https://a.example, https://b.example",
+            "cors_origins",
+            frozenset({"https://a.example", "https://b.example"}),
+        ),
         ("MONIT_NATS", "nats://a:1,nats://b:2", "nats", ("nats://a:1", "nats://b:2")),
         ("NATS_URI", "nats://legacy:4222", "nats", ("nats://legacy:4222",)),
         ("JWT_SECRET", "legacy-secret", "jwt_secret", "legacy-secret"),
@@ -116,8 +121,11 @@ def test_redacted_url(url, shown):
     assert redacted_url(url) == shown
 
 
-CREDENTIALED = ["http://admin:pw-sekrit@auth.example/check", "https://pw-sekrit@auth.example/",
-                "http://admin:pw-sekrit@auth.example:8000/check?apikey=key-sekrit"]
+CREDENTIALED = [
+    "http://admin:pw-sekrit@auth.example/check",
+    "https://pw-sekrit@auth.example/",
+    "http://admin:pw-sekrit@auth.example:8000/check?apikey=key-sekrit",
+]
 
 
 @pytest.mark.parametrize("url", CREDENTIALED)

@@ -1,4 +1,5 @@
 """SSE framing: the bytes a reader gets for each event."""
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,9 +25,7 @@ def parse_frame(frame: bytes) -> dict:
 
 
 def test_frame_has_id_event_and_data():
-    assert encode_event(7, '{"a":1}', "service.create") == (
-        b'id: 7\nevent: service.create\ndata: {"a":1}\n\n'
-    )
+    assert encode_event(7, '{"a":1}', "service.create") == (b'id: 7\nevent: service.create\ndata: {"a":1}\n\n')
 
 
 def test_frame_without_event_name():
@@ -34,9 +33,7 @@ def test_frame_without_event_name():
 
 
 def test_multiline_payload_is_split_over_data_lines():
-    assert encode_event(2, "one\ntwo\r\nthree\rfour") == (
-        b"id: 2\ndata: one\ndata: two\ndata: three\ndata: four\n\n"
-    )
+    assert encode_event(2, "one\ntwo\r\nthree\rfour") == (b"id: 2\ndata: one\ndata: two\ndata: three\ndata: four\n\n")
 
 
 def test_non_ascii_payload_is_utf8():
@@ -72,7 +69,7 @@ def test_frames_split_anywhere_parse_the_same(payloads, split_every):
     stream = b"".join(encode_event(n, payload) for n, payload in enumerate(payloads, 1))
     parser = SSEParser()
     for start in range(0, len(stream), split_every):
-        parser.feed(stream[start:start + split_every])
+        parser.feed(stream[start : start + split_every])
     assert [event.id for event in parser.events] == [str(n) for n in range(1, len(payloads) + 1)]
 
 

@@ -1,4 +1,5 @@
 """Tally: the first of each kind at once, then counts on a timer that runs only when needed."""
+
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogPublisher, formatEvent
 

@@ -1,4 +1,5 @@
 """``twistd monit``: the command line, its checks, and the service it builds."""
+
 import pytest
 
 from monit.settings import LIFECYCLE_SUBJECTS

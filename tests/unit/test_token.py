@@ -1,4 +1,5 @@
 """monit-token mints tokens that JWTVerifier accepts."""
+
 from typing import Any
 
 import jwt

@@ -1,4 +1,5 @@
 """Jobs in process: watch one job with Deferreds, wait for its end, follow every job."""
+
 from __future__ import annotations
 
 import pytest

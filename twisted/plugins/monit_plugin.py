@@ -1,4 +1,5 @@
 """twistd plugin: ``twistd monit``; the real work lives in monit.tap, loaded lazily."""
+
 from twisted.application.service import ServiceMaker
 
 monit = ServiceMaker(

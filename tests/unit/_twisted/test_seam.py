@@ -1,4 +1,5 @@
 """Each check behind the wall passes on the installed Twisted; each misfit is said once and its way out works."""
+
 from __future__ import annotations
 
 import pytest
@@ -85,7 +86,8 @@ def test_without_twisted_s_head_counts_channels_count_for_themselves(monkeypatch
     for line in (b"GET / HTTP/1.1", b"Host: example", b"Accept: */*"):
         channel.lineReceived(line)
     assert (channel.head_bytes(), channel.headers_read()) == (
-        head_counts.head_bytes(channel), head_counts.headers_read(channel)
+        head_counts.head_bytes(channel),
+        head_counts.headers_read(channel),
     )
 
 

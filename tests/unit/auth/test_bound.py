@@ -3,6 +3,7 @@
 The bound in front of the auth service and of Redis, as monit puts it, is tested
 with them (unit/auth/test_remote.py, unit/auth/test_redis_verifier.py) and end to end (scenarios/test_access.py).
 """
+
 from __future__ import annotations
 
 import pytest
@@ -41,14 +42,16 @@ def test_provides_the_interface(bound: BoundedVerifier) -> None:
 
 
 def test_past_the_bound_a_check_is_refused_at_once_and_said_in_the_inner_verifiers_log(
-        bound: BoundedVerifier, inner: HandVerifier, events: EventLoggingObserver) -> None:
+    bound: BoundedVerifier, inner: HandVerifier, events: EventLoggingObserver
+) -> None:
     waiting = [bound.verify("tok-1"), bound.verify("tok-2")]
     with pytest.raises(AuthUnavailable, match="^too many token checks in flight$"):
         result_of(bound.verify("tok-3"))
     assert [token for token, _ in inner.calls] == ["tok-1", "tok-2"]
     assert (bound.in_flight, bound.refused) == (2, 1)
     assert warnings(events) == [
-        "refused token checks at the concurrency bound on backend.example: 2 checks are in flight"]
+        "refused token checks at the concurrency bound on backend.example: 2 checks are in flight"
+    ]
     inner.answer(ALICE, 0)
     assert result_of(waiting[0]) == ALICE and bound.in_flight == 1
     bound.verify("tok-4")
@@ -57,7 +60,8 @@ def test_past_the_bound_a_check_is_refused_at_once_and_said_in_the_inner_verifie
 
 @pytest.mark.parametrize("ending", [ALICE, InvalidToken("refused"), AuthUnavailable("down"), CancelledError()])
 def test_a_slot_is_held_until_the_inner_answer_fires_however_it_ends(
-        bound: BoundedVerifier, inner: HandVerifier, ending: object) -> None:
+    bound: BoundedVerifier, inner: HandVerifier, ending: object
+) -> None:
     answer = bound.verify("tok-1")
     assert bound.in_flight == 1
     inner.answer(ending)  # type: ignore[arg-type]
@@ -66,7 +70,8 @@ def test_a_slot_is_held_until_the_inner_answer_fires_however_it_ends(
 
 
 def test_the_caller_cancelling_cancels_the_inner_check_and_frees_its_slot(
-        bound: BoundedVerifier, inner: HandVerifier) -> None:
+    bound: BoundedVerifier, inner: HandVerifier
+) -> None:
     answer = bound.verify("tok-1")
     answer.cancel()
     with pytest.raises(CancelledError):
@@ -76,7 +81,8 @@ def test_the_caller_cancelling_cancels_the_inner_check_and_frees_its_slot(
 
 @pytest.mark.parametrize("token", ["", "tok\nen", "tök", "x" * 9000, None])
 def test_a_token_that_cannot_travel_is_invalid_even_at_the_bound_and_takes_no_slot(
-        bound: BoundedVerifier, inner: HandVerifier, token: object) -> None:
+    bound: BoundedVerifier, inner: HandVerifier, token: object
+) -> None:
     bound.verify("tok-1"), bound.verify("tok-2")
     with pytest.raises(InvalidToken):
         result_of(bound.verify(token))  # type: ignore[arg-type]
@@ -84,7 +90,8 @@ def test_a_token_that_cannot_travel_is_invalid_even_at_the_bound_and_takes_no_sl
 
 
 def test_stopping_says_the_refusals_held_and_leaves_no_timer(
-        bound: BoundedVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    bound: BoundedVerifier, clock: Clock, events: EventLoggingObserver
+) -> None:
     bound.startService()
     bound.verify("tok-1"), bound.verify("tok-2")
     for _ in range(4):
@@ -92,5 +99,6 @@ def test_stopping_says_the_refusals_held_and_leaves_no_timer(
     assert clock.getDelayedCalls(), "the count is said on a timer"
     bound.stopService()
     assert warnings(events)[1:] == [
-        "refused token checks at the concurrency bound: 3 more in the last 10 s (backend.example: 3)"]
+        "refused token checks at the concurrency bound: 3 more in the last 10 s (backend.example: 3)"
+    ]
     assert not clock.getDelayedCalls()

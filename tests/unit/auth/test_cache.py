@@ -1,4 +1,5 @@
 """The token cache, on a fake clock, in front of a fake verifier answered by hand."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,8 +20,6 @@ from verifiers import HandVerifier, RaisingVerifier
 TOKEN = "token-that-must-never-be-stored-0123456789"
 ALICE = Identity(user="alice", claims={"username": "alice"}, expires=None)
 pytestmark = pytest.mark.clock_starts_at(1_000)
-
-
 
 
 def has_fired(d: Deferred) -> bool:

@@ -1,5 +1,6 @@
 """The JWKS key cache on a fake clock with StubTreq: parsing, weak and shared-kid keys, fetching for
 unknown kids (one fetch a second, shared, never a refusal from memory), redirects, outages."""
+
 from __future__ import annotations
 
 import json
@@ -274,8 +275,10 @@ def test_a_key_refused_as_weak_is_said_once_and_its_tokens_refused_without_a_fet
     "trouble, why",
     [
         ({"code": 503}, "HTTP 503"),
-        ({"code": 302, "headers": {b"location": b"http://elsewhere.example/certs"}},
-         "HTTP 302: a redirect, which monit does not follow (give the URL it points to)"),
+        (
+            {"code": 302, "headers": {b"location": b"http://elsewhere.example/certs"}},
+            "HTTP 302: a redirect, which monit does not follow (give the URL it points to)",
+        ),
         ({"body": b"<html>maintenance</html>"}, "not JSON"),
         ({"body": b'{"keys": []}'}, "no usable signing key"),
         ({"body": b" " * (MAX_JWKS_BYTES + 1)}, f"more than {MAX_JWKS_BYTES} bytes"),
@@ -283,8 +286,13 @@ def test_a_key_refused_as_weak_is_said_once_and_its_tokens_refused_without_a_fet
     ],
 )
 def test_while_the_jwks_cannot_be_fetched_known_keys_work_and_unknown_ones_are_unavailable(
-    keys: Any, provider: Provider, clock: Clock, rsa: Signer, events: EventLoggingObserver,
-    trouble: dict, why: str,
+    keys: Any,
+    provider: Provider,
+    clock: Clock,
+    rsa: Signer,
+    events: EventLoggingObserver,
+    trouble: dict,
+    why: str,
 ) -> None:
     for name, value in trouble.items():
         setattr(provider, name, value)
@@ -345,8 +353,7 @@ def test_a_connection_error_is_unavailable(clock: Clock, events: EventLoggingObs
 
 
 @pytest.mark.parametrize("moment", ["fetching", "waiting for the limit"])
-def test_stopping_abandons_the_fetch_and_its_timers(provider: Provider, clock: Clock, rsa: Signer,
-                                                    moment: str) -> None:
+def test_stopping_abandons_the_fetch_and_its_timers(provider: Provider, clock: Clock, rsa: Signer, moment: str) -> None:
     keys = make_keys(StubTreq(provider), clock)
     keys.startService()
     provider.hang = moment == "fetching"

@@ -1,4 +1,5 @@
 """Token extraction and JWT verification, on a fake clock and a fake NATS client."""
+
 import base64
 import hashlib
 import hmac
@@ -219,9 +220,11 @@ def test_a_time_claim_past_json_number_limits_is_malformed(verifier: JWTVerifier
     header, _, _ = make_token().split(".")
     payload = base64.urlsafe_b64encode(('{"%s":%s}' % (claim, "9" * 5000)).encode()).rstrip(b"=").decode()
     signing_input = f"{header}.{payload}".encode()
-    signature = base64.urlsafe_b64encode(
-        hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest()
-    ).rstrip(b"=").decode()
+    signature = (
+        base64.urlsafe_b64encode(hmac.new(SECRET.encode(), signing_input, hashlib.sha256).digest())
+        .rstrip(b"=")
+        .decode()
+    )
     assert refusal(verifier, f"{header}.{payload}.{signature}") == "malformed token"
 
 

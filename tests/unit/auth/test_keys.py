@@ -1,4 +1,5 @@
 """Public keys and algorithms: which key suits which algorithm, reading PEM, and the JWT options."""
+
 from __future__ import annotations
 
 import datetime
@@ -72,8 +73,13 @@ def test_load_a_public_key_and_a_certificates_key(tmp_path: Path, rsa: Signer, e
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "id.example")])
     now = datetime.datetime.now(datetime.UTC)
     certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(ec.public)
-        .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ec.public)
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
         .sign(ec.private, hashes.SHA256())
     )
     path = tmp_path / "cert.pem"
@@ -83,8 +89,11 @@ def test_load_a_public_key_and_a_certificates_key(tmp_path: Path, rsa: Signer, e
 
 def test_unusable_key_files_are_one_line_naming_the_file(tmp_path: Path, rsa: Signer) -> None:
     private = tmp_path / "private.pem"
-    private.write_bytes(rsa.private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    private.write_bytes(
+        rsa.private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     garbage = tmp_path / "garbage.pem"
     garbage.write_bytes(b"-----BEGIN PUBLIC KEY-----\nnot base64\n-----END PUBLIC KEY-----\n")
     for path, said in [
@@ -111,8 +120,12 @@ def test_an_rsa_key_under_2048_bits_is_refused(tmp_path: Path) -> None:
 
 def test_jwt_options_from_the_command_line(tmp_path: Path, rsa: Signer) -> None:
     settings = from_sources(
-        {"jwt-public-key": rsa.write_pem(tmp_path), "jwt-algorithms": "RS256,PS256",
-         "jwt-audience": "monit", "jwt-issuer": "https://id.example"},
+        {
+            "jwt-public-key": rsa.write_pem(tmp_path),
+            "jwt-algorithms": "RS256,PS256",
+            "jwt-audience": "monit",
+            "jwt-issuer": "https://id.example",
+        },
         {},
     )
     assert settings.jwt_algorithms == ("RS256", "PS256")
@@ -144,12 +157,16 @@ def test_bad_jwt_options_name_the_option(given: dict, said: str) -> None:
         ({"jwt_jwks_url": "https://id.example/certs", "jwt_secret": "s"}, "--jwt-secret .* cannot go with"),
         ({"jwt_public_key": "KEY", "jwt_secret": "s"}, "--jwt-secret .* cannot go with"),
         ({"jwt_public_key": "KEY", "jwt_jwks_url": "https://id.example/certs"}, "two ways to give the keys"),
-        ({"jwt_jwks_url": "https://id.example/certs", "jwt_algorithms": ("RS256", "HS256")},
-         "--jwt-algorithms HS256 needs --jwt-secret"),
+        (
+            {"jwt_jwks_url": "https://id.example/certs", "jwt_algorithms": ("RS256", "HS256")},
+            "--jwt-algorithms HS256 needs --jwt-secret",
+        ),
         ({"jwt_secret": "s", "jwt_algorithms": ("RS256",)}, "--jwt-algorithms RS256 needs --jwt-public-key"),
         ({"jwt_algorithms": ("ES256",)}, "--jwt-algorithms ES256 needs"),  # the secret from NATS is HMAC too
-        ({"jwt_public_key": "KEY", "jwt_algorithms": ("RS256", "ES256")},
-         r"--jwt-algorithms ES256 does not suit --jwt-public-key .* \(an RSA key \(2048 bits\)\)"),
+        (
+            {"jwt_public_key": "KEY", "jwt_algorithms": ("RS256", "ES256")},
+            r"--jwt-algorithms ES256 does not suit --jwt-public-key .* \(an RSA key \(2048 bits\)\)",
+        ),
         ({"jwt_jwks_url": "https://id.example/certs", "jwt_algorithms": ("none",)}, "must not allow 'none'"),
         ({"jwt_jwks_url": "https://id.example/certs", "jwt_algorithms": ()}, "needs at least one"),
         ({"auth_url": "https://auth.example/check", "jwt_audience": "monit"}, "--jwt-audience is for JWTs"),
@@ -166,6 +183,9 @@ def test_jwt_options_that_clash_are_refused(tmp_path: Path, rsa: Signer, setting
 
 def test_what_goes_together(tmp_path: Path, rsa: Signer) -> None:
     Settings(jwt_secret="s", jwt_algorithms=("HS256", "HS512"), jwt_audience="monit", jwt_issuer="me")
-    Settings(jwt_jwks_url="https://id.example/certs", auth_url="https://auth.example/check",
-             jwt_algorithms=ASYMMETRIC_ALGORITHMS)
+    Settings(
+        jwt_jwks_url="https://id.example/certs",
+        auth_url="https://auth.example/check",
+        jwt_algorithms=ASYMMETRIC_ALGORITHMS,
+    )
     Settings(jwt_public_key=rsa.write_pem(tmp_path), jwt_algorithms=("PS512",), jwt_audience="monit")

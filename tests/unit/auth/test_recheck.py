@@ -3,6 +3,7 @@
 A fake clock and a verifier answered by hand; the end-to-end run against a real
 auth service is in tests/scenarios/test_access.py.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -96,8 +97,9 @@ def test_the_first_recheck_is_spread_over_a_period() -> None:
     rechecker = Rechecker(HandVerifier(), PERIOD)
     dues = [rechecker.for_stream(TOKEN, 1000.0).due for _ in range(10_000)]
     assert 1000 + PERIOD / 2 <= min(dues) and max(dues) < 1000 + PERIOD * 1.5
-    per_heartbeat = [sum(1 for due in dues if start <= due < start + HEARTBEAT)
-                     for start in (1030.0, 1045.0, 1060.0, 1075.0)]
+    per_heartbeat = [
+        sum(1 for due in dues if start <= due < start + HEARTBEAT) for start in (1030.0, 1045.0, 1060.0, 1075.0)
+    ]
     assert all(2000 <= n <= 3000 for n in per_heartbeat), per_heartbeat
 
 
@@ -122,9 +124,7 @@ def streams(clock: Clock) -> StreamSet:
     return streams
 
 
-def open_stream(
-    registry: InboxRegistry, streams: StreamSet, clock: Clock, recheck: Recheck | None
-) -> StreamingRequest:
+def open_stream(registry: InboxRegistry, streams: StreamSet, clock: Clock, recheck: Recheck | None) -> StreamingRequest:
     request = StreamingRequest()
     # a DummyRequest stands in for the HTTP request
     EventStream(request, OneJob(registry, "s1"), streams, "grace", clock, 1000, None, recheck).run()  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """The connection to Redis (monit.auth.redis_connection): the handshake, reconnecting after any failure
 with backoff (a timed-out AUTH or SELECT included), refusals, the problem it reports, and the log.
 A fake endpoint hands out StringTransports; the clock is fake."""
+
 from __future__ import annotations
 
 import pytest
@@ -67,7 +68,7 @@ class Endpoint:
             for _ in range(int(header[1:])):
                 length, data = data.split(b"\r\n", 1)
                 arguments.append(data[: int(length[1:])])
-                data = data[int(length[1:]) + 2:]
+                data = data[int(length[1:]) + 2 :]
             commands.append(arguments)
         return commands
 
@@ -103,21 +104,28 @@ def connection_to(url: str, endpoint: Endpoint, clock: Clock, delays: Delays) ->
 
 
 def said(events: EventLoggingObserver) -> list[str]:
-    return [formatEvent(event) for event in events if event["log_level"] >= LogLevel.info
-            and event.get("log_namespace", "").startswith("monit.auth.redis_connection")]
+    return [
+        formatEvent(event)
+        for event in events
+        if event["log_level"] >= LogLevel.info
+        and event.get("log_namespace", "").startswith("monit.auth.redis_connection")
+    ]
 
 
 # The URL
 
 
-@pytest.mark.parametrize("url, target", [
-    ("redis://127.0.0.1:6390/2", RedisTarget("127.0.0.1", 6390, 2)),
-    ("redis://cache.internal", RedisTarget("cache.internal", 6379, 0)),
-    ("redis://:s3cr%2Ft@[::1]:7000/15", RedisTarget("::1", 7000, 15, "s3cr/t")),
-    ("rediss://cache.internal:6380/1", RedisTarget("cache.internal", 6380, 1, tls=True)),
-    ("rediss://monit:pw%40x@cache.internal", RedisTarget("cache.internal", 6379, 0, "pw@x", "monit", True)),
-    ("redis://ops%2Fmonit:pw@cache.internal/3", RedisTarget("cache.internal", 6379, 3, "pw", "ops/monit")),
-])
+@pytest.mark.parametrize(
+    "url, target",
+    [
+        ("redis://127.0.0.1:6390/2", RedisTarget("127.0.0.1", 6390, 2)),
+        ("redis://cache.internal", RedisTarget("cache.internal", 6379, 0)),
+        ("redis://:s3cr%2Ft@[::1]:7000/15", RedisTarget("::1", 7000, 15, "s3cr/t")),
+        ("rediss://cache.internal:6380/1", RedisTarget("cache.internal", 6380, 1, tls=True)),
+        ("rediss://monit:pw%40x@cache.internal", RedisTarget("cache.internal", 6379, 0, "pw@x", "monit", True)),
+        ("redis://ops%2Fmonit:pw@cache.internal/3", RedisTarget("cache.internal", 6379, 3, "pw", "ops/monit")),
+    ],
+)
 def test_the_url_names_host_port_db_user_password_and_tls(url: str, target: RedisTarget) -> None:
     assert RedisTarget.from_url(url) == target
 
@@ -128,12 +136,15 @@ def test_logs_show_the_user_never_the_password() -> None:
     assert "pw-sekrit" not in repr(target)
 
 
-@pytest.mark.parametrize("url, handshake", [
-    ("redis://cache", [[b"PING"]]),
-    ("redis://:pw@cache", [[b"AUTH", b"pw"]]),
-    ("redis://monit:pw@cache/4", [[b"AUTH", b"monit", b"pw"], [b"SELECT", b"4"]]),
-    ("redis://cache/4", [[b"SELECT", b"4"]]),
-])
+@pytest.mark.parametrize(
+    "url, handshake",
+    [
+        ("redis://cache", [[b"PING"]]),
+        ("redis://:pw@cache", [[b"AUTH", b"pw"]]),
+        ("redis://monit:pw@cache/4", [[b"AUTH", b"monit", b"pw"], [b"SELECT", b"4"]]),
+        ("redis://cache/4", [[b"SELECT", b"4"]]),
+    ],
+)
 def test_each_connection_is_proven_before_use(url: str, handshake: list[list[bytes]]) -> None:
     assert [list(step) for step in RedisTarget.from_url(url).handshake()] == handshake
 
@@ -164,13 +175,17 @@ def test_a_value_too_long_to_be_a_name_is_skipped(endpoint: Endpoint, clock: Clo
     assert result_of(lookup) == Oversized(MAX_VALUE_BYTES + 1)
 
 
-@pytest.mark.parametrize("url, stalls", [
-    ("redis://:pw@cache/2", "AUTH"),
-    ("redis://cache/2", "SELECT"),
-    ("redis://cache", "PING"),
-])
+@pytest.mark.parametrize(
+    "url, stalls",
+    [
+        ("redis://:pw@cache/2", "AUTH"),
+        ("redis://cache/2", "SELECT"),
+        ("redis://cache", "PING"),
+    ],
+)
 def test_a_handshake_that_gets_no_answer_is_tried_again_and_again_until_redis_answers(
-        endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver, url: str, stalls: str) -> None:
+    endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver, url: str, stalls: str
+) -> None:
     connection = connection_to(url, endpoint, clock, delays)
     steps = RedisTarget.from_url(url).handshake()
     for attempt in range(1, 6):
@@ -195,7 +210,8 @@ def test_a_handshake_that_gets_no_answer_is_tried_again_and_again_until_redis_an
 
 
 def test_a_lookup_that_gets_no_answer_drops_the_connection_and_another_is_made(
-        endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver) -> None:
+    endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver
+) -> None:
     connection = connection_to("redis://cache", endpoint, clock, delays)
     endpoint.answer(b"+PONG\r\n")
     stuck = connection.get(b"tok")
@@ -210,7 +226,8 @@ def test_a_lookup_that_gets_no_answer_drops_the_connection_and_another_is_made(
 
 
 def test_a_lookup_waits_for_a_connection_no_longer_than_the_timeout(
-        endpoint: Endpoint, clock: Clock, delays: Delays) -> None:
+    endpoint: Endpoint, clock: Clock, delays: Delays
+) -> None:
     endpoint.refuse = True
     connection = connection_to("redis://cache", endpoint, clock, delays)
     lookup = connection.get(b"tok")
@@ -233,7 +250,8 @@ def test_a_lookup_waiting_is_sent_on_the_next_connection(endpoint: Endpoint, clo
 
 
 def test_connecting_backs_off_and_each_reason_is_said_once(
-        endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver) -> None:
+    endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver
+) -> None:
     endpoint.refuse = True
     connection = connection_to("redis://cache", endpoint, clock, delays)
     for failures in range(1, 5):
@@ -255,7 +273,9 @@ def test_a_lost_connection_is_made_again(endpoint: Endpoint, clock: Clock, delay
     connection = connection_to("redis://cache", endpoint, clock, delays)
     endpoint.answer(b"+PONG\r\n")
     endpoint.last[1].loseConnection()
-    assert connection.problem is not None and connection.problem.startswith("connection lost: Connection was closed cleanly")
+    assert connection.problem is not None and connection.problem.startswith(
+        "connection lost: Connection was closed cleanly"
+    )
     clock.advance(1)
     endpoint.answer(b"+PONG\r\n")
     assert connection.problem is None and len(endpoint.connections) == 2
@@ -264,16 +284,31 @@ def test_a_lost_connection_is_made_again(endpoint: Endpoint, clock: Clock, delay
 # Refusals
 
 
-@pytest.mark.parametrize("url, replies, reason", [
-    ("redis://monit:wrong@cache", [b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"],
-     "AUTH refused: WRONGPASS invalid username-password pair or user is disabled."),
-    ("redis://cache/99", [b"-ERR DB index is out of range\r\n"], "SELECT 99 refused: ERR DB index is out of range"),
-    ("redis://:pw@cache/1", [b"+OK\r\n", b"-NOPERM this user has no permissions to run the 'select' command\r\n"],
-     "SELECT 1 refused: NOPERM this user has no permissions to run the 'select' command"),
-])
+@pytest.mark.parametrize(
+    "url, replies, reason",
+    [
+        (
+            "redis://monit:wrong@cache",
+            [b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"],
+            "AUTH refused: WRONGPASS invalid username-password pair or user is disabled.",
+        ),
+        ("redis://cache/99", [b"-ERR DB index is out of range\r\n"], "SELECT 99 refused: ERR DB index is out of range"),
+        (
+            "redis://:pw@cache/1",
+            [b"+OK\r\n", b"-NOPERM this user has no permissions to run the 'select' command\r\n"],
+            "SELECT 1 refused: NOPERM this user has no permissions to run the 'select' command",
+        ),
+    ],
+)
 def test_refused_credentials_or_database_are_said_once_and_tried_again_every_30_s(
-        endpoint: Endpoint, clock: Clock, delays: Delays, events: EventLoggingObserver,
-        url: str, replies: list[bytes], reason: str) -> None:
+    endpoint: Endpoint,
+    clock: Clock,
+    delays: Delays,
+    events: EventLoggingObserver,
+    url: str,
+    replies: list[bytes],
+    reason: str,
+) -> None:
     connection = connection_to(url, endpoint, clock, delays)
     for attempt in range(3):
         for reply in replies:
@@ -298,7 +333,8 @@ def test_refused_credentials_or_database_are_said_once_and_tried_again_every_30_
 
 
 def test_stopping_closes_the_connection_and_leaves_nothing_behind(
-        endpoint: Endpoint, clock: Clock, delays: Delays) -> None:
+    endpoint: Endpoint, clock: Clock, delays: Delays
+) -> None:
     connection = connection_to("redis://cache", endpoint, clock, delays)
     endpoint.answer(b"+PONG\r\n")
     waiting = connection.get(b"tok")
@@ -312,8 +348,7 @@ def test_stopping_closes_the_connection_and_leaves_nothing_behind(
 
 
 @pytest.mark.parametrize("moment", ["connecting", "handshake", "backoff", "refused"])
-def test_stopping_at_any_moment_tries_no_more(
-        endpoint: Endpoint, clock: Clock, delays: Delays, moment: str) -> None:
+def test_stopping_at_any_moment_tries_no_more(endpoint: Endpoint, clock: Clock, delays: Delays, moment: str) -> None:
     endpoint.hang = moment == "connecting"
     endpoint.refuse = moment == "backoff"
     connection = connection_to("redis://:pw@cache", endpoint, clock, delays)

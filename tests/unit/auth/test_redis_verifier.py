@@ -1,5 +1,6 @@
 """Tokens looked up in Redis (--auth-redis): the option, the answers, the bound, the deadline
 and the log, with a fake connection and a fake clock."""
+
 from __future__ import annotations
 
 import os
@@ -91,18 +92,21 @@ def failure_of(d: Deferred) -> BaseException:
 # The URL
 
 
-@pytest.mark.parametrize("url, said", [
-    ("http://cache.internal/0", "must be a redis:// or rediss:// URL"),
-    ("rediss:/cache.internal/0", "names no host"),
-    ("redis:///0", "names no host"),
-    ("redis://pw-sekrit@cache.internal/0", "'redis://***@cache.internal/0' names a user but no password"),
-    ("redis://monit:@cache.internal/0", "'redis://monit:***@cache.internal/0' names a user but no password"),
-    ("redis://cache.internal:port/0", "is not a URL"),
-    ("redis://cache.internal:0/0", "has port 0"),
-    ("redis://cache.internal/zero", "the path must be a database number"),
-    ("redis://cache.internal/-1", "the path must be a database number"),
-    ("redis://cache.internal/0?password=pw-sekrit", "must not have a query or a fragment"),
-])
+@pytest.mark.parametrize(
+    "url, said",
+    [
+        ("http://cache.internal/0", "must be a redis:// or rediss:// URL"),
+        ("rediss:/cache.internal/0", "names no host"),
+        ("redis:///0", "names no host"),
+        ("redis://pw-sekrit@cache.internal/0", "'redis://***@cache.internal/0' names a user but no password"),
+        ("redis://monit:@cache.internal/0", "'redis://monit:***@cache.internal/0' names a user but no password"),
+        ("redis://cache.internal:port/0", "is not a URL"),
+        ("redis://cache.internal:0/0", "has port 0"),
+        ("redis://cache.internal/zero", "the path must be a database number"),
+        ("redis://cache.internal/-1", "the path must be a database number"),
+        ("redis://cache.internal/0?password=pw-sekrit", "must not have a query or a fragment"),
+    ],
+)
 def test_a_url_that_names_no_redis_is_refused_without_its_password(url: str, said: str) -> None:
     with pytest.raises(ValueError, match=re.escape(said)) as error:
         RedisTarget.from_url(url)
@@ -146,14 +150,20 @@ def test_a_bad_url_is_one_line_naming_the_option(monkeypatch: pytest.MonkeyPatch
         parse()
     with pytest.raises(ValueError, match="names no host"):
         Settings(auth_redis="redis:///0")
-    assert str(flag.value) == "monit: --auth-redis 'http://:***@cache/0' must be a redis:// or rediss:// URL (redis://host:port/db)"
+    assert (
+        str(flag.value)
+        == "monit: --auth-redis 'http://:***@cache/0' must be a redis:// or rediss:// URL (redis://host:port/db)"
+    )
     assert str(variable.value).startswith("monit: MONIT_AUTH_REDIS 'redis://cache/x': the path must be")
 
 
-@pytest.mark.parametrize("args, said", [
-    (["--auth-url", "http://auth.example/check"], "--auth-redis and --auth-url are two places to ask"),
-    (["--insecure-no-auth"], "--insecure-no-auth checks no token: it does not go with --auth-redis"),
-])
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--auth-url", "http://auth.example/check"], "--auth-redis and --auth-url are two places to ask"),
+        (["--insecure-no-auth"], "--insecure-no-auth checks no token: it does not go with --auth-redis"),
+    ],
+)
 def test_conflicting_auth_options_are_refused(args: list[str], said: str) -> None:
     with pytest.raises(SystemExit, match=said):
         parse("--auth-redis", URL, *args)
@@ -163,8 +173,9 @@ def test_conflicting_auth_options_are_refused(args: list[str], said: str) -> Non
 
 
 def test_redis_alone_fetches_no_jwt_secret_and_caps_the_cache_at_the_recheck_period() -> None:
-    settings = Settings(auth_redis="redis://:pw@cache:6380/1", auth_concurrency=3, auth_timeout=1.5,
-                        auth_recheck=10, auth_cache_ttl=30)
+    settings = Settings(
+        auth_redis="redis://:pw@cache:6380/1", auth_concurrency=3, auth_timeout=1.5, auth_recheck=10, auth_cache_ttl=30
+    )
     made = verification_for(auth_options(settings), MemoryReactorClock(), nats=None)  # type: ignore[arg-type]
     assert made.jwt is None and made._pool is None
     redis, bound, deadline = made.backend, made.remote, made.verifier._inner
@@ -210,17 +221,21 @@ def test_an_unknown_token_is_invalid(verifier: RedisVerifier) -> None:
     assert isinstance(error, InvalidToken) and str(error) == "unknown token"
 
 
-@pytest.mark.parametrize("value, why", [
-    (b"", "blank"),
-    (b"  ", "blank"),
-    (b"\xff\xfe", "not UTF-8"),
-    (b"alice\nINFO forged log line", "not printable"),
-    (b"a" * (MAX_USER_LENGTH + 1), f"longer than {MAX_USER_LENGTH} characters"),
-    (RedisError("WRONGTYPE Operation against a key holding the wrong kind of value"), "the key holds no string"),
-    (Oversized(70_000), f"longer than {MAX_USER_LENGTH} characters"),
-])
+@pytest.mark.parametrize(
+    "value, why",
+    [
+        (b"", "blank"),
+        (b"  ", "blank"),
+        (b"\xff\xfe", "not UTF-8"),
+        (b"alice\nINFO forged log line", "not printable"),
+        (b"a" * (MAX_USER_LENGTH + 1), f"longer than {MAX_USER_LENGTH} characters"),
+        (RedisError("WRONGTYPE Operation against a key holding the wrong kind of value"), "the key holds no string"),
+        (Oversized(70_000), f"longer than {MAX_USER_LENGTH} characters"),
+    ],
+)
 def test_a_value_that_is_no_user_name_is_unavailable(
-        store: Store, verifier: RedisVerifier, value: object, why: str) -> None:
+    store: Store, verifier: RedisVerifier, value: object, why: str
+) -> None:
     store.values[b"tok-odd"] = value
     error = failure_of(verifier.verify("tok-odd"))
     assert isinstance(error, UnusableValue) and str(error) == f"unusable value: {why}"
@@ -235,7 +250,8 @@ def test_a_user_name_may_be_any_printable_text(store: Store, verifier: RedisVeri
 
 @pytest.mark.parametrize("token", ["", "tok\nen", "tök", "x" * 9000, None])
 def test_tokens_that_cannot_travel_are_refused_without_asking(
-        store: Store, verifier: RedisVerifier, token: object) -> None:
+    store: Store, verifier: RedisVerifier, token: object
+) -> None:
     assert isinstance(failure_of(verifier.verify(token)), InvalidToken)  # type: ignore[arg-type]
     assert store.asked == []
 
@@ -251,13 +267,16 @@ def test_before_start_and_after_stop_it_is_unavailable(store: Store, clock: Cloc
     assert isinstance(failure_of(verifier.verify("tok-alice")), AuthUnavailable)
 
 
-@pytest.mark.parametrize("error, said", [
-    (ConnectionLost("no answer to GET in 2 s"), "Redis is unavailable"),
-    (NotConnected("Connection refused"), "Redis is unavailable"),
-    (RedisError("NOPERM this user has no permissions to access one of the keys"), "Redis refused the lookup"),
-    (RedisError("LOADING Redis is loading the dataset in memory"), "Redis refused the lookup"),
-    (OSError(), "Redis is unavailable"),
-])
+@pytest.mark.parametrize(
+    "error, said",
+    [
+        (ConnectionLost("no answer to GET in 2 s"), "Redis is unavailable"),
+        (NotConnected("Connection refused"), "Redis is unavailable"),
+        (RedisError("NOPERM this user has no permissions to access one of the keys"), "Redis refused the lookup"),
+        (RedisError("LOADING Redis is loading the dataset in memory"), "Redis refused the lookup"),
+        (OSError(), "Redis is unavailable"),
+    ],
+)
 def test_redis_failing_is_unavailable(store: Store, verifier: RedisVerifier, error: Exception, said: str) -> None:
     store.down = error
     failure = failure_of(verifier.verify("tok-alice"))
@@ -274,7 +293,8 @@ def test_its_problem_is_the_connections_named_by_its_url(store: Store, verifier:
 
 
 def test_no_answer_in_time_is_unavailable_and_the_slot_is_kept_until_redis_answers(
-        store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    store: Store, verifier: RedisVerifier, clock: Clock
+) -> None:
     lookups, bound = in_time(verifier, clock)
     store.hold = True
     answer = lookups.verify("tok-alice")
@@ -291,7 +311,8 @@ def test_no_answer_in_time_is_unavailable_and_the_slot_is_kept_until_redis_answe
 
 
 def test_a_caller_cancelling_gets_cancelled_and_the_slot_is_freed_by_the_answer(
-        store: Store, verifier: RedisVerifier, clock: Clock) -> None:
+    store: Store, verifier: RedisVerifier, clock: Clock
+) -> None:
     lookups, bound = in_time(verifier, clock)
     store.hold = True
     answer = lookups.verify("tok-alice")
@@ -311,35 +332,44 @@ def test_an_answer_given_at_once_needs_no_timer(store: Store, verifier: RedisVer
 
 
 def test_lookups_in_flight_are_bounded_and_refusals_counted(
-        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver
+) -> None:
     lookups, bound = in_time(verifier, clock, concurrency=2)
     store.hold = True
     waiting = [lookups.verify(f"tok-{n}") for n in range(2)]
     refused = lookups.verify("tok-2")
     assert isinstance(failure_of(refused), AuthUnavailable) and str(failure_of(lookups.verify("tok-3"))) == (
-        "too many token checks in flight")
+        "too many token checks in flight"
+    )
     assert (bound.in_flight, bound.refused, len(store.asked)) == (2, 2, 2)
     assert warnings(events) == [
-        "refused token lookups at the concurrency bound on redis://127.0.0.1:6379/0: 2 lookups are in flight"]
+        "refused token lookups at the concurrency bound on redis://127.0.0.1:6379/0: 2 lookups are in flight"
+    ]
     store.held[0].callback(None)
     assert isinstance(failure_of(waiting[0]), InvalidToken)
     store.hold = False
     assert result_of(lookups.verify("tok-alice")).user == "alice"
     bound.stopService()
     assert warnings(events)[1:] == [
-        "refused token lookups at the concurrency bound: 1 more in the last 10 s (redis://127.0.0.1:6379/0: 1)"]
+        "refused token lookups at the concurrency bound: 1 more in the last 10 s (redis://127.0.0.1:6379/0: 1)"
+    ]
 
 
 # The log
 
 
 def warnings(events: EventLoggingObserver) -> list[str]:
-    return [formatEvent(event) for event in events if event["log_level"] >= LogLevel.info
-            and event.get("log_namespace", "").startswith("monit.auth.redis_verifier")]
+    return [
+        formatEvent(event)
+        for event in events
+        if event["log_level"] >= LogLevel.info
+        and event.get("log_namespace", "").startswith("monit.auth.redis_verifier")
+    ]
 
 
 def test_lookups_redis_refuses_are_said_once_then_counted(
-        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver
+) -> None:
     store.down = RedisError("NOPERM this user has no permissions to access one of the keys used as arguments")
     for _ in range(3):
         failure_of(verifier.verify("tok-alice"))
@@ -352,7 +382,8 @@ def test_lookups_redis_refuses_are_said_once_then_counted(
 
 
 def test_unusable_values_are_said_once_then_counted(
-        store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver) -> None:
+    store: Store, verifier: RedisVerifier, clock: Clock, events: EventLoggingObserver
+) -> None:
     store.values[b"tok-odd"] = b""
     for _ in range(4):
         failure_of(verifier.verify("tok-odd"))

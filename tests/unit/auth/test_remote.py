@@ -1,5 +1,6 @@
 """Token checks against an auth service (StubTreq and a fake clock, then a real one on
 loopback), the FirstValid combinator, and who may watch which stream."""
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,9 @@ def test_provides_the_interface(verifier: RemoteVerifier) -> None:
 
 
 def test_valid_with_username_and_streams(service: OneAnswerAuthService, verifier: RemoteVerifier, clock: Clock) -> None:
-    identity = answer(service, verifier, 200, json.dumps({"username": "alice", "streams": ["s1", "s2"], "x": 1}).encode())
+    identity = answer(
+        service, verifier, 200, json.dumps({"username": "alice", "streams": ["s1", "s2"], "x": 1}).encode()
+    )
     assert identity == Identity(
         user="alice", claims={"username": "alice", "streams": ["s1", "s2"]}, expires=None, revocable=True
     )
@@ -134,7 +137,12 @@ LOGIN_PAGE = b"""<!doctype html><html><head><title>Sign in</title></head>
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_a_yes_that_is_not_a_well_formed_verdict_is_unavailable_and_logged(
-    service: OneAnswerAuthService, verifier: RemoteVerifier, events: EventLoggingObserver, code: int, body: bytes, why: str
+    service: OneAnswerAuthService,
+    verifier: RemoteVerifier,
+    events: EventLoggingObserver,
+    code: int,
+    body: bytes,
+    why: str,
 ) -> None:
     """Fail closed: a proxy's login page, an array, an empty 204 once opened every stream."""
     if code == 204 and body:
@@ -235,10 +243,20 @@ def test_oversized_body_is_unavailable(service: OneAnswerAuthService, verifier: 
         answer(service, verifier, 200, body)
 
 
-@given(st.binary(max_size=300) | st.builds(lambda v: json.dumps(v).encode(), st.dictionaries(
-    st.sampled_from(["username", "streams", "other"]),
-    st.none() | st.booleans() | st.integers() | st.text(max_size=5) | st.lists(st.text(max_size=3) | st.integers(), max_size=3),
-)))
+@given(
+    st.binary(max_size=300)
+    | st.builds(
+        lambda v: json.dumps(v).encode(),
+        st.dictionaries(
+            st.sampled_from(["username", "streams", "other"]),
+            st.none()
+            | st.booleans()
+            | st.integers()
+            | st.text(max_size=5)
+            | st.lists(st.text(max_size=3) | st.integers(), max_size=3),
+        ),
+    )
+)
 @settings(max_examples=200, deadline=None)
 def test_any_2xx_body_is_an_identity_or_unavailable(body: bytes) -> None:
     """Whatever the service sends, the verifier never raises anything else, and says
@@ -334,7 +352,9 @@ def test_client_raising_is_unavailable(clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("token", ["", "x" * 9000, "two\nlines", "tab\there", "caf\u00e9", None])
-def test_tokens_that_cannot_travel_are_refused_locally(service: OneAnswerAuthService, verifier: RemoteVerifier, token: Any) -> None:
+def test_tokens_that_cannot_travel_are_refused_locally(
+    service: OneAnswerAuthService, verifier: RemoteVerifier, token: Any
+) -> None:
     with pytest.raises(InvalidToken):
         result_of(verifier.verify(token))
     assert service.calls == []
@@ -350,14 +370,24 @@ def test_token_is_sent_in_both_headers(service: OneAnswerAuthService, verifier: 
     assert call["authorization"] == [f"Bearer {TOKEN}".encode()]
 
 
-def test_token_never_logged(service: OneAnswerAuthService, stub: StubHTTP, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver) -> None:
-    for code, body in [(200, b'{"streams": 1}'), (500, b"oops"), (401, b""), (200, b"{}"), (404, b"x" * (MAX_BODY_BYTES + 1))]:
+def test_token_never_logged(
+    service: OneAnswerAuthService, stub: StubHTTP, verifier: RemoteVerifier, clock: Clock, events: EventLoggingObserver
+) -> None:
+    for code, body in [
+        (200, b'{"streams": 1}'),
+        (500, b"oops"),
+        (401, b""),
+        (200, b"{}"),
+        (404, b"x" * (MAX_BODY_BYTES + 1)),
+    ]:
         service.code, service.body = code, body
         verifier.verify(TOKEN).addErrback(lambda f: f.trap(InvalidToken, AuthUnavailable))
     service.hang = True
     verifier.verify(TOKEN).addErrback(lambda f: f.trap(AuthUnavailable))
     clock.advance(2)
-    RemoteVerifier(StubHTTP(service), "http://auth.example:1/", clock, timeout=2.0).verify("").addErrback(lambda f: f.trap(InvalidToken))
+    RemoteVerifier(StubHTTP(service), "http://auth.example:1/", clock, timeout=2.0).verify("").addErrback(
+        lambda f: f.trap(InvalidToken)
+    )
 
     warnings = [e for e in events if e["log_level"] == LogLevel.warn]
     reasons = [formatEvent(e) for e in warnings]
@@ -396,7 +426,8 @@ def test_checks_in_flight_are_bounded_and_refusals_counted(
     # logged once (a flood is not a flood of log lines), and what it was about
     [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
     assert formatEvent(warning) == (
-        "refused token checks at the concurrency bound on http://auth.example/check: 3 checks are in flight")
+        "refused token checks at the concurrency bound on http://auth.example/check: 3 checks are in flight"
+    )
     assert warning["log_namespace"] == "monit.auth.remote.RemoteVerifier", "said as the auth service's"
     # the timeout frees the slots
     clock.advance(2.0)
@@ -421,8 +452,9 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
         clock.advance(5.0)
     warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
     assert warnings[0].endswith("1 checks are in flight")
-    assert warnings[1:] == ["refused token checks at the concurrency bound: 19 more in the last 10 s "
-                            "(http://auth.example/check: 19)"]
+    assert warnings[1:] == [
+        "refused token checks at the concurrency bound: 19 more in the last 10 s (http://auth.example/check: 19)"
+    ]
     assert verifier.refused == 30
     verifier.refusals.stop()
 
@@ -430,7 +462,10 @@ def test_refusals_at_the_bound_are_logged_once_then_counted_every_ten_seconds(
 @pytest.mark.parametrize("how", ["answered", "refused", "failed", "cancelled"])
 def test_every_ending_frees_its_slot(service: OneAnswerAuthService, stub: StubHTTP, clock: Clock, how: str) -> None:
     verifier = bounded(stub, clock, concurrency=1)
-    service.code, service.hang = {"answered": 200, "refused": 401, "failed": 500, "cancelled": 200}[how], how == "cancelled"
+    service.code, service.hang = (
+        {"answered": 200, "refused": 401, "failed": 500, "cancelled": 200}[how],
+        how == "cancelled",
+    )
     d = verifier.verify(TOKEN)
     if how == "cancelled":
         d.cancel()
@@ -440,7 +475,9 @@ def test_every_ending_frees_its_slot(service: OneAnswerAuthService, stub: StubHT
     assert result_of(verifier.verify(TOKEN)).user == "unknown"
 
 
-def test_cached_answers_and_joined_checks_are_not_new_checks(service: OneAnswerAuthService, stub: StubHTTP, clock: Clock) -> None:
+def test_cached_answers_and_joined_checks_are_not_new_checks(
+    service: OneAnswerAuthService, stub: StubHTTP, clock: Clock
+) -> None:
     service.hang = True
     remote = bounded(stub, clock, concurrency=1)
     cache = CachingVerifier(remote, clock, ttl=30)
@@ -514,7 +551,12 @@ async def test_against_a_real_auth_service() -> None:
             await verifier.verify(TOKEN)
 
         assert len(service.calls) == 4
-        assert [c["x-auth-token"] for c in service.calls] == [TOKEN.encode(), b"another-token", TOKEN.encode(), TOKEN.encode()]
+        assert [c["x-auth-token"] for c in service.calls] == [
+            TOKEN.encode(),
+            b"another-token",
+            TOKEN.encode(),
+            TOKEN.encode(),
+        ]
         # every body was read, so all four checks went over one pooled connection
         assert len({c["port"] for c in service.calls}) == 1
         # the service's cookie for the first caller never went back with another token
@@ -673,7 +715,9 @@ def test_the_settings_bound_checks_and_cap_the_cache_at_the_recheck_period(clock
     assert made.verifier._ttl == 10
     assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=0))) == 30
     assert cache_ttl(auth_options(attrs.evolve(settings, auth_recheck=60))) == 30
-    assert cache_ttl(auth_options(Settings(jwt_secret=SECRET, auth_recheck=10))) == 30, "no auth service: nothing to recheck"
+    assert cache_ttl(auth_options(Settings(jwt_secret=SECRET, auth_recheck=10))) == 30, (
+        "no auth service: nothing to recheck"
+    )
 
 
 def test_the_settings_bound_says_its_refusals_in_the_services_log_without_the_urls_secrets(
@@ -688,7 +732,8 @@ def test_the_settings_bound_says_its_refusals_in_the_services_log_without_the_ur
     assert made.remote is not None and (made.remote.in_flight, made.remote.refused) == (1, 1)
     [warning] = [e for e in events if e["log_level"] == LogLevel.warn]
     assert formatEvent(warning) == (
-        f"refused token checks at the concurrency bound on {SHOWN_URL}: 1 checks are in flight")
+        f"refused token checks at the concurrency bound on {SHOWN_URL}: 1 checks are in flight"
+    )
     assert warning["log_namespace"] == "monit.auth.remote.RemoteVerifier"
     reactor.advance(settings.auth_timeout)
     with pytest.raises(AuthUnavailable):

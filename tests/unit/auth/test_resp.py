@@ -1,5 +1,6 @@
 """Redis's wire protocol (monit.auth.resp): replies parsed in every split, commands answered in order,
 the reply deadline, and what is not Redis talking. StringTransport and a fake clock."""
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,9 @@ from monit.auth.resp import (
 
 from deferreds import result_of
 
-REPLIES = b"+OK\r\n-WRONGTYPE Operation against a key\r\n:42\r\n$5\r\nalice\r\n$-1\r\n$0\r\n\r\n$7\r\na\r\nb\x00c\xff\r\n"
+REPLIES = (
+    b"+OK\r\n-WRONGTYPE Operation against a key\r\n:42\r\n$5\r\nalice\r\n$-1\r\n$0\r\n\r\n$7\r\na\r\nb\x00c\xff\r\n"
+)
 PARSED = ["OK", "WRONGTYPE Operation against a key", 42, b"alice", None, b"", b"a\r\nb\x00c\xff"]
 
 
@@ -57,21 +60,24 @@ def test_a_value_past_the_limit_is_skipped_as_it_streams_and_what_follows_is_rea
     parser = ReplyParser(max_bulk=10)
     value = b"x" * 100_000
     stream = b"$100000\r\n" + value + b"\r\n$3\r\nbob\r\n"
-    replies = [reply for start in range(0, len(stream), 4096) for reply in parser.feed(stream[start:start + 4096])]
+    replies = [reply for start in range(0, len(stream), 4096) for reply in parser.feed(stream[start : start + 4096])]
     assert replies == [Oversized(100_000), b"bob"]
     assert len(parser._buffer) == 0
 
 
-@pytest.mark.parametrize("garbage, said", [
-    (b"*1\r\n$1\r\na\r\n", "a reply of a kind monit never asks for (b'*')"),
-    (b"%1\r\n", "a reply of a kind monit never asks for (b'%')"),
-    (b"HTTP/1.1 400 Bad Request\r\n", "a reply of a kind monit never asks for (b'H')"),
-    (b"$-5\r\n", "a bulk string of length -5"),
-    (b"$x\r\n", "a length or integer that is not a number"),
-    (b":4x\r\n", "a length or integer that is not a number"),
-    (b"$3\r\nabcde\r\n", "a bulk string without its CRLF"),
-    (b"+" + b"o" * (MAX_LINE + 1), f"a reply line longer than {MAX_LINE} bytes"),
-])
+@pytest.mark.parametrize(
+    "garbage, said",
+    [
+        (b"*1\r\n$1\r\na\r\n", "a reply of a kind monit never asks for (b'*')"),
+        (b"%1\r\n", "a reply of a kind monit never asks for (b'%')"),
+        (b"HTTP/1.1 400 Bad Request\r\n", "a reply of a kind monit never asks for (b'H')"),
+        (b"$-5\r\n", "a bulk string of length -5"),
+        (b"$x\r\n", "a length or integer that is not a number"),
+        (b":4x\r\n", "a length or integer that is not a number"),
+        (b"$3\r\nabcde\r\n", "a bulk string without its CRLF"),
+        (b"+" + b"o" * (MAX_LINE + 1), f"a reply line longer than {MAX_LINE} bytes"),
+    ],
+)
 def test_what_is_not_a_reply_monit_asked_for_is_a_protocol_error(garbage: bytes, said: str) -> None:
     with pytest.raises(ProtocolError, match=re.escape(said)):
         ReplyParser(max_bulk=10).feed(garbage)

@@ -1,4 +1,5 @@
 """JWTs signed with private keys, and the audience and issuer checks every JWT gets (fake clock)."""
+
 from __future__ import annotations
 
 import base64
@@ -36,8 +37,9 @@ def signers() -> dict[str, Signer]:
     return {name: Signer.make(name) for name in ("RS256", "PS384", "ES256", "ES384", "EdDSA")}
 
 
-def verifier_for(signer: Signer, clock: Clock, algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS,
-                 checks: ClaimChecks = CHECKS) -> SignedJWTVerifier:
+def verifier_for(
+    signer: Signer, clock: Clock, algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS, checks: ClaimChecks = CHECKS
+) -> SignedJWTVerifier:
     return SignedJWTVerifier(fixed_key(SigningKey(signer.public)), algorithms, clock, checks)
 
 
@@ -180,8 +182,12 @@ def hs256(**claims: Any) -> str:
 
 @pytest.mark.parametrize(
     "claims, reason",
-    [({"aud": "other"}, "unexpected audience"), ({"aud": None}, "token has no aud"),
-     ({"iss": "other"}, "unexpected issuer"), ({"iss": None}, "token has no iss")],
+    [
+        ({"aud": "other"}, "unexpected audience"),
+        ({"aud": None}, "token has no aud"),
+        ({"iss": "other"}, "unexpected issuer"),
+        ({"iss": None}, "token has no iss"),
+    ],
 )
 def test_hmac_tokens_are_held_to_audience_and_issuer(clock: Clock, claims: dict, reason: str) -> None:
     verifier = JWTVerifier.with_secret(SECRET, clock, audience=AUDIENCE, issuer=ISSUER)
@@ -237,8 +243,9 @@ def test_keys_and_an_auth_url_together_accept_a_good_jwt_locally(
     tmp_path: Path, signers: dict[str, Signer], clock: Clock
 ) -> None:
     signer = signers["RS256"]
-    settings = Settings(jwt_public_key=signer.write_pem(tmp_path), jwt_audience=AUDIENCE,
-                        auth_url="https://auth.example/check")
+    settings = Settings(
+        jwt_public_key=signer.write_pem(tmp_path), jwt_audience=AUDIENCE, auth_url="https://auth.example/check"
+    )
     verification = verification_for(auth_options(settings), clock, NoNATS())
     assert verification.remote is not None
     assert result_of(verification.verifier.verify(signer.token(now=NOW))).user == "alice"

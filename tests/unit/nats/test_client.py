@@ -92,9 +92,7 @@ def test_connected_after_the_handshake(servers: FakeServers, client: NATSClient)
     assert results(client.when_connected()) == [None]
 
 
-def test_subscriptions_are_sent_again_after_a_reconnect(
-    servers: FakeServers, client: NATSClient
-) -> None:
+def test_subscriptions_are_sent_again_after_a_reconnect(servers: FakeServers, client: NATSClient) -> None:
     received: list[Msg] = []
     first = servers.connected()
     client.subscribe("a.*", received.append)
@@ -121,9 +119,7 @@ def test_subscriptions_are_sent_again_after_a_reconnect(
     assert received == [Msg("a.x", b"hi"), Msg("b", b"")]
 
 
-def test_subscription_changes_while_connecting_are_sent(
-    servers: FakeServers, client: NATSClient
-) -> None:
+def test_subscription_changes_while_connecting_are_sent(servers: FakeServers, client: NATSClient) -> None:
     old = client.subscribe("old", lambda msg: None)
     connection = servers.accept()
     connection.feed(SERVER_INFO + b"PONG\r\n")
@@ -135,9 +131,7 @@ def test_subscription_changes_while_connecting_are_sent(
     assert sent_lines(connection) == [b"UNSUB 1", b"SUB new 2"]
 
 
-def test_when_connected_waits_for_the_next_connection(
-    servers: FakeServers, client: NATSClient
-) -> None:
+def test_when_connected_waits_for_the_next_connection(servers: FakeServers, client: NATSClient) -> None:
     servers.connected().lose()
     waiting = results(client.when_connected())
     servers.reactor.advance(RETRY)
@@ -145,9 +139,7 @@ def test_when_connected_waits_for_the_next_connection(
     assert waiting == [None]
 
 
-def test_urls_are_tried_in_turn(
-    servers: FakeServers, make_client: Callable[..., NATSClient]
-) -> None:
+def test_urls_are_tried_in_turn(servers: FakeServers, make_client: Callable[..., NATSClient]) -> None:
     # The fake reactor resolves every host to 127.0.0.1: tell them apart by port.
     make_client("nats://127.0.0.1:4223", "nats://localhost")
     first = servers.accept()
@@ -183,9 +175,13 @@ def test_why_connecting_fails_is_said_once_per_reason_not_once_per_retry(
     for _attempt in range(5):
         servers.refuse()
         servers.next_attempt()
-    said = [formatEvent(e) for e in log_events if e.get("log_namespace", "").startswith(("monit", "twisted.application"))]
-    assert said == ["cannot connect to NATS at nats://127.0.0.1:4222: Connection was refused by other side"
-                    "; trying again with backoff"], said
+    said = [
+        formatEvent(e) for e in log_events if e.get("log_namespace", "").startswith(("monit", "twisted.application"))
+    ]
+    assert said == [
+        "cannot connect to NATS at nats://127.0.0.1:4222: Connection was refused by other side"
+        "; trying again with backoff"
+    ], said
     assert client.problem == said[0].removesuffix("; trying again with backoff")
     connection = servers.accept()
     connection.handshake()
@@ -210,17 +206,19 @@ class _LookupsThatNeverEnd:
     """A name resolver whose lookups are still going when the client stops."""
 
     def resolveHostName(
-        self, resolutionReceiver: IResolutionReceiver, hostName: str, portNumber: int = 0,
-        addressTypes: Any = None, transportSemantics: str = "TCP",
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Any = None,
+        transportSemantics: str = "TCP",
     ) -> IHostResolution:
         lookup = _Lookup(hostName)
         resolutionReceiver.resolutionBegan(lookup)
         return lookup
 
 
-def test_stopping_while_the_host_is_looked_up_says_nothing_against_nats(
-    servers: FakeServers, log_events: list
-) -> None:
+def test_stopping_while_the_host_is_looked_up_says_nothing_against_nats(servers: FakeServers, log_events: list) -> None:
     """Twisted's HostnameEndpoint fails a cancelled lookup with "DNS lookup failed" (twisted#9696)."""
     servers.reactor.installNameResolver(_LookupsThatNeverEnd())
     client = NATSClient([URL], servers.reactor, request_timeout=1.0)
@@ -231,9 +229,7 @@ def test_stopping_while_the_host_is_looked_up_says_nothing_against_nats(
     assert servers.reactor.getDelayedCalls() == []
 
 
-def test_token_goes_into_connect(
-    servers: FakeServers, make_client: Callable[..., NATSClient]
-) -> None:
+def test_token_goes_into_connect(servers: FakeServers, make_client: Callable[..., NATSClient]) -> None:
     client = make_client("nats://t0ken@127.0.0.1:4222")
     assert b'"auth_token":"t0ken"' in servers.accept().handshake()
     assert client.url == "nats://***@127.0.0.1:4222"
@@ -245,9 +241,7 @@ def test_unsupported_urls_are_refused(url: str, servers: FakeServers) -> None:
         NATSClient([url], servers.reactor, request_timeout=2.0)
 
 
-def test_a_failed_handshake_is_retried(
-    servers: FakeServers, client: NATSClient, log_events: list
-) -> None:
+def test_a_failed_handshake_is_retried(servers: FakeServers, client: NATSClient, log_events: list) -> None:
     connection = servers.accept()
     connection.feed(SERVER_INFO + b"-ERR 'Authorization Violation'\r\n")
     assert connection.transport.disconnecting
@@ -362,9 +356,7 @@ def test_a_request_waits_for_a_connection(servers: FakeServers, client: NATSClie
     assert answer[0].payload == b"!"
 
 
-def test_a_request_times_out_waiting_for_a_connection(
-    servers: FakeServers, client: NATSClient
-) -> None:
+def test_a_request_times_out_waiting_for_a_connection(servers: FakeServers, client: NATSClient) -> None:
     answer = results(client.request("svc", b"q"))
     servers.reactor.advance(1.0)
     assert answer[0].check(RequestTimeout)
@@ -398,7 +390,9 @@ def test_servers_learnt_from_info_take_the_credentials_and_are_tried_next(
         b'INFO {"server_id":"S","connect_urls":["10.0.0.2:4222","[::1]:4223","seed.example:4222",7,":x"]}\r\n'
     )
     assert client.servers == [
-        "nats://u:***@seed.example:4222", "nats://u:***@10.0.0.2:4222", "nats://u:***@[::1]:4223",
+        "nats://u:***@seed.example:4222",
+        "nats://u:***@10.0.0.2:4222",
+        "nats://u:***@[::1]:4223",
     ]
     assert b'"user":"u","pass":"pw"' in connection.sent()
     connection.lose()

@@ -1,4 +1,5 @@
 """The JetStream pieces alone: subject matching, ack subjects, and the ordered consumer's recoveries."""
+
 from __future__ import annotations
 
 import pytest
@@ -43,7 +44,8 @@ def test_subject_matching(pattern, subject, matches):
 
 def test_missing_subjects():
     assert missing_subjects(["service.>", "build.*"], ["service.create.done", "build.create", "monitor.user"]) == [
-        "monitor.user"]
+        "monitor.user"
+    ]
 
 
 def test_positions_from_ack_subjects_old_and_new():
@@ -104,10 +106,12 @@ def test_silence_or_a_reconnection_starts_again_after_the_last_seen():
 
 
 def test_a_missing_stream_is_made_and_a_mismatched_one_refused():
-    nats = ScriptedNATS(answers={
-        "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
-        "STREAM.CREATE": [{"config": {"subjects": ["a", "b"]}, "state": {}}],
-    })
+    nats = ScriptedNATS(
+        answers={
+            "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
+            "STREAM.CREATE": [{"config": {"subjects": ["a", "b"]}, "state": {}}],
+        }
+    )
     info = result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a", "b"], 3, 60.0)))
     assert info["config"]["subjects"] == ["a", "b"]
     created = nats.requests[-1][1]
@@ -126,11 +130,15 @@ def test_no_jetstream_on_the_server_says_so():
 
 
 def test_a_missing_stream_is_left_missing_when_monit_may_not_make_it():
-    nats = ScriptedNATS(answers={
-        "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
-    })
-    assert result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a"], 1, 60.0, make=False))) \
+    nats = ScriptedNATS(
+        answers={
+            "STREAM.INFO": [{"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}],
+        }
+    )
+    assert (
+        result_of(Deferred.fromCoroutine(ensure_stream(JetStreamAPI(nats, 1.0), "S", ["a"], 1, 60.0, make=False)))
         is None
+    )
     assert [subject for subject, _ in nats.requests] == ["$JS.API.STREAM.INFO.S"]
 
 
@@ -148,8 +156,10 @@ def stream(state: dict, **config) -> dict:
         (stream({"messages": 10, "bytes": 1000}, discard="new", max_bytes=1100), None),
         (stream({"messages": 0, "bytes": 0}, discard="new", max_bytes=1000), None),
         (stream({"messages": 1, "bytes": 10}, sealed=True), "sealed"),
-        (stream({"subjects": {"a": 3, "b": 1}}, discard="new", max_msgs_per_subject=3, discard_new_per_subject=True),
-         "a holds 3 messages"),
+        (
+            stream({"subjects": {"a": 3, "b": 1}}, discard="new", max_msgs_per_subject=3, discard_new_per_subject=True),
+            "a holds 3 messages",
+        ),
         (stream({"subjects": {"a": 2}}, discard="new", max_msgs_per_subject=3, discard_new_per_subject=True), None),
         (stream({"subjects": {"a": 3}}, discard="new", max_msgs_per_subject=3), None),  # the oldest of a go
     ],
@@ -167,11 +177,20 @@ def test_counts_per_subject_are_asked_for_only_when_they_matter():
 
 def test_a_consumer_that_cannot_be_made_or_starts_again_says_so():
     troubles = []
-    nats = ScriptedNATS(answers={"CONSUMER.CREATE": [{}, {"error": {"code": 404, "err_code": 10059,
-                                                                "description": "stream not found"}}]})
+    nats = ScriptedNATS(
+        answers={
+            "CONSUMER.CREATE": [{}, {"error": {"code": 404, "err_code": 10059, "description": "stream not found"}}]
+        }
+    )
     clock = Clock()
-    consumer = OrderedConsumer(nats, JetStreamAPI(nats, 1.0), "S", lambda msg, at: None, clock,
-                               trouble=lambda: troubles.append(len(nats.consumers())))
+    consumer = OrderedConsumer(
+        nats,
+        JetStreamAPI(nats, 1.0),
+        "S",
+        lambda msg, at: None,
+        clock,
+        trouble=lambda: troubles.append(len(nats.consumers())),
+    )
     consumer.start()
     assert troubles == [], "starting is no trouble"
     clock.advance(11)  # no heartbeat: started again, and the stream is not found

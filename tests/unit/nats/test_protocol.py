@@ -174,9 +174,7 @@ def test_ok_is_ignored(connected: Peer) -> None:
         b"MSG " + b"a" * MAX_CONTROL_LINE + b" 1 0\r\n\r\n",
     ],
 )
-def test_garbage_drops_the_connection_without_raising(
-    connected: Peer, garbage: bytes, log_events: list
-) -> None:
+def test_garbage_drops_the_connection_without_raising(connected: Peer, garbage: bytes, log_events: list) -> None:
     connected.feed(garbage)
     assert connected.transport.disconnecting
     assert [e for e in log_events if e["log_level"] == LogLevel.error]
@@ -244,11 +242,9 @@ STREAM = b"".join(
         b"PING\r\n",
         b"MSG empty 3 0\r\n\r\n",
         b"+OK\r\n",
-        b"HMSG h 4 %d %d\r\n%spay\r\n"
-        % (len(HEADERS_BLOCK), len(HEADERS_BLOCK) + 3, HEADERS_BLOCK),
+        b"HMSG h 4 %d %d\r\n%spay\r\n" % (len(HEADERS_BLOCK), len(HEADERS_BLOCK) + 3, HEADERS_BLOCK),
         b"HMSG _INBOX.x.2 5 16 16\r\nNATS/1.0 503\r\n\r\n\r\n",
-        b"HMSG r 6 reply.to %d %d\r\n%sok\r\n"
-        % (len(TIMEOUT_BLOCK), len(TIMEOUT_BLOCK) + 2, TIMEOUT_BLOCK),
+        b"HMSG r 6 reply.to %d %d\r\n%sok\r\n" % (len(TIMEOUT_BLOCK), len(TIMEOUT_BLOCK) + 2, TIMEOUT_BLOCK),
         b"msg lower 7 2\r\n\r\n\r\n",
     ]
 )
@@ -291,12 +287,8 @@ def test_buffer_keeps_only_the_incomplete_tail(connected: Peer) -> None:
 
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-", min_size=1)
 SUBJECT = st.lists(TOKEN, min_size=1, max_size=4).map(".".join)
-HEADER_VALUE = st.text(
-    st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12
-)
-STATUS = st.sampled_from(
-    [(None, None), (503, None), (408, "Request Timeout"), (100, "Idle Heartbeat")]
-)
+HEADER_VALUE = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12)
+STATUS = st.sampled_from([(None, None), (503, None), (408, "Request Timeout"), (100, "Idle Heartbeat")])
 
 
 @st.composite
@@ -315,9 +307,7 @@ def frames(draw: st.DrawFn) -> tuple[bytes, tuple[int, Msg]]:
     first = " ".join(str(part) for part in ("NATS/1.0", status, description) if part is not None)
     block = "".join(f"{line}\r\n" for line in [first, *(f"{k}: {v}" for k, v in headers.items())])
     encoded = (block + "\r\n").encode()
-    frame = b"HMSG %s %d %d\r\n%s%s\r\n" % (
-        head.encode(), len(encoded), len(encoded) + len(payload), encoded, payload
-    )
+    frame = b"HMSG %s %d %d\r\n%s%s\r\n" % (head.encode(), len(encoded), len(encoded) + len(payload), encoded, payload)
     return frame, (sid, Msg(subject, payload, reply, headers, status, description))
 
 
@@ -437,9 +427,7 @@ def test_subscribe_and_unsubscribe(connected: Peer) -> None:
     connected.protocol.subscribe(2, "bar.>", queue="workers")
     connected.protocol.unsubscribe(1)
     connected.protocol.unsubscribe(2, max_msgs=5)
-    assert connected.sent() == (
-        b"SUB foo.* 1\r\nSUB bar.> workers 2\r\nUNSUB 1\r\nUNSUB 2 5\r\n"
-    )
+    assert connected.sent() == (b"SUB foo.* 1\r\nSUB bar.> workers 2\r\nUNSUB 1\r\nUNSUB 2 5\r\n")
 
 
 def test_publish(connected: Peer) -> None:
@@ -465,9 +453,7 @@ def test_publish_with_headers(connected: Peer) -> None:
         ("a", {"A": "1\r\n"}),
     ],
 )
-def test_publish_refuses_what_would_break_the_framing(
-    connected: Peer, subject: str, headers: dict | None
-) -> None:
+def test_publish_refuses_what_would_break_the_framing(connected: Peer, subject: str, headers: dict | None) -> None:
     with pytest.raises(ValueError):
         connected.protocol.publish(subject, b"x", headers=headers)
     assert connected.sent() == b""
@@ -512,10 +498,31 @@ def test_arbitrary_bytes_never_raise_out_of_data_received(chunks: list[bytes]) -
 
 
 @settings(max_examples=200)
-@given(st.lists(st.sampled_from([
-    b"MSG ", b"HMSG ", b"PING", b"PONG", b"+OK", b"-ERR 'x'", b"INFO {}", b"\r\n", b" ",
-    b"a.b", b"1", b"5", b"hello", b"NATS/1.0", b"-1", b"99999999999999999999",
-]), max_size=30))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                b"MSG ",
+                b"HMSG ",
+                b"PING",
+                b"PONG",
+                b"+OK",
+                b"-ERR 'x'",
+                b"INFO {}",
+                b"\r\n",
+                b" ",
+                b"a.b",
+                b"1",
+                b"5",
+                b"hello",
+                b"NATS/1.0",
+                b"-1",
+                b"99999999999999999999",
+            ]
+        ),
+        max_size=30,
+    )
+)
 def test_protocol_shaped_noise_never_raises(pieces: list[bytes]) -> None:
     """Near-miss frames, where a parser is most likely to trip."""
     peer = Peer()

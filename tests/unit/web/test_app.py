@@ -1,4 +1,5 @@
 """The web app through StubTreq: status codes, headers, JSON errors and the stream."""
+
 import base64
 import hashlib
 import json
@@ -87,7 +88,9 @@ def test_a_query_token_that_is_not_read_is_named(stub, token):
 
 
 def test_where_tokens_go_names_the_query_when_it_is_allowed(clock, registry):
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(allow_query_token=True)))
+    web = MonitWeb(
+        registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(allow_query_token=True))
+    )
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job")
     assert json_body(stub, response)["error"].endswith(", or ?token= or the monit_token cookie")
@@ -109,7 +112,8 @@ def test_a_refused_token_is_401_saying_why(stub, claims, algorithm, secret, why,
     assert response.code == 401
     assert json_body(stub, response) == {"error": f"invalid token: {why}"}
     assert response.headers.getRawHeaders("www-authenticate") == [
-        f'Bearer realm="monit", error="invalid_token", error_description="invalid token: {why}"']
+        f'Bearer realm="monit", error="invalid_token", error_description="invalid token: {why}"'
+    ]
     assert any(event.get("reason") == f"invalid token: {why}" for event in events)
 
 
@@ -221,9 +225,7 @@ def test_limits_are_a_retryable_stream_for_event_source(clock, token):
     assert response.code == 200
     chunks, done = read_stream(stub, response)
     result_of(done)
-    assert b"".join(chunks) == (
-        b'retry: 5000\n\nevent: monit.error\ndata: {"error":"too many inboxes"}\n\n'
-    )
+    assert b"".join(chunks) == (b'retry: 5000\n\nevent: monit.error\ndata: {"error":"too many inboxes"}\n\n')
 
 
 def test_healthz_and_readyz(clock, registry):
@@ -232,13 +234,18 @@ def test_healthz_and_readyz(clock, registry):
     def readiness() -> Readiness:
         return Readiness(state, [] if state["nats"] else ["NATS: lost the connection"])
 
-    web = MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings()), readiness=readiness)
+    web = MonitWeb(
+        registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings()), readiness=readiness
+    )
     stub = StubTreq(web.resource())
     assert get(stub, "http://monit.example/healthz").code == 200
     response = get(stub, "http://monit.example/readyz")
     assert response.code == 503
     assert json_body(stub, response) == {
-        "ready": False, "nats": False, "listening": True, "problems": ["NATS: lost the connection"]
+        "ready": False,
+        "nats": False,
+        "listening": True,
+        "problems": ["NATS: lost the connection"],
     }
     state["nats"] = True
     assert get(stub, "http://monit.example/readyz").code == 200
@@ -301,7 +308,9 @@ def test_a_stream_from_the_auth_service_ends_when_its_token_is_revoked(clock, re
     service = RevocableService("remote-token")
     settings = Settings(heartbeat=15, auth_recheck=60, auth_url="http://auth.example/check")
     remote = RemoteVerifier(StubTreq(service), settings.auth_url, clock, timeout=2)
-    web = MonitWeb(registry, CachingVerifier(remote, clock, ttl=cache_ttl(auth_options(settings))), clock, **web_options(settings))
+    web = MonitWeb(
+        registry, CachingVerifier(remote, clock, ttl=cache_ttl(auth_options(settings))), clock, **web_options(settings)
+    )
     web.startService()
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": "remote-token"})
@@ -328,8 +337,12 @@ def test_only_revocable_identities_are_rechecked(clock, registry, token):
             calls.append(token)
             return self.inner.verify(token)
 
-    web = MonitWeb(registry, Counting(JWTVerifier.with_secret(SECRET, clock)), clock,
-                   **web_options(Settings(heartbeat=15, auth_recheck=30)))
+    web = MonitWeb(
+        registry,
+        Counting(JWTVerifier.with_secret(SECRET, clock)),
+        clock,
+        **web_options(Settings(heartbeat=15, auth_recheck=30)),
+    )
     web.startService()
     stub = StubTreq(web.resource())
     response = get(stub, URL + "?stream=job", {"X-Auth-Token": token})

@@ -2,6 +2,7 @@
 
 StubTreq and a fake clock; tests/scenarios/test_jetstream_resume.py runs it on real parts.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,13 +53,19 @@ class Holds:
 
 
 def web(clock, holds, registry):
-    return StubTreq(MonitWeb(registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(heartbeat=15)),
-                             hold=holds).resource())
+    return StubTreq(
+        MonitWeb(
+            registry, JWTVerifier.with_secret(SECRET, clock), clock, **web_options(Settings(heartbeat=15)), hold=holds
+        ).resource()
+    )
 
 
 def headers(clock, last_id: int, accept: str = "*/*") -> dict:
-    return {"X-Auth-Token": mint(SECRET, "alice", 3600, now=clock.seconds()), "Last-Event-ID": str(last_id),
-            "Accept": accept}
+    return {
+        "X-Auth-Token": mint(SECRET, "alice", 3600, now=clock.seconds()),
+        "Last-Event-ID": str(last_id),
+        "Accept": accept,
+    }
 
 
 def test_a_held_reader_starts_once_the_replay_passes_its_id_and_gets_exactly_what_follows(clock):

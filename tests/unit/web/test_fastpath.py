@@ -1,4 +1,5 @@
 """The fast path's start-up check on this Twisted's own TCP transport: it fits, and a changed field is noticed."""
+
 from __future__ import annotations
 
 import twisted

@@ -1,4 +1,5 @@
 """monit's HTTP/2 connection, driven frame by frame by an h2 client on a fake clock and transport."""
+
 from __future__ import annotations
 
 import json
@@ -109,7 +110,9 @@ class Pair:
         return stream_id
 
     def body(self, stream_id: int) -> bytes:
-        return b"".join(e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id)
+        return b"".join(
+            e.data for e in self.events if isinstance(e, h2.events.DataReceived) and e.stream_id == stream_id
+        )
 
     def of(self, kind: type[Any], stream_id: int | None = None) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind) and (stream_id is None or e.stream_id == stream_id)]
@@ -148,16 +151,20 @@ def test_a_stream_past_the_bound_is_refused_alone():
     assert pair.body(ids[0]) == b"still here"
 
 
-@pytest.mark.parametrize("head", [
-    [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/x"), (b"X-Upper", b"1")],
-    HEAD + [(b"connection", b"keep-alive")],
-    HEAD + [(b"te", b"gzip")],
-    [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost")],
-    [(b":method", b"GET"), (b"accept", b"*/*"), (b":scheme", b"https"), (b":path", b"/x")],
-    HEAD + [(b":path", b"/y")],
-    HEAD + [(b"x-bad", b"a\nb")],
-    [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"x")],
-], ids=["uppercase", "connection", "te", "no-path", "pseudo-after-regular", "two-paths", "newline", "relative-path"])
+@pytest.mark.parametrize(
+    "head",
+    [
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/x"), (b"X-Upper", b"1")],
+        HEAD + [(b"connection", b"keep-alive")],
+        HEAD + [(b"te", b"gzip")],
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost")],
+        [(b":method", b"GET"), (b"accept", b"*/*"), (b":scheme", b"https"), (b":path", b"/x")],
+        HEAD + [(b":path", b"/y")],
+        HEAD + [(b"x-bad", b"a\nb")],
+        [(b":method", b"GET"), (b":scheme", b"https"), (b":path", b"x")],
+    ],
+    ids=["uppercase", "connection", "te", "no-path", "pseudo-after-regular", "two-paths", "newline", "relative-path"],
+)
 def test_a_malformed_request_head_resets_its_stream_alone(head):
     pair = Pair()
     bad = pair.request(head)

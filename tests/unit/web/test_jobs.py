@@ -1,4 +1,5 @@
 """A many-job response, deterministically: id order across jobs, pacing, the end, the keep-alive."""
+
 import json
 import random
 
@@ -186,7 +187,11 @@ def test_a_job_that_opens_again_is_followed_into_its_new_run(registry, clock):
     clock.advance(2)
     assert request.finished
     assert [(name, job) for name, job, _ in frames(request)][:4] == [
-        ("service.create", "a"), ("service.create.done", "a"), ("message", "b"), ("service.create", "a")]
+        ("service.create", "a"),
+        ("service.create.done", "a"),
+        ("message", "b"),
+        ("service.create", "a"),
+    ]
 
 
 def test_a_job_that_opens_again_after_its_record_was_kept_for_the_follower(registry, clock):
@@ -226,8 +231,10 @@ def test_a_reader_from_before_a_core_mode_restart_is_told_of_the_gap_in_each_job
     registry.publish("b", event(1))
     clock.advance(0)
     gaps = [(job, data) for name, job, data in frames(request) if name == "gap"]
-    assert gaps == [("a", {"from": before + 1, "to": registry.id_base}),
-                    ("b", {"from": before + 1, "to": registry.id_base + 1})]
+    assert gaps == [
+        ("a", {"from": before + 1, "to": registry.id_base}),
+        ("b", {"from": before + 1, "to": registry.id_base + 1}),
+    ]
     assert request.ids() == [registry.id_base + 1, registry.id_base + 2]
 
 

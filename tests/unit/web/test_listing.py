@@ -1,5 +1,6 @@
 """``GET /jobs`` and ``GET /jobs/ID`` (monit.web.listing) through StubTreq with a fake clock: fields,
 filters, paging and who may list."""
+
 from __future__ import annotations
 
 import jwt
@@ -74,8 +75,15 @@ def test_the_scope_lists_every_job_newest_activity_first(stub, registry, clock):
     assert [job["id"] for job in body["jobs"]] == ["job00", *newest_first[:2]]
     assert body["next"] is None
     assert body["jobs"][0] == {
-        "id": "job00", "state": "open", "opened_at": "2023-11-14T22:13:20.000Z", "closed_at": None, "events": 2,
-        "last_event_at": "2023-11-14T22:13:23.000Z", "last_event_type": "message", "readers": 0, "stalled": False,
+        "id": "job00",
+        "state": "open",
+        "opened_at": "2023-11-14T22:13:20.000Z",
+        "closed_at": None,
+        "events": 2,
+        "last_event_at": "2023-11-14T22:13:23.000Z",
+        "last_event_type": "message",
+        "readers": 0,
+        "stalled": False,
     }
 
 
@@ -115,16 +123,19 @@ def test_filters_by_state_and_since(stub, registry, clock):
     assert {j["id"] for j in naive} == {"job01", "job02", "asked"}
 
 
-@pytest.mark.parametrize("query, says", [
-    ("?state=running", "'state' is one of"),
-    ("?since=yesterday", "'since' is not an ISO 8601 time"),
-    ("?limit=0", "'limit' is a number from 1 to 1000"),
-    ("?limit=1001", "'limit' is a number from 1 to 1000"),
-    ("?limit=ten", "'limit'"),
-    ("?cursor=bm90IGEgY3Vyc29y", "'cursor' is not one that monit gave"),
-    ("?cursor=%%%", "'cursor'"),
-    ("?state=open&state=closed", "more than one 'state'"),
-])
+@pytest.mark.parametrize(
+    "query, says",
+    [
+        ("?state=running", "'state' is one of"),
+        ("?since=yesterday", "'since' is not an ISO 8601 time"),
+        ("?limit=0", "'limit' is a number from 1 to 1000"),
+        ("?limit=1001", "'limit' is a number from 1 to 1000"),
+        ("?limit=ten", "'limit'"),
+        ("?cursor=bm90IGEgY3Vyc29y", "'cursor' is not one that monit gave"),
+        ("?cursor=%%%", "'cursor'"),
+        ("?state=open&state=closed", "more than one 'state'"),
+    ],
+)
 def test_a_query_monit_cannot_read_is_400(stub, query, says):
     code, body = get(stub, "/jobs" + query, token(scope="monit:jobs"))
     assert code == 400 and says in body["error"]

@@ -3,6 +3,7 @@
 These run on ``Request.write`` (a DummyRequest is not a TCP connection); the
 fast path has its own tests over a real socket in tests/scenarios/test_fastpath_over_tcp.py.
 """
+
 import pytest
 from twisted.internet.error import ConnectionLost
 from twisted.python.failure import Failure
