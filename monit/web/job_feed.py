@@ -4,8 +4,9 @@ The registry tells the feed when a job opens, closes, stalls or resumes,
 never per event. The feed keeps each job's latest change, encoded once for
 every reader, for as long as the registry knows the job: a reader that
 comes (or comes back with ``Last-Event-ID``) gets the latest change of each
-job after its id, then the live ones. A reader that is behind gets, of each
-job, only its latest change: that is also what a reconnect would give it.
+job after its id, then the live ones. A reader that keeps up gets every
+change as it happens; one that is behind (its socket full) gets, of each
+job, only its latest change once it drains: what a reconnect would give it.
 
 A change's id is the id of the event it happened at (the open, close or
 first event after the silence), from the same global sequence as the jobs'
@@ -119,9 +120,9 @@ class FeedReader:
         stream.catch_up()
 
     def wake(self) -> None:
-        """A job changed: the stream reads it once the turn's events are out."""
+        """A job changed: the stream writes it at once, unless it is behind (then once it drains)."""
         if self._catch_up is not None:
-            self._registry.after_flush(self._catch_up)
+            self._catch_up()
 
     def next_batch(self, after: int) -> Batch | None:
         """About a batch's worth of the changes this reader has not had and may see."""

@@ -222,7 +222,7 @@ def test_a_streams_claim_limits_the_feed_to_its_jobs(stub, registry, clock):
         registry.open(job, "{}", "service.create")
     registry.close("c", "{}", "service.create.done")
     clock.advance(0)
-    assert feed.seen() == [("job.opened", "b"), ("job.closed", "c")]
+    assert feed.seen() == [("job.opened", "b"), ("job.opened", "c"), ("job.closed", "c")]
     assert Feed(stub, token(streams=["d"])).seen() == [("job.opened", "d")]
 
 
@@ -263,3 +263,21 @@ def test_a_slow_reader_gets_the_changes_at_the_pace_of_its_socket(registry, cloc
     while request.paused:
         request.drain()
     assert len(request.ids()) == 600 and request.ids() == sorted(request.ids()) and streams.dropped == 0
+
+
+def test_a_reader_that_keeps_up_gets_every_change_and_one_behind_each_jobs_latest(registry, clock, web):
+    request = StreamingRequest(capacity=10_000)
+    EventStream(request, FeedReader(web.job_feed, registry, None), StreamSet(clock, 15, 3000), "al", clock, 0).run(0)
+    registry.open("a", "{}", "service.create")
+    registry.close("a", "{}", "service.create.done")
+    assert [name for _, name, _, _ in decode_frames(b"".join(request.written))] == ["job.opened", "job.closed"]
+    request.paused = True  # the socket is full: nothing is written until it drains
+    request.producer.pauseProducing()
+    registry.open("b", "{}", "service.create")
+    registry.publish("b", "{}")
+    registry.close("b", "{}", "service.create.error")
+    request.written.clear()
+    request.drain()
+    assert [(name, json.loads(data)["id"]) for _, name, data, _ in decode_frames(b"".join(request.written))] == [
+        ("job.error", "b")
+    ]
