@@ -85,8 +85,9 @@ class InboxRegistry(Service):
     is *stalled*: its readers get ``monit.stalled``, and ``monit.resumed``
     when it speaks again. Its silence is judged from its last event's time
     (JetStream's, with ``--jetstream``), on a deadline wheel of its own: no
-    work per event but the inbox's timestamp, and at most a flush's look
-    per turn at an inbox that readers watch.
+    work per event but the inbox's timestamp and a look at its stall mark.
+    Watchers of jobs as a whole (``watch_lifecycle``: the live feed) are
+    told when a job opens, closes, stalls or resumes, never per event.
 
     Room is kept for the jobs. At ``max_inboxes``, a new job first takes the
     place of unwatched inboxes: those readers made and no job opened, then
@@ -684,9 +685,8 @@ class InboxRegistry(Service):
     def _check_stall(self, inbox: Inbox) -> None:
         """Stall an open job silent for ``stall_after``; else look again when it could be.
 
-        A stalled one is looked at again a period later: if it spoke with
-        nobody watching (a watched one is seen at its readers' flush), it is
-        resumed quietly and judged anew.
+        A stalled one is looked at again a period later; one that spoke
+        meanwhile was resumed by its event, and one found so is judged anew.
         """
         state = inbox.state
         if state is CLOSING or state is CLOSED:
