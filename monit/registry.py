@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
@@ -44,6 +45,25 @@ def _eviction_order(inbox: Inbox) -> tuple[int, float]:
 
 def _last_active(inbox: Inbox) -> float:
     return inbox.touched
+
+
+JOB_OPENED, JOB_CLOSED, JOB_ERROR, JOB_STALLED, JOB_RESUMED = (
+    "job.opened",
+    "job.closed",
+    "job.error",
+    "job.stalled",
+    "job.resumed",
+)
+
+
+class LifecycleWatcher(Protocol):
+    """What hears of jobs as a whole (the live feed of jobs): told on lifecycle changes, never per event."""
+
+    def changed(self, kind: str, job_id: str, change_id: int) -> None:
+        """The job opened, closed, stalled or resumed (``kind``, a ``JOB_…`` name), at id ``change_id``."""
+
+    def forgotten(self, job_id: str) -> None:
+        """The registry no longer knows the job: nothing of it is kept."""
 
 
 class InboxRegistry(Service):
@@ -129,6 +149,7 @@ class InboxRegistry(Service):
         self._abandoned: dict[str, JobSummary] = {}
         self._abandoned_deadlines: Deadlines[str] = Deadlines(clock)
         self._followers: list[Callable[[str, Event], None]] = []
+        self._lifecycle: list[LifecycleWatcher] = []
         self._closers: dict[str, OneShotObserver[Event]] = {}
         self._dirty: list[Inbox] = []
         self._flush_call: IDelayedCall | None = None
@@ -186,6 +207,7 @@ class InboxRegistry(Service):
         if inbox.opened_at is None:
             inbox.opened_at = inbox.touched
             self._watch_silence(inbox)
+            self._tell_lifecycle(JOB_OPENED, inbox.id, inbox.last_id)
 
     @staticmethod
     def _seen(inbox: Inbox | None, event_id: int | None) -> bool:
@@ -236,6 +258,9 @@ class InboxRegistry(Service):
             return
         if inbox is None or inbox.state is CLOSED:  # the usual case, a live inbox, needs no more looking up
             inbox = self._obtain(inbox_id, at=at)
+            self._append(inbox, data, event, event_id, at)
+            self._tell_lifecycle(JOB_OPENED, inbox.id, inbox.last_id)  # it speaks: open, though its open was missed
+            return
         self._append(inbox, data, event, event_id, at)
 
     def close(self, inbox_id: str, data: str, event: str, event_id: int | None = None, at: float | None = None) -> None:
@@ -247,6 +272,7 @@ class InboxRegistry(Service):
         close_event = Event(inbox.last_id, event, parse_data(data))
         if inbox.close(close_event, self._grace):
             self._deadlines.set(inbox, inbox.ends_at, self._kept_retire)
+        self._tell_lifecycle(JOB_ERROR if job_state(inbox) == "error" else JOB_CLOSED, inbox_id, inbox.last_id)
         closer = self._closers.pop(inbox_id, None)
         if closer is not None:
             closer.fire(close_event)
@@ -414,8 +440,8 @@ class InboxRegistry(Service):
             self._dirty.append(inbox)
             if self._flush_call is None:
                 self._flush_call = self.clock.callLater(0, self.flush)
-            if inbox.stall_mark is not None:
-                self._resumed(inbox)
+        if inbox.stall_mark is not None:  # watched or not: the feed of jobs hears it at once
+            self._resumed(inbox)
         self.history_bytes += inbox.bytes - held
         if self.history_bytes > self._memory_budget:
             self._trim_histories()
@@ -549,6 +575,8 @@ class InboxRegistry(Service):
             self._release(inbox)
             for record in self._records.pop(inbox.id, ()):
                 self._let_go(record)
+            if inbox.id not in self._abandoned:
+                self._tell_forgotten(inbox.id)
         else:
             records = self._records.get(inbox.id, [])
             if inbox not in records:
@@ -680,6 +708,7 @@ class InboxRegistry(Service):
         inbox.stall_mark = inbox.touched
         self.log.info("job {job} is stalled: nothing for {silent:.0f}s", job=inbox.id, silent=now - inbox.touched)
         inbox.notify(stalled_notice(now - inbox.touched, inbox.touched))
+        self._tell_lifecycle(JOB_STALLED, inbox.id, self._last_id)  # no event of its own: the latest id there is
 
     def _resumed(self, inbox: Inbox) -> None:
         """A stalled job spoke again, with readers: tell them before its event, and judge its silence anew."""
@@ -689,6 +718,7 @@ class InboxRegistry(Service):
         if inbox.state is OPEN or inbox.state is UNOPENED:
             self._stalls.set(inbox, inbox.touched + self._stall_after, self._kept_check_stall)
         inbox.notify(resumed_notice(inbox.touched - mark, inbox.touched))
+        self._tell_lifecycle(JOB_RESUMED, inbox.id, inbox.last_id)
 
     def _greet(self, inbox: Inbox, reader: Subscriber) -> None:
         """A new reader of a stalled job is told so; a job that has spoken since is no longer stalled."""
@@ -714,3 +744,31 @@ class InboxRegistry(Service):
     def _forget_abandoned(self, job_id: str) -> None:
         if self._abandoned.pop(job_id, None) is not None:
             self._abandoned_deadlines.cancel(job_id)
+            if job_id not in self._inboxes:
+                self._tell_forgotten(job_id)
+
+    # The feed of jobs: told of lifecycle changes only
+
+    def watch_lifecycle(self, watcher: LifecycleWatcher) -> Callable[[], None]:
+        """Tell ``watcher`` of every job's lifecycle changes and of jobs forgotten; returns how to stop."""
+        self._lifecycle.append(watcher)
+
+        def stop() -> None:
+            if watcher in self._lifecycle:
+                self._lifecycle.remove(watcher)
+
+        return stop
+
+    def _tell_lifecycle(self, kind: str, job_id: str, change_id: int) -> None:
+        for watcher in tuple(self._lifecycle):
+            try:
+                watcher.changed(kind, job_id, change_id)
+            except Exception:
+                self.log.failure("a watcher of jobs failed on {job}", job=job_id)
+
+    def _tell_forgotten(self, job_id: str) -> None:
+        for watcher in tuple(self._lifecycle):
+            try:
+                watcher.forgotten(job_id)
+            except Exception:
+                self.log.failure("a watcher of jobs failed forgetting {job}", job=job_id)

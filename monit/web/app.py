@@ -33,6 +33,7 @@ from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.sse import encode_error, encode_retry
 from monit.web.errors import error_body
+from monit.web.job_feed import FeedReader, JobFeed
 from monit.web.jobs import ManyJobs
 from monit.web.listing import BadQuery, JobQuery, NotAllowed, list_jobs, listable, query_of
 from monit.web.page import (
@@ -189,6 +190,7 @@ class MonitWeb(Service):
         self.auth_results: Counter[str] = Counter()
         self.refusals: Counter[int] = Counter()
         self.streams = StreamSet(clock, heartbeat, retry_ms)
+        self.job_feed = JobFeed(registry)
         self.rechecker = Rechecker(verifier, auth_recheck) if auth_recheck else None
         self._page, self._page_policy = watch_page(open_subjects)
         self._jobs_page = jobs_page()
@@ -257,6 +259,43 @@ class MonitWeb(Service):
             self.log.info("{user} may not list jobs", user=identity.user)
             return self._refuse(request, 403, str(reason))
         return json_body(request, 200, list_jobs(self._registry, query, allowed))
+
+    @app.route("/jobs/events", methods=["GET"])
+    def job_events(self, request: Request) -> Deferred[IResource | bytes] | bytes:
+        """The live feed of jobs: each job's lifecycle changes, for whoever may list them."""
+        if request.method == b"HEAD":
+            request.setHeader(b"allow", b"GET")
+            return self._refuse(request, 405, "a stream is read with GET")
+        self._cors(request)
+        try:
+            after = last_event_id_of(request)
+        except BadRequest as reason:
+            return self._refuse(request, 400, str(reason))
+        token = self._token(request)
+        if token is None:
+            return self._no_token(request)
+        verified = self._verifier.verify(token)
+        return verified.addCallbacks(
+            self._feed, self._auth_failed, callbackArgs=(request, after, token), errbackArgs=(request,)
+        )
+
+    def _feed(
+        self, identity: Identity, request: Request, after: int, token: str
+    ) -> IResource | bytes | Deferred[IResource | bytes]:
+        self.auth_results["valid"] += 1
+        try:
+            allowed = listable(identity)
+        except NotAllowed as reason:
+            self.log.info("{user} may not list jobs", user=identity.user)
+            return self._refuse(request, 403, str(reason))
+        if len(self.streams) >= self._max_streams:
+            return self._unavailable(request, "too many streams")
+
+        def start() -> IResource | bytes:
+            return self._run(FeedReader(self.job_feed, self._registry, allowed), identity, request, after, token)
+
+        held = self._hold(after) if self._hold is not None else None
+        return start() if held is None else self._held(held, start, request)
 
     @app.route("/jobs/<job_id>", methods=["GET"])
     def job(self, request: IRequest, job_id: str) -> Deferred[bytes] | bytes:
@@ -406,11 +445,11 @@ class MonitWeb(Service):
             return self._unavailable(request, "too many streams")
         held = self._hold(after) if self._hold is not None else None
         if held is not None:
-            return self._held(held, identity, request, inbox_ids, after, token)
+            return self._held(held, lambda: self._start_stream(identity, request, inbox_ids, after, token), request)
         return self._start_stream(identity, request, inbox_ids, after, token)
 
     def _held(
-        self, held: Deferred[None], identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
+        self, held: Deferred[None], start: Callable[[], IResource | bytes], request: Request
     ) -> Deferred[IResource | bytes]:
         """Start the stream once the replay has passed the reader's id, so it goes on exactly after it.
 
@@ -424,7 +463,7 @@ class MonitWeb(Service):
         """
         held.addTimeout(self._hold_seconds, self._clock)
         return held.addCallbacks(
-            lambda _: self._start_stream(identity, request, inbox_ids, after, token),
+            lambda _: start(),
             self._not_replayed,
             errbackArgs=(request,),
         )
@@ -437,12 +476,16 @@ class MonitWeb(Service):
     def _start_stream(
         self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
     ) -> IResource | bytes:
-        recheck = self._recheck(identity, token)
         source: Source
         if len(inbox_ids) == 1:  # one job: frames exactly as the seed sent them
             source = OneJob(self._registry, inbox_ids[0])
         else:
             source = ManyJobs(self._registry, inbox_ids)
+        return self._run(source, identity, request, after, token)
+
+    def _run(self, source: Source, identity: Identity, request: Request, after: int, token: str) -> IResource | bytes:
+        """Stream the source to the reader, bounded like every stream."""
+        recheck = self._recheck(identity, token)
         stream = EventStream(
             request, source, self.streams, identity.user, self._clock, self._max_pending, identity.expires, recheck
         )
