@@ -49,10 +49,6 @@ def started(tmp_path: Path, nats_url: str, *flags: str) -> tuple[int, subprocess
     return port, monit
 
 
-def state_of(browser: Browser, job: str) -> str:
-    return str(dict(browser.evaluate(ROWS)).get(job, ""))
-
-
 def test_the_jobs_page_follows_jobs_live(tmp_path, nats_server, publisher):
     port, monit = started(tmp_path, nats_server.url, "--stall-after", "1.5", "--grace", "0.5")
     browser = None
@@ -62,24 +58,24 @@ def test_the_jobs_page_follows_jobs_live(tmp_path, nats_server, publisher):
         browser = Browser(f"http://127.0.0.1:{port}/watch#token={lister_token()}")
         assert browser.wait_for("document.getElementById('feed').textContent === 'live'")
         assert browser.evaluate("location.hash") == "", "the token left the address bar"
-        assert state_of(browser, "web-env-p1").startswith("open")
+        browser.wait_for(f"new Map({ROWS}).get('p1') === 'open'")
         browser.evaluate("window.sameDocument = true")  # a reload would lose it
 
         publisher.publish("service.create", {"service": "web-env-p2", "name": "web-env"})
-        browser.wait_for(f"{ROWS}.some(([job]) => job === 'web-env-p2')")  # appears, no reload
+        browser.wait_for(f"{ROWS}.some(([job]) => job === 'p2')")  # appears, no reload
         publisher.publish("service.create.done", {"service": "web-env-p1", "status": "done"})
-        browser.wait_for(f"new Map({ROWS}).get('web-env-p1') === 'closed'")
-        browser.wait_for(f"(new Map({ROWS}).get('web-env-p2') || '').includes('stalled for')", timeout=10)
+        browser.wait_for(f"new Map({ROWS}).get('p1') === 'closed'")
+        browser.wait_for(f"(new Map({ROWS}).get('p2') || '').includes('stalled for')", timeout=10)
         ARTIFACTS.mkdir(exist_ok=True)
         browser.screenshot(ARTIFACTS / "jobs-page.png")
         assert (ARTIFACTS / "jobs-page.png").read_bytes().startswith(b"\x89PNG")
 
         publisher.publish("monitor.user", {"service": "web-env-p2", "messages": [{"body": "back"}]})
-        browser.wait_for(f"new Map({ROWS}).get('web-env-p2') === 'open'")  # resumed: the badge alone
+        browser.wait_for(f"new Map({ROWS}).get('p2') === 'open'")  # resumed: the badge alone
         assert browser.evaluate("document.getElementById('stalled').textContent") == "0"
         assert browser.evaluate("window.sameDocument") is True, "never reloaded"
-        link = browser.evaluate("document.querySelector('#rows tr[data-job=\"web-env-p2\"] a').getAttribute('href')")
-        assert link == "watch?stream=web-env-p2"
+        link = browser.evaluate("document.querySelector('#rows tr[data-job=\"p2\"] a').getAttribute('href')")
+        assert link == "watch?stream=p2"
     finally:
         if browser is not None:
             browser.close()
