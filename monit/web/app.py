@@ -37,8 +37,10 @@ from monit.web.job_feed import FeedReader, JobFeed
 from monit.web.jobs import ManyJobs
 from monit.web.listing import BadQuery, JobQuery, NotAllowed, list_jobs, listable, query_of
 from monit.web.page import (
+    SESSION_PATHS,
     SESSION_SECONDS,
     cookie_safe,
+    jobs_page,
     session_cookie,
     session_token,
     watch_page,
@@ -191,6 +193,7 @@ class MonitWeb(Service):
         self.job_feed = JobFeed(registry)
         self.rechecker = Rechecker(verifier, auth_recheck) if auth_recheck else None
         self._page, self._page_policy = watch_page(open_subjects)
+        self._jobs_page = jobs_page()
 
     def resource(self) -> IResource:
         return self.app.resource()
@@ -325,12 +328,13 @@ class MonitWeb(Service):
 
     @app.route("/watch", methods=["GET"])
     def watch_page(self, request: IRequest) -> bytes:
-        """A page that follows one job live, for a person with a browser."""
+        """A page that follows one job live (``?stream=ID``), or lists the jobs live, for a person with a browser."""
+        page, policy = (self._page, self._page_policy) if b"stream" in request.args else self._jobs_page
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        request.setHeader(b"content-security-policy", self._page_policy)
+        request.setHeader(b"content-security-policy", policy)
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-content-type-options", b"nosniff")
-        return self._page
+        return page
 
     @app.route("/session", methods=["POST"])
     def session(self, request: IRequest) -> Deferred[bytes] | bytes:
@@ -350,7 +354,8 @@ class MonitWeb(Service):
         lifetime: float = SESSION_SECONDS
         if identity.expires is not None:
             lifetime = min(lifetime, identity.expires - self._clock.seconds())
-        request.setHeader(b"set-cookie", session_cookie(request, token, lifetime))
+        for place in SESSION_PATHS:
+            request.responseHeaders.addRawHeader(b"set-cookie", session_cookie(request, token, lifetime, place))
         request.setHeader(b"cache-control", b"no-store")
         request.setResponseCode(204)
         return b""

@@ -1,9 +1,10 @@
-"""The page that watches a job in a browser, and the session cookie that lets it.
+"""The pages that watch a job, or list jobs, in a browser, and the session cookie that lets them.
 
-``GET /watch?stream=ID`` serves one static, dependency-free page. It asks for
+``GET /watch?stream=ID`` serves one static, dependency-free page (and
+``GET /watch`` alone the jobs page, ``jobs.html``, made the same way). It asks for
 a token once (or takes it from the ``#token=`` fragment, which never reaches a
 server), posts it to ``/session``, and monit answers with a short-lived
-``HttpOnly``, ``SameSite=Strict`` cookie for ``/events`` only. So the page's
+``HttpOnly``, ``SameSite=Strict`` cookie for ``/events`` and ``/jobs`` only. So the page's
 ``EventSource`` works with the default settings: no ``?token=`` in a URL, and
 no script can read the token back.
 """
@@ -27,12 +28,21 @@ _SCRIPT = re.compile(r"<script>(.*?)</script>", re.S)
 
 
 def watch_page(open_subjects: Sequence[str]) -> tuple[bytes, bytes]:
-    """The page, configured, and the Content-Security-Policy that lets only its own script run."""
-    template = files("monit.web").joinpath("watch.html").read_text(encoding="utf-8")
-    config = json.dumps({"openSubjects": list(open_subjects), "events": "events", "session": "session"})
+    """The page that watches a job, configured, and the Content-Security-Policy that lets only its own script run."""
+    return _page("watch.html", {"openSubjects": list(open_subjects), "events": "events", "session": "session"})
+
+
+def jobs_page() -> tuple[bytes, bytes]:
+    """The page that lists jobs live (``GET /jobs``, then the ``/jobs/events`` feed), and its policy."""
+    return _page("jobs.html", {"jobs": "jobs", "feed": "jobs/events", "session": "session", "watch": "watch"})
+
+
+def _page(name: str, settings: dict[str, object]) -> tuple[bytes, bytes]:
+    template = files("monit.web").joinpath(name).read_text(encoding="utf-8")
+    config = json.dumps(settings)
     page = _CONFIG.sub(lambda _: config.replace("<", "\\u003c"), template, count=1)
     script = _SCRIPT.search(page)
-    assert script is not None, "watch.html has its script inline"
+    assert script is not None, f"{name} has its script inline"
     digest = base64.b64encode(hashlib.sha256(script.group(1).encode("utf-8")).digest()).decode("ascii")
     policy = (
         "default-src 'none'; connect-src 'self'; style-src 'unsafe-inline'; "
@@ -41,12 +51,15 @@ def watch_page(open_subjects: Sequence[str]) -> tuple[bytes, bytes]:
     return page.encode("utf-8"), policy.encode("ascii")
 
 
-def session_cookie(request: IRequest, token: str, lifetime: float) -> bytes:
-    """The cookie that carries the token to ``/events`` beside this ``/session``, and nowhere else."""
-    events = request.path.rsplit(b"/", 1)[0] + b"/events"
+SESSION_PATHS = (b"events", b"jobs")  # what the pages read: a job's stream; the jobs, their feed
+
+
+def session_cookie(request: IRequest, token: str, lifetime: float, place: bytes = b"events") -> bytes:
+    """The cookie that carries the token to ``place`` (``/events`` or ``/jobs``) beside this ``/session``, and nowhere else."""
+    path = request.path.rsplit(b"/", 1)[0] + b"/" + place
     attributes = [
         SESSION_COOKIE + b"=" + token.encode("ascii"),
-        b"Path=" + events,
+        b"Path=" + path,
         b"Max-Age=%d" % max(0, int(lifetime)),
         b"HttpOnly",
         b"SameSite=Strict",

@@ -6,6 +6,7 @@ answer on fd 4, as NUL-terminated JSON: no websocket and no library needed.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -109,6 +110,12 @@ class Browser:
         """The value of a JavaScript expression in the page."""
         result = self._call("Runtime.evaluate", self._session, expression=expression, returnByValue=True)
         return result["result"].get("value")
+
+    def screenshot(self, path: str | os.PathLike[str]) -> None:
+        """Save what the page shows now as a PNG."""
+        shot = self._call("Page.captureScreenshot", self._session, format="png")
+        with open(path, "wb") as image:
+            image.write(base64.b64decode(shot["data"]))
 
     def wait_for(self, expression: str, timeout: float = 20.0) -> Any:
         """Wait until the expression is truthy in the page; its value."""

@@ -372,12 +372,14 @@ def test_the_watch_page_runs_only_its_own_script(stub):
     assert '"openSubjects": ["service.create",' in page
 
 
-def test_a_session_trades_a_checked_token_for_an_http_only_cookie_for_events(stub, clock, registry):
+def test_a_session_trades_a_checked_token_for_http_only_cookies_for_events_and_jobs(stub, clock, registry):
     token = mint(SECRET, "dana", 600, now=clock.seconds())
     response = result_of(stub.post("http://monit.example/session", headers={"Authorization": f"Bearer {token}"}))
     assert response.code == 204
-    [cookie] = response.headers.getRawHeaders("set-cookie")
-    assert cookie == f"monit_session={token}; Path=/events; Max-Age=600; HttpOnly; SameSite=Strict"
+    assert response.headers.getRawHeaders("set-cookie") == [
+        f"monit_session={token}; Path=/events; Max-Age=600; HttpOnly; SameSite=Strict",
+        f"monit_session={token}; Path=/jobs; Max-Age=600; HttpOnly; SameSite=Strict",
+    ]
     streaming = get(stub, URL + "?stream=job", {"Cookie": f"monit_session={token}"})
     assert streaming.code == 200 and registry.get("job").subscribers
     refused = result_of(stub.post("http://monit.example/session", headers={"X-Auth-Token": "nope"}))
