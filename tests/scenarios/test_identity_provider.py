@@ -4,7 +4,6 @@ as ``twistd monit``, real HTTP readers, a real nats-server."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -25,7 +24,7 @@ from twisted.web.server import Site
 from jwks_provider import Provider, jwks_in_a_thread
 from loopback import base_url, listen, stop_listening
 from natsserver import free_port
-from processes import curl_stream, read_until, script, stop, wait_until_ready
+from processes import curl_stream, read_until, run_twistd_monit, stop, twistd_monit, wait_until_ready
 from publisher import Publisher
 from signing import AUDIENCE, ISSUER, Signer, hmac_with_public_key, jwks
 from streams import hang_up, job_message, open_stream, start_monit, token_header
@@ -230,15 +229,6 @@ async def test_a_jwks_answering_garbage_is_said_once_and_fails_closed(
 # twistd monit, as an operator runs it
 
 
-def twistd(tmp_path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 def refused(url: str, token: str) -> tuple[int, dict]:
     request = urllib.request.Request(url, headers={"X-Auth-Token": token})
     with pytest.raises(urllib.error.HTTPError) as caught:
@@ -267,7 +257,7 @@ def watch_one_message(base: str, token: str, nats_url: str, job: str) -> bytes:
 
 def test_twistd_with_a_jwks_url(tmp_path: Path, nats_server, threaded_provider: str, rsa: Signer, ec: Signer) -> None:
     port = free_port()
-    process = twistd(
+    process = twistd_monit(
         tmp_path,
         "--nats",
         nats_server.url,
@@ -303,7 +293,7 @@ def test_twistd_with_a_jwks_url(tmp_path: Path, nats_server, threaded_provider: 
 
 def test_twistd_with_a_public_key(tmp_path: Path, nats_server, ec: Signer) -> None:
     port = free_port()
-    process = twistd(
+    process = twistd_monit(
         tmp_path,
         "--nats",
         nats_server.url,
@@ -370,13 +360,7 @@ def test_jwt_options_that_cannot_work_stop_twistd_with_one_line(
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("not a key")
     args = [{"KEY": rsa.write_pem(tmp_path), "GARBAGE": str(garbage)}.get(arg, arg) for arg in args]
-    result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_twistd_monit(tmp_path, *args)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and said in lines[0], result.stderr

@@ -11,8 +11,7 @@ import jwt
 import pytest
 
 from devtools import Browser
-from natsserver import free_port
-from processes import script, stop, wait_until_ready
+from processes import serving_monit, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration  # twistd, nats-server, headless Chromium
 SECRET = "jobs-page-secret-of-a-good-length-0123456789"
@@ -25,37 +24,19 @@ def lister_token() -> str:
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-def started(tmp_path: Path, nats_url: str, *flags: str) -> tuple[int, subprocess.Popen]:
-    port = free_port()
-    monit = subprocess.Popen(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "monit",
-            "--nats",
-            nats_url,
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--jwt-secret",
-            SECRET,
-            *flags,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
-    wait_until_ready(f"http://127.0.0.1:{port}")
-    return port, monit
+def started(tmp_path: Path, nats_url: str, *flags: str) -> tuple[str, subprocess.Popen]:
+    base, monit = serving_monit(tmp_path, nats_url, "--jwt-secret", SECRET, *flags, stdout=subprocess.DEVNULL)
+    wait_until_ready(base)
+    return base, monit
 
 
 def test_the_jobs_page_follows_jobs_live(tmp_path, nats_server, publisher):
-    port, monit = started(tmp_path, nats_server.url, "--stall-after", "1.5", "--grace", "0.5")
+    base, monit = started(tmp_path, nats_server.url, "--stall-after", "1.5", "--grace", "0.5")
     browser = None
     try:
         publisher.publish("service.create", {"service": "web-env-p1", "name": "web-env"})
         publisher.publish("monitor.user", {"service": "web-env-p1", "messages": [{"body": "Creating network"}]})
-        browser = Browser(f"http://127.0.0.1:{port}/watch#token={lister_token()}")
+        browser = Browser(f"{base}/watch#token={lister_token()}")
         assert browser.wait_for("document.getElementById('feed').textContent === 'live'")
         assert browser.evaluate("location.hash") == "", "the token left the address bar"
         browser.wait_for(f"new Map({ROWS}).get('p1') === 'open'")
@@ -83,11 +64,11 @@ def test_the_jobs_page_follows_jobs_live(tmp_path, nats_server, publisher):
 
 
 def test_a_token_that_may_not_list_is_told_so(tmp_path, nats_server):
-    port, monit = started(tmp_path, nats_server.url)
+    base, monit = started(tmp_path, nats_server.url)
     token = jwt.encode({"sub": "finn", "username": "finn", "exp": int(time.time()) + 600}, SECRET, algorithm="HS256")
     browser = None
     try:
-        browser = Browser(f"http://127.0.0.1:{port}/watch#token={token}")
+        browser = Browser(f"{base}/watch#token={token}")
         assert browser.wait_for("!document.getElementById('sign-in').hidden")
         assert browser.evaluate("document.getElementById('why').textContent").startswith("Not listed: ")
         assert browser.evaluate("document.getElementById('jobs').hidden")

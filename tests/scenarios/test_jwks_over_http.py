@@ -4,7 +4,6 @@ whose token names a key rotated in just after monit's last fetch."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,7 @@ from monit.auth.jwks import JWKS, jwks_http_client
 
 from devtools import Browser
 from jwks_provider import ThreadedJWKS, jwks_in_a_thread
-from natsserver import free_port
-from processes import script, stop, wait_until_ready
+from processes import serving_monit, stop, wait_until_ready
 from signing import AUDIENCE, ISSUER, Signer, jwks
 from waiting import wait_for, within
 
@@ -67,27 +65,17 @@ source.onopen = () => { window.opened += 1; };
 def test_an_eventsource_whose_key_was_rotated_in_after_the_last_fetch_opens(
     tmp_path: Path, nats_server, threaded_provider: str, rsa: Signer
 ) -> None:
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    monit = subprocess.Popen(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "monit",
-            "--nats",
-            nats_server.url,
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--jwt-jwks-url",
-            threaded_provider,
-            "--jwt-audience",
-            AUDIENCE,
-            "--jwt-issuer",
-            ISSUER,
-            "--allow-query-token",
-        ],
-        cwd=tmp_path,
+    base, monit = serving_monit(
+        tmp_path,
+        nats_server.url,
+        "--jwt-jwks-url",
+        threaded_provider,
+        "--jwt-audience",
+        AUDIENCE,
+        "--jwt-issuer",
+        ISSUER,
+        "--allow-query-token",
+        stdout=None,
     )
     browser = None
     try:

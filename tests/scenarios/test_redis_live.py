@@ -16,7 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.logger import formatEvent, globalLogPublisher
 
 from natsserver import free_port
-from processes import curl_stream, read_until, script, stop, unread, wait_until_ready
+from processes import curl_stream, read_until, run_twistd_monit, stop, twistd_monit, unread, wait_until_ready
 from redisserver import RedisServer
 from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
@@ -243,19 +243,10 @@ def refusals(events) -> list[str]:
 # twistd monit
 
 
-def twistd(tmp_path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 def test_twistd_monit_with_auth_redis_streams_to_curl(tmp_path, nats_server, redis_server, publisher):
     redis_server.cli("SET", "sess-curl", "olga")
     port = free_port()
-    monit = twistd(
+    monit = twistd_monit(
         tmp_path,
         "--nats",
         nats_server.url,
@@ -299,9 +290,7 @@ def test_twistd_monit_with_auth_redis_streams_to_curl(tmp_path, nats_server, red
     ],
 )
 def test_start_up_errors_are_one_line_and_status_1(tmp_path, args, said):
-    result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path, capture_output=True, text=True, timeout=30
-    )
+    result = run_twistd_monit(tmp_path, *args)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [said]
     assert "Traceback" not in result.stdout + result.stderr and "pw-sekrit" not in result.stdout + result.stderr

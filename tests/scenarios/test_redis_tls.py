@@ -4,8 +4,6 @@ real HTTP readers."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 import pytest_twisted
 import treq
@@ -13,9 +11,8 @@ from twisted.logger import formatEvent
 
 from monit.settings import Settings
 
-from natsserver import free_port
 from pki import CA
-from processes import curl_stream, read_until, script, stop, unread, wait_until_ready
+from processes import curl_stream, read_until, run_twistd_monit, serving_monit, stop, unread, wait_until_ready
 from redisserver import RedisServer, ServerTLS, User
 from streams import hang_up, job_message, open_stream, start_monit, token_header
 from waiting import wait_for, within
@@ -142,33 +139,21 @@ async def test_a_certificate_no_trusted_ca_signed_is_refused(nats_server, tmp_pa
 def test_twistd_monit_with_rediss_and_an_acl_user_streams_to_curl(tmp_path, nats_server, ca, publisher):
     server = tls_server(tmp_path, ca)
     server.start()
-    port = free_port()
-    monit = subprocess.Popen(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "monit",
-            "--nats",
-            nats_server.url,
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--auth-redis",
-            server.url(db=DB, user=MONIT),
-            "--auth-redis-tls-ca",
-            ca.path,
-            "--grace",
-            "0.2",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    base, monit = serving_monit(
+        tmp_path,
+        nats_server.url,
+        "--auth-redis",
+        server.url(db=DB, user=MONIT),
+        "--auth-redis-tls-ca",
+        ca.path,
+        "--grace",
+        "0.2",
     )
     try:
         server.cli("SET", "sess-curl", "olga", db=DB)
-        wait_until_ready(f"http://127.0.0.1:{port}")
+        wait_until_ready(base)
         publisher.publish("build.create", {"id": "r1"})
-        curl = curl_stream(f"http://127.0.0.1:{port}/events?stream=r1", "sess-curl")
+        curl = curl_stream(f"{base}/events?stream=r1", "sess-curl")
         read_until(curl, b"event: build.create\n")
         publisher.publish("monitor.user", {"id": "r1", "messages": [{"body": "over rediss"}]})
         publisher.publish("build.create.done", {"id": "r1"})
@@ -195,9 +180,7 @@ def test_twistd_monit_with_rediss_and_an_acl_user_streams_to_curl(tmp_path, nats
 )
 def test_start_up_errors_are_one_line(tmp_path, ca, args, said):
     args = [ca.path if arg == "CA" else arg for arg in args]
-    result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=tmp_path, capture_output=True, text=True, timeout=30
-    )
+    result = run_twistd_monit(tmp_path, *args)
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(said), result.stderr

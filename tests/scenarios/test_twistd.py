@@ -17,7 +17,7 @@ import pytest
 from monit.token import mint
 
 from natsserver import free_port, wait_for_port
-from processes import curl_stream, read_until, script, stop, unread, wait_until_ready
+from processes import curl_stream, read_until, run_twistd_monit, script, stop, twistd_monit, unread, wait_until_ready
 from publisher import Publisher
 
 SECRET = "twistd-secret"
@@ -26,19 +26,10 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 
 
-def twistd(tmp_path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-
-
 @pytest.fixture
 def monit_process(tmp_path, nats_server):
     port = free_port()
-    process = twistd(
+    process = twistd_monit(
         tmp_path,
         "--nats",
         nats_server.url,
@@ -106,13 +97,7 @@ def one_line_on_stderr(result: subprocess.CompletedProcess) -> str:
     ],
 )
 def test_a_bad_option_is_one_clear_line_and_a_failure(tmp_path, args, said):
-    result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", *args, "--jwt-secret", "x"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_twistd_monit(tmp_path, *args, "--jwt-secret", "x")
     assert said in one_line_on_stderr(result)
     assert result.stdout == ""
 
@@ -124,13 +109,7 @@ def test_version(tmp_path):
 
 def test_an_auth_url_with_a_password_is_refused_at_start_without_showing_it(tmp_path):
     """Today's alternative was worse: accepted, then every token check failed."""
-    result = subprocess.run(
-        [script("twistd"), "-n", "--pidfile=", "monit", "--auth-url", "http://admin:pw-sekrit@auth.example/check"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_twistd_monit(tmp_path, "--auth-url", "http://admin:pw-sekrit@auth.example/check")
     assert "--auth-url 'http://admin:***@auth.example/check' must not carry a user or password" in (
         one_line_on_stderr(result)
     )
@@ -142,23 +121,14 @@ def test_port_in_use_is_one_line_and_status_1(tmp_path, nats_server):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                script("twistd"),
-                "-n",
-                "--pidfile=",
-                "monit",
-                "--nats",
-                nats_server.url,
-                "--listen",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--jwt-secret",
-                "a-secret-long-enough-to-say-nothing",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        result = run_twistd_monit(
+            tmp_path,
+            "--nats",
+            nats_server.url,
+            "--listen",
+            f"tcp:{port}:interface=127.0.0.1",
+            "--jwt-secret",
+            "a-secret-long-enough-to-say-nothing",
         )
     assert result.returncode == 1
     assert "monit: cannot listen" in one_line_on_stderr(result)
@@ -173,24 +143,15 @@ def test_embedded_nats_on_a_taken_port_names_the_port(tmp_path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [
-                script("twistd"),
-                "-n",
-                "--pidfile=",
-                "monit",
-                "--embedded-nats",
-                "--embedded-nats-port",
-                str(port),
-                "--listen",
-                f"tcp:{free_port()}:interface=127.0.0.1",
-                "--jwt-secret",
-                "x",
-            ],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=30,
+        result = run_twistd_monit(
+            tmp_path,
+            "--embedded-nats",
+            "--embedded-nats-port",
+            str(port),
+            "--listen",
+            f"tcp:{free_port()}:interface=127.0.0.1",
+            "--jwt-secret",
+            "x",
         )
     assert str(port) in one_line_on_stderr(result)
 
@@ -282,7 +243,7 @@ def test_a_reader_that_never_reads_is_dropped_without_growing_monit(tmp_path, na
     would hold most of the 30 MB for it.
     """
     port = free_port()
-    monit = twistd(
+    monit = twistd_monit(
         tmp_path,
         "--nats",
         nats_server.url,

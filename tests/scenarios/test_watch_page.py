@@ -9,8 +9,7 @@ import pytest
 from monit.token import mint
 
 from devtools import Browser
-from natsserver import free_port
-from processes import script, stop, wait_until_ready
+from processes import serving_monit, stop, wait_until_ready
 
 pytestmark = pytest.mark.integration  # twistd, nats-server, headless Chromium
 SECRET = "watch-page-secret-of-a-good-length-0123456789"
@@ -19,31 +18,14 @@ LINES = "[...document.querySelectorAll('#log li')].map(li => [li.className, li.t
 
 
 def test_the_page_follows_a_job_live_on_a_session_cookie(tmp_path, nats_server, publisher):
-    port = free_port()
-    monit = subprocess.Popen(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "monit",
-            "--nats",
-            nats_server.url,
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--jwt-secret",
-            SECRET,
-            "--grace",
-            "0.5",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+    base, monit = serving_monit(
+        tmp_path, nats_server.url, "--jwt-secret", SECRET, "--grace", "0.5", stdout=subprocess.DEVNULL
     )
     token = mint(SECRET, "dana", 600)
     browser = None
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}")
-        browser = Browser(f"http://127.0.0.1:{port}/watch?stream=w1#token={token}")
+        wait_until_ready(base)
+        browser = Browser(f"{base}/watch?stream=w1#token={token}")
         assert browser.wait_for(f"{STATE} === 'open' && {STATE}")
         assert browser.evaluate("location.hash") == "", "the token left the address bar"
         assert token not in browser.evaluate("document.cookie + location.href"), "HttpOnly, not in the URL"
@@ -68,28 +50,11 @@ def test_the_page_follows_a_job_live_on_a_session_cookie(tmp_path, nats_server, 
 
 
 def test_without_a_token_the_page_asks_for_one(tmp_path, nats_server):
-    port = free_port()
-    monit = subprocess.Popen(
-        [
-            script("twistd"),
-            "-n",
-            "--pidfile=",
-            "monit",
-            "--nats",
-            nats_server.url,
-            "--listen",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--jwt-secret",
-            SECRET,
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
-    )
+    base, monit = serving_monit(tmp_path, nats_server.url, "--jwt-secret", SECRET, stdout=subprocess.DEVNULL)
     browser = None
     try:
-        wait_until_ready(f"http://127.0.0.1:{port}")
-        browser = Browser(f"http://127.0.0.1:{port}/watch?stream=w2#token=not-a-token")
+        wait_until_ready(base)
+        browser = Browser(f"{base}/watch?stream=w2#token=not-a-token")
         assert browser.wait_for("!document.getElementById('sign-in').hidden")
         assert "invalid token" in browser.evaluate("document.getElementById('why').textContent")
     finally:

@@ -13,6 +13,8 @@ import urllib.request
 from pathlib import Path
 from weakref import WeakKeyDictionary
 
+from natsserver import free_port
+
 # What read_until read past its marker, kept for the process's next read.
 _unread: WeakKeyDictionary[subprocess.Popen[bytes], bytes] = WeakKeyDictionary()
 
@@ -20,6 +22,32 @@ _unread: WeakKeyDictionary[subprocess.Popen[bytes], bytes] = WeakKeyDictionary()
 def script(name: str) -> str:
     """A console script installed beside this Python (twistd, monit-token)."""
     return os.path.join(sysconfig.get_path("scripts"), name)
+
+
+def twistd_monit(
+    cwd: str | os.PathLike[str], *args: str, stdout: int | None = subprocess.PIPE
+) -> subprocess.Popen[bytes]:
+    """``twistd -n monit ARGS`` in the foreground, as an operator starts it; its log on ``stdout`` (a pipe
+    for ``read_until``, by default)."""
+    return subprocess.Popen(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=cwd, stdout=stdout, stderr=subprocess.STDOUT
+    )
+
+
+def serving_monit(
+    cwd: str | os.PathLike[str], nats_url: str, *args: str, stdout: int | None = subprocess.PIPE
+) -> tuple[str, subprocess.Popen[bytes]]:
+    """``twistd monit`` with this NATS on a free loopback port: its base URL, and the process, not yet ready."""
+    port = free_port()
+    listen = ("--nats", nats_url, "--listen", f"tcp:{port}:interface=127.0.0.1")
+    return f"http://127.0.0.1:{port}", twistd_monit(cwd, *listen, *args, stdout=stdout)
+
+
+def run_twistd_monit(cwd: str | os.PathLike[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``twistd -n monit ARGS`` run to its end (a start-up that must fail): its status, stdout and stderr."""
+    return subprocess.run(
+        [script("twistd"), "-n", "--pidfile=", "monit", *args], cwd=cwd, capture_output=True, text=True, timeout=30
+    )
 
 
 def curl_stream(url: str, token: str | None = None, *options: str) -> subprocess.Popen[bytes]:
