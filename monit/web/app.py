@@ -32,10 +32,10 @@ from monit.auth.request import browser_token, token_from_request
 from monit.inbox import InboxClosed, InboxLimit, valid_inbox_id
 from monit.registry import InboxRegistry
 from monit.sse import encode_error, encode_retry
-from monit.web.errors import error_body
+from monit.web.errors import BadRequest, error_body, one_parameter
 from monit.web.job_feed import FeedReader, JobFeed
 from monit.web.jobs import ManyJobs
-from monit.web.listing import BadQuery, JobQuery, NotAllowed, list_jobs, listable, query_of
+from monit.web.listing import JobQuery, NotAllowed, list_jobs, listable, query_of
 from monit.web.page import (
     SESSION_PATHS,
     SESSION_SECONDS,
@@ -70,22 +70,6 @@ class Readiness:
     problems: Sequence[str] = ()
 
 
-class BadRequest(ValueError):
-    """The request itself is wrong: a 400 that says why."""
-
-
-def _one_parameter(request: IRequest, name: bytes) -> str | None:
-    values = request.args.get(name, [])
-    if len(values) > 1:
-        raise BadRequest(f"more than one '{name.decode()}' parameter")
-    if not values:
-        return None
-    try:
-        return bytes(values[0]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest(f"'{name.decode()}' is not UTF-8") from None
-
-
 def stream_ids_of(request: IRequest, most: int) -> list[str]:
     """The ``stream`` query parameters, each validated as an inbox id, without repeats."""
     values = request.args.get(b"stream", [])
@@ -108,7 +92,7 @@ def stream_ids_of(request: IRequest, most: int) -> list[str]:
 def last_event_id_of(request: IRequest) -> int:
     """Where a reconnecting reader left off: ``Last-Event-ID``, else ``?lastEventId=``."""
     header = request.getHeader(b"last-event-id")
-    value = header.decode("latin-1") if header is not None else _one_parameter(request, b"lastEventId")
+    value = header.decode("latin-1") if header is not None else one_parameter(request, b"lastEventId")
     if value is None or value.strip() == "":
         return 0
     value = value.strip()
@@ -248,7 +232,7 @@ class MonitWeb(Service):
         self._cors(request)
         try:
             query = query_of(request)
-        except BadQuery as reason:
+        except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
         return self._with_identity(request, lambda identity: self._listing(identity, request, query))
 
@@ -373,7 +357,7 @@ class MonitWeb(Service):
         second) for it to come back on monit's own subscription.
         """
         readiness = self._readiness()
-        deep = _one_parameter(request, b"deep")
+        deep = one_parameter(request, b"deep")
         if deep in (None, "0"):
             return self._ready_answer(request, readiness)
         if deep != "1" or self._round_trip is None:

@@ -21,13 +21,10 @@ from twisted.web.iweb import IRequest
 from monit.auth.interface import LIST_SCOPE, Identity
 from monit.jobs import JOB_STATES
 from monit.registry import InboxRegistry
+from monit.web.errors import BadRequest, one_parameter
 
 DEFAULT_LIMIT = 100
 MOST_LIMIT = 1000
-
-
-class BadQuery(ValueError):
-    """A ``GET /jobs`` query monit cannot read: a 400 that says why."""
 
 
 class NotAllowed(Exception):
@@ -55,13 +52,13 @@ def listable(identity: Identity) -> frozenset[str] | None:
 
 
 def query_of(request: IRequest) -> JobQuery:
-    """The query parameters, read and checked (BadQuery says what is wrong)."""
-    state = _one(request, b"state")
+    """The query parameters, read and checked (BadRequest says what is wrong)."""
+    state = one_parameter(request, b"state")
     if state is not None and state not in JOB_STATES:
-        raise BadQuery(f"'state' is one of {', '.join(JOB_STATES)}")
-    since = _one(request, b"since")
-    limit = _one(request, b"limit")
-    cursor = _one(request, b"cursor")
+        raise BadRequest(f"'state' is one of {', '.join(JOB_STATES)}")
+    since = one_parameter(request, b"since")
+    limit = one_parameter(request, b"limit")
+    cursor = one_parameter(request, b"cursor")
     return JobQuery(
         state=state,
         since=None if since is None else _time(since),
@@ -70,24 +67,12 @@ def query_of(request: IRequest) -> JobQuery:
     )
 
 
-def _one(request: IRequest, name: bytes) -> str | None:
-    values = request.args.get(name, [])
-    if len(values) > 1:
-        raise BadQuery(f"more than one '{name.decode()}' parameter")
-    if not values:
-        return None
-    try:
-        return bytes(values[0]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadQuery(f"'{name.decode()}' is not UTF-8") from None
-
-
 def _time(text: str) -> float:
     """An ISO 8601 time; one without a zone is UTC."""
     try:
         when = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise BadQuery("'since' is not an ISO 8601 time (2024-05-01T12:00:00Z)") from None
+        raise BadRequest("'since' is not an ISO 8601 time (2024-05-01T12:00:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return when.timestamp()
@@ -95,7 +80,7 @@ def _time(text: str) -> float:
 
 def _limit(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MOST_LIMIT:
-        raise BadQuery(f"'limit' is a number from 1 to {MOST_LIMIT}")
+        raise BadRequest(f"'limit' is a number from 1 to {MOST_LIMIT}")
     return int(text)
 
 
@@ -108,9 +93,9 @@ def _read_cursor(text: str) -> tuple[float, str]:
     try:
         activity, job_id = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
     except (ValueError, TypeError):
-        raise BadQuery("'cursor' is not one that monit gave") from None
+        raise BadRequest("'cursor' is not one that monit gave") from None
     if not isinstance(activity, (int, float)) or isinstance(activity, bool) or not isinstance(job_id, str):
-        raise BadQuery("'cursor' is not one that monit gave")
+        raise BadRequest("'cursor' is not one that monit gave")
     return float(activity), job_id
 
 
