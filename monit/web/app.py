@@ -48,6 +48,7 @@ from monit.web.page import (
 from monit.web.stream import EventStream, OneJob, Source, StreamSet
 
 RETRY_AFTER_SECONDS = 5
+Answer = IResource | bytes  # what a route hands Klein: a body, or a resource that renders it
 
 
 class _Streaming(Resource):
@@ -205,7 +206,7 @@ class MonitWeb(Service):
         return b""
 
     @app.route("/events", methods=["GET"])
-    def events(self, request: Request) -> Deferred[IResource | bytes] | bytes:
+    def events(self, request: Request) -> Deferred[Answer] | bytes:
         if request.method == b"HEAD":  # Klein takes HEAD for a GET route; a stream has no head alone
             request.setHeader(b"allow", b"GET, OPTIONS")
             return self._refuse(request, 405, "a stream is read with GET")
@@ -215,26 +216,19 @@ class MonitWeb(Service):
             after = last_event_id_of(request)
         except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
-        token = self._token(request)
-        if token is None:
-            return self._no_token(request)
-        verified = self._verifier.verify(token)
-        return verified.addCallbacks(
-            self._stream,
-            self._auth_failed,
-            callbackArgs=(request, inbox_ids, after, token),
-            errbackArgs=(request,),
+        return self._with_identity(
+            request, lambda identity, token: self._stream(identity, request, inbox_ids, after, token)
         )
 
     @app.route("/jobs", methods=["GET"])
-    def jobs(self, request: IRequest) -> Deferred[bytes] | bytes:
+    def jobs(self, request: IRequest) -> Deferred[Answer] | bytes:
         """The jobs this token may list, newest activity first, a page at a time."""
         self._cors(request)
         try:
             query = query_of(request)
         except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
-        return self._with_identity(request, lambda identity: self._listing(identity, request, query))
+        return self._with_identity(request, lambda identity, _: self._listing(identity, request, query))
 
     def _listing(self, identity: Identity, request: IRequest, query: JobQuery) -> bytes:
         try:
@@ -245,7 +239,7 @@ class MonitWeb(Service):
         return json_body(request, 200, list_jobs(self._registry, query, allowed))
 
     @app.route("/jobs/events", methods=["GET"])
-    def job_events(self, request: Request) -> Deferred[IResource | bytes] | bytes:
+    def job_events(self, request: Request) -> Deferred[Answer] | bytes:
         """The live feed of jobs: each job's lifecycle changes, for whoever may list them."""
         if request.method == b"HEAD":
             request.setHeader(b"allow", b"GET")
@@ -255,18 +249,9 @@ class MonitWeb(Service):
             after = last_event_id_of(request)
         except BadRequest as reason:
             return self._refuse(request, 400, str(reason))
-        token = self._token(request)
-        if token is None:
-            return self._no_token(request)
-        verified = self._verifier.verify(token)
-        return verified.addCallbacks(
-            self._feed, self._auth_failed, callbackArgs=(request, after, token), errbackArgs=(request,)
-        )
+        return self._with_identity(request, lambda identity, token: self._feed(identity, request, after, token))
 
-    def _feed(
-        self, identity: Identity, request: Request, after: int, token: str
-    ) -> IResource | bytes | Deferred[IResource | bytes]:
-        self.auth_results["valid"] += 1
+    def _feed(self, identity: Identity, request: Request, after: int, token: str) -> Answer | Deferred[Answer]:
         try:
             allowed = listable(identity)
         except NotAllowed as reason:
@@ -282,12 +267,12 @@ class MonitWeb(Service):
         return start() if held is None else self._held(held, start, request)
 
     @app.route("/jobs/<job_id>", methods=["GET"])
-    def job(self, request: IRequest, job_id: str) -> Deferred[bytes] | bytes:
+    def job(self, request: IRequest, job_id: str) -> Deferred[Answer] | bytes:
         """One job's summary, for whoever may watch it."""
         self._cors(request)
         if not valid_inbox_id(job_id):
             return self._refuse(request, 400, "a job id is 1 to 128 letters, digits or . _ : ~ -")
-        return self._with_identity(request, lambda identity: self._job_summary(identity, request, job_id))
+        return self._with_identity(request, lambda identity, _: self._job_summary(identity, request, job_id))
 
     def _job_summary(self, identity: Identity, request: IRequest, job_id: str) -> bytes:
         if not may_watch(identity, job_id):
@@ -298,17 +283,23 @@ class MonitWeb(Service):
             return json_error(request, 404, "no such job")
         return json_body(request, 200, summary.as_json())
 
-    def _with_identity(self, request: IRequest, answer: Callable[[Identity], bytes]) -> Deferred[bytes] | bytes:
-        """Check the request's token, then answer for its identity (or refuse, as streams are)."""
+    def _with_identity(
+        self, request: IRequest, answer: Callable[[Identity, str], Answer | Deferred[Answer]]
+    ) -> Deferred[Answer] | bytes:
+        """Check the request's token, then answer for its identity and token (or refuse: 401, 403, 503)."""
         token = self._token(request)
         if token is None:
             return self._no_token(request)
         verified = self._verifier.verify(token)
-        return verified.addCallbacks(self._verified, self._auth_failed, callbackArgs=(answer,), errbackArgs=(request,))
+        return verified.addCallbacks(
+            self._verified, self._auth_failed, callbackArgs=(answer, token), errbackArgs=(request,)
+        )
 
-    def _verified(self, identity: Identity, answer: Callable[[Identity], bytes]) -> bytes:
+    def _verified(
+        self, identity: Identity, answer: Callable[[Identity, str], Answer | Deferred[Answer]], token: str
+    ) -> Answer | Deferred[Answer]:
         self.auth_results["valid"] += 1
-        return answer(identity)
+        return answer(identity, token)
 
     @app.route("/watch", methods=["GET"])
     def watch_page(self, request: IRequest) -> bytes:
@@ -418,8 +409,7 @@ class MonitWeb(Service):
 
     def _stream(
         self, identity: Identity, request: Request, inbox_ids: list[str], after: int, token: str
-    ) -> IResource | bytes | Deferred[IResource | bytes]:
-        self.auth_results["valid"] += 1
+    ) -> Answer | Deferred[Answer]:
         for inbox_id in inbox_ids:
             if not may_watch(identity, inbox_id):
                 self.log.info("{user} may not watch stream {stream}", user=identity.user, stream=inbox_id)
@@ -432,9 +422,7 @@ class MonitWeb(Service):
             return self._held(held, lambda: self._start_stream(identity, request, inbox_ids, after, token), request)
         return self._start_stream(identity, request, inbox_ids, after, token)
 
-    def _held(
-        self, held: Deferred[None], start: Callable[[], IResource | bytes], request: Request
-    ) -> Deferred[IResource | bytes]:
+    def _held(self, held: Deferred[None], start: Callable[[], IResource | bytes], request: Request) -> Deferred[Answer]:
         """Start the stream once the replay has passed the reader's id, so it goes on exactly after it.
 
         The wait is at most one ``--heartbeat``: nothing is written
