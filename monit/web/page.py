@@ -1,7 +1,7 @@
 """The pages that watch a job, or list jobs, in a browser, and the session cookie that lets them.
 
 ``GET /watch?stream=ID`` serves one static, dependency-free page (and
-``GET /watch`` alone the jobs page, ``jobs.html``, made the same way). It asks for
+``GET /watch`` alone the jobs page, ``jobs.html``, made the same way; both sign in with ``signin.js``). It asks for
 a token once (or takes it from the ``#token=`` fragment, which never reaches a
 server), posts it to ``/session``, and monit answers with a short-lived
 ``HttpOnly``, ``SameSite=Strict`` cookie for ``/events`` and ``/jobs`` only. So the page's
@@ -38,7 +38,9 @@ def jobs_page() -> tuple[bytes, bytes]:
 
 
 def _page(name: str, settings: dict[str, object]) -> tuple[bytes, bytes]:
-    template = files("monit.web").joinpath(name).read_text(encoding="utf-8")
+    here = files("monit.web")
+    template = here.joinpath(name).read_text(encoding="utf-8")
+    template = template.replace("/*SIGN_IN*/", here.joinpath("signin.js").read_text(encoding="utf-8"), 1)
     config = json.dumps(settings)
     page = _CONFIG.sub(lambda _: config.replace("<", "\\u003c"), template, count=1)
     script = _SCRIPT.search(page)
