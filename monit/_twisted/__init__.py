@@ -7,6 +7,8 @@ modules (``tests/unit/test_private_names.py`` holds it to that).
 
 - ``tcp_buffer``: what a TCP transport has not sent yet, and sending past its
   queue (the streams' fast path, ``monit.web._fastpath``);
+- ``takeover``: a stream taking its TCP connection over from ``HTTPChannel``
+  once its headers are out (``monit.web.lean``);
 - ``head_counts``: the size and header count of the request head
   ``HTTPChannel`` is reading (``monit.web.site``);
 - ``key_sharing``: the attributes ``HTTPChannel`` and its TCP transport set
@@ -21,5 +23,6 @@ modules (``tests/unit/test_private_names.py`` holds it to that).
 way, a misfit is one warning naming the Twisted version and monit takes that
 way; where there is none, monit refuses to start with one line.
 ``startup.check_all`` runs them all when ``MonitService`` is made; the fast
-path's own check runs when the streams start, which choose their writer.
+paths' checks (``tcp_buffer``, ``takeover``) run when the streams start,
+which choose how they write.
 """

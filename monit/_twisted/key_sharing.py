@@ -25,6 +25,8 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.web.http import HTTPChannel, Request
 from zope.interface import implementer
 
+from monit._twisted.tcp_buffer import IdleReactor
+
 WHAT = "the attributes HTTPChannel sets later"
 INSTEAD = "connections are not preset, and each idle one takes more memory"
 
@@ -84,22 +86,6 @@ class _StreamedRequest(Request):
         self.finish()
 
 
-class _Reactor:
-    """Just enough of a reactor for a connection that is never run."""
-
-    def addReader(self, reader: object) -> None:
-        pass
-
-    def removeReader(self, reader: object) -> None:
-        pass
-
-    def addWriter(self, writer: object) -> None:
-        pass
-
-    def removeWriter(self, writer: object) -> None:
-        pass
-
-
 class _Connection(tcp.Connection):
     """A TCP transport that knows its addresses, as a server's does."""
 
@@ -126,7 +112,7 @@ def _try(ours: socket.socket, client: socket.socket) -> str | None:
     channel = HTTPChannel()
     channel.requestFactory = _StreamedRequest
     channel.timeOut = None
-    transport = _Connection(ours, channel, _Reactor())  # type: ignore[arg-type]
+    transport = _Connection(ours, channel, IdleReactor())  # type: ignore[arg-type]
     transport.connected = True
     channel.makeConnection(transport)
     preset(channel)

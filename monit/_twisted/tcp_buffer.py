@@ -40,8 +40,23 @@ def send_now(connection: tcp.Connection, data: bytes) -> None:
         connection.write(data[sent:])
 
 
-class _Reactor:
-    """Just enough of a reactor for a connection that is never run."""
+def tcp_below(transport: object) -> tcp.Connection | None:
+    """The TCP connection under a wrapping transport (TLS writes to it), if there is one."""
+    for _ in range(4):
+        transport = getattr(transport, "transport", None)
+        if isinstance(transport, tcp.Connection):
+            return transport
+    return None
+
+
+class IdleReactor:
+    """Just enough of a reactor for a connection that is never run (the checks' socket pairs)."""
+
+    def addReader(self, reader: object) -> None:
+        pass
+
+    def removeReader(self, reader: object) -> None:
+        pass
 
     def addWriter(self, writer: object) -> None:
         pass
@@ -54,7 +69,7 @@ def check() -> str | None:
     """Why ``unsent`` and ``send_now`` cannot be used with the installed Twisted, or None."""
     ours, theirs = socket.socketpair()
     try:
-        connection = tcp.Connection(ours, None, _Reactor())  # type: ignore[arg-type]
+        connection = tcp.Connection(ours, None, IdleReactor())  # type: ignore[arg-type]
         connection.connected = True
         return _try(connection, theirs)
     except (AttributeError, TypeError, ValueError, OSError) as error:

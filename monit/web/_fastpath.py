@@ -1,4 +1,4 @@
-"""The fast path to a reader: a batch framed once, and written straight to each socket.
+"""The fast paths to a reader: a batch framed once, and written straight to each socket.
 
 ``Request.write`` frames every write as an HTTP chunk, per reader, and the
 TCP transport only registers for writing and sends on the next reactor turn:
@@ -6,40 +6,55 @@ two epoll changes per reader per event. Here a batch is framed as a chunk
 once for all readers, and a healthy reader's socket takes it at once. How
 many bytes a reader has left unread is read from the transport's buffer.
 
-Reading that buffer, and sending past it, needs private fields of
-``twisted.internet.tcp.Connection``: those two functions live behind the wall,
-in ``monit._twisted.tcp_buffer``, with the check that tries them on a real
-socket pair. The writers stay here, since the rest of what they do (framing,
-``Request.write``, the HTTP/2 stream) is monit's own or public. ``check()``
-runs once, when the streams start; if the fields are not what the wall
-expects, monit says so once, naming the Twisted, and every stream goes through
-``Request.write``, judging slowness by what it wrote while the transport asked
-it to pause: slower and coarser, never blind.
+Each stream writes to a ``Response``, the fastest its connection allows:
 
-An HTTP/2 stream (``monit.web.http2.ServerStream``, monit's own) takes a
-batch's bytes as they are, to be framed once per reactor turn with the rest
-of its connection's streams; what its reader has not taken is what its
-flow-control window, or the full socket under the connection, keeps back.
+- over plain TCP, the stream takes its connection over from twisted.web
+  (``monit.web.lean.LeanConnection``) and lets the channel and request go;
+- where that cannot be done (a channel that is not monit's), ``SocketWriter``
+  sends to the same socket and keeps the request for the rest;
+- over TLS, ``ChunkWriter`` writes chunks to the TLS transport and reads
+  what is unsent from the TCP below;
+- over HTTP/2, ``StreamWriter`` hands a batch's bytes as they are to monit's
+  own stream (``monit.web.http2.ServerStream``), to be framed once per
+  reactor turn with the rest of its connection's streams; what its reader
+  has not taken is what its flow-control window, or the full socket under
+  the connection, keeps back;
+- else ``RequestWriter`` goes through ``Request.write``.
+
+Reading the transport's buffer, sending past it and taking a connection over
+need private parts of ``twisted.internet.tcp.Connection``: they live behind
+the wall, in ``monit._twisted.tcp_buffer`` and ``monit._twisted.takeover``,
+each with a check that tries it on a real socket pair. ``Paths.check()``
+runs them once, when the streams start; if one does not fit, monit says so
+once, naming the Twisted, and takes the next way down: without the buffer,
+every stream goes through ``Request.write``, judging slowness by what it
+wrote while the transport asked it to pause: slower and coarser, never blind.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, cast
 
 from twisted.internet import tcp
-from twisted.internet.interfaces import ITransport
+from twisted.internet.interfaces import ITCPTransport, ITransport
 from twisted.web.server import Request
 
-from monit._twisted import tcp_buffer
-from monit._twisted.seam import unfit
-from monit._twisted.tcp_buffer import send_now, unsent
+from monit._twisted import takeover, tcp_buffer
+from monit._twisted.seam import fits, unfit
+from monit._twisted.tcp_buffer import send_now, tcp_below, unsent
 from monit.inbox import Batch
+from monit.web import lean
+from monit.web.lean import http_chunk
 
 
-class Writer(Protocol):
-    """How a stream writes its batches, and knows how much its reader has not taken."""
+class Response(Protocol):
+    """Where a stream writes once its headers are out, and how much its reader has not taken."""
 
-    def write(self, batch: Batch) -> None: ...
+    def write(self, batch: Batch) -> None:
+        """Events, encoded once for every reader."""
+
+    def send(self, data: bytes) -> None:
+        """The stream's own frames: keep-alives, notices, errors, the last retry hint."""
 
     def unsent(self) -> int: ...
 
@@ -47,21 +62,51 @@ class Writer(Protocol):
 
     def resume(self) -> None: ...
 
+    def finish(self) -> None:
+        """End the response (the connection may go on, or close)."""
 
-def http_chunk(batch: Batch) -> bytes:
-    """The batch as one HTTP/1.1 chunk, framed by the first reader that needs it."""
-    framed = batch.framed
-    if framed is None:
-        framed = batch.framed = b"%x\r\n%s\r\n" % (len(batch.data), batch.data)
-    return framed
+    def abort(self) -> None:
+        """Drop the reader at once: its connection, or over HTTP/2 its stream alone."""
 
 
-class SocketWriter:
-    """HTTP/1.1 over plain TCP: chunks straight to the socket."""
+class _Abortable(Protocol):
+    """An HTTP/2 stream (``monit.web.http2.ServerStream``), its request's channel: reset alone."""
+
+    def abortConnection(self) -> None: ...
+
+
+class _ViaRequest:
+    """A response that keeps its ``Request``: its own frames, its end and a drop go through it."""
+
+    __slots__ = ("_request",)
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+
+    def send(self, data: bytes) -> None:
+        self._request.write(data)
+
+    def finish(self) -> None:
+        self._request.unregisterProducer()
+        self._request.finish()
+
+    def abort(self) -> None:
+        transport = self._request.transport
+        if ITCPTransport.providedBy(transport):
+            transport.abortConnection()
+        elif transport is not None:
+            transport.loseConnection()
+        else:  # HTTP/2: reset this stream alone; the connection's other streams go on
+            cast(_Abortable, self._request.channel).abortConnection()
+
+
+class SocketWriter(_ViaRequest):
+    """HTTP/1.1 over plain TCP, for a channel that cannot be let go: chunks straight to the socket."""
 
     __slots__ = ("_connection",)
 
-    def __init__(self, connection: tcp.Connection) -> None:
+    def __init__(self, request: Request, connection: tcp.Connection) -> None:
+        super().__init__(request)
         self._connection = connection
 
     def write(self, batch: Batch) -> None:
@@ -77,12 +122,13 @@ class SocketWriter:
         """As for pause."""
 
 
-class ChunkWriter:
+class ChunkWriter(_ViaRequest):
     """HTTP/1.1 over a wrapping transport (TLS): chunks to the wrapper, unsent bytes from the TCP below."""
 
     __slots__ = ("_transport", "_connection")
 
-    def __init__(self, transport: ITransport, connection: tcp.Connection) -> None:
+    def __init__(self, request: Request, transport: ITransport, connection: tcp.Connection) -> None:
+        super().__init__(request)
         self._transport = transport
         self._connection = connection
 
@@ -99,7 +145,7 @@ class ChunkWriter:
         """As for pause."""
 
 
-class RequestWriter:
+class RequestWriter(_ViaRequest):
     """The public API: ``Request.write``, and slowness judged by producer accounting.
 
     While the transport has paused us its buffer is full, so whatever is
@@ -107,10 +153,10 @@ class RequestWriter:
     figure, which is enough to drop a reader that does not read.
     """
 
-    __slots__ = ("_request", "_paused", "_since_pause")
+    __slots__ = ("_paused", "_since_pause")
 
     def __init__(self, request: Request) -> None:
-        self._request = request
+        super().__init__(request)
         self._paused = False
         self._since_pause = 0
 
@@ -130,12 +176,13 @@ class RequestWriter:
         self._since_pause = 0
 
 
-class StreamWriter:
+class StreamWriter(_ViaRequest):
     """HTTP/2: the batch's bytes to the stream, which knows what waits unsent."""
 
     __slots__ = ("_stream",)
 
-    def __init__(self, stream: HTTP2Stream) -> None:
+    def __init__(self, request: Request, stream: HTTP2Stream) -> None:
+        super().__init__(request)
         self._stream = stream
 
     def write(self, batch: Batch) -> None:
@@ -159,30 +206,40 @@ class HTTP2Stream(Protocol):
     def unsent(self) -> int: ...
 
 
-def writer_for(request: Request, fast: bool) -> Writer:
-    """The fastest writer that is safe for this response, once its headers are out."""
-    if fast and getattr(request, "chunked", False):
+class Paths:
+    """Which of the faster ways to a reader the installed Twisted allows, checked once when the streams start."""
+
+    __slots__ = ("fast", "lean")
+
+    def __init__(self, fast: bool) -> None:
+        self.fast = fast
+        self.lean = fast
+
+    def check(self) -> str | None:
+        """Why the fast path does not fit (it is then off), or None; a misfit of the lean one is logged by its seam."""
+        problem = check() if self.fast else None
+        if problem is not None:
+            self.fast = False
+        self.lean = self.fast and fits(takeover)
+        return problem
+
+
+def response_for(request: Request, stream: lean.Stream, paths: Paths) -> Response:
+    """The fastest response that is safe for this reader, once its headers are out."""
+    if paths.fast and getattr(request, "chunked", False):
         transport = request.channel.transport
         connection: object = transport  # typed as an interface, which tcp.Connection does not name
         if isinstance(connection, tcp.Connection):
-            return SocketWriter(connection)
+            taken = lean.take_over(request, connection, stream) if paths.lean else None
+            return taken if taken is not None else SocketWriter(request, connection)
         below = tcp_below(transport)
         if transport is not None and below is not None:
-            return ChunkWriter(transport, below)
-    elif fast and request.clientproto == b"HTTP/2":
-        stream = getattr(request, "channel", None)
-        if callable(getattr(stream, "unsent", None)):
-            return StreamWriter(stream)  # type: ignore[arg-type]
+            return ChunkWriter(request, transport, below)
+    elif paths.fast and request.clientproto == b"HTTP/2":
+        channel = getattr(request, "channel", None)
+        if callable(getattr(channel, "unsent", None)):
+            return StreamWriter(request, channel)  # type: ignore[arg-type]
     return RequestWriter(request)
-
-
-def tcp_below(transport: object) -> tcp.Connection | None:
-    """The TCP connection under a wrapping transport (TLS writes to it), if there is one."""
-    for _ in range(4):
-        transport = getattr(transport, "transport", None)
-        if isinstance(transport, tcp.Connection):
-            return transport
-    return None
 
 
 def check() -> str | None:

@@ -47,8 +47,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import IRequest
 from zope.interface import implementer
 
+from monit._twisted.tcp_buffer import tcp_below
 from monit.deadlines import Deadlines
-from monit.web._fastpath import tcp_below
 from monit.web.errors import error_body
 
 MAX_STREAMS = 100  # streams one connection may have open at once (Chromium opens up to 100 before it waits)

@@ -202,16 +202,20 @@ class SelfCountingChannel(MonitChannel):
 
 
 class _Connection(typing.Protocol):
-    """An open connection of the site's, whichever HTTP it speaks (MonitChannel or MonitH2Connection)."""
+    """An open connection of the site's: MonitChannel, MonitH2Connection, or a stream's LeanConnection."""
 
     def __hash__(self) -> int: ...
 
     def close_when_done(self) -> None: ...
 
+
+class _Reading(_Connection, typing.Protocol):
+    """A connection that reads requests (MonitChannel or MonitH2Connection), refused when a head is too slow."""
+
     def _refuse(self, code: int, message: str) -> None: ...
 
 
-def _head_too_slow(channel: _Connection) -> None:
+def _head_too_slow(channel: _Reading) -> None:
     channel._refuse(408, "the request head took too long")
 
 
@@ -286,7 +290,7 @@ class MonitSite(Site):
         self.refused_connections: Counter[str] = Counter()  # connections turned away, by cap
         self._emptied: OneShotObserver[None] | None = None
         # Each connection's while its request head comes, and each HTTP/2 stream's until its request ends.
-        self.heads: Deadlines[_Connection] = Deadlines(clock)
+        self.heads: Deadlines[_Reading] = Deadlines(clock)
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         if len(self.channels) >= self._max_connections:
@@ -306,11 +310,11 @@ class MonitSite(Site):
     def log(self, request: Request) -> None:
         """No access log: monit logs streams and refusals itself, without tokens."""
 
-    def start_head_deadline(self, channel: _Connection) -> None:
+    def start_head_deadline(self, channel: _Reading) -> None:
         """A request head is awaited: it has until the deadline (one the site keeps for every connection)."""
         self.heads.set(channel, self.clock.seconds() + self.head_timeout, _head_too_slow)
 
-    def stop_head_deadline(self, channel: _Connection) -> None:
+    def stop_head_deadline(self, channel: _Reading) -> None:
         self.heads.cancel(channel)
 
     def opened(self, channel: MonitChannel) -> None:
@@ -319,7 +323,7 @@ class MonitSite(Site):
         self._per_address[address] += 1
 
     def replaced(self, old: _Connection, new: _Connection) -> None:
-        """The connection speaks HTTP/2 now: the same connection, counted once."""
+        """The connection has a new protocol (HTTP/2, or a stream's own): the same connection, counted once."""
         self.channels[new] = self.channels.pop(old)
 
     def channel_closed(self, channel: _Connection) -> None:

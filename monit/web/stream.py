@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Protocol, cast
+from typing import Protocol
 
 from twisted.internet.interfaces import IPushProducer, IReactorTime, ITCPTransport
 from twisted.internet.task import LoopingCall
@@ -17,12 +17,6 @@ from monit.inbox import CLOSED, Batch, Inbox
 from monit.registry import InboxRegistry
 from monit.sse import KEEPALIVE, encode_error, encode_retry
 from monit.web import _fastpath
-
-
-class _Abortable(Protocol):
-    """An HTTP/2 stream (``monit.web.http2.ServerStream``), its request's channel: reset alone."""
-
-    def abortConnection(self) -> None: ...
 
 
 class Source(Protocol):
@@ -105,10 +99,12 @@ class OneJob:
 class EventStream:
     """Writes a source's frames to one HTTP response until the source or the client ends.
 
-    It finishes the response itself when the stream is over, and learns from
-    the request's ``notifyFinish`` that the client went away, unsubscribing at
-    once so nothing writes to a dead socket. (Klein's own chain of Deferreds
-    for the request is over by then: an idle stream costs only what it needs.)
+    It finishes the response itself when the stream is over, and learns that
+    the client went away (``gone``: from the request's ``notifyFinish``, or
+    from a connection it took over), unsubscribing at once so nothing writes
+    to a dead socket. Once the headers are out it writes to a ``Response``
+    (``monit.web._fastpath``) and lets the request go if that can do without
+    it: an idle stream costs only what it needs.
 
     The stream is the response's producer: the transport pauses it when the
     socket's buffer is full. Batches go out at once while the reader keeps
@@ -131,7 +127,7 @@ class EventStream:
         "_expires",
         "_started",
         "_paused",
-        "_writer",
+        "_response",
         "events",
         "_recheck",
         "_sent_upto",
@@ -152,7 +148,7 @@ class EventStream:
         expires: float | None = None,
         recheck: Recheck | None = None,
     ) -> None:
-        self._request = request
+        self._request: Request | None = request  # until the headers are out
         self._source = source
         self._streams = streams
         self._user = user
@@ -162,7 +158,7 @@ class EventStream:
         self._recheck = recheck
         self._started: float | None = None
         self._paused = False
-        self._writer: _fastpath.Writer = _fastpath.RequestWriter(request)
+        self._response: _fastpath.Response = _fastpath.RequestWriter(request)
         self.events = 0
         self._sent_upto = 0  # the id of the last event written to the reader
         self._behind = False  # writing nothing new: catching up from the history instead
@@ -177,8 +173,10 @@ class EventStream:
         """
         source = self._source
         source.admit(after, self._user)
-        self._start()
-        self._request.notifyFinish().addErrback(self._gone)
+        request = self._request
+        assert request is not None, "a stream runs once"
+        request.notifyFinish().addErrback(self.gone)
+        self._start(request)
         self._sent_upto = after
         source.attach(self, after, self._user)
         self.log.info("stream {stream} opened for {user}", stream=source.name, user=self._user)
@@ -190,9 +188,9 @@ class EventStream:
         if self._behind:
             return  # caught up from the history once the socket drains
         self.events += batch.events
-        self._writer.write(batch)
+        self._response.write(batch)
         self._sent_upto = batch.last_id
-        if self._paused and self._writer.unsent() > self._max_pending:
+        if self._paused and self._response.unsent() > self._max_pending:
             self._behind = True
 
     def catch_up(self) -> None:
@@ -208,21 +206,20 @@ class EventStream:
                     self._finish(source.ended)
                 return
             self.events += batch.events
-            self._writer.write(batch)
+            self._response.write(batch)
             self._sent_upto = batch.last_id
 
     def write_notice(self, frames: bytes) -> None:
         """Write frames that are no event (a gap notice), ahead of the events."""
-        self._request.write(frames)
+        self._response.send(frames)
 
     def notice(self, frame: bytes) -> None:
         """The inbox's notice about the job (``monit.stalled``): written at once, while the stream is open."""
         if self._started is not None:
-            self._request.write(frame)
+            self._response.send(frame)
 
-    def _start(self) -> None:
-        """Send the headers and the retry time; learn how to write to this reader."""
-        request = self._request
+    def _start(self, request: Request) -> None:
+        """Send the headers and the retry time; learn how to write to this reader, and let the request go."""
         request.setHeader(b"content-type", b"text/event-stream; charset=utf-8")
         request.setHeader(b"cache-control", b"no-cache")
         request.setHeader(b"x-accel-buffering", b"no")
@@ -232,7 +229,8 @@ class EventStream:
             transport.setTcpNoDelay(True)  # events are small and should not wait
         self._started = self._clock.seconds()
         request.write(encode_retry(self._streams.retry_ms))
-        self._writer = _fastpath.writer_for(request, self._streams.fast_path)
+        self._response = _fastpath.response_for(request, self, self._streams.paths)
+        self._request = None
 
     def keepalive(self, now: float) -> None:
         """The shared heartbeat: a keep-alive comment, or the end if the token ran out.
@@ -246,7 +244,7 @@ class EventStream:
         elif self._behind:
             self._check_progress()
         else:
-            self._request.write(KEEPALIVE)
+            self._response.send(KEEPALIVE)
             if self._recheck is not None and self._recheck.due <= now:
                 self._recheck.run(now, self._source.watching()).addCallback(self._rechecked)
 
@@ -254,7 +252,7 @@ class EventStream:
         """Drop a reader that is behind and has taken nothing since the last heartbeat."""
         if not self._paused:
             return
-        unsent = self._writer.unsent()
+        unsent = self._response.unsent()
         if 0 <= self._unsent_at_beat <= unsent:
             self._drop()
         else:
@@ -270,31 +268,31 @@ class EventStream:
     def shutdown(self) -> None:
         """The server is stopping: a last retry hint, jittered so clients spread out."""
         retry_ms = self._streams.retry_ms
-        self._request.write(encode_retry(random.randint(retry_ms // 2, retry_ms)))
+        self._response.send(encode_retry(random.randint(retry_ms // 2, retry_ms)))
         self._finish("server stopping")
 
     def _expired(self) -> None:
         """The token ran out: a revoked user must not watch forever."""
-        self._request.write(encode_error("token expired"))
+        self._response.send(encode_error("token expired"))
         self._finish("token expired")
 
     def _rechecked(self, reason: str | None) -> None:
         """The recheck's verdict: the same end as expiry, unless the stream ended meanwhile."""
         if reason is not None and self._started is not None:
-            self._request.write(encode_error(reason))
+            self._response.send(encode_error(reason))
             self._finish(reason)
 
     def pauseProducing(self) -> None:
         """The reader takes no more for now; past ``--max-pending`` unsent it is behind (HTTP/2 pauses a
         stream only once its window is spent, after the turn's writes)."""
         self._paused = True
-        self._writer.pause()
-        if self._writer.unsent() > self._max_pending:
+        self._response.pause()
+        if self._response.unsent() > self._max_pending:
             self._behind = True
 
     def resumeProducing(self) -> None:
         self._paused = False
-        self._writer.resume()
+        self._response.resume()
         if self._behind:
             self.catch_up()
 
@@ -304,21 +302,14 @@ class EventStream:
     def _drop(self) -> None:
         self._streams.dropped += 1
         self._detach(f"too slow: took nothing for a heartbeat with over {self._max_pending} bytes pending")
-        transport = self._request.transport
-        if ITCPTransport.providedBy(transport):
-            transport.abortConnection()
-        elif transport is not None:
-            transport.loseConnection()
-        else:  # HTTP/2: reset this stream alone; the connection's other streams go on
-            cast(_Abortable, self._request.channel).abortConnection()
+        self._response.abort()
 
     def _finish(self, reason: str) -> None:
         """End the response; only ever called while the connection is up."""
         self._detach(reason)
-        self._request.unregisterProducer()
-        self._request.finish()
+        self._response.finish()
 
-    def _gone(self, _: Failure) -> None:
+    def gone(self, _: Failure) -> None:
         """The client went away (or was dropped)."""
         self._detach("client gone")
 
@@ -344,7 +335,7 @@ class StreamSet:
 
     def __init__(self, clock: IReactorTime, heartbeat: float, retry_ms: int, fast_path: bool = True) -> None:
         self._streams: dict[EventStream, None] = {}
-        self.fast_path = fast_path
+        self.paths = _fastpath.Paths(fast_path)
         self._heartbeat = heartbeat
         self._clock = clock
         self.retry_ms = retry_ms
@@ -362,15 +353,13 @@ class StreamSet:
         self._streams.pop(stream, None)
 
     def start(self) -> None:
-        """Start the keep-alives; check once that the fast path suits this Twisted."""
-        if self.fast_path:
-            problem = _fastpath.check()
-            if problem is not None:
-                self.log.warn(
-                    "streams write through Request.write: the fast path does not fit this Twisted ({problem})",
-                    problem=problem,
-                )
-                self.fast_path = False
+        """Start the keep-alives; check once that the fast paths suit this Twisted."""
+        problem = self.paths.check()
+        if problem is not None:
+            self.log.warn(
+                "streams write through Request.write: the fast path does not fit this Twisted ({problem})",
+                problem=problem,
+            )
         self._beat.start(self._heartbeat, now=False)
 
     def shutdown(self) -> None:

@@ -1,4 +1,4 @@
-"""The fast path's contract, over real loopback TCP: straight-to-socket writes, unsent bytes, fallback.
+"""The fast path's contract, over real loopback TCP: a stream taking its connection over, unsent bytes, fallbacks.
 
 Nothing here fakes a transport's fields: the streams run on Twisted's own TCP
 transport, and a stalled reader is a real socket that is never read.
@@ -18,12 +18,14 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import deferLater
 
+from monit._twisted import seam, takeover
 from monit.auth.modes import NoAuth
 from monit.registry import InboxRegistry
 from monit.service import registry_options, web_options
 from monit.settings import Settings
 from monit.web import _fastpath
 from monit.web.app import MonitWeb
+from monit.web.lean import LeanConnection
 from monit.web.site import MonitSite
 
 from loopback import base_url, stop_listening
@@ -84,7 +86,7 @@ async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
         served.registry.publish("job", json.dumps({"n": sent, "pad": "x" * 20_000}))
         sent += 1
         await deferLater(reactor, 0, lambda: None)  # one reactor turn: the batch goes out
-        largest_unsent = max(largest_unsent, stalled_stream._writer.unsent())
+        largest_unsent = max(largest_unsent, stalled_stream._response.unsent())
     stalled.close()
     assert served.web.streams.dropped == 1, "the stalled reader was never dropped"
     served.registry.publish("job", json.dumps({"n": sent}))
@@ -95,11 +97,29 @@ async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
 
 @pytest.mark.integration
 @pytest_twisted.ensureDeferred
-async def test_over_tcp_batches_go_straight_to_the_socket_and_a_stalled_reader_is_dropped():
+async def test_over_tcp_a_stream_takes_its_connection_over_and_a_stalled_reader_is_dropped():
     served = await serve()
     try:
         healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
-        assert type(stalled_stream._writer) is _fastpath.SocketWriter
+        assert type(stalled_stream._response) is LeanConnection
+        assert stalled_stream._request is None, "the request is let go"
+        assert largest_unsent > MAX_PENDING  # read from the transport's own buffer
+        assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
+    finally:
+        await stop(served)
+
+
+@pytest.mark.integration
+@pytest_twisted.ensureDeferred
+async def test_when_taking_over_does_not_fit_batches_still_go_straight_to_the_socket(monkeypatch, events):
+    monkeypatch.setattr(seam, "_found", {})
+    monkeypatch.setattr(takeover, "check", lambda: "pretend the connection cannot be taken over")
+    served = await serve()
+    try:
+        warnings = [e for e in events if e.get("what") == takeover.WHAT]
+        assert len(warnings) == 1 and "pretend the connection" in warnings[0]["problem"]
+        healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
+        assert type(stalled_stream._response) is _fastpath.SocketWriter
         assert largest_unsent > MAX_PENDING  # read from the transport's own buffer
         assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
     finally:
@@ -115,7 +135,7 @@ async def test_when_the_fast_path_does_not_fit_streams_use_request_write_and_sti
         warnings = [e for e in events if "fast path does not fit" in e.get("log_format", "")]
         assert len(warnings) == 1 and warnings[0]["problem"] == "pretend the fields changed"
         healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
-        assert type(stalled_stream._writer) is _fastpath.RequestWriter
+        assert type(stalled_stream._response) is _fastpath.RequestWriter
         assert largest_unsent > MAX_PENDING  # counted as written while the transport paused us
         assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
     finally:

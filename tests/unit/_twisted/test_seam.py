@@ -10,7 +10,16 @@ from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
 from monit import tuning
-from monit._twisted import early_disconnect, head_counts, key_sharing, quiet_logs, seam, tcp_buffer, trust_root
+from monit._twisted import (
+    early_disconnect,
+    head_counts,
+    key_sharing,
+    quiet_logs,
+    seam,
+    takeover,
+    tcp_buffer,
+    trust_root,
+)
 from monit._twisted.startup import SEAMS, check_all
 from monit.nats.tls import ClientTLS
 from monit.web.site import MonitChannel, MonitSite, SelfCountingChannel
@@ -22,7 +31,7 @@ def unchecked(monkeypatch):
     monkeypatch.setattr(seam, "_found", {})
 
 
-@pytest.mark.parametrize("module", [*SEAMS, tcp_buffer], ids=lambda module: module.__name__)
+@pytest.mark.parametrize("module", [*SEAMS, tcp_buffer, takeover], ids=lambda module: module.__name__)
 def test_each_check_fits_the_installed_twisted(module):
     assert module.check() is None
 

@@ -63,6 +63,9 @@ class Producer:
     def stopProducing(self) -> None:
         pass
 
+    def gone(self, reason: object) -> None:
+        pass
+
 
 class Pair:
     """monit's HTTP/2 connection and an h2 client, joined by hand."""
@@ -246,7 +249,7 @@ def test_unsent_is_what_waits_past_the_streams_window():
     request = pair.resource.requests[0]
     request.write(b"a")  # the headers go out with the first write
     pair.exchange()
-    writer = _fastpath.writer_for(request, fast=True)
+    writer = _fastpath.response_for(request, Producer(), _fastpath.Paths(fast=True))
     assert isinstance(writer, _fastpath.StreamWriter)
     request.write(b"x" * (WINDOW + 5000))
     pair.exchange()
@@ -255,7 +258,7 @@ def test_unsent_is_what_waits_past_the_streams_window():
     pair.client.acknowledge_received_data(WINDOW, 1)
     pair.exchange()
     assert writer.unsent() == 0 and len(pair.body(1)) == WINDOW + 5001
-    assert isinstance(_fastpath.writer_for(request, fast=False), _fastpath.RequestWriter)
+    assert isinstance(_fastpath.response_for(request, Producer(), _fastpath.Paths(fast=False)), _fastpath.RequestWriter)
 
 
 def test_what_the_streams_write_in_a_turn_goes_out_in_one_write_one_frame_each():
