@@ -5,7 +5,7 @@ from __future__ import annotations
 from monit._twisted import early_disconnect, head_counts, key_sharing, quiet_logs, trust_root
 from monit._twisted.seam import Seam, fits
 
-# The fast path's check (tcp_buffer) is not here: the streams run it when they start, and choose their writer.
+# The fast paths' checks (tcp_buffer, takeover) are not here: the streams run them when they start, and choose how they write.
 SEAMS: list[Seam] = [head_counts, key_sharing, quiet_logs, early_disconnect, trust_root]
 
 
