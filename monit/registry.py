@@ -501,6 +501,15 @@ class InboxRegistry(Service):
         finally:
             self._flushing = False
 
+    @property
+    def flushed(self) -> bool:
+        """No inbox holds events still to be handed out: below every id to come, all is out.
+
+        An inbox with events pending is in the flush's list until the flush
+        (one that handed them out early, to a new reader, may stay in it).
+        """
+        return not self._dirty
+
     def after_flush(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, when every inbox has handed out what is pending.
 
