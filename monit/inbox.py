@@ -51,10 +51,10 @@ class Batch:
 class Tagged:
     """A flushed batch's frames with their data naming the job, as many-job streams send them.
 
-    ``merged``: the batches many-job streams made of it and other jobs'
-    batches of the same flush, by the batches they were made of, so that
-    streams of the same jobs share one batch (and its framing) as one-job
-    streams do.
+    ``merged``: the batches many-job streams made of it and the batches of
+    other jobs that came after it in the same flush, by those batches, so
+    that streams of the same jobs share one batch (and its framing) as
+    one-job streams do.
     """
 
     __slots__ = ("ids", "frames", "data", "merged")

@@ -320,13 +320,15 @@ def _merged(parts: tuple[Batch, ...], jobs: list[tuple[_Job, int]]) -> Batch | N
     more than a batch's worth.
 
     Made by the first stream of these jobs in the flush, kept on the first
-    batch's tags and shared by the rest: the same batches make the same one.
+    batch's tags by the others and shared by the rest: the same batches make
+    the same one. (Every stream gets a flush's batches in the same order.)
     """
     first = _tags(jobs[0][0], parts[0])
-    merged = first.merged.get(parts, _UNMADE)
+    others = parts[1:]  # not the first too: the batch would hold itself, and outlive its flush
+    merged = first.merged.get(others, _UNMADE)
     if merged is _UNMADE:
         tagged = [_tags(job, part) for (job, _), part in zip(jobs, parts, strict=True)]
-        merged = first.merged[parts] = _merge(tagged, parts)
+        merged = first.merged[others] = _merge(tagged, parts)
     return merged
 
 
