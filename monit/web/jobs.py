@@ -323,12 +323,12 @@ def _merged(parts: tuple[Batch, ...], jobs: list[tuple[_Job, int]]) -> Batch | N
     batch's tags by the others and shared by the rest: the same batches make
     the same one. (Every stream gets a flush's batches in the same order.)
     """
-    first = _tags(jobs[0][0], parts[0])
+    first = parts[0].tagged
     others = parts[1:]  # not the first too: the batch would hold itself, and outlive its flush
-    merged = first.merged.get(others, _UNMADE)
+    merged = _UNMADE if first is None else first.merged.get(others, _UNMADE)
     if merged is _UNMADE:
         tagged = [_tags(job, part) for (job, _), part in zip(jobs, parts, strict=True)]
-        merged = first.merged[others] = _merge(tagged, parts)
+        merged = tagged[0].merged[others] = _merge(tagged, parts)
     return merged
 
 
