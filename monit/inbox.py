@@ -496,7 +496,7 @@ class Inbox:
         return count
 
     def add_follower(self, follower: Subscriber) -> None:
-        """Attach a reader that follows the job from run to run, and reads the histories itself."""
+        """Attach a reader that follows the job from run to run, reading the histories itself when it does not keep up."""
         self.subscribers[follower] = True
 
     def discard(self, subscriber: Subscriber, now: float) -> None:

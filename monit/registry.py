@@ -301,7 +301,8 @@ class InboxRegistry(Service):
             self._check_room(maker, new)
 
     def follow_job(self, inbox_id: str, follower: Subscriber, maker: str, after: int = 0) -> Inbox:
-        """Attach a follower of the job, which reads the histories itself (it is only told that events came).
+        """Attach a follower of the job (a many-job stream): it takes the batches while its reader
+        keeps up, and reads the histories itself when not.
 
         It stays with the job from run to run, until it leaves (``unfollow_job``);
         a closed inbox is kept for it past its retention, in case the job runs
