@@ -4,8 +4,10 @@
 
 No sockets: each reader's request takes what is written and drops it. Every
 turn publishes one event to each job and flushes, as a busy reactor turn
-does. One-job readers share each inbox's batch; a many-job reader reads the
-histories itself and tags each frame with its job, which this measures.
+does. One-job readers share each inbox's batch; a many-job reader, live,
+gets each turn's batches of its jobs as one, tagged with the jobs and merged
+by id once for every reader of the same jobs: the bookkeeping around that is
+what this measures (without sockets, the one write each saves costs nothing).
 """
 
 from __future__ import annotations

@@ -92,7 +92,12 @@ SCENARIOS: dict[str, dict[str, dict]] = {
         "full": dict(readers=1000, rate=20, seconds=5, flood_rate=100_000, flood_lead_s=0.5, drain_s=2),
         "smoke": dict(readers=50, rate=20, seconds=1, flood_rate=100_000, flood_lead_s=0.2, drain_s=1),
     },
+    "many-jobs": {  # rate: the many-job readers' events a second, over all the jobs
+        "full": dict(readers=1000, jobs=10, rate=20, seconds=5, drain_s=2),
+        "smoke": dict(readers=50, jobs=10, rate=20, seconds=1, drain_s=1),
+    },
 }
+MONIT_ONLY = ("many-jobs",)  # scenarios the reference cannot serve (it streams one job per connection)
 
 
 def flood_fanout_rate(params: dict, scenarios: dict) -> dict:
@@ -403,7 +408,7 @@ def run_scenario(
     tls: Certificate | None = None,
 ) -> dict:
     entry: dict = {}
-    for target in scenario_targets(http2=tls is not None):
+    for target in scenario_targets(name, http2=tls is not None):
         port = free_port()
         log_path = outdir / "logs" / f"{name}-{target}.log"
         print(f"benchmarks: {name} against {target}", file=sys.stderr)
@@ -421,7 +426,8 @@ def run_scenario(
                 print(f"benchmarks: {name} against {target} failed: {error}", file=sys.stderr)
             finally:
                 procs.stop(server)
-    entry["ratios"] = ratios(entry["monit"].get("summary", {}), entry["reference"].get("summary", {}))
+    if "reference" in entry:
+        entry["ratios"] = ratios(entry["monit"].get("summary", {}), entry["reference"].get("summary", {}))
     if HTTP1_TARGET in entry:
         entry["http2_vs_http1"] = http2_vs_http1(
             entry["monit"].get("summary", {}), entry[HTTP1_TARGET].get("summary", {})
@@ -429,9 +435,11 @@ def run_scenario(
     return entry
 
 
-def scenario_targets(http2: bool) -> tuple[str, ...]:
-    """The servers each scenario runs against: with --http2, monit over HTTP/1.1 too, in the same run."""
-    return (*TARGETS, HTTP1_TARGET) if http2 else TARGETS
+def scenario_targets(name: str, http2: bool) -> tuple[str, ...]:
+    """The servers a scenario runs against: with --http2, monit over HTTP/1.1 too, in the same run;
+    monit alone for a scenario the reference cannot serve."""
+    targets = ("monit",) if name in MONIT_ONLY else TARGETS
+    return (*targets, HTTP1_TARGET) if http2 else targets
 
 
 def ratios(monit: dict, reference: dict) -> dict:
@@ -543,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
                 params = flood_fanout_rate(params, results["scenarios"])
             entry = {"params": params, "notes": notes}
             entry.update(run_scenario(procs, name, params, nats, token, args.smoke, outdir, monit_args, tls))
-            ok = ok and all("error" not in entry[target] for target in scenario_targets(args.http2))
+            ok = ok and all("error" not in entry[target] for target in scenario_targets(name, args.http2))
             results["scenarios"][name] = entry
             write_results(results, outdir)
     finally:

@@ -34,16 +34,36 @@ class Batch:
     ``last_id`` is the id of its last event: where a reader that takes it has
     got to. ``framed`` holds the same bytes as a transport's framing wants
     them (an HTTP/1.1 chunk), made by the first reader that needs them and
-    reused by the rest, so each reader costs one write.
+    reused by the rest, so each reader costs one write. ``tagged``: its frames
+    as many-job streams send them (``Inbox.tagged_batch``), made once for all of them.
     """
 
-    __slots__ = ("data", "events", "last_id", "framed")
+    __slots__ = ("data", "events", "last_id", "framed", "tagged")
 
     def __init__(self, data: bytes, events: int, last_id: int) -> None:
         self.data = data
         self.events = events
         self.last_id = last_id
         self.framed: bytes | None = None
+        self.tagged: Tagged | None = None
+
+
+class Tagged:
+    """A flushed batch's frames with their data naming the job, as many-job streams send them.
+
+    ``merged``: the batches many-job streams made of it and the batches of
+    other jobs that came after it in the same flush, by those batches, so
+    that streams of the same jobs share one batch (and its framing) as
+    one-job streams do.
+    """
+
+    __slots__ = ("ids", "frames", "data", "merged")
+
+    def __init__(self, ids: list[int], frames: list[bytes]) -> None:
+        self.ids = ids
+        self.frames = frames
+        self.data = b"".join(frames)
+        self.merged: dict[tuple[Batch, ...], Batch | None] = {}
 
 
 class Event(NamedTuple):
@@ -432,6 +452,17 @@ class Inbox:
             tag = tags[event_id] = tag_frame(frame, self.id.encode("ascii"), self._base64)
         return tag
 
+    def tagged_batch(self, batch: Batch) -> Tagged:
+        """A batch this inbox flushed, tagged (see ``tagged``): made by the first many-job stream that takes it."""
+        tagged = batch.tagged
+        if tagged is None:
+            frames = [frame + b"\n\n" for frame in batch.data.split(b"\n\n")[:-1]]  # a frame ends at its blank line
+            ids = [frame_id(frame) for frame in frames]
+            tagged = batch.tagged = Tagged(
+                ids, [self.tagged(frame, event_id) for frame, event_id in zip(frames, ids, strict=True)]
+            )
+        return tagged
+
     @property
     def start(self) -> int | None:
         """The id before this run's first event; None until it has one."""
@@ -465,7 +496,7 @@ class Inbox:
         return count
 
     def add_follower(self, follower: Subscriber) -> None:
-        """Attach a reader that follows the job from run to run, and reads the histories itself."""
+        """Attach a reader that follows the job from run to run, reading the histories itself when it does not keep up."""
         self.subscribers[follower] = True
 
     def discard(self, subscriber: Subscriber, now: float) -> None:

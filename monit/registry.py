@@ -301,7 +301,8 @@ class InboxRegistry(Service):
             self._check_room(maker, new)
 
     def follow_job(self, inbox_id: str, follower: Subscriber, maker: str, after: int = 0) -> Inbox:
-        """Attach a follower of the job, which reads the histories itself (it is only told that events came).
+        """Attach a follower of the job (a many-job stream): it takes the batches while its reader
+        keeps up, and reads the histories itself when not.
 
         It stays with the job from run to run, until it leaves (``unfollow_job``);
         a closed inbox is kept for it past its retention, in case the job runs
@@ -500,6 +501,15 @@ class InboxRegistry(Service):
                     self._call_after_flush(callback)
         finally:
             self._flushing = False
+
+    @property
+    def flushed(self) -> bool:
+        """No inbox holds events still to be handed out: below every id to come, all is out.
+
+        An inbox with events pending is in the flush's list until the flush
+        (one that handed them out early, to a new reader, may stay in it).
+        """
+        return not self._dirty
 
     def after_flush(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once, when every inbox has handed out what is pending.

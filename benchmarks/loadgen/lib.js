@@ -212,7 +212,14 @@ class FrameParser {
     if (text.startsWith('retry:', start)) return this.onGreeting();
     const data = text.indexOf('data: {', start);
     if (data === -1 || data > end) return;
-    FIELDS.lastIndex = data + 7;
+    let fields = data + 7;
+    if (text.startsWith('"stream":', fields)) {
+      // A many-job frame, {"stream":JOB,"data":EVENT}: the event is its data.
+      const inner = text.indexOf('"data":{', fields);
+      if (inner === -1 || inner > end) return;
+      fields = inner + 8;
+    }
+    FIELDS.lastIndex = fields;
     const m = FIELDS.exec(text);
     if (m) this.onEvent(Number(m[1]), Number(m[2]), Number(m[3]), now);
     else if (this.onForeign) this.onForeign(text.slice(start, end));
@@ -239,6 +246,7 @@ function h2Session(env) {
 // An SSE reader: monit over HTTP (GET /events; over HTTP/2 with env.http2), the
 // reference over plain TCP (it sends the stream id as one line, the reference's
 // stand-in for the URL). open() resolves once the server has sent the `retry:` greeting.
+// A reader of monit may read several jobs on one response: `stream` is then a list.
 class Reader {
   constructor(env, stream, onEvent, onForeign = null) {
     this.env = env;
@@ -272,7 +280,7 @@ class Reader {
       if (this.env.target === 'monit' && this.env.http2) {
         const session = h2Session(this.env);
         const req = session.client.request({
-          ':path': `/events?stream=${encodeURIComponent(this.stream)}`,
+          ':path': eventsPath(this.stream),
           'x-auth-token': this.env.token,
         });
         req.on('response', (headers) => {
@@ -289,7 +297,7 @@ class Reader {
         const req = http.get({
           host: this.env.host,
           port: this.env.port,
-          path: `/events?stream=${encodeURIComponent(this.stream)}`,
+          path: eventsPath(this.stream),
           headers: { 'X-Auth-Token': this.env.token },
           agent: false,
         });
@@ -314,6 +322,12 @@ class Reader {
     this.closing = true;
     if (this.closer) this.closer();
   }
+}
+
+// monit's URL for one job's response, or (a list) for one response of several jobs.
+function eventsPath(stream) {
+  const jobs = Array.isArray(stream) ? stream : [stream];
+  return `/events?${jobs.map((job) => `stream=${encodeURIComponent(job)}`).join('&')}`;
 }
 
 // Open count readers on the streams streamOf(i), a bounded number at a time

@@ -340,6 +340,52 @@ async function cpuPerDelivery(bench, p) {
   };
 }
 
+// A dashboard's cost: readers each on one response of several jobs, against
+// the same number of readers each on one of those jobs, the jobs then
+// publishing `jobs` times as fast, so that each reader gets as many events a
+// second and the deliveries are the same. Server CPU-us per delivery of both,
+// and their ratio.
+async function manyJobs(bench, p) {
+  const jobs = Array.from({ length: p.jobs }, (_, i) => `many-${i}`);
+  const many = await bench.readers(p.readers, () => jobs);
+  const m = await jobsPhase(bench, p, 'many-job readers', jobs, () => p.readers, p.rate);
+  closeReaders(many);
+  await sleep(300);
+  const perJob = (job) => Math.floor(p.readers / p.jobs) + (jobs.indexOf(job) < p.readers % p.jobs ? 1 : 0);
+  const one = await bench.readers(p.readers, (i) => jobs[i % p.jobs]);
+  const o = await jobsPhase(bench, p, 'one-job readers', jobs, perJob, p.rate * p.jobs);
+  closeReaders(one);
+  const ok = (phase, value) => (phase.invalid ? null : value);
+  const ratio = m.invalid || o.invalid || !o.cpu_us_per_delivery ? null : m.cpu_us_per_delivery / o.cpu_us_per_delivery;
+  return {
+    summary: {
+      'cpu_us_per_delivery@many_jobs': ok(m, m.cpu_us_per_delivery),
+      'cpu_us_per_delivery@one_job': ok(o, o.cpu_us_per_delivery),
+      many_vs_one: ratio === null ? null : Number(ratio.toFixed(3)),
+      'p99_ms@many_jobs': ok(m, m.p99_ms),
+      'p99_ms@one_job': ok(o, o.p99_ms),
+      lost: m.lost + o.lost,
+    },
+    phases: [m, o],
+  };
+}
+
+// Events at `rate` a second, spread over `jobs` in turn, `readersOf(job)` reading each; after a warm-up.
+async function jobsPhase(bench, p, name, jobs, readersOf, rate) {
+  const warm = bench.phase(`warm ${name}`);
+  for (const job of jobs) bench.publish(warm, job, readersOf(job));
+  await warm.drain(10000);
+  const phase = bench.phase(name, { kind: 'rate', readers: p.readers, jobs: p.jobs, rate }).start();
+  await paced(rate, Math.round(rate * p.seconds), (i, due) => {
+    const job = jobs[i % jobs.length];
+    bench.publish(phase, job, readersOf(job), due);
+  });
+  await phase.drain(p.drain_s * 1000);
+  const r = phase.stop();
+  log(`many-jobs ${name}: ${r.cpu_us_per_delivery} us per delivery, p99 ${r.p99_ms} ms, lost ${r.lost}, loadgen ${r.loadgen_cpu}`);
+  return r;
+}
+
 const SCENARIOS = {
   fanout,
   'many-streams': manyStreams,
@@ -347,6 +393,7 @@ const SCENARIOS = {
   ingest,
   'cpu-per-delivery': cpuPerDelivery,
   'flood-fanout': floodFanout,
+  'many-jobs': manyJobs,
   soak, // benchmarks/soak.py; not in run.py's suite
 };
 

@@ -7,13 +7,18 @@ ids, which are global (the JetStream sequence, or the process-wide counter
 in core mode), so the last id a reader saw places it in every job at once:
 a reconnect with ``Last-Event-ID`` gets, of each job, what it has not seen.
 
-Unlike a one-job stream, it does not write the batches its inboxes hand
-out: those are in the order of inboxes, not of ids. It is only told that
-events came (``ManyJobs.wake``), and once the registry's flush is over reads each job's history
-from where its reader stands, merges the frames by id and writes about a
-batch's worth at a time, at the pace the socket takes it. So slow readers cost nothing
-more, and a frame is never written before one with a lower id that is
-still to come.
+Unlike a one-job stream, it cannot write each batch an inbox hands out as
+it comes: the batches come in the order of inboxes, not of ids. While its
+reader is *live* (it has every event handed out so far), the stream queues
+its jobs' batches, and once the registry's flush is over (``after_flush``),
+when no inbox holds an event still to come, writes them as one batch, merged
+by id; streams of the same jobs share that batch, as one-job streams share
+theirs. A reader that is not live (a replay, one fallen behind on a slow
+socket, a job that ran again, events still pending) reads each job's history
+from where it stands instead (``next_batch``), merges the frames by id and
+gets about a batch's worth at a time, at the pace the socket takes it; once
+it has all, it is live again. So slow readers cost nothing more, and a frame
+is never written before one with a lower id that is still to come.
 
 It follows each job, not one run of it: a job that opens again after its
 close is followed into its new run, once the reader has all of the run
@@ -24,11 +29,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from monit.inbox import BATCH_BYTES, CLOSED, Batch, Inbox, InboxClosed
+from monit.inbox import BATCH_BYTES, CLOSED, Batch, Inbox, InboxClosed, Tagged
 from monit.registry import InboxRegistry
 from monit.sse import encode_gap, frame_id, tag_frame
 from monit.web.stream import EventStream
 
+_UNMADE = Batch(b"", 0, 0)  # what a merge not made yet is looked up as
 _SMALLEST_SHARE = 4096  # bytes read from one job at a time, however many jobs share a batch
 
 
@@ -45,8 +51,20 @@ class _Job:
         self._source = source
 
     def deliver(self, batch: Batch) -> None:
-        """The inbox flushed: the stream reads the history itself, in id order."""
-        self._source.wake()
+        """The inbox flushed: into the stream's queue while its reader is live in the job's latest
+        run (the cursor moves past it now, and back if the queue is not written); else the stream
+        reads the history itself. (Per batch and reader: kept to the least work.)"""
+        source = self._source
+        run = self.run
+        if not source._live or run is None or run.successor is not None:
+            source.leave_queue()
+            return
+        batches = source._batches
+        if not batches:
+            source._registry.after_flush(source._kept_write_queue)
+        batches.append(batch)
+        source._moved.append((self, self.cursor))
+        self.cursor = batch.last_id
 
     def end(self) -> None:
         """A run is over; the reader still gets what is left of it, and the job may run again."""
@@ -77,7 +95,18 @@ class ManyJobs:
     A job that ends does not end the response; the last one to end does.
     """
 
-    __slots__ = ("_registry", "_job_ids", "name", "_jobs", "_catch_up", "_notice")
+    __slots__ = (
+        "_registry",
+        "_job_ids",
+        "name",
+        "_jobs",
+        "_catch_up",
+        "_notice",
+        "_live",
+        "_batches",
+        "_moved",
+        "_kept_write_queue",
+    )
     ended = "every job ended"
 
     def __init__(self, registry: InboxRegistry, job_ids: list[str]) -> None:
@@ -87,6 +116,10 @@ class ManyJobs:
         self._jobs: list[_Job] = []
         self._catch_up: Callable[[], None] | None = None  # the stream's, while it is attached
         self._notice: Callable[[bytes], None] | None = None  # the stream's, while it is attached
+        self._live = False  # the reader has every event handed out: batches go into the queue
+        self._batches: list[Batch] = []  # the queue: this flush's batches, for the live reader
+        self._moved: list[tuple[_Job, int]] = []  # each queued batch's job, and its cursor before
+        self._kept_write_queue = self._write_queue  # made once: after_flush takes it each flush
 
     def admit(self, after: int, maker: str) -> None:
         """Raise InboxClosed if no job has more for the reader, InboxLimit if the jobs' new inboxes would be too many."""
@@ -128,18 +161,89 @@ class ManyJobs:
         if self._catch_up is not None:
             self._registry.after_flush(self._catch_up)
 
+    def leave_queue(self) -> None:
+        """The reader is not live (or a job ran again): the stream reads the histories once the flush is over."""
+        self._drop_queue()
+        self.wake()
+
+    def _drop_queue(self) -> None:
+        """Not live: what the queue holds is left to the histories, each job's cursor back where it was."""
+        self._live = False
+        for job, cursor in reversed(self._moved):
+            job.cursor = cursor
+        self._batches = []
+        self._moved = []
+
+    def _write_queue(self) -> None:
+        """Once the flush is over, the stream writes the queue (``next_batch``); one it cannot
+        take now (its socket is full) is left to the histories, read when the socket drains."""
+        if not self._batches or self._catch_up is None:
+            return
+        self._catch_up()
+        if self._batches:
+            self._drop_queue()
+
     def over(self) -> bool:
         return all(job.over for job in self._jobs)
 
     def notice(self, frame: bytes) -> None:
-        """Write a job's notice, tagged with the job, while the stream is attached."""
+        """Write a job's notice, tagged with the job, while the stream is attached: after the
+        frames handed out before it, which may wait in the queue."""
         if self._notice is not None:
+            if self._batches:
+                self._write_queue()
             self._notice(frame)
 
     def next_batch(self, after: int) -> Batch | None:
-        """About a batch's worth of the jobs' unseen frames, in id order, notices first.
+        """What the reader has not had, in id order: the queue as one batch while it is live,
+        else about a batch's worth from the histories; once it has every event, it is live.
 
         Each job has its own cursor: ``after``, one id for all, is not needed.
+        """
+        if self._live:
+            if not self._batches:
+                return None
+            batch = self._queued()
+            if batch is not None:
+                return batch
+        self._drop_queue()
+        batch = self._read_histories()
+        if batch is None:
+            self._live = self._caught_up()
+        return batch
+
+    def _queued(self) -> Batch | None:
+        """The queue as one batch, in id order (the jobs' cursors are past it already).
+
+        None (and the histories are read instead) while an inbox holds events
+        not handed out, lest a frame come before one with a lower id, and for
+        more than a batch's worth, which the histories give a piece at a time.
+        """
+        if not self._registry.flushed:
+            return None
+        batch = _merged(tuple(self._batches), self._moved)
+        if batch is not None:
+            self._batches = []
+            self._moved = []
+        return batch
+
+    def _caught_up(self) -> bool:
+        """The reader has every event of each job handed out so far, none is pending, and no
+        gap notice is due: what the queue needs."""
+        for job in self._jobs:
+            run = job.current_run()
+            if job.cursor < run.last_id and not (run.start is None and self._from_start(job.cursor, run)):
+                return False
+        return True
+
+    def _from_start(self, cursor: int, run: Inbox) -> bool:
+        """A reader at ``cursor`` before the run's first event has missed none of it (see ``_after``)."""
+        return cursor == 0 or self._registry.id_base <= cursor >= run.run_after
+
+    def _read_histories(self) -> Batch | None:
+        """About a batch's worth of the jobs' unseen frames from their histories, in id order, notices first.
+
+        Each job has its own cursor: one id for all is not needed.
         Frames go out only up to the *horizon*: below any event not handed out
         yet, below the last frame read of a job whose read was cut short, and
         to the end of a run whose job has run again, so no frame with a lower
@@ -183,9 +287,7 @@ class ManyJobs:
         events, and the run says so with a gap notice.
         """
         cursor = job.cursor
-        if self._registry.id_base <= cursor < start and cursor >= run.run_after:
-            return 0
-        return cursor
+        return 0 if cursor < start and self._from_start(cursor, run) else cursor
 
     def _merge(self, notices: list[bytes], frames: list[tuple[int, _Job, bytes]], horizon: float) -> Batch | None:
         """The notices, then the frames up to the horizon in id order, about a batch's worth."""
@@ -208,5 +310,45 @@ class ManyJobs:
 
     def detach(self, stream: EventStream) -> None:
         self._catch_up = self._notice = None
+        self._drop_queue()
         for job in self._jobs:
             self._registry.unfollow_job(job.id, job)
+
+
+def _merged(parts: tuple[Batch, ...], jobs: list[tuple[_Job, int]]) -> Batch | None:
+    """The queued batches (``parts``, of ``jobs``) as one, in id order; None if that would be
+    more than a batch's worth.
+
+    Made by the first stream of these jobs in the flush, kept on the first
+    batch's tags by the others and shared by the rest: the same batches make
+    the same one. (Every stream gets a flush's batches in the same order.)
+    """
+    first = parts[0].tagged
+    others = parts[1:]  # not the first too: the batch would hold itself, and outlive its flush
+    merged = _UNMADE if first is None else first.merged.get(others, _UNMADE)
+    if merged is _UNMADE:
+        tagged = [_tags(job, part) for (job, _), part in zip(jobs, parts, strict=True)]
+        merged = tagged[0].merged[others] = _merge(tagged, parts)
+    return merged
+
+
+def _tags(job: _Job, batch: Batch) -> Tagged:
+    assert job.run is not None, "queued: followed"
+    return job.run.tagged_batch(batch)
+
+
+def _merge(tagged: list[Tagged], parts: tuple[Batch, ...]) -> Batch | None:
+    """The tagged frames of the batches in id order, if they are at most a batch's worth.
+
+    Usually each job's frames of a flush are ids of their own, the batches
+    only to be put in order; else the frames are sorted.
+    """
+    if sum(len(tags.data) for tags in tagged) > BATCH_BYTES:
+        return None
+    events = sum(part.events for part in parts)
+    last = max(part.last_id for part in parts)
+    order = sorted(range(len(parts)), key=lambda index: tagged[index].ids[0])
+    if all(parts[one].last_id < tagged[other].ids[0] for one, other in zip(order, order[1:], strict=False)):
+        return Batch(b"".join([tagged[index].data for index in order]), events, last)
+    frames = sorted((event_id, frame) for tags in tagged for event_id, frame in zip(tags.ids, tags.frames, strict=True))
+    return Batch(b"".join([frame for _, frame in frames]), events, last)
