@@ -13,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test matrix chaos run run-second demo bench soak clean chromium redis
+.PHONY: test docs matrix chaos run run-second demo bench soak clean chromium redis
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ $(BIN)/python:
 
 # A real (non-editable) install, so the twistd plugin is used the way users get it.
 $(VENV)/.installed: $(BIN)/python $(SOURCES)
-	$(BIN)/python -m pip install -q '.[test,embedded,bench]'
+	$(BIN)/python -m pip install -q '.[test,embedded,bench,docs]'
 	touch $@
 
 # The browser test drives Debian's Chromium; install it when it is missing.
@@ -36,7 +36,12 @@ test: $(VENV)/.installed chromium redis
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(MAKE) --no-print-directory docs
 	$(BIN)/python -m pytest -q
+
+# The documentation site (docs/) into docs/_build/html; a warning (a broken reference among them) fails it.
+docs: $(VENV)/.installed
+	$(BIN)/sphinx-build -q -W --keep-going -n -b html docs docs/_build/html
 
 # The unit tests on Python 3.11, 3.12 and 3.13, each at setup.cfg's floors and at the newest releases
 # (noxfile.py), with pyenv's interpreters where pyenv has them; NOX_ARGS='-s NAME' runs some (nox --list).
@@ -77,4 +82,4 @@ soak: $(VENV)/.installed
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info docs/_build

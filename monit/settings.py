@@ -2,11 +2,11 @@
 
 ``Settings`` is the one source of monit's defaults. Each field that is an
 operator's option carries an ``Option`` in its metadata: the command-line
-name, how to read it from text, what the README and ``--help`` say about it,
-and its environment variable (``MONIT_`` and the option's name). ``twistd
-monit``'s options, the environment and the README's table are all made from
-it (``python -m monit.settings`` prints the table, ``--update README.md``
-puts it in place).
+name, how to read it from text, what the documentation and ``--help`` say
+about it, and its environment variable (``MONIT_`` and the option's name).
+``twistd monit``'s options, the environment and the documentation's table of
+options are all made from it (``python -m monit.settings`` prints the table;
+the documentation makes it at build time, docs/_ext/monit_options.py).
 """
 
 from __future__ import annotations
@@ -658,7 +658,7 @@ class Settings:
 
 
 def options() -> Iterator[OptionField]:
-    """The operator's options, in the order ``--help`` and the README give them."""
+    """The operator's options, in the order ``--help`` and the documentation give them."""
     for field in attrs.fields(Settings):
         option = field.metadata.get(_OPTION)
         if option is not None:
@@ -701,8 +701,8 @@ def _from_environment(option: OptionField, environ: Mapping[str, str]) -> Any:
     return None
 
 
-def readme_table() -> str:
-    """The README's table of options, made from ``Settings``."""
+def options_table() -> str:
+    """The table of options (Markdown) the documentation's options page shows, made from ``Settings``."""
     rows = [
         "| option | environment | default | meaning |",
         "| --- | --- | --- | --- |",
@@ -714,18 +714,5 @@ def readme_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def update_readme(path: str) -> None:
-    """Put the table between the README's ``<!-- options`` and ``<!-- /options -->`` lines."""
-    with open(path, encoding="utf-8") as readme:
-        text = readme.read()
-    start = text.index("\n", text.index("<!-- options")) + 1
-    end = text.index("<!-- /options -->")
-    with open(path, "w", encoding="utf-8") as readme:
-        readme.write(text[:start] + readme_table() + text[end:])
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--update"]:
-        update_readme(sys.argv[2])
-    else:
-        sys.stdout.write(readme_table())
+    sys.stdout.write(options_table())

@@ -93,8 +93,8 @@ def test_every_instance_restarted_mid_job_and_a_node_lost_lose_nothing(tmp_path,
     """The node killed is the one monit is connected to, not the stream's leader.
 
     (Losing the leader's node leaves the stream without one for a few seconds,
-    and what is published with plain NATS meanwhile is not stored: see the
-    README, Running several instances.)
+    and what is published with plain NATS meanwhile is not stored: see
+    docs/howto/jetstream.md.)
     """
     jetstream_ready(cluster.urls[0])
     monit = Monit(tmp_path, cluster.urls)

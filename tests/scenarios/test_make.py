@@ -1,4 +1,4 @@
-"""The README's first steps, as a new user takes them: make run, the curl line it prints, make demo."""
+"""The first steps (README.md, docs/tutorial/first-steps.md), as a new user takes them: make run, the curl line it prints, make demo."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_make_run_prints_a_curl_line_for_its_port_and_make_demo_plays_a_job():
         curl_line = next(line.strip() for line in said.splitlines() if line.strip().startswith("curl"))
         assert f"http://127.0.0.1:{http}/events?stream=demo1" in curl_line
         assert f"http://127.0.0.1:{http}/watch?stream=demo1#token=ey" in said
-        assert said.index("watch a job") < said.index("make demo"), "in the README's order"
+        assert said.index("watch a job") < said.index("make demo"), "in the first steps' order"
         wait_until_ready(f"http://127.0.0.1:{http}", timeout=30)
         curl = subprocess.Popen(
             ["sh", "-c", curl_line.replace("curl -N", "curl -sN --max-time 60")], stdout=subprocess.PIPE

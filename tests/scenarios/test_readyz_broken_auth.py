@@ -1,5 +1,5 @@
 """/readyz with a broken auth backend: monit with a real auth service on loopback lists the service's
-problem and /readyz stays 200 (README, "When the backend fails")."""
+problem and /readyz stays 200 (docs/howto/tokens.md, "When the backend fails")."""
 
 from __future__ import annotations
 

@@ -81,7 +81,7 @@ async def watch_until(
     while True:
         codes.append(await status(monit, token()))
         code, document = await readiness(monit)
-        assert code == 200, document  # a broken auth backend is listed, not made unready (README)
+        assert code == 200, document  # a broken auth backend is listed, not made unready (docs/howto/tokens.md)
         seen.extend(document["problems"])
         if condition(codes[-1]):
             return codes

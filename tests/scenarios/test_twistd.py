@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from monit.settings import options_table
 from monit.token import mint
 
 from natsserver import free_port, wait_for_port
@@ -23,7 +24,7 @@ from publisher import Publisher
 SECRET = "twistd-secret"
 pytestmark = pytest.mark.integration  # twistd and curl as child processes
 ROOT = Path(__file__).resolve().parents[2]
-README = ROOT / "README.md"
+OPTIONS_PAGE = ROOT / "docs" / "reference" / "options.md"
 
 
 @pytest.fixture
@@ -51,11 +52,18 @@ def test_plugin_is_listed_and_documents_every_option(tmp_path):
     help_text = subprocess.run(
         [script("twistd"), "monit", "--help"], cwd=tmp_path, capture_output=True, text=True
     ).stdout
-    documented = set(re.findall(r"--[a-z][a-z0-9-]+", README.read_text()))
+    documented = set(re.findall(r"--[a-z][a-z0-9-]+", documented_options()))
     offered = set(re.findall(r"^\s+(?:-\w, )?(--[a-z][a-z0-9-]+)", help_text, re.MULTILINE))
     offered -= {"--help", "--version"}
     assert {"--nats", "--listen", "--jwt-secret", "--auth-url", "--max-pending"} <= offered
-    assert offered <= documented, f"options missing from the README: {offered - documented}"
+    assert offered <= documented, f"options missing from the documentation: {offered - documented}"
+
+
+def documented_options() -> str:
+    """The documentation's options page as it is built: its text, and the table its directive makes of Settings."""
+    page = OPTIONS_PAGE.read_text()
+    assert "```{monit-options}" in page, "the page shows the table made from monit/settings.py"
+    return page + options_table()
 
 
 def test_curl_watches_a_job_from_start_to_end(monit_process, nats_server):

@@ -1,5 +1,5 @@
 """A broken auth backend: each backend says what is wrong (``problem``) and the service lists it
-(README, "When the backend fails"). The auth service unit by unit (StubTreq, fake clock)."""
+(docs/howto/tokens.md, "When the backend fails"). The auth service unit by unit (StubTreq, fake clock)."""
 
 from __future__ import annotations
 
