@@ -13,7 +13,7 @@ BASE_URL = $(shell $(PYTHON) -c "import sys; kind, port, *rest = sys.argv[1].spl
 	opts = dict(o.split('=', 1) for o in rest if '=' in o); \
 	print(('https' if kind == 'ssl' else 'http') + '://' + opts.get('interface', '127.0.0.1') + ':' + port)" '$(LISTEN)')
 
-.PHONY: test docs matrix chaos run run-second demo bench soak clean chromium redis
+.PHONY: test docs news changelog dist matrix chaos run run-second demo bench soak clean chromium redis nginx systemd
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,40 @@ chromium:
 redis:
 	@command -v redis-server >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server)
 
-test: $(VENV)/.installed chromium redis
+# tests/scenarios/test_contrib.py checks contrib/'s nginx file with Debian's nginx (nginx -t) ...
+nginx:
+	@command -v nginx >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx)
+
+# ... and its systemd unit with Debian's systemd-analyze (verify).
+systemd:
+	@command -v systemd-analyze >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd)
+
+test: $(VENV)/.installed chromium redis nginx systemd
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(MAKE) --no-print-directory docs
+	$(MAKE) --no-print-directory news
+	$(MAKE) --no-print-directory dist
 	$(BIN)/python -m pytest -q
+
+# Every change to monit/ since the last release brings a news fragment (newsfragments/README.rst),
+# and the fragments make a changelog: shown here, written into NEWS.rst by make changelog at a release.
+news: $(VENV)/.installed
+	$(BIN)/python admin/check_newsfragments.py
+	@draft=$$($(BIN)/towncrier build --draft 2>&1) || { echo "$$draft"; exit 1; }; echo "$$draft" | sed -n '/^What is seen below/,$$p'
+
+# At a release (CONTRIBUTING.md): the version's entry into NEWS.rst, its fragments removed with git rm.
+changelog: $(VENV)/.installed
+	$(BIN)/towncrier build --yes
+
+# The release's files, checked as users get them: sdist and wheel in dist/, twine's check, then the
+# wheel installed into a new virtual environment and run there (admin/check_wheel.py).
+dist: $(VENV)/.installed
+	rm -rf dist
+	$(BIN)/python -m build --quiet --outdir dist .
+	$(BIN)/twine check --strict dist/*
+	$(BIN)/python admin/check_wheel.py dist/*.whl
 
 # The documentation site (docs/) into docs/_build/html; a warning (a broken reference among them) fails it.
 docs: $(VENV)/.installed
@@ -82,4 +110,4 @@ soak: $(VENV)/.installed
 	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info docs/_build
+	rm -rf $(VENV) build dist *.egg-info docs/_build

@@ -8,13 +8,10 @@ Embed it in a Twisted program of your own::
     root.putChild(b"monit", monit.resource)
 """
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-try:
-    __version__ = version("txmonit")  # the distribution's name: "monit" on PyPI is another project
-except PackageNotFoundError:  # running from a checkout that was never installed
-    __version__ = "0+unknown"
+# The one place the version is written: setup.cfg (attr:) and towncrier read it here.
+__version__ = "0.1.0"
 
 __all__ = ["Event", "MonitService", "Settings", "Watch", "__version__"]
 
