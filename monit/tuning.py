@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
@@ -57,3 +58,36 @@ def preset_request(request: Request) -> None:
     """
     request.producer = None
     request.streamingProducer = False
+
+
+class YoungSweep:
+    """One collection of the young generations at the end of a turn in which streams let their requests go.
+
+    A stream over HTTP/1.1 lets its channel and request go once its headers
+    are out (``monit.web.lean``), but they hold each other, and Klein's
+    Deferreds hold them, in cycles: only the collector frees them, and with
+    ``FULL_COLLECTION_EVERY`` the older of them wait minutes, in RSS. They
+    are young, so one collection of generations 0 and 1 a turn frees them.
+    Benchmark: ``benchmarks/run.py --scenario idle-memory``, RSS per idle
+    stream at 10,000: 4.16 KiB without it.
+    """
+
+    __slots__ = ("_clock", "_due")
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._due: IDelayedCall | None = None
+
+    def soon(self) -> None:
+        if self._due is None:
+            self._due = self._clock.callLater(0, self._sweep)
+
+    def _sweep(self) -> None:
+        self._due = None
+        gc.collect(1)
+
+    def cancel(self) -> None:
+        """Nothing more to sweep (the site is closing): leave no call behind."""
+        if self._due is not None:
+            self._due.cancel()
+            self._due = None

@@ -133,4 +133,5 @@ def take_over(request: Request, connection: tcp.Connection, stream: Stream) -> L
     lean = LeanConnection(connection, stream, channel.site)
     channel.site.replaced(channel, lean)
     takeover.take_over(connection, lean, lean)
+    channel.site.sweep.soon()
     return lean

@@ -291,6 +291,7 @@ class MonitSite(Site):
         self._emptied: OneShotObserver[None] | None = None
         # Each connection's while its request head comes, and each HTTP/2 stream's until its request ends.
         self.heads: Deadlines[_Reading] = Deadlines(clock)
+        self.sweep = tuning.YoungSweep(clock)  # the channels and requests that streams let go
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol | None:  # type: ignore[override]
         if len(self.channels) >= self._max_connections:
@@ -338,6 +339,7 @@ class MonitSite(Site):
 
     def close_connections(self, clock: IReactorTime, timeout: float) -> Deferred[None]:
         """Close every connection after its pending writes; fires when all are gone."""
+        self.sweep.cancel()
         if not self.channels:
             return succeed(None)
         if self._emptied is None:
