@@ -243,6 +243,13 @@ function h2Session(env) {
   return session;
 }
 
+// Readers' source addresses, in turn: one pair of addresses has about 28,000
+// ephemeral ports, so 100,000 connections to one server port need several
+// (the whole of 127.0.0.0/8 is this host's).
+const SOURCES = ['127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8', '127.0.0.9'];
+let nextSource = 0;
+const sourceAddress = () => SOURCES[nextSource++ % SOURCES.length];
+
 // An SSE reader: monit over HTTP (GET /events; over HTTP/2 with env.http2), the
 // reference over plain TCP (it sends the stream id as one line, the reference's
 // stand-in for the URL). open() resolves once the server has sent the `retry:` greeting.
@@ -300,6 +307,7 @@ class Reader {
           path: eventsPath(this.stream),
           headers: { 'X-Auth-Token': this.env.token },
           agent: false,
+          localAddress: sourceAddress(),
         });
         req.on('response', (res) => {
           if (res.statusCode !== 200) return fail(new Error(`HTTP ${res.statusCode}`));
@@ -309,7 +317,8 @@ class Reader {
         req.on('error', fail);
         this.closer = () => req.destroy();
       } else {
-        const sock = net.connect(this.env.port, this.env.host, () => sock.write(`${this.stream}\n`));
+        const where = { port: this.env.port, host: this.env.host, localAddress: sourceAddress() };
+        const sock = net.connect(where, () => sock.write(`${this.stream}\n`));
         sock.on('data', (chunk) => parser.feed(chunk));
         sock.on('error', fail);
         sock.on('close', ended);

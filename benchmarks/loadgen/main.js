@@ -176,6 +176,7 @@ async function idleMemory(bench, p) {
   const summary = { rss0_mb: Number((rss0 / 2 ** 20).toFixed(1)) };
   const levels = [];
   const readers = [];
+  let previous = null;
   for (const n of p.streams) {
     log(`idle-memory: opening streams up to ${n}`);
     const more = await bench.readers(n - readers.length, (i) => `idle-${readers.length + i}`);
@@ -185,6 +186,13 @@ async function idleMemory(bench, p) {
     levels.push({ streams: n, rss_mb: Number((rss / 2 ** 20).toFixed(1)), rss_per_stream_kb: Number(perStream.toFixed(2)) });
     summary[`rss_per_stream_kb@${n}`] = Number(perStream.toFixed(2));
     log(`idle-memory: ${n} streams, ${perStream.toFixed(2)} kB each`);
+    summary[`rss_mb@${n}`] = Number((rss / 2 ** 20).toFixed(1));
+    if (previous !== null) {
+      // What each stream past the previous level cost: the figure without what the first streams bring once.
+      const perMore = (rss - previous.rss) / (n - previous.streams) / 1024;
+      summary[`rss_per_more_stream_kb@${previous.streams}-${n}`] = Number(perMore.toFixed(2));
+    }
+    previous = { streams: n, rss };
   }
   closeReaders(readers);
   return { summary, phases: [], levels };
