@@ -129,3 +129,24 @@ def test_a_notice_comes_after_the_frames_handed_out_before_it(registry, clock):
     text = b"".join(request.written)
     assert text.index(b"id: 1\n") < text.index(b"event: monit.stalled") < text.index(b"id: 2\n")
     assert request.ids() == [1, 2]
+
+
+def test_a_batch_of_events_the_reader_has_had_is_not_written_again(registry, clock):
+    """A restarted instance may replay a job's older events after a reader came back with a later id."""
+    registry.publish("c", event(0), event_id=100)
+    clock.advance(0)
+    request, _ = follow_after(registry, clock, ["a", "b"], after=100)
+    before = len(request.written)
+    registry.publish("a", event(1), event_id=60)  # the reader had it before it came back
+    clock.advance(0)
+    assert b"id: 60\n" not in b"".join(request.written[before:])
+    registry.publish("b", event(2), event_id=101)
+    clock.advance(0)
+    assert b"id: 101\n" in b"".join(request.written[before:]), "the stream goes on"
+
+
+def follow_after(registry, clock, jobs, after):
+    request = StreamingRequest(capacity=10**9)
+    stream = EventStream(request, ManyJobs(registry, jobs), StreamSet(clock, 15, 3000), "alice", clock, 100_000)
+    stream.run(after)
+    return request, stream
