@@ -21,11 +21,9 @@ import socket
 
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IPushProducer
 from twisted.web.http import HTTPChannel, Request
-from zope.interface import implementer
 
-from monit._twisted.tcp_buffer import IdleReactor
+from monit._twisted.tcp_buffer import IdleProducer, IdleReactor
 
 WHAT = "the attributes HTTPChannel sets later"
 INSTEAD = "connections are not preset, and each idle one takes more memory"
@@ -64,23 +62,11 @@ def _set_early(instance: object, names: tuple[str, ...]) -> None:
         setattr(instance, name, getattr(instance, name, None))
 
 
-@implementer(IPushProducer)
-class _Producer:
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
-
 class _StreamedRequest(Request):
     """Answers as a stream does: a streaming producer, chunks, then the end."""
 
     def process(self) -> None:
-        self.registerProducer(_Producer(), True)
+        self.registerProducer(IdleProducer(), True)
         self.write(b"ok")
         self.unregisterProducer()
         self.finish()

@@ -19,9 +19,8 @@ from twisted.internet import tcp
 from twisted.internet.interfaces import IProtocol, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from monit._twisted.tcp_buffer import IdleReactor
+from monit._twisted.tcp_buffer import IdleProducer, IdleReactor
 
 WHAT = "a stream taking its TCP connection over from twisted.web's channel"
 INSTEAD = "each stream keeps its Request and HTTPChannel, and an idle one takes about three times the memory"
@@ -34,7 +33,6 @@ def take_over(connection: tcp.Connection, protocol: IProtocol, producer: IPushPr
     connection.registerProducer(producer, True)
 
 
-@implementer(IPushProducer)
 class _Heard(Protocol):
     """A protocol that remembers what reached it."""
 
@@ -48,15 +46,6 @@ class _Heard(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
 
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
-
 
 def check() -> str | None:
     """Why a protocol cannot take a TCP connection over with the installed Twisted, or None."""
@@ -65,8 +54,8 @@ def check() -> str | None:
         before, after = _Heard(), _Heard()
         connection = tcp.Connection(ours, before, IdleReactor())  # type: ignore[arg-type]
         connection.connected = True
-        connection.registerProducer(before, True)
-        take_over(connection, after, after)
+        connection.registerProducer(IdleProducer(), True)
+        take_over(connection, after, IdleProducer())
         theirs.sendall(b"after")
         connection.doRead()
         connection.connectionLost(Failure(connectionDone.value))

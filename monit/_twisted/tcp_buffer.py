@@ -17,6 +17,8 @@ from __future__ import annotations
 import socket
 
 from twisted.internet import tcp
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
 
 
 def unsent(connection: tcp.Connection) -> int:
@@ -47,6 +49,20 @@ def tcp_below(transport: object) -> tcp.Connection | None:
         if isinstance(transport, tcp.Connection):
             return transport
     return None
+
+
+@implementer(IPushProducer)
+class IdleProducer:
+    """A producer that is never paused for real (the checks' streams)."""
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
 
 
 class IdleReactor:

@@ -33,11 +33,16 @@ MOST_IGNORED = 16 * 1024  # bytes a client may send on a stream before it is cut
 LAST_CHUNK = b"0\r\n\r\n"
 
 
+def chunk(data: bytes) -> bytes:
+    """Bytes as one HTTP/1.1 chunk."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
 def http_chunk(batch: Batch) -> bytes:
     """The batch as one HTTP/1.1 chunk, framed by the first reader that needs it."""
     framed = batch.framed
     if framed is None:
-        framed = batch.framed = b"%x\r\n%s\r\n" % (len(batch.data), batch.data)
+        framed = batch.framed = chunk(batch.data)
     return framed
 
 
@@ -69,7 +74,7 @@ class LeanConnection:
         send_now(self._connection, http_chunk(batch))
 
     def send(self, data: bytes) -> None:
-        send_now(self._connection, b"%x\r\n%s\r\n" % (len(data), data))
+        send_now(self._connection, chunk(data))
 
     def unsent(self) -> int:
         return unsent(self._connection)
