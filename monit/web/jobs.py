@@ -56,7 +56,12 @@ class _Job:
         reads the history itself. (Per batch and reader: kept to the least work.)"""
         source = self._source
         run = self.run
-        if not source._live or run is None or run.successor is not None or frame_id(batch.data) <= self.cursor:
+        if (
+            not source._live
+            or run is None
+            or run.successor is not None
+            or run.tagged_batch(batch).ids[0] <= self.cursor
+        ):
             source.leave_queue()  # a batch the reader has some of (a restarted peer's replay) is read from the history
             return
         batches = source._batches
