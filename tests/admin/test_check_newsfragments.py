@@ -53,6 +53,15 @@ class Repository:
         self.commit("code before any release", {"monit/service.py": "1"})
         self.commit("monit 0.1.0", {"NEWS.rst": "monit 0.1.0\n"})
 
+    def merged(self, branch: str, *commits: tuple[str, dict[str, str | None]]) -> None:
+        """The commits made on a branch while main gets a docs commit, then the branch merged into main."""
+        self.git("switch", "-q", "-c", branch)
+        for subject, files in commits:
+            self.commit(subject, files)
+        self.git("switch", "-q", "main")
+        self.commit("docs on main", {"README.md": "more"})
+        self.git("merge", "-q", "--no-ff", "-m", f"merge {branch}", branch)
+
     def check(self) -> subprocess.CompletedProcess[str]:
         return check_in(self.path)
 
@@ -144,12 +153,11 @@ def test_the_release_is_the_newest_change_to_news(repo):
 
 def test_a_merge_brings_its_branch_news_from_any_of_its_commits(repo):
     repo.released()
-    repo.git("switch", "-q", "-c", "topic")
-    repo.commit("code on the branch", {"monit/service.py": "2"})
-    repo.commit("its news on the branch", {"newsfragments/topic.feature": "Topic.\n"})
-    repo.git("switch", "-q", "main")
-    repo.commit("docs on main", {"README.md": "more"})
-    repo.git("merge", "-q", "--no-ff", "-m", "merge topic", "topic")
+    repo.merged(
+        "topic",
+        ("code on the branch", {"monit/service.py": "2"}),
+        ("its news on the branch", {"newsfragments/topic.feature": "Topic.\n"}),
+    )
     done = repo.check()
     assert done.returncode == 0, done
     assert "2 commit(s) since the last release" in done.stdout
@@ -157,11 +165,7 @@ def test_a_merge_brings_its_branch_news_from_any_of_its_commits(repo):
 
 def test_a_merge_without_news_is_named(repo):
     repo.released()
-    repo.git("switch", "-q", "-c", "topic")
-    repo.commit("code on the branch", {"monit/service.py": "2"})
-    repo.git("switch", "-q", "main")
-    repo.commit("docs on main", {"README.md": "more"})
-    repo.git("merge", "-q", "--no-ff", "-m", "merge topic", "topic")
+    repo.merged("topic", ("code on the branch", {"monit/service.py": "2"}))
     done = repo.check()
     assert done.returncode == 1
     assert "merge topic" in done.stderr
@@ -170,12 +174,11 @@ def test_a_merge_without_news_is_named(repo):
 def test_a_merged_release_is_the_release(repo):
     """A release made on a branch: its fragments came and went there, and the merge brings NEWS.rst."""
     repo.commit("code before any release", {"monit/service.py": "1"})
-    repo.git("switch", "-q", "-c", "release")
-    repo.commit("news", {"newsfragments/a.feature": "A.\n", "monit/service.py": "2"})
-    repo.commit("monit 0.1.0", {"NEWS.rst": "monit 0.1.0\n", "newsfragments/a.feature": None})
-    repo.git("switch", "-q", "main")
-    repo.commit("docs on main", {"README.md": "more"})
-    repo.git("merge", "-q", "--no-ff", "-m", "merge release", "release")
+    repo.merged(
+        "release",
+        ("news", {"newsfragments/a.feature": "A.\n", "monit/service.py": "2"}),
+        ("monit 0.1.0", {"NEWS.rst": "monit 0.1.0\n", "newsfragments/a.feature": None}),
+    )
     done = repo.check()
     assert done.returncode == 0, done
     assert "0 commit(s) since the last release" in done.stdout

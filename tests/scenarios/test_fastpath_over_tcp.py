@@ -27,6 +27,7 @@ from monit.web import _fastpath
 from monit.web.app import MonitWeb
 from monit.web.lean import LeanConnection
 from monit.web.site import MonitSite
+from monit.web.stream import EventStream
 
 from loopback import base_url, stop_listening
 from streams import Reader, stalled_reader
@@ -46,7 +47,7 @@ class Served:
     def base_url(self) -> str:
         return base_url(self.port)
 
-    def newest_stream(self):
+    def newest_stream(self) -> EventStream:
         return list(self.web.streams._streams)[-1]
 
 
@@ -67,11 +68,13 @@ async def stop(served: Served) -> None:
     served.registry.stopService()  # its timers too: a later test counts what monit left on the reactor
 
 
-async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
+async def healthy_and_stalled(served: Served) -> EventStream:
     """A reader that reads and one that never does, on one job; events until the stalled one is dropped.
 
     Past MAX_PENDING the stalled one is written nothing more; two heartbeats
-    later, having taken nothing, it is dropped.
+    later, having taken nothing, it is dropped, having held more than
+    MAX_PENDING unsent, while the healthy one got every event in order.
+    Returns the stalled one's stream, whichever way it wrote.
     """
     response = await within(treq.get(f"{served.base_url}/events?stream=job", unbuffered=True))
     healthy = Reader(response)
@@ -92,7 +95,9 @@ async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
     served.registry.publish("job", json.dumps({"n": sent}))
     await wait_for(lambda: len(healthy.events) == sent + 1)
     healthy.close()
-    return healthy, stalled_stream, largest_unsent
+    assert largest_unsent > MAX_PENDING
+    assert [event["n"] for event in healthy.data()] == list(range(sent + 1))
+    return stalled_stream
 
 
 @pytest.mark.integration
@@ -100,11 +105,9 @@ async def healthy_and_stalled(served: Served) -> tuple[Reader, object, int]:
 async def test_over_tcp_a_stream_takes_its_connection_over_and_a_stalled_reader_is_dropped():
     served = await serve()
     try:
-        healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
+        stalled_stream = await healthy_and_stalled(served)  # unsent read from the transport's own buffer
         assert type(stalled_stream._response) is LeanConnection
         assert stalled_stream._request is None, "the request is let go"
-        assert largest_unsent > MAX_PENDING  # read from the transport's own buffer
-        assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
     finally:
         await stop(served)
 
@@ -118,10 +121,8 @@ async def test_when_taking_over_does_not_fit_batches_still_go_straight_to_the_so
     try:
         warnings = [e for e in events if e.get("what") == takeover.WHAT]
         assert len(warnings) == 1 and "pretend the connection" in warnings[0]["problem"]
-        healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
+        stalled_stream = await healthy_and_stalled(served)  # unsent read from the transport's own buffer
         assert type(stalled_stream._response) is _fastpath.SocketWriter
-        assert largest_unsent > MAX_PENDING  # read from the transport's own buffer
-        assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
     finally:
         await stop(served)
 
@@ -134,9 +135,7 @@ async def test_when_the_fast_path_does_not_fit_streams_use_request_write_and_sti
     try:
         warnings = [e for e in events if "fast path does not fit" in e.get("log_format", "")]
         assert len(warnings) == 1 and warnings[0]["problem"] == "pretend the fields changed"
-        healthy, stalled_stream, largest_unsent = await healthy_and_stalled(served)
+        stalled_stream = await healthy_and_stalled(served)  # unsent counted as written while the transport paused us
         assert type(stalled_stream._response) is _fastpath.RequestWriter
-        assert largest_unsent > MAX_PENDING  # counted as written while the transport paused us
-        assert [event["n"] for event in healthy.data()] == list(range(len(healthy.events)))
     finally:
         await stop(served)

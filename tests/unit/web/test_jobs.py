@@ -13,6 +13,7 @@ from monit.settings import Settings
 from monit.web.jobs import ManyJobs
 from monit.web.stream import EventStream, StreamSet
 
+from inboxreader import InboxReader
 from streamingrequest import StreamingRequest, event
 
 
@@ -29,19 +30,11 @@ def follow(registry, clock, jobs, capacity=4096, after=0, max_pending=100_000):
     return request, stream, streams
 
 
-class Other:
-    def deliver(self, batch) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-
 def test_a_frame_waits_for_a_lower_id_that_is_not_handed_out_yet(registry, clock):
     request, stream, _ = follow(registry, clock, ["a", "b"])
     registry.publish("a", event(1))  # id 1, pending
     registry.publish("b", event(2))  # id 2, pending
-    registry.subscribe("b", Other())  # a new reader of b: b's pending is handed out first, a's is not
+    registry.subscribe("b", InboxReader())  # a new reader of b: b's pending is handed out first, a's is not
     stream.resumeProducing()  # the socket asks for more before the flush: b's id 2 must wait for a's id 1
     assert request.ids() == []
     clock.advance(0)

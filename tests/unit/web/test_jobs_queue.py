@@ -17,6 +17,7 @@ from monit.sse import encode_event
 from monit.web.jobs import ManyJobs
 from monit.web.stream import EventStream, StreamSet
 
+from inboxreader import InboxReader
 from streamingrequest import StreamingRequest, event
 
 
@@ -25,22 +26,11 @@ def registry(clock):
     return InboxRegistry(clock, **registry_options(Settings(grace=1, history=1000)))
 
 
-def follow(registry, clock, jobs, capacity=10**9, max_pending=100_000):
+def follow(registry, clock, jobs, capacity=10**9, max_pending=100_000, after=0):
     request = StreamingRequest(capacity=capacity)
     stream = EventStream(request, ManyJobs(registry, jobs), StreamSet(clock, 15, 3000), "alice", clock, max_pending)
-    stream.run()
+    stream.run(after)
     return request, stream
-
-
-class Other:
-    def deliver(self, batch) -> None:
-        pass
-
-    def end(self) -> None:
-        pass
-
-    def notice(self, frame: bytes) -> None:
-        pass
 
 
 def turn(request, registry, clock, jobs: str) -> list[bytes]:
@@ -78,7 +68,7 @@ def test_a_frame_handed_out_early_waits_for_a_lower_id_still_pending(registry, c
     request, stream = follow(registry, clock, ["a", "b"])
     registry.publish("a", event(1))  # id 1, pending
     registry.publish("b", event(2))  # id 2, pending
-    registry.subscribe("b", Other())  # b's pending is handed out now, into the queue; a's is not
+    registry.subscribe("b", InboxReader())  # b's pending is handed out now, into the queue; a's is not
     stream.catch_up()  # the stream reads before the flush: id 2 must wait for id 1
     assert request.ids() == []
     clock.advance(0)
@@ -122,7 +112,7 @@ def test_a_reader_that_falls_behind_reads_the_histories_then_is_live_again(regis
 def test_a_notice_comes_after_the_frames_handed_out_before_it(registry, clock):
     request, _ = follow(registry, clock, ["a", "b"])
     registry.publish("a", event(1))
-    registry.subscribe("a", Other())  # a's event is handed out now: it waits in the queue for the flush
+    registry.subscribe("a", InboxReader())  # a's event is handed out now: it waits in the queue for the flush
     registry.get("a").notify(encode_event(None, '{"silent_for":1}', "monit.stalled"))
     registry.publish("b", event(2))
     clock.advance(0)
@@ -135,7 +125,7 @@ def test_a_batch_of_events_the_reader_has_had_is_not_written_again(registry, clo
     """A restarted instance may replay a job's older events after a reader came back with a later id."""
     registry.publish("c", event(0), event_id=100)
     clock.advance(0)
-    request, _ = follow_after(registry, clock, ["a", "b"], after=100)
+    request, _ = follow(registry, clock, ["a", "b"], after=100)
     before = len(request.written)
     registry.publish("a", event(1), event_id=60)  # the reader had it before it came back
     clock.advance(0)
@@ -143,10 +133,3 @@ def test_a_batch_of_events_the_reader_has_had_is_not_written_again(registry, clo
     registry.publish("b", event(2), event_id=101)
     clock.advance(0)
     assert b"id: 101\n" in b"".join(request.written[before:]), "the stream goes on"
-
-
-def follow_after(registry, clock, jobs, after):
-    request = StreamingRequest(capacity=10**9)
-    stream = EventStream(request, ManyJobs(registry, jobs), StreamSet(clock, 15, 3000), "alice", clock, 100_000)
-    stream.run(after)
-    return request, stream
