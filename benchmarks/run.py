@@ -136,7 +136,7 @@ def fit_to_fd_limit(params: dict, limit: int) -> tuple[dict, list[str]]:
     streams = params.get("streams")
     if isinstance(streams, list) and max(streams) > most:
         for n in sorted(n for n in streams if n > most):
-            notes.append(f"streams={n} measured at {most}: open-file limit {limit} (hard limit, not raisable here)")
+            notes.append(f"streams={n} measured at {most}: the open-file limit is {limit}")
         params = {**params, "streams": sorted({min(n, most) for n in streams})}
     return params, notes
 
@@ -151,7 +151,7 @@ def raise_fd_limit() -> int:
     the hard limit needs CAP_SYS_RESOURCE (root on most machines, not in every container); without
     it the soft limit goes up to the hard one.
     """
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     for wanted in (_most_open_files(), hard):
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, wanted))

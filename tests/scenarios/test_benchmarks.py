@@ -5,6 +5,7 @@ It checks that every scenario produced numbers for monit and the reference
 performance is measured, never asserted in tests.
 """
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -108,3 +109,23 @@ def test_soak_smoke_run_measures_the_control_stream_through_every_attack(tmp_pat
     assert summary["monit"]["malformed_during_attack"] > 0  # the poison reached monit
     assert {sample["phase"] for sample in report["samples"]} >= {"baseline", "attack"}
     assert "| control p99 (ms) |" in done.stdout
+
+
+def load_run():
+    spec = importlib.util.spec_from_file_location("benchmark_run", RUN)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_levels_past_the_open_file_limit_are_measured_at_the_most_it_holds_and_readers_skipped():
+    run = load_run()
+    most = 20_000 - run.FD_SPARE
+    params, notes = run.fit_to_fd_limit({"streams": [1000, 10_000, 100_000], "readers": [100, 50_000]}, 20_000)
+    assert params["streams"] == [1000, 10_000, most]
+    assert params["readers"] == [100]
+    assert notes == [
+        "readers=50000 skipped: open-file limit 20000 < 50256",
+        f"streams=100000 measured at {most}: the open-file limit is 20000",
+    ]
