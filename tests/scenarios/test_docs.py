@@ -143,17 +143,6 @@ def test_every_javascript_example_passes_node_check(tmp_path):
         assert checked.returncode == 0, f"{example}: {checked.stderr}"
 
 
-def test_the_nginx_example_is_balanced_and_every_directive_ends():
-    config = re.sub(r"#.*", "", (ROOT / "contrib" / "nginx" / "monit.conf").read_text())
-    assert "proxy_buffering off;" in config
-    depth = 0
-    for statement in re.split(r"([{};])", config):
-        depth += {"{": 1, "}": -1}.get(statement, 0)
-        assert depth >= 0
-    assert depth == 0, "every block is closed"
-    assert not re.sub(r"[^{};]*[{};]", "", config).strip(), "every directive ends with ; or a block"
-
-
 def test_every_relative_link_of_the_readme_leads_to_a_file():
     links = re.findall(r"\]\(([^)]+)\)", (ROOT / "README.md").read_text())
     relative = [link for link in links if not re.match(r"[a-z]+:", link)]
