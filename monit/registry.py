@@ -138,6 +138,9 @@ class InboxRegistry(Service):
         self.made_room = Tally(clock, self.log, "dropped unwatched inboxes to make room")
         self._inboxes: dict[str, Inbox] = {}  # each job's latest run
         self._records: dict[str, list[Inbox]] = {}  # each job's earlier runs still kept, oldest first
+        # The candidates for eviction: (rank, last activity, job id) as ``_eviction_order`` ranks them,
+        # a heap (``_evictable``); plain values, so that the collector does not walk them.
+        self._eviction: list[tuple[int, float, str]] = []
         # Bound methods made once and shared by every inbox (see monit.deadlines): ``_kept_`` and the method's name.
         self._kept_schedule_expiry = self._schedule_expiry
         self._kept_check_expiry = self._check_expiry
@@ -397,28 +400,57 @@ class InboxRegistry(Service):
             self.refused += 1
             raise UserInboxLimit("too many inboxes that no job opened for this user")
         if len(self._inboxes) + count > self._max_inboxes:
-            self._make_room(for_reader=maker is not None)
+            self._make_room(maker is not None, count)
         if len(self._inboxes) + count > self._max_inboxes:
             self.refused += 1
             raise InboxLimit("too many inboxes")
 
-    def _make_room(self, for_reader: bool) -> None:
-        """Drop a twentieth of the inboxes at once (the scan is the cost), unwatched ones only.
+    def _make_room(self, for_reader: bool, count: int) -> None:
+        """Drop unwatched inboxes until ``count`` more fit, in ``_eviction_order``.
 
         First those readers made and no job opened, then closed records, then
         the least recently active. A reader only displaces what readers made.
+        The order is kept in a heap of candidates, checked as they come out
+        (see ``_evictable``), so making room costs each new inbox a few heap
+        steps, not a scan of every inbox: a flood of new jobs at the limit
+        never stalls the readers.
         """
-        candidates = [
-            inbox
-            for inbox in self._inboxes.values()
-            if not inbox.subscribers and (not for_reader or inbox.maker is not None)
-        ]
-        chosen = heapq.nsmallest(max(1, self._max_inboxes // 20), candidates, key=_eviction_order)
-        for inbox in chosen:
+        heap, dropped = self._eviction, 0
+        while heap and len(self._inboxes) + count > self._max_inboxes:
+            rank, touched, inbox_id = heap[0]
+            if for_reader and rank > 0:
+                break
+            heapq.heappop(heap)
+            inbox = self._inboxes.get(inbox_id)
+            if inbox is None or inbox.subscribers:
+                continue  # let go already, or watched: a candidate again once its last reader leaves
+            order = _eviction_order(inbox)
+            if order > (rank, touched):
+                heapq.heappush(heap, (*order, inbox_id))  # active since it came in: back in its place
+                continue
             self._drop(inbox)
-        self.evicted += len(chosen)
-        if chosen:
-            self.made_room.add("inboxes", f"at the limit of {self._max_inboxes}, dropped {len(chosen)}", len(chosen))
+            dropped += 1
+        self.evicted += dropped
+        if dropped:
+            self.made_room.add("inboxes", f"at the limit of {self._max_inboxes}, dropped {dropped}", dropped)
+
+    def _evictable(self, inbox: Inbox) -> None:
+        """An unwatched inbox becomes a candidate for ``_make_room``, as it stands now.
+
+        Its entry is not moved when it gets events later (that would cost
+        every event): a candidate found more active than its entry says goes
+        back in its new place. So every unwatched inbox has an entry at or
+        before its place; one whose place moves forward (it closed, or its
+        last reader left) gets a new entry. Stale entries are dropped as they
+        come out, and all at once when they outnumber the inboxes.
+        """
+        if len(self._eviction) > 2 * len(self._inboxes) + 1024:
+            self._eviction = [
+                (*_eviction_order(kept), kept.id) for kept in self._inboxes.values() if not kept.subscribers
+            ]
+            heapq.heapify(self._eviction)
+        if self._inboxes.get(inbox.id) is inbox:
+            heapq.heappush(self._eviction, (*_eviction_order(inbox), inbox.id))
 
     def _release(self, inbox: Inbox) -> None:
         """A job took over an inbox a reader made (or it goes): it no longer counts against the reader."""
@@ -531,12 +563,16 @@ class InboxRegistry(Service):
         return self._abandon if inbox.state is OPEN else self._expiry
 
     def _schedule_expiry(self, inbox: Inbox) -> None:
-        """Look at an unwatched inbox again once it could have been idle long enough.
+        """Look at an unwatched inbox again once it could have been idle long enough; till then it may
+        make room for others (``_evictable``).
 
         Counted from its last event, or from now when its last reader just left.
         """
+        if inbox.subscribers:
+            return
+        self._evictable(inbox)
         state = inbox.state
-        if inbox not in self._deadlines and state is not CLOSING and state is not CLOSED and not inbox.subscribers:
+        if inbox not in self._deadlines and state is not CLOSING and state is not CLOSED:
             self._deadlines.set(inbox, self._idle_until(inbox), self._kept_check_expiry)
 
     def _idle_until(self, inbox: Inbox) -> float:
@@ -559,6 +595,7 @@ class InboxRegistry(Service):
         """The grace period is over: end the streams, keep the record a while."""
         self._deadlines.set(inbox, inbox.ends_at + self._retention, self._kept_retention_over)
         inbox.retire()
+        self._evictable(inbox)  # a closed record goes before the jobs still running
 
     def _retention_over(self, inbox: Inbox) -> None:
         """Let the record go, unless followers wait on it for the job's next run."""

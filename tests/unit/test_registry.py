@@ -38,12 +38,31 @@ def test_a_new_job_takes_the_place_of_reader_made_then_closed_then_idle_inboxes(
     for n in range(10):
         registry.open(f"more{n}", "{}", "service.create")
     assert not any(f"idle{n}" in registry for n in range(10)), "closed records went next"
-    # Room is made five (a twentieth of the limit) at a time: the eleventh batch reaches the idle ones.
+    # Room is made one inbox at a time: none of the idle ones went yet.
     gone = [n for n in range(10, 30) if f"idle{n}" not in registry]
-    assert gone == list(range(10, 10 + len(gone))) and len(gone) < 5, "before the idle ones, oldest first"
+    assert gone == [], "closed records go before the idle ones"
     for n in range(10, 200):
         registry.open(f"more{n}", "{}", "service.create")
     assert "watched" in registry and registry.refused == 0
+
+
+def test_room_is_made_by_latest_activity_and_a_reader_leaving_makes_an_inbox_a_candidate_again():
+    clock, registry = make(max_inboxes=3)
+    for name in ("a", "b", "c"):
+        registry.open(name, "{}", "service.create")
+        clock.advance(1)
+    registry.publish("a", "{}")  # a, the first in, is now the most recently active
+    clock.advance(1)
+    registry.open("d", "{}", "service.create")
+    assert sorted(inbox.id for inbox in registry) == ["a", "c", "d"], "b, the least recently active, went"
+    reader = InboxReader()
+    registry.subscribe("c", reader)
+    clock.advance(1)
+    registry.open("e", "{}", "service.create")
+    assert "c" in registry and "a" not in registry, "a watched inbox stays; a was the least recently active"
+    registry.unsubscribe(registry.get("c"), reader)
+    registry.open("f", "{}", "service.create")
+    assert sorted(inbox.id for inbox in registry) == ["d", "e", "f"] and registry.evicted == 3
 
 
 def test_an_inbox_a_reader_made_still_goes_first_once_a_close_event_reached_it():
