@@ -41,7 +41,7 @@ MONIT_LIMITS = {
     "smoke": ["--max-payload", "65536", "--max-inboxes", "1000", "--max-inboxes-per-user", "20"],
 }
 GOAL_P99_RATIO = 2.0
-RSS_FLAT_MB_PER_MIN = 0.5  # over the second half of the attack; only meaningful for minutes-long runs
+RSS_FLAT_MB_PER_MIN = 0.1  # over the second half of the attack; only meaningful for minutes-long runs
 
 # Sizes and rates; every one is also a flag (--flood-rate 5000). Rates are per second.
 PARAMS: dict[str, dict] = {
