@@ -1,8 +1,11 @@
 """SSE framing: the bytes a reader gets for each event."""
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from monit import sse
 from monit.sse import compact_json, encode_event, encode_gap, encode_retry, tag_frame
 
 from sseclient import SSEParser
@@ -47,6 +50,29 @@ def test_event_name_cannot_break_the_frame():
 
 def test_compact_json_has_no_spaces():
     assert compact_json({"a": [1, 2], "b": "c d"}) == '{"a":[1,2],"b":"c d"}'
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+SAME_AS_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
+@given(JSON_VALUES)
+def test_compact_json_writes_what_the_json_package_writes(value):
+    assert compact_json(value) == SAME_AS_JSON.encode(value)
+
+
+def test_compact_json_writes_edge_values_as_the_json_package_does():
+    for value in [1e-05, 1e16, -0.0, 18446744073709551616, "\u2028</script>\x7f\x00", {"a": [1.5, None, True]}]:
+        assert compact_json(value) == SAME_AS_JSON.encode(value)
+
+
+def test_compact_json_without_json_s_c_encoder_uses_the_public_encode(monkeypatch):
+    monkeypatch.setattr(json.encoder, "c_make_encoder", None)
+    assert sse._made_once() == sse._COMPACT.encode
 
 
 def test_retry_field():
