@@ -14,11 +14,12 @@ Each stream writes to a ``Response``, the fastest its connection allows:
   sends to the same socket and keeps the request for the rest;
 - over TLS, ``ChunkWriter`` writes chunks to the TLS transport and reads
   what is unsent from the TCP below;
-- over HTTP/2, ``StreamWriter`` hands a batch's bytes as they are to monit's
-  own stream (``monit.web.http2.ServerStream``), to be framed once per
-  reactor turn with the rest of its connection's streams; what its reader
-  has not taken is what its flow-control window, or the full socket under
-  the connection, keeps back;
+- over HTTP/2, the stream's own ``monit.web.http2.ServerStream`` lets the
+  request go, as a lean HTTP/1.1 connection does, and ``StreamResponse``
+  hands it a batch's bytes as they are, to be framed once per reactor turn
+  with the rest of its connection's streams; what its reader has not taken
+  is what its flow-control window, or the full socket under the
+  connection, keeps back;
 - else ``RequestWriter`` goes through ``Request.write``.
 
 Reading the transport's buffer, sending past it and taking a connection over
@@ -69,12 +70,6 @@ class Response(Protocol):
         """Drop the reader at once: its connection, or over HTTP/2 its stream alone."""
 
 
-class _Abortable(Protocol):
-    """An HTTP/2 stream (``monit.web.http2.ServerStream``), its request's channel: reset alone."""
-
-    def abortConnection(self) -> None: ...
-
-
 class _ViaRequest:
     """A response that keeps its ``Request``: its own frames, its end and a drop go through it."""
 
@@ -97,7 +92,7 @@ class _ViaRequest:
         elif transport is not None:
             transport.loseConnection()
         else:  # HTTP/2: reset this stream alone; the connection's other streams go on
-            cast(_Abortable, self._request.channel).abortConnection()
+            cast(HTTP2Stream, self._request.channel).abortConnection()
 
 
 class SocketWriter(_ViaRequest):
@@ -176,17 +171,19 @@ class RequestWriter(_ViaRequest):
         self._since_pause = 0
 
 
-class StreamWriter(_ViaRequest):
-    """HTTP/2: the batch's bytes to the stream, which knows what waits unsent."""
+class StreamResponse:
+    """HTTP/2, its request let go: the batch's bytes to the stream, which knows what waits unsent."""
 
     __slots__ = ("_stream",)
 
-    def __init__(self, request: Request, stream: HTTP2Stream) -> None:
-        super().__init__(request)
+    def __init__(self, stream: HTTP2Stream) -> None:
         self._stream = stream
 
     def write(self, batch: Batch) -> None:
         self._stream.write(batch.data)
+
+    def send(self, data: bytes) -> None:
+        self._stream.write(data)
 
     def unsent(self) -> int:
         return self._stream.unsent()
@@ -197,13 +194,27 @@ class StreamWriter(_ViaRequest):
     def resume(self) -> None:
         """As for pause."""
 
+    def finish(self) -> None:
+        """END_STREAM once what waits is out; the stream is not told of its own end."""
+        self._stream.finish()
+
+    def abort(self) -> None:
+        """Reset this stream alone (CANCEL): the connection's other streams go on."""
+        self._stream.abortConnection()
+
 
 class HTTP2Stream(Protocol):
-    """What ``StreamWriter`` needs of an HTTP/2 stream (``monit.web.http2.ServerStream``)."""
+    """What ``StreamResponse`` needs of an HTTP/2 stream (``monit.web.http2.ServerStream``)."""
+
+    def let_request_go(self, reader: lean.Stream) -> None: ...
 
     def write(self, data: bytes) -> None: ...
 
     def unsent(self) -> int: ...
+
+    def finish(self) -> None: ...
+
+    def abortConnection(self) -> None: ...
 
 
 class Paths:
@@ -237,8 +248,10 @@ def response_for(request: Request, stream: lean.Stream, paths: Paths) -> Respons
             return ChunkWriter(request, transport, below)
     elif paths.fast and request.clientproto == b"HTTP/2":
         channel = getattr(request, "channel", None)
-        if callable(getattr(channel, "unsent", None)):
-            return StreamWriter(request, channel)  # type: ignore[arg-type]
+        if callable(getattr(channel, "let_request_go", None)):
+            h2_stream = cast(HTTP2Stream, channel)
+            h2_stream.let_request_go(stream)
+            return StreamResponse(h2_stream)
     return RequestWriter(request)
 
 

@@ -14,6 +14,9 @@ the bounds an HTTP/1.1 connection to monit has:
   and neither is read;
 - each stream is handed to the site as an ordinary ``Request`` whose channel
   is a ``ServerStream``, so routing, auth and SSE streams are HTTP/1.1's;
+  once an SSE stream's headers are out the request is let go, as an
+  HTTP/1.1 stream's is (``monit.web.lean``): the stream writes to its
+  ``ServerStream`` and is told its end by it;
 - what the streams write waits on them and goes out once per reactor turn:
   as much of each stream's DATA as its window allows, in one socket write;
 - a full socket pauses every stream's producer, and a stream whose window is
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, deque
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import h2.config
 import h2.connection
@@ -49,7 +52,11 @@ from zope.interface import implementer
 
 from monit._twisted.tcp_buffer import tcp_below
 from monit.deadlines import Deadlines
+from monit.tuning import YoungSweep
 from monit.web.errors import error_body
+
+if TYPE_CHECKING:  # lean imports the site, which imports this module
+    from monit.web.lean import Stream
 
 MAX_STREAMS = 100  # streams one connection may have open at once (Chromium opens up to 100 before it waits)
 CLOSE_AFTER_GOAWAY = 1.0  # seconds a connection told GOAWAY may take to close before it is aborted
@@ -89,6 +96,7 @@ class Host(Protocol):
     refused: Counter[int]
     heads: Deadlines[Any]
     requestFactory: Any
+    sweep: YoungSweep
 
     def start_head_deadline(self, channel: Any) -> None: ...
 
@@ -162,7 +170,11 @@ class ServerStream:
     """One HTTP/2 stream: the channel of the ``Request`` it carries, as an ``HTTPChannel`` is.
 
     What the request writes waits in ``pending`` until its connection's next
-    flush sends what the stream's window allows.
+    flush sends what the stream's window allows. Once an SSE stream's headers
+    are out it lets the request go (``let_request_go``): the SSE stream
+    (``monit.web.stream.EventStream``) stays its producer and its ``reader``,
+    writes to it through ``monit.web._fastpath.StreamResponse``, and is told
+    by it when the stream is reset or the connection closes.
     """
 
     __slots__ = (
@@ -172,6 +184,7 @@ class ServerStream:
         "head",
         "request",
         "producer",
+        "reader",
         "pending",
         "unsent_bytes",
         "answered",
@@ -186,7 +199,8 @@ class ServerStream:
         self.site = connection.site
         self.head: RequestHead | None = head
         self.request: Any = None
-        self.producer: IPushProducer | None = None
+        self.producer: IPushProducer | Stream | None = None
+        self.reader: Stream | None = None  # the SSE stream that let the request go, until it ends
         self.pending: deque[bytes] = deque()
         self.unsent_bytes = 0
         self.answered = False  # its request has ended and was handed to the site
@@ -209,6 +223,21 @@ class ServerStream:
     def unsent(self) -> int:
         """Bytes written that its reader has not taken: those its window or the full socket keep back."""
         return self.unsent_bytes
+
+    def let_request_go(self, reader: Stream) -> None:
+        """The SSE response's headers are out: from now on ``reader`` writes here and is told the end here.
+
+        The request, its headers and Klein's Deferreds hold each other in
+        cycles: the site's sweep frees them young.
+        """
+        self.request = None
+        self.producer = self.reader = reader
+        self.site.sweep.soon()
+
+    def finish(self) -> None:
+        """The SSE response is done (its stream has detached): END_STREAM once what waits is out."""
+        self.producer = self.reader = None
+        self._connection.end_stream(self)
 
     # The channel of its request.
     def getPeer(self) -> IAddress:
@@ -265,12 +294,19 @@ class ServerStream:
         """The connection's end reaches the request through ``connection_lost``."""
 
     def connection_lost(self, reason: Failure) -> None:
-        """The stream was reset, or its connection closed: the request learns it (notifyFinish)."""
+        """The stream was reset, or its connection closed: its SSE stream learns it, or its request (notifyFinish).
+
+        Called once at most: the connection forgets the stream first. A
+        stream that its server finished has no reader left to tell.
+        """
         self.site.heads.cancel(self)
         request, self.request = self.request, None
+        reader, self.reader = self.reader, None
         self.producer = None
         self.pending.clear()
-        if request is not None and not request.finished:
+        if reader is not None:
+            reader.gone(reason)
+        elif request is not None and not request.finished:
             request.connectionLost(reason)
 
 
@@ -447,7 +483,7 @@ class MonitH2Connection(TwistedProtocol):
             self._want_flush()
 
     def reset(self, stream: ServerStream, code: ErrorCodes) -> None:
-        """Reset a stream of ours alone, and tell its request."""
+        """Reset a stream of ours alone, and tell its request or SSE stream."""
         if self._streams.get(stream.stream_id) is not stream:
             return
         self._forget(stream)

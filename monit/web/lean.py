@@ -8,6 +8,9 @@ and the channel and request are let go; an idle stream costs the transport,
 this small object and the stream. The site counts the connection as before,
 and closes it at shutdown.
 
+An HTTP/2 stream shares the design: its ``monit.web.http2.ServerStream``
+lets the request go in the same way, and tells the same ``Stream`` its end.
+
 A client has nothing more to say on an SSE connection: what it sends is
 dropped, and past ``MOST_IGNORED`` bytes it is cut off. The response's end
 closes the connection; a client that wants more opens another, as an
@@ -47,7 +50,11 @@ def http_chunk(batch: Batch) -> bytes:
 
 
 class Stream(Protocol):
-    """What the connection tells its stream (``monit.web.stream.EventStream``)."""
+    """What its connection tells a stream (``monit.web.stream.EventStream``) once the request is let go.
+
+    Over HTTP/1.1 the connection is a ``LeanConnection``; over HTTP/2, the
+    stream's own ``monit.web.http2.ServerStream``.
+    """
 
     def pauseProducing(self) -> None: ...
 

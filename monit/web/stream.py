@@ -100,9 +100,9 @@ class EventStream:
     """Writes a source's frames to one HTTP response until the source or the client ends.
 
     It finishes the response itself when the stream is over, and learns that
-    the client went away (``gone``: from the request's ``notifyFinish``, or
-    from a connection it took over), unsubscribing at once so nothing writes
-    to a dead socket. Once the headers are out it writes to a ``Response``
+    the client went away (``gone``: from the request's ``notifyFinish``, or,
+    once the request is let go, from its lean HTTP/1.1 connection or HTTP/2
+    stream), unsubscribing at once so nothing writes to a dead socket. Once the headers are out it writes to a ``Response``
     (``monit.web._fastpath``) and lets the request go if that can do without
     it: an idle stream costs only what it needs.
 
@@ -297,7 +297,7 @@ class EventStream:
             self.catch_up()
 
     def stopProducing(self) -> None:
-        """The connection is going away; notifyFinish's errback detaches."""
+        """The connection is going away; ``gone`` follows, and detaches."""
 
     def _drop(self) -> None:
         self._streams.dropped += 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import struct
+import weakref
 from typing import Any
 
 import h2.config
@@ -12,13 +14,19 @@ import h2.errors
 import h2.events
 import h2.settings
 import pytest
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from monit.registry import InboxRegistry
+from monit.service import registry_options
+from monit.settings import Settings
 from monit.web import _fastpath
 from monit.web.http2 import (
     CLOSE_AFTER_GOAWAY,
@@ -29,6 +37,7 @@ from monit.web.http2 import (
     MonitH2Connection,
 )
 from monit.web.site import MonitSite
+from monit.web.stream import EventStream, OneJob, StreamSet
 
 WINDOW = 65535  # an h2 client's initial flow-control window, for its stream and its connection
 HEAD = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"localhost"), (b":path", b"/x")]
@@ -67,12 +76,47 @@ class Producer:
         pass
 
 
+class Told(EventStream):
+    """An SSE stream that counts how often it is told its client went away."""
+
+    __slots__ = ("told",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.told = 0
+
+    def gone(self, reason: Failure) -> None:
+        self.told += 1
+        super().gone(reason)
+
+
+class Streaming(Resource):
+    """Every request is an SSE stream of the job ``job``, as monit's routes start one; the requests are held weakly."""
+
+    isLeaf = True
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.registry = InboxRegistry(clock, **registry_options(Settings(grace=1)))
+        self.streams = StreamSet(clock, 15, 3000)
+        self.requests: list[weakref.ref] = []
+        self.started: list[Told] = []
+
+    def render(self, request):
+        self.requests.append(weakref.ref(request))
+        stream = Told(request, OneJob(self.registry, "job"), self.streams, "alice", self.clock, max_pending=10**6)
+        stream.run()
+        self.started.append(stream)
+        return NOT_DONE_YET
+
+
 class Pair:
     """monit's HTTP/2 connection and an h2 client, joined by hand."""
 
-    def __init__(self) -> None:
-        self.clock = Clock()
-        self.resource = Held()
+    def __init__(self, resource: Resource | None = None, clock: Clock | None = None) -> None:
+        self.clock = clock or Clock()
+        self.resource = resource or Held()
         self.site = MonitSite(self.resource, self.clock, head_timeout=2, max_connections=10)
         self.server = MonitH2Connection(self.site)
         self.transport = StringTransport()
@@ -247,18 +291,81 @@ def test_unsent_is_what_waits_past_the_streams_window():
     pair = Pair()
     pair.request()
     request = pair.resource.requests[0]
+    assert isinstance(_fastpath.response_for(request, Producer(), _fastpath.Paths(fast=False)), _fastpath.RequestWriter)
     request.write(b"a")  # the headers go out with the first write
     pair.exchange()
     writer = _fastpath.response_for(request, Producer(), _fastpath.Paths(fast=True))
-    assert isinstance(writer, _fastpath.StreamWriter)
-    request.write(b"x" * (WINDOW + 5000))
+    assert isinstance(writer, _fastpath.StreamResponse)
+    writer.send(b"x" * (WINDOW + 5000))
     pair.exchange()
     assert len(pair.body(1)) == WINDOW, "the client's window, and not a byte more"
     assert writer.unsent() == 5001
     pair.client.acknowledge_received_data(WINDOW, 1)
     pair.exchange()
     assert writer.unsent() == 0 and len(pair.body(1)) == WINDOW + 5001
-    assert isinstance(_fastpath.response_for(request, Producer(), _fastpath.Paths(fast=False)), _fastpath.RequestWriter)
+
+
+def test_an_sse_stream_lets_its_request_go_once_its_headers_are_out_and_is_told_of_a_reset_once():
+    clock = Clock()
+    streaming = Streaming(clock)
+    pair = Pair(streaming, clock)
+    pair.request()
+    assert pair.status(1) == 200 and pair.body(1) == b"retry: 3000\n\n"
+    gc.collect()
+    assert streaming.requests[0]() is None, "nothing holds the request once the headers are out"
+    streaming.registry.publish("job", '"hello"')
+    pair.exchange()
+    assert pair.body(1) == b'retry: 3000\n\nid: 1\ndata: "hello"\n\n'
+    inbox = streaming.registry.get("job")
+    assert inbox is not None and inbox.subscribers
+    pair.client.reset_stream(1)
+    pair.exchange()
+    stream = streaming.started[0]
+    assert not inbox.subscribers and len(streaming.streams) == 0 and stream.told == 1
+    pair.server.connectionLost(Failure(ConnectionDone()))
+    assert stream.told == 1, "told once"
+
+
+def test_a_stream_the_server_ends_is_not_told_of_the_connections_loss_before_its_end_is_out():
+    clock = Clock()
+    streaming = Streaming(clock)
+    pair = Pair(streaming, clock)
+    pair.request()
+    for _ in range(8):  # more than the client's window, which it does not widen
+        streaming.registry.publish("job", '"%s"' % ("x" * 10_000))
+    pair.exchange()
+    streaming.registry.close("job", '"done"', "service.create.done")
+    clock.advance(1)  # the grace period: the inbox ends its streams
+    pair.exchange()
+    assert not pair.of(h2.events.StreamEnded, 1), "its end waits behind what the window holds back"
+    assert len(streaming.streams) == 0, "the stream has ended"
+    logged: list[dict] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        pair.server.connectionLost(Failure(ConnectionDone()))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert streaming.started[0].told == 0
+    assert not [e for e in logged if "closed for" in e.get("log_format", "")], "closed once, by its end"
+
+
+def test_at_shutdown_sse_streams_end_and_then_the_connection_says_goaway():
+    clock = Clock()
+    streaming = Streaming(clock)
+    pair = Pair(streaming, clock)
+    pair.request()
+    pair.request()
+    streaming.streams.shutdown()
+    pair.server.close_when_done()
+    pair.exchange()
+    assert pair.of(h2.events.StreamEnded, 1) and pair.of(h2.events.StreamEnded, 3)
+    assert pair.body(3).startswith(b"retry: 3000\n\nretry: ") and not pair.of(h2.events.ConnectionTerminated)
+    pair.clock.advance(GOAWAY_AFTER_ENDS)
+    pair.deliver()
+    assert pair.goaway().error_code == ErrorCodes.NO_ERROR and pair.transport.disconnecting
+    pair.server.connectionLost(Failure(ConnectionDone()))
+    assert [stream.told for stream in streaming.started] == [0, 0]
+    assert not streaming.registry.get("job").subscribers
 
 
 def test_what_the_streams_write_in_a_turn_goes_out_in_one_write_one_frame_each():
