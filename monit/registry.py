@@ -141,6 +141,7 @@ class InboxRegistry(Service):
         # The candidates for eviction: (rank, last activity, job id) as ``_eviction_order`` ranks them,
         # a heap (``_evictable``); plain values, so that the collector does not walk them.
         self._eviction: list[tuple[int, float, str]] = []
+        self._owed = 0  # inboxes to drop beyond need, since the limit was last reached (``_room_for_jobs``)
         # Bound methods made once and shared by every inbox (see monit.deadlines): ``_kept_`` and the method's name.
         self._kept_schedule_expiry = self._schedule_expiry
         self._kept_check_expiry = self._check_expiry
@@ -399,26 +400,44 @@ class InboxRegistry(Service):
         if maker is not None and self._made_by[maker] + count > self._per_user:
             self.refused += 1
             raise UserInboxLimit("too many inboxes that no job opened for this user")
-        if len(self._inboxes) + count > self._max_inboxes:
-            self._make_room(maker is not None, count)
+        over = len(self._inboxes) + count - self._max_inboxes
+        if maker is None:
+            self._room_for_jobs(over, count)
+        elif over > 0:
+            self._make_room(over, readers_only=True)
         if len(self._inboxes) + count > self._max_inboxes:
             self.refused += 1
             raise InboxLimit("too many inboxes")
 
-    def _make_room(self, for_reader: bool, count: int) -> None:
-        """Drop unwatched inboxes until ``count`` more fit, in ``_eviction_order``.
+    def _room_for_jobs(self, over: int, count: int) -> None:
+        """Room for a job's ``count`` new inboxes, ``over`` the limit: once it is reached, a twentieth of it
+        is made free, a little at a time (each new inbox after drops one more than it needs, until then).
+
+        No stall for anybody, and readers of jobs that have not started find
+        room between a flood's new jobs (a reader only displaces what readers made).
+        """
+        if self._owed > 0:
+            self._owed -= 1
+            over = count + 1
+        elif over > 0:
+            self._owed = (
+                max(1, self._max_inboxes // 20) - 1
+            )  # this one makes room for itself, each of those after one more
+        if over > 0:
+            self._make_room(over, readers_only=False)
+
+    def _make_room(self, wanted: int, readers_only: bool) -> None:
+        """Drop ``wanted`` unwatched inboxes (fewer if there are not as many), in ``_eviction_order``.
 
         First those readers made and no job opened, then closed records, then
-        the least recently active. A reader only displaces what readers made.
-        The order is kept in a heap of candidates, checked as they come out
-        (see ``_evictable``), so making room costs each new inbox a few heap
-        steps, not a scan of every inbox: a flood of new jobs at the limit
-        never stalls the readers.
+        the least recently active. The order is kept in a heap of candidates,
+        checked as they come out (see ``_evictable``), so each inbox dropped
+        costs a few heap steps, not a scan of every inbox.
         """
         heap, dropped = self._eviction, 0
-        while heap and len(self._inboxes) + count > self._max_inboxes:
+        while heap and dropped < wanted:
             rank, touched, inbox_id = heap[0]
-            if for_reader and rank > 0:
+            if readers_only and rank > 0:
                 break
             heapq.heappop(heap)
             inbox = self._inboxes.get(inbox_id)
@@ -430,6 +449,8 @@ class InboxRegistry(Service):
                 continue
             self._drop(inbox)
             dropped += 1
+        if not heap:
+            self._owed = 0  # nothing left that could be dropped
         self.evicted += dropped
         if dropped:
             self.made_room.add("inboxes", f"at the limit of {self._max_inboxes}, dropped {dropped}", dropped)
