@@ -37,8 +37,8 @@ from monit.web.site import MonitSite
 class MonitService(MultiService):
     """The NATS client, the inboxes, the router and the web endpoint, as one service.
 
-    Children start in the order they are made: the embedded nats-server if
-    asked for, NATS, the registry, the router, the JetStream feed, token
+    Children start in the order they are made: the collector's pace, the
+    embedded nats-server if asked for, NATS, the registry, the router, the JetStream feed, token
     checking, the round trip of ``/readyz?deep=1``, the web app, the
     listener. Stopping goes: stop accepting, end every stream with a retry
     hint, close the HTTP connections once written, then the rest in reverse
@@ -58,6 +58,7 @@ class MonitService(MultiService):
         on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__()
+        tuning.CollectorPace(reactor).setServiceParent(self)  # first: it freezes what the parts made before they start
         check_all()  # against the installed Twisted: each misfit said once; Unfit when monit cannot run with it
         self.settings = settings
         self.on_fatal = on_fatal or self._log_fatal
@@ -171,10 +172,6 @@ class MonitService(MultiService):
         return self.registry.follow(follower)
 
     # Service
-
-    def startService(self) -> None:
-        tuning.apply()
-        super().startService()
 
     def _log_fatal(self, line: str) -> None:
         self.log.critical("{line}", line=line)

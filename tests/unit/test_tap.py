@@ -55,6 +55,6 @@ def test_subjects():
 def test_make_service_with_embedded_nats_points_the_client_at_it():
     options = parse("--embedded-nats", "--jwt-secret", "s", "--listen", "tcp:0")
     monit = makeService(options)
-    embedded, nats, *_ = list(monit)
+    _pace, embedded, nats, *_ = list(monit)
     assert embedded.url.startswith("nats://127.0.0.1:")
     assert nats._endpoint.current.port == embedded.port

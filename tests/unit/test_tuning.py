@@ -1,4 +1,4 @@
-"""The young sweep: one collection of the young generations a turn, however many streams let their requests go."""
+"""The collector's settings: the young sweep (one collection of the young generations a turn) and the pace of full ones."""
 
 from __future__ import annotations
 
@@ -31,3 +31,41 @@ def test_a_cancelled_sweep_leaves_nothing_on_the_clock(monkeypatch):
     sweep.soon()
     sweep.cancel()
     assert clock.getDelayedCalls() == []
+
+
+def paced(monkeypatch, clock):
+    """A started CollectorPace whose freeze leaves the test process's objects alone."""
+    frozen: list[bool] = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    pace = tuning.CollectorPace(clock, pace=30)
+    pace.startService()
+    assert frozen == [True]
+    return pace
+
+
+def test_the_pace_lets_one_full_collection_come_in_its_time(monkeypatch):
+    before = gc.get_threshold()
+    clock = Clock()
+    pace = paced(monkeypatch, clock)
+    try:
+        assert gc.get_threshold() == (700, 10, tuning.FULL_COLLECTION_EVERY)
+        gc.collect(1)
+        assert gc.get_threshold()[2] == tuning.FULL_COLLECTION_EVERY, "a young collection holds nothing"
+        gc.collect()
+        held = gc.get_threshold()[2]
+        assert held > 10_000_000, "after a full collection, the next waits"
+        clock.advance(29)
+        assert gc.get_threshold()[2] == held
+        clock.advance(1)
+        assert gc.get_threshold() == (700, 10, tuning.FULL_COLLECTION_EVERY)
+    finally:
+        pace.stopService()
+    assert gc.get_threshold() == before, "the process's own settings are back"
+
+
+def test_a_stopped_pace_leaves_no_callback_and_nothing_on_the_clock(monkeypatch):
+    clock = Clock()
+    callbacks = list(gc.callbacks)
+    pace = paced(monkeypatch, clock)
+    pace.stopService()
+    assert gc.callbacks == callbacks and clock.getDelayedCalls() == []

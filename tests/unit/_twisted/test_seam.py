@@ -9,7 +9,6 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.web.resource import Resource
 
-from monit import tuning
 from monit._twisted import (
     early_disconnect,
     head_counts,
@@ -141,11 +140,3 @@ def test_without_the_presets_connections_are_left_as_twisted_makes_them(monkeypa
 def test_with_the_presets_connections_have_the_names_at_once():
     channel, _ = connect(site())
     assert "_HTTPChannel__first_line" in vars(channel)
-
-
-def test_the_service_tunes_the_collector(monkeypatch):
-    frozen = []
-    monkeypatch.setattr(tuning.gc, "freeze", lambda: frozen.append(True))
-    monkeypatch.setattr(tuning.gc, "set_threshold", lambda *thresholds: frozen.append(thresholds))
-    tuning.apply()
-    assert frozen == [True, (700, 10, tuning.FULL_COLLECTION_EVERY)]
