@@ -23,8 +23,10 @@ from monit._twisted.seam import fits
 
 # Young collections between full ones (Python's default is 10): ten times as few full pauses.
 FULL_COLLECTION_EVERY = 100
-# And, whatever else asks for them, at most one full collection in this many seconds.
+# After a full collection that found next to nothing (fewer objects than NEXT_TO_NOTHING), no
+# other until the next tick of this many seconds, whatever else asks for one.
 FULL_COLLECTION_PACE = 30.0
+NEXT_TO_NOTHING = 1000
 # The oldest generation's threshold while a full collection waits for the pace: not reached in time.
 _HELD = 1 << 30
 
@@ -41,9 +43,14 @@ class CollectorPace(Service):
     enough for that every 3 s, and ``YoungSweep``'s collections count as young
     ones: in the soak (20,000 inboxes, 1,000 readers) each full collection took
     30 ms, freed next to nothing, and held every reader, so the control p99
-    went from 3.8 ms quiet to 17-28 ms. Held to one in ``FULL_COLLECTION_PACE``
-    seconds, cycles that reach the oldest generation wait that much longer to
-    be freed. Benchmark: ``make soak`` (benchmarks/README.md, "Soak").
+    went from 3.8 ms quiet to 17-28 ms. So a full collection that frees next
+    to nothing holds the next one until a tick, every ``FULL_COLLECTION_PACE``
+    seconds: cycles
+    are then rare in the oldest generation, and waiting keeps little in RSS.
+    One that frees more lets Python's rule go on: a storm of new connections
+    leaves thousands of cycles there, and holding them 30 s took idle streams
+    from 3.3 to 8.4 KiB each at 10,000. Benchmarks: ``make soak`` and
+    ``benchmarks/run.py --scenario idle-memory`` (benchmarks/README.md).
     """
 
     def __init__(self, clock: IReactorTime, pace: float = FULL_COLLECTION_PACE) -> None:
@@ -66,7 +73,7 @@ class CollectorPace(Service):
 
     def _collected(self, phase: str, info: dict[str, int]) -> None:
         # Called inside the collector, at any allocation: it touches the collector's settings only.
-        if phase == "stop" and info["generation"] == 2:
+        if phase == "stop" and info["generation"] == 2 and info["collected"] < NEXT_TO_NOTHING:
             young, middle, _ = gc.get_threshold()
             gc.set_threshold(young, middle, _HELD)
 

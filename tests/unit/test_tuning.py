@@ -37,13 +37,14 @@ def paced(monkeypatch, clock):
     """A started CollectorPace whose freeze leaves the test process's objects alone."""
     frozen: list[bool] = []
     monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    gc.collect()  # what earlier tests left: the pace's first full collection finds next to nothing
     pace = tuning.CollectorPace(clock, pace=30)
     pace.startService()
     assert frozen == [True]
     return pace
 
 
-def test_the_pace_lets_one_full_collection_come_in_its_time(monkeypatch):
+def test_after_a_full_collection_that_found_next_to_nothing_the_next_waits_for_a_tick(monkeypatch):
     before = gc.get_threshold()
     clock = Clock()
     pace = paced(monkeypatch, clock)
@@ -53,7 +54,7 @@ def test_the_pace_lets_one_full_collection_come_in_its_time(monkeypatch):
         assert gc.get_threshold()[2] == tuning.FULL_COLLECTION_EVERY, "a young collection holds nothing"
         gc.collect()
         held = gc.get_threshold()[2]
-        assert held > 10_000_000, "after a full collection, the next waits"
+        assert held > 10_000_000, "after a full collection that found next to nothing, the next waits"
         clock.advance(29)
         assert gc.get_threshold()[2] == held
         clock.advance(1)
@@ -69,3 +70,16 @@ def test_a_stopped_pace_leaves_no_callback_and_nothing_on_the_clock(monkeypatch)
     pace = paced(monkeypatch, clock)
     pace.stopService()
     assert gc.callbacks == callbacks and clock.getDelayedCalls() == []
+
+
+def test_a_full_collection_that_frees_many_cycles_lets_the_next_come_by_pythons_rule(monkeypatch):
+    pace = paced(monkeypatch, Clock())
+    try:
+        cycles: list[list[object]] = [[] for _ in range(tuning.NEXT_TO_NOTHING)]
+        for cycle in cycles:
+            cycle.append(cycle)
+        del cycles, cycle  # garbage all at once, for the full collection alone to find
+        assert gc.collect() >= tuning.NEXT_TO_NOTHING
+        assert gc.get_threshold()[2] == tuning.FULL_COLLECTION_EVERY
+    finally:
+        pace.stopService()
