@@ -38,9 +38,9 @@ class MonitService(MultiService):
     """The NATS client, the inboxes, the router and the web endpoint, as one service.
 
     Children start in the order they are made: the collector's pace, the
-    embedded nats-server if asked for, NATS, the registry, the router, the JetStream feed, token
-    checking, the round trip of ``/readyz?deep=1``, the web app, the
-    listener. Stopping goes: stop accepting, end every stream with a retry
+    embedded nats-server if asked for, NATS, the registry, the router, the
+    JetStream feed, token checking, the round trip of ``/readyz?deep=1``, the
+    web app, the listener. Stopping goes: stop accepting, end every stream with a retry
     hint, close the HTTP connections once written, then the rest in reverse
     order, NATS last.
 

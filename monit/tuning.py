@@ -1,8 +1,8 @@
 """How monit asks CPython for less, each setting with the benchmark that justifies it.
 
 ``MonitService`` starts ``CollectorPace``, the collector's settings, with its
-other parts, so a program that embeds it gets them as ``twistd monit`` does; the site presets
-each connection and request as it is made. The presets that name Twisted's
+other parts, so a program that embeds it gets them as ``twistd monit`` does;
+the site presets each connection and request as it is made. The presets that name Twisted's
 private fields live behind the wall (``monit._twisted.key_sharing``), checked
 at start-up: if they do not fit the installed Twisted, connections are not
 preset.
@@ -45,12 +45,12 @@ class CollectorPace(Service):
     30 ms, freed next to nothing, and held every reader, so the control p99
     went from 3.8 ms quiet to 17-28 ms. So a full collection that frees next
     to nothing holds the next one until a tick, every ``FULL_COLLECTION_PACE``
-    seconds: cycles
-    are then rare in the oldest generation, and waiting keeps little in RSS.
-    One that frees more lets Python's rule go on: a storm of new connections
-    leaves thousands of cycles there, and holding them 30 s took idle streams
-    from 3.3 to 8.4 KiB each at 10,000. Benchmarks: ``make soak`` and
-    ``benchmarks/run.py --scenario idle-memory`` (benchmarks/README.md).
+    seconds: cycles are then rare in the oldest generation, and waiting keeps
+    little in RSS. One that frees more lets Python's rule go on: a storm of
+    new connections leaves thousands of cycles there, and holding them 30 s
+    took idle streams from 3.3 to 8.4 KiB each at 10,000. Benchmarks:
+    ``make soak`` and ``benchmarks/run.py --scenario idle-memory``
+    (benchmarks/README.md).
     """
 
     def __init__(self, clock: IReactorTime, pace: float = FULL_COLLECTION_PACE) -> None:
