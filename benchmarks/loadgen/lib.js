@@ -47,12 +47,18 @@ class Histogram {
 
 // ----------------------------------------------------------------- probes
 
-// CPU seconds (user + system) of another process, from /proc/PID/stat.
-function procCpu(pid, clkTck) {
-  if (!pid) return 0;
+// CPU seconds of another process, from /proc/PID/stat: [user, system].
+function procCpuParts(pid, clkTck) {
+  if (!pid) return [0, 0];
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'latin1');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / clkTck; // utime, stime
+  return [Number(fields[11]) / clkTck, Number(fields[12]) / clkTck]; // utime, stime
+}
+
+// CPU seconds (user + system) of another process.
+function procCpu(pid, clkTck) {
+  const [user, system] = procCpuParts(pid, clkTck);
+  return user + system;
 }
 
 // Busy CPU seconds of the whole machine (all cores), from /proc/stat.
@@ -109,7 +115,7 @@ class Phase {
   start() {
     this.t0 = performance.now();
     this.cpu0 = process.cpuUsage();
-    this.server0 = procCpu(this.env.serverPid, this.env.clkTck);
+    this.server0 = procCpuParts(this.env.serverPid, this.env.clkTck);
     this.nats0 = procCpu(this.env.natsPid, this.env.clkTck);
     this.busy0 = machineBusy(this.env.clkTck);
     this.helpers0 = helpersCpu(this.env);
@@ -131,7 +137,9 @@ class Phase {
   stop() {
     const wall = (performance.now() - this.t0) / 1000;
     const cpu = process.cpuUsage(this.cpu0);
-    const serverCpu = procCpu(this.env.serverPid, this.env.clkTck) - this.server0;
+    const [serverUser, serverSystem] = procCpuParts(this.env.serverPid, this.env.clkTck);
+    const serverKernel = serverSystem - this.server0[1];
+    const serverCpu = serverUser - this.server0[0] + serverKernel;
     const natsCpu = procCpu(this.env.natsPid, this.env.clkTck) - this.nats0;
     const helperCpu = (helpersCpu(this.env) - this.helpers0) / wall;
     // This process and its helpers (the soak's attacker) are the generator; they share its core.
@@ -155,6 +163,8 @@ class Phase {
       deliveries_per_s: deliverySpan ? Math.round(this.received / deliverySpan) : null,
       server_cpu_s: round(serverCpu),
       cpu_us_per_delivery: this.received ? round((serverCpu * 1e6) / this.received) : null,
+      // How much of it the kernel did (the sends, and on loopback the receiving TCP too).
+      server_kernel_share: serverCpu ? round(serverKernel / serverCpu) : null,
       loadgen_cpu: round(loadgenCpu),
       ...(this.env.helperPids ? { helper_cpu: round(helperCpu) } : {}),
       nats_cpu: round(natsCpu / wall),
