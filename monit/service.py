@@ -40,9 +40,9 @@ class MonitService(MultiService):
     Children start in the order they are made: the collector's pace, the
     embedded nats-server if asked for, NATS, the registry, the router, the
     JetStream feed, token checking, the round trip of ``/readyz?deep=1``, the
-    web app, the listener. Stopping goes: stop accepting, end every stream with a retry
-    hint, close the HTTP connections once written, then the rest in reverse
-    order, NATS last.
+    web app, the listener. Stopping goes: stop accepting, end every stream
+    with a retry hint, close the HTTP connections once written, then the rest
+    in reverse order, NATS last.
 
     A program of the same process can act on jobs directly: ``watch`` reads
     one job's events, ``when_closed`` waits for its end, and ``follow`` sees

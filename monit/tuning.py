@@ -2,10 +2,10 @@
 
 ``MonitService`` starts ``CollectorPace``, the collector's settings, with its
 other parts, so a program that embeds it gets them as ``twistd monit`` does;
-the site presets each connection and request as it is made. The presets that name Twisted's
-private fields live behind the wall (``monit._twisted.key_sharing``), checked
-at start-up: if they do not fit the installed Twisted, connections are not
-preset.
+the site presets each connection and request as it is made. The presets that
+name Twisted's private fields live behind the wall
+(``monit._twisted.key_sharing``), checked at start-up: if they do not fit the
+installed Twisted, connections are not preset.
 """
 
 from __future__ import annotations
@@ -54,10 +54,10 @@ class CollectorPace(Service):
     """
 
     def __init__(self, clock: IReactorTime, pace: float = FULL_COLLECTION_PACE) -> None:
-        self._clock = clock
         self._pace = pace
-        self._before: tuple[int, int, int] | None = None
-        self._allow: LoopingCall | None = None
+        self._before = gc.get_threshold()  # the process's own settings, taken again at start
+        self._allow = LoopingCall(_set_oldest_threshold, FULL_COLLECTION_EVERY)
+        self._allow.clock = clock
 
     def startService(self) -> None:
         super().startService()
@@ -67,30 +67,25 @@ class CollectorPace(Service):
         gc.freeze()
         gc.set_threshold(700, 10, FULL_COLLECTION_EVERY)
         gc.callbacks.append(self._collected)
-        self._allow = LoopingCall(self._let_one_come)
-        self._allow.clock = self._clock
         self._allow.start(self._pace, now=False)
 
     def _collected(self, phase: str, info: dict[str, int]) -> None:
         # Called inside the collector, at any allocation: it touches the collector's settings only.
         if phase == "stop" and info["generation"] == 2 and info["collected"] < NEXT_TO_NOTHING:
-            young, middle, _ = gc.get_threshold()
-            gc.set_threshold(young, middle, _HELD)
-
-    def _let_one_come(self) -> None:
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
+            _set_oldest_threshold(_HELD)
 
     def stopService(self) -> None:
-        super().stopService()
-        if self._allow is not None:
+        if self.running:
             self._allow.stop()
-            self._allow = None
-        if self._collected in gc.callbacks:
             gc.callbacks.remove(self._collected)
-        if self._before is not None:
             gc.set_threshold(*self._before)
-            self._before = None
+        super().stopService()
+
+
+def _set_oldest_threshold(threshold: int) -> None:
+    """Set how many young collections a full one waits for, leaving the young generations' thresholds."""
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, threshold)
 
 
 def preset_connection(channel: HTTPChannel) -> None:
